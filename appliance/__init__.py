@@ -1,0 +1,57 @@
+"""The appliance: a self-hosted control panel in one Python process."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from pathlib import Path  # noqa: E402
+from typing import Any, Mapping  # noqa: E402
+
+from flask import Flask  # noqa: E402
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _asset_dir(name: str) -> Path:
+    """templates/ and static/: inside the installed package, else at the source tree's top."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = True) -> Flask:
+    """Build the WSGI app: settings, data directory, secrets, database, migrations, routes.
+
+    Raises `appliance.config.ConfigError` when a setting is malformed.
+    """
+    from htmx_flask import Htmx
+
+    from appliance import api, db, http, metrics, web
+    from appliance.config import ensure_data_dir, ensure_secrets, load_settings
+
+    settings = load_settings(overrides)
+    data_dir = ensure_data_dir(Path(settings["DATA_DIR"]))
+    settings["DATA_DIR"] = str(data_dir)
+    ensure_secrets(settings, data_dir)
+
+    app = Flask(__name__, template_folder=str(_asset_dir("templates")),
+                static_folder=str(_asset_dir("static")))
+    app.config.update(
+        SECRET_KEY=settings["SECRET_KEY"],
+        MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
+        APPLIANCE=settings,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+
+    database = db.open_database(settings, data_dir)
+    db.database.initialize(database)
+    if migrate:
+        db.migrate(database)
+    app.teardown_appcontext(db.close_connection)
+
+    Htmx(app)
+    metrics.init_app(app)
+    http.init_app(app)
+    api.init_app(app)
+    web.init_app(app)
+    return app

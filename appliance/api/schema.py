@@ -1,0 +1,273 @@
+"""One schema definition drives validation, serialization and the OpenAPI document.
+
+An API view is declared with `ApiBlueprint.operation(...)`, naming pydantic models for
+its query string, its JSON body and its response. The decorator
+
+- validates the query string and the body against their models (400 `invalid_request`
+  naming the field, 400 `malformed_json`, 415 for a non-JSON body) and passes the
+  parsed models to the view as `query=` and `body=`;
+- serializes what the view returns through the response model, so a response can only
+  carry the fields the document promises;
+- records the operation, from which `build_openapi` writes the OpenAPI 3.1 document.
+
+A view may also return a Flask `Response` (CSV, streams); it is passed through.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, Response, request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from appliance.errors import InvalidRequest, UnsupportedMediaType
+
+API_VERSION = "v1"
+API_PREFIX = "/api/v1"
+
+
+class Schema(BaseModel):
+    """Base of request and response models: unknown fields in a request are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Schema):
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(Schema):
+    """The one error envelope every failing response carries."""
+
+    error: ErrorDetail
+
+
+@dataclass
+class Operation:
+    method: str
+    summary: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    auth: tuple[str, ...] = ()
+    produces: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _field_errors(exc: ValidationError, location: str) -> InvalidRequest:
+    fields = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(part) for part in error["loc"]) or location
+        fields.append({"field": path, "message": error["msg"]})
+    first = fields[0]
+    return InvalidRequest(
+        f"{first['field']}: {first['message']}",
+        field=first["field"],
+        details={"location": location, "fields": fields},
+    )
+
+
+def parse_query(model: type[BaseModel]) -> BaseModel:
+    values: dict[str, Any] = {}
+    for name in request.args:
+        items = request.args.getlist(name)
+        values[name] = items if len(items) > 1 else items[0]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _field_errors(exc, "query") from None
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"The body is not valid JSON: {exc}",
+                                 code="malformed_json") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _field_errors(exc, "body") from None
+
+
+def render(op: Operation, result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    status = op.status
+    if isinstance(result, tuple):
+        result, status = result
+    if op.response is None:
+        return Response(status=status)
+    if not isinstance(result, op.response):
+        result = op.response.model_validate(result)
+    return Response(result.model_dump_json(), status=status, mimetype="application/json")
+
+
+class ApiBlueprint(Blueprint):
+    """A blueprint whose routes are declared with their schemas."""
+
+    def operation(
+        self,
+        rule: str,
+        method: str = "GET",
+        *,
+        summary: str,
+        description: str = "",
+        tags: tuple[str, ...] = (),
+        query: type[BaseModel] | None = None,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+        auth: tuple[str, ...] = (),
+        produces: str = "application/json",
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        op = Operation(method.upper(), summary, description, tags or (self.name,), query,
+                       body, response, status, errors, auth, produces)
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(view)
+            def endpoint(**path_args: Any) -> Response:
+                if query is not None:
+                    path_args["query"] = parse_query(query)
+                if body is not None:
+                    path_args["body"] = parse_body(body)
+                return render(op, view(**path_args))
+
+            endpoint.openapi = op  # type: ignore[attr-defined]
+            self.add_url_rule(rule, endpoint=view.__name__, view_func=endpoint,
+                              methods=[op.method])
+            return endpoint
+
+        return decorate
+
+
+_RULE_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "A 15-minute access token (JWT) or an API key (sk_...)."},
+    "api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "appliance_session",
+                "description": "Dashboard session; state-changing requests need X-CSRF-Token."},
+}
+
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content"}
+
+
+def _operations(app: Flask) -> list[tuple[str, Operation, str]]:
+    found = []
+    for rule in app.url_map.iter_rules():
+        op = getattr(app.view_functions.get(rule.endpoint), "openapi", None)
+        if op is not None:
+            found.append((_RULE_ARG.sub(r"{\1}", rule.rule), op, rule.endpoint))
+    return sorted(found, key=lambda item: (item[0], item[1].method))
+
+
+def build_openapi(app: Flask, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for every operation registered on `app`."""
+    operations = _operations(app)
+    wanted: list[tuple[type[BaseModel], str]] = [(ErrorBody, "serialization")]
+    for _, op, _ in operations:
+        if op.body is not None:
+            wanted.append((op.body, "validation"))
+        if op.query is not None:
+            wanted.append((op.query, "validation"))
+        if op.response is not None:
+            wanted.append((op.response, "serialization"))
+    wanted = list(dict.fromkeys(wanted))
+    refs, top = models_json_schema(wanted, ref_template="#/components/schemas/{model}")
+    schemas = top.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return refs[(model, mode)]
+
+    error_response = {"description": "Error", "content": {
+        "application/json": {"schema": ref(ErrorBody, "serialization")}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for path, op, endpoint in operations:
+        item: dict[str, Any] = {
+            "operationId": endpoint.replace(".", "_"),
+            "summary": op.summary,
+            "tags": list(op.tags),
+        }
+        if op.description:
+            item["description"] = op.description
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{([^}]+)}", path)
+        ]
+        if op.query is not None:
+            query_schema = op.query.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            required = set(query_schema.get("required", []))
+            for name, prop in query_schema.get("properties", {}).items():
+                param = {"name": name, "in": "query", "required": name in required,
+                         "schema": prop}
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                parameters.append(param)
+        if parameters:
+            item["parameters"] = parameters
+        if op.body is not None:
+            item["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": ref(op.body, "validation")}}}
+        success: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "Success")}
+        if op.response is not None:
+            success["content"] = {op.produces: {"schema": ref(op.response, "serialization")}}
+        elif op.produces != "application/json":
+            success["content"] = {op.produces: {"schema": {"type": "string"}}}
+        responses: dict[str, Any] = {str(op.status): success}
+        error_codes = set(op.errors)
+        if op.body is not None or op.query is not None:
+            error_codes.add(400)
+        if op.auth:
+            error_codes.add(401)
+        for code in sorted(error_codes):
+            responses[str(code)] = error_response
+        responses["default"] = error_response
+        item["responses"] = responses
+        item["security"] = [{scheme: []} for scheme in op.auth] if op.auth else []
+        paths.setdefault(path, {})[op.method.lower()] = item
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Appliance API",
+            "version": version,
+            "description": "Accounts, API keys, instances, usage, billing and webhooks "
+                           "of a self-hosted appliance. Errors always carry the envelope "
+                           "`{\"error\": {\"code\", \"message\", \"request_id\", \"details\"}}`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """The app's OpenAPI document, built on first use (routes are fixed by then)."""
+    document = app.extensions.get("openapi")
+    if document is None:
+        from appliance import __version__
+
+        document = app.extensions["openapi"] = build_openapi(app, __version__)
+    return document

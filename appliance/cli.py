@@ -1,0 +1,114 @@
+"""The `appliance` command: serve, init, migrate, version."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from appliance import __version__
+from appliance.config import ConfigError
+
+log = logging.getLogger("appliance")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwargs: Any):
+    from appliance import create_app
+    from appliance.config import load_settings
+
+    overrides = dict(extra or {})
+    if data_dir:
+        overrides["DATA_DIR"] = data_dir
+    try:
+        _setup_logging(load_settings(overrides)["LOG_LEVEL"])
+        return create_app(overrides, **kwargs)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+data_dir_option = click.option(
+    "--data-dir", envvar=None, default=None,
+    help="Data directory (default: APPLIANCE_DATA_DIR or ./data).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="appliance")
+def main() -> None:
+    """A self-hosted control panel: accounts, instances, metering, billing, webhooks."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default 8080).")
+@click.option("--threads", default=None, type=int, help="Worker threads (default 8).")
+@data_dir_option
+def serve(host: str | None, port: int | None, threads: int | None, data_dir: str | None) -> None:
+    """Apply migrations and serve the dashboard and the API with waitress."""
+    from waitress.server import create_server
+
+    extra = {name: value for name, value in
+             (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
+    app = _build_app(data_dir, extra)
+    settings = app.config["APPLIANCE"]
+    try:
+        server = create_server(app, host=settings["HOST"], port=settings["PORT"],
+                               threads=settings["THREADS"], ident="appliance")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)  # waitress closes its sockets on SystemExit
+
+    signal.signal(signal.SIGTERM, stop)
+    host_shown = settings["HOST"] if ":" not in settings["HOST"] else f"[{settings['HOST']}]"
+    log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
+             host_shown, server.effective_port, settings["DATA_DIR"])
+    server.run()
+
+
+@main.command()
+@data_dir_option
+def init(data_dir: str | None) -> None:
+    """Create the data directory, its secrets and the database schema."""
+    app = _build_app(data_dir)
+    click.echo(f"data directory ready: {app.config['APPLIANCE']['DATA_DIR']}")
+
+
+@main.command()
+@click.option("--status", "show_status", is_flag=True, help="List migrations and exit.")
+@data_dir_option
+def migrate(show_status: bool, data_dir: str | None) -> None:
+    """Apply pending database migrations (start-up does this too)."""
+    from appliance import db
+
+    app = _build_app(data_dir, migrate=False)
+    database = db.database.obj
+    if show_status:
+        for name, applied in db.migration_status(database):
+            click.echo(f"{'applied' if applied else 'pending'}  {name}")
+        return
+    applied = db.migrate(database)
+    if applied:
+        for name in applied:
+            click.echo(f"applied {name}")
+    else:
+        click.echo("database is up to date")
+    del app
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"appliance {__version__}")

@@ -1,0 +1,221 @@
+"""Every setting of the appliance, declared once.
+
+A setting has a name, a default, a parser and a line of help. Values come, from lowest
+to highest priority, from the default, an optional TOML config file (`APPLIANCE_CONFIG`),
+the environment (`APPLIANCE_<NAME>`, or `APPLIANCE_<NAME>_FILE` for secrets) and the
+`overrides` mapping given to `create_app`. Parsing is strict: a value that does not
+parse stops the start-up with a message naming the setting, never a silent default.
+
+The README's settings table is checked against `SETTINGS` by a test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "APPLIANCE_"
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or contradictory; the message names it."""
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(value: str) -> int:
+    return int(value.strip(), 10)
+
+
+def parse_positive_int(value: str) -> int:
+    number = parse_int(value)
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def parse_port(value: str) -> int:
+    number = parse_int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a port number between 0 and 65535")
+    return number
+
+
+def parse_str(value: str) -> str:
+    return value.strip()
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return lowered
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+    public: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATA_DIR", "./data", parse_str,
+            "Directory for the SQLite database, generated secrets and backups."),
+    Setting("DATABASE_URL", "", parse_str,
+            "Database URL; empty means SQLite at DATA_DIR/appliance.db. "
+            "postgresql://... is accepted (PostgreSQL support is being completed).",
+            secret=True),
+    Setting("HOST", "127.0.0.1", parse_str, "Address `appliance serve` listens on."),
+    Setting("PORT", 8080, parse_port, "Port `appliance serve` listens on."),
+    Setting("THREADS", 8, parse_positive_int, "Worker threads of the waitress server."),
+    Setting("SITE_NAME", "Appliance", parse_str,
+            "The operator's name, shown in the dashboard and in /api/v1/config.", public=True),
+    Setting("SIGNUP", "open", one_of("open", "closed", "invite"),
+            "Who may create an account: open, closed or invite (invite-only).", public=True),
+    Setting("SECRET_KEY", "", parse_str,
+            "Key for signing sessions and tokens; generated into DATA_DIR/secrets on "
+            "first start when not given.", secret=True),
+    Setting("MAX_BODY_BYTES", 1_048_576, parse_positive_int,
+            "Largest request body accepted; bigger ones get 413 payload_too_large."),
+    Setting("SQLITE_SYNCHRONOUS", "full", one_of("full", "normal"),
+            "SQLite synchronous mode; full never loses a committed write on power loss."),
+    Setting("SQLITE_BUSY_TIMEOUT_MS", 5000, parse_positive_int,
+            "How long a SQLite writer waits for the lock before failing."),
+    Setting("METRICS_TOKEN", "", parse_str,
+            "When set, GET /metrics needs `Authorization: Bearer <token>`.", secret=True),
+    Setting("LOG_LEVEL", "info", one_of("debug", "info", "warning", "error"),
+            "Log level of the appliance's own log lines."),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+# Secrets generated on first start when the operator gives none: setting -> file name.
+GENERATED_SECRETS = {"SECRET_KEY": "secret_key"}
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"APPLIANCE_CONFIG: file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"APPLIANCE_CONFIG: {path} is not valid TOML: {exc}") from None
+    values = {}
+    for key, value in raw.items():
+        name = key.upper()
+        if name not in SETTINGS_BY_NAME:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        values[name] = value
+    return values
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    """Parse `value` for `setting`; typed values from TOML or overrides pass the parser too."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    try:
+        return setting.parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: invalid value {value!r} ({exc})") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return every setting's value, parsed; raise ConfigError on any bad value."""
+    environ = os.environ if environ is None else environ
+    values = {setting.name: setting.default for setting in SETTINGS}
+    sources = {}
+
+    config_path = environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        for name, value in _read_config_file(config_path).items():
+            values[name] = value
+            sources[name] = f"{config_path}: {name.lower()}"
+
+    for setting in SETTINGS:
+        file_var = setting.env + "_FILE"
+        if setting.secret and environ.get(file_var):
+            try:
+                values[setting.name] = Path(environ[file_var]).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{file_var}: cannot read {environ[file_var]}: {exc}") from None
+            sources[setting.name] = file_var
+        elif setting.env in environ:
+            values[setting.name] = environ[setting.env]
+            sources[setting.name] = setting.env
+
+    for name, value in (overrides or {}).items():
+        key = name.upper()
+        if key not in SETTINGS_BY_NAME:
+            raise ConfigError(f"overrides: unknown setting {name!r}")
+        values[key] = value
+        sources[key] = f"overrides[{name!r}]"
+
+    return {
+        name: _coerce(SETTINGS_BY_NAME[name], value, sources.get(name, name))
+        if name in sources else value
+        for name, value in values.items()
+    }
+
+
+def ensure_data_dir(data_dir: Path) -> Path:
+    """Create the data directory (mode 0700 when new) and return its absolute path."""
+    data_dir = data_dir.expanduser().resolve()
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+    elif not data_dir.is_dir():
+        raise ConfigError(f"APPLIANCE_DATA_DIR: {data_dir} is not a directory")
+    return data_dir
+
+
+def ensure_secrets(settings: dict[str, Any], data_dir: Path) -> None:
+    """Fill each missing generated secret from DATA_DIR/secrets, creating it (0600) once."""
+    secrets_dir = data_dir / "secrets"
+    for name, file_name in GENERATED_SECRETS.items():
+        if settings[name]:
+            continue
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        path = secrets_dir / file_name
+        if not path.exists():
+            # Write aside, then link into place: link fails when the name exists, so two
+            # processes starting at once agree on one secret and never read a half file.
+            temp = secrets_dir / f".{file_name}.{os.getpid()}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink()
+        value = path.read_text().strip()
+        if not value:
+            raise ConfigError(f"{name}: {path} is empty; delete it to generate a new one")
+        settings[name] = value

@@ -1,0 +1,90 @@
+"""The database: one proxy, one base model, connection per request, migrations.
+
+`database` is a `DatabaseProxy` bound by `create_app` (or `connect`) to SQLite - WAL,
+foreign keys, busy timeout, `BEGIN IMMEDIATE` for every `atomic()` block - or to the
+database a `DATABASE_URL` names. Tables are made only by the numbered scripts in
+`appliance/migrations`, applied in order and recorded in the `schema_migration` table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from peewee import DatabaseProxy, Model, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+from playhouse.migrations import Runner
+
+database = DatabaseProxy()
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+log = logging.getLogger(__name__)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+def sqlite_database(path: Path | str, *, synchronous: str = "full",
+                    busy_timeout_ms: int = 5000) -> SqliteDatabase:
+    """A SQLite database in WAL mode whose write transactions take the lock up front."""
+    return SqliteDatabase(
+        str(path),
+        pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "synchronous": synchronous,
+            "busy_timeout": busy_timeout_ms,
+        },
+        timeout=busy_timeout_ms / 1000,
+        # BEGIN IMMEDIATE: a writer waits for the lock at the start instead of failing
+        # with SQLITE_BUSY half-way through when two transactions upgrade at once.
+        lock_type="IMMEDIATE",
+    )
+
+
+def open_database(settings: dict[str, Any], data_dir: Path):
+    """Build (not connect) the database the settings name."""
+    url = settings["DATABASE_URL"]
+    if not url:
+        return sqlite_database(
+            data_dir / "appliance.db",
+            synchronous=settings["SQLITE_SYNCHRONOUS"],
+            busy_timeout_ms=settings["SQLITE_BUSY_TIMEOUT_MS"],
+        )
+    if url.startswith("sqlite:///"):
+        return sqlite_database(
+            url[len("sqlite:///"):],
+            synchronous=settings["SQLITE_SYNCHRONOUS"],
+            busy_timeout_ms=settings["SQLITE_BUSY_TIMEOUT_MS"],
+        )
+    # PostgreSQL and others through peewee's db_url; autoconnect as with SQLite.
+    return connect_url(url)
+
+
+def migration_runner(db) -> Runner:
+    return Runner(db, str(MIGRATIONS_DIR), table_name="schema_migration")
+
+
+def migrate(db) -> list[str]:
+    """Apply pending migrations in order; return the names applied (none when current)."""
+    with db.connection_context():
+        applied = migration_runner(db).up()
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied
+
+
+def migration_status(db) -> list[tuple[str, bool]]:
+    with db.connection_context():
+        return [(m.name, m.applied is not None) for m in migration_runner(db).status()]
+
+
+def close_connection(exc: BaseException | None = None) -> None:
+    """Teardown hook: the connection opened lazily for this request is closed."""
+    if database.obj is not None and not database.is_closed():
+        database.close()

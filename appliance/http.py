@@ -1,0 +1,118 @@
+"""Request ids, body limits and the one error envelope for everything that can fail.
+
+Every response carries `X-Request-Id`. Every error - a domain error from a service, an
+unknown route, a wrong method, malformed JSON, an oversized body, an unexpected
+exception - becomes `{"error": {"code", "message", "request_id", "details"}}` with the
+right status. Browsers asking for a dashboard page get the same facts as an HTML page.
+Unexpected exceptions are logged with the request id; their text never reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask import Flask, Response, g, json, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from appliance.errors import (
+    ApplianceError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+
+log = logging.getLogger("appliance.http")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def request_id() -> str:
+    rid = g.get("request_id")
+    if rid is None:
+        rid = g.request_id = new_request_id()
+    return rid
+
+
+def _start_request() -> None:
+    g.request_id = new_request_id()
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.",
+                              details={"limit_bytes": limit})
+
+
+def _tag_response(response: Response) -> Response:
+    response.headers["X-Request-Id"] = request_id()
+    return response
+
+
+def wants_html() -> bool:
+    """True for a browser asking for a dashboard page; the API always answers JSON."""
+    if request.path.startswith("/api/") or request.path == "/metrics":
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
+def error_response(error: ApplianceError) -> Response:
+    body: dict[str, Any] = {
+        "code": error.code,
+        "message": error.message,
+        "request_id": request_id(),
+        "details": error.details,
+    }
+    if wants_html():
+        response = Response(render_template("error.html", error=body, status=error.status),
+                            status=error.status, mimetype="text/html")
+    else:
+        response = Response(json.dumps({"error": body}), status=error.status,
+                            mimetype="application/json")
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> ApplianceError:
+    if exc.code == 404:
+        return NotFound(f"There is no route {request.method} {request.path}.",
+                        code="route_not_found")
+    if exc.code == 405:
+        allowed = sorted(exc.valid_methods or []) if hasattr(exc, "valid_methods") else []
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.path}.",
+            details={"allowed": allowed},
+            headers={"Allow": ", ".join(allowed)} if allowed else None,
+        )
+        return error
+    if exc.code == 413:
+        return PayloadTooLarge(details={"limit_bytes": request.max_content_length})
+    if exc.code == 400:
+        return InvalidRequest(exc.description or None)
+    error = ApplianceError(exc.description or exc.name,
+                           code=exc.name.lower().replace(" ", "_").replace("'", ""))
+    error.status = exc.code or 500
+    return error
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_tag_response)
+
+    @app.errorhandler(ApplianceError)
+    def handle_domain_error(exc: ApplianceError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        return error_response(_from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error request_id=%s %s %s",
+                      request_id(), request.method, request.path)
+        return error_response(ApplianceError())

@@ -1,0 +1,61 @@
+"""Prometheus metrics: request counts and latencies by route, method and status.
+
+Each app has its own registry (tests build many apps in one process). `GET /metrics`
+serves it in the Prometheus text format; when `METRICS_TOKEN` is set it needs
+`Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from appliance.errors import Unauthorized
+
+UNMATCHED = "<unmatched>"
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "appliance_http_requests_total", "HTTP requests handled.",
+            ("route", "method", "status"), registry=self.registry)
+        self.latency = Histogram(
+            "appliance_http_request_duration_seconds", "Time to handle an HTTP request.",
+            ("route", "method"), registry=self.registry,
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    def start(self) -> None:
+        g.metrics_started = time.perf_counter()
+
+    def finish(self, response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+            self.requests.labels(route, request.method, str(response.status_code)).inc()
+            self.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        return response
+
+
+def serve_metrics() -> Response:
+    token = current_app.config["APPLIANCE"]["METRICS_TOKEN"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("GET /metrics needs the metrics bearer token.")
+    registry = current_app.extensions["appliance_metrics"].registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+                    headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def init_app(app: Flask) -> None:
+    metrics = RequestMetrics()
+    app.extensions["appliance_metrics"] = metrics
+    # First in, last out: the timer wraps the other hooks.
+    app.before_request_funcs.setdefault(None, []).insert(0, metrics.start)
+    app.after_request(metrics.finish)
+    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])
