@@ -33,3 +33,15 @@ sources_changed() {
   [ ! -f "$stamp" ] && return 0
   [ -n "$(find setup.cfg pyproject.toml appliance templates static -newer "$stamp" -print -quit)" ]
 }
+
+# The test virtualenv (./.venv-test, or $APPLIANCE_TEST_VENV): the appliance installed
+# editable with its test extras. Prints nothing when it is already current.
+ensure_test_venv() {
+  TEST_VENV=${APPLIANCE_TEST_VENV:-.venv-test}
+  ensure_venv "$TEST_VENV"
+  if [ ! -f "$TEST_VENV/.installed" ] || [ -n "$(find setup.cfg pyproject.toml -newer "$TEST_VENV/.installed" -print -quit)" ]; then
+    echo "installing the appliance with its test extras into $TEST_VENV ..."
+    "$TEST_VENV/bin/python" -m pip install --quiet -e ".[test]"
+    touch "$TEST_VENV/.installed"
+  fi
+}
