@@ -4,8 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Mapping  # noqa: E402
+from typing import Any
 
 from flask import Flask  # noqa: E402
 

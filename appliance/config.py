@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 ENV_PREFIX = "APPLIANCE_"
 

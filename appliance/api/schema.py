@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -182,20 +183,52 @@ def _operations(app: Flask) -> list[tuple[str, Operation, str]]:
     return sorted(found, key=lambda item: (item[0], item[1].method))
 
 
+def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{([^}]+)}", path)
+    ]
+    if op.query is not None:
+        query_schema = op.query.model_json_schema(ref_template="#/components/schemas/{model}")
+        required = set(query_schema.get("required", []))
+        for name, prop in query_schema.get("properties", {}).items():
+            param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if "description" in prop:
+                param["description"] = prop["description"]
+            parameters.append(param)
+    return parameters
+
+
+def _responses(op: Operation, ref: Callable[[type[BaseModel], str], dict[str, Any]],
+               error_response: dict[str, Any]) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "Success")}
+    if op.response is not None:
+        success["content"] = {op.produces: {"schema": ref(op.response, "serialization")}}
+    elif op.produces != "application/json":
+        success["content"] = {op.produces: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(op.status): success}
+    error_codes = set(op.errors)
+    if op.body is not None or op.query is not None:
+        error_codes.add(400)
+    if op.auth:
+        error_codes.add(401)
+    for code in sorted(error_codes):
+        responses[str(code)] = error_response
+    responses["default"] = error_response
+    return responses
+
+
 def build_openapi(app: Flask, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every operation registered on `app`."""
     operations = _operations(app)
     wanted: list[tuple[type[BaseModel], str]] = [(ErrorBody, "serialization")]
     for _, op, _ in operations:
-        if op.body is not None:
-            wanted.append((op.body, "validation"))
-        if op.query is not None:
-            wanted.append((op.query, "validation"))
-        if op.response is not None:
-            wanted.append((op.response, "serialization"))
-    wanted = list(dict.fromkeys(wanted))
-    refs, top = models_json_schema(wanted, ref_template="#/components/schemas/{model}")
-    schemas = top.get("$defs", {})
+        wanted += [(model, mode) for model, mode in ((op.body, "validation"),
+                                                     (op.query, "validation"),
+                                                     (op.response, "serialization"))
+                   if model is not None]
+    refs, top = models_json_schema(list(dict.fromkeys(wanted)),
+                                   ref_template="#/components/schemas/{model}")
 
     def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
         return refs[(model, mode)]
@@ -211,41 +244,14 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
         }
         if op.description:
             item["description"] = op.description
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{([^}]+)}", path)
-        ]
-        if op.query is not None:
-            query_schema = op.query.model_json_schema(
-                ref_template="#/components/schemas/{model}")
-            required = set(query_schema.get("required", []))
-            for name, prop in query_schema.get("properties", {}).items():
-                param = {"name": name, "in": "query", "required": name in required,
-                         "schema": prop}
-                if "description" in prop:
-                    param["description"] = prop["description"]
-                parameters.append(param)
+        parameters = _parameters(path, op)
         if parameters:
             item["parameters"] = parameters
         if op.body is not None:
             item["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": ref(op.body, "validation")}}}
-        success: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "Success")}
-        if op.response is not None:
-            success["content"] = {op.produces: {"schema": ref(op.response, "serialization")}}
-        elif op.produces != "application/json":
-            success["content"] = {op.produces: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(op.status): success}
-        error_codes = set(op.errors)
-        if op.body is not None or op.query is not None:
-            error_codes.add(400)
-        if op.auth:
-            error_codes.add(401)
-        for code in sorted(error_codes):
-            responses[str(code)] = error_response
-        responses["default"] = error_response
-        item["responses"] = responses
-        item["security"] = [{scheme: []} for scheme in op.auth] if op.auth else []
+        item["responses"] = _responses(op, ref, error_response)
+        item["security"] = [{scheme: []} for scheme in op.auth]
         paths.setdefault(path, {})[op.method.lower()] = item
 
     return {
@@ -259,7 +265,7 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": top.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
     }
 
 

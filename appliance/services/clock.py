@@ -3,41 +3,45 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
-_offset = dt.timedelta(0)
-_frozen: dt.datetime | None = None
+
+@dataclass
+class _Clock:
+    offset: dt.timedelta = dt.timedelta(0)
+    frozen: dt.datetime | None = None
+
+
+_clock = _Clock()
 
 
 def now() -> dt.datetime:
     """The current time, timezone-aware UTC."""
-    if _frozen is not None:
-        return _frozen
-    return dt.datetime.now(dt.timezone.utc) + _offset
+    if _clock.frozen is not None:
+        return _clock.frozen
+    return dt.datetime.now(dt.UTC) + _clock.offset
 
 
 def freeze(at: dt.datetime) -> None:
     """Stop the clock at `at` (aware) until `reset()`."""
-    global _frozen
-    _frozen = at
+    _clock.frozen = at
 
 
 def advance(delta: dt.timedelta) -> None:
     """Move the clock forward (frozen or not)."""
-    global _offset, _frozen
-    if _frozen is not None:
-        _frozen += delta
+    if _clock.frozen is not None:
+        _clock.frozen += delta
     else:
-        _offset += delta
+        _clock.offset += delta
 
 
 def reset() -> None:
-    global _offset, _frozen
-    _offset = dt.timedelta(0)
-    _frozen = None
+    _clock.offset = dt.timedelta(0)
+    _clock.frozen = None
 
 
 def isoformat(value: dt.datetime) -> str:
     """UTC ISO-8601 with a Z, the form every API timestamp takes."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
