@@ -78,3 +78,14 @@ def test_a_database_url_is_accepted(make_app, tmp_path):
     app = make_app(DATABASE_URL=f"sqlite:///{target}")
     assert app.test_client().get("/api/v1/health/db").status_code == 200
     assert target.exists()
+
+
+def test_every_model_matches_the_table_its_migrations_made(app):
+    import appliance.models as models
+
+    with app.app_context():
+        for name in models.__all__:
+            model = getattr(models, name)
+            table = model._meta.table_name
+            columns = {column.name for column in database.get_columns(table)}
+            assert columns == set(model._meta.columns), f"{name} differs from table {table}"
