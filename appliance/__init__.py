@@ -27,12 +27,13 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     from htmx_flask import Htmx
 
     from appliance import api, db, http, metrics, web
-    from appliance.config import ensure_data_dir, ensure_secrets, load_settings
+    from appliance.config import activate, ensure_data_dir, ensure_secrets, load_settings
 
     settings = load_settings(overrides)
     data_dir = ensure_data_dir(Path(settings["DATA_DIR"]))
     settings["DATA_DIR"] = str(data_dir)
     ensure_secrets(settings, data_dir)
+    activate(settings)
 
     app = Flask(__name__, template_folder=str(_asset_dir("templates")),
                 static_folder=str(_asset_dir("static")))

@@ -109,7 +109,44 @@ SETTINGS: tuple[Setting, ...] = (
             "When set, GET /metrics needs `Authorization: Bearer <token>`.", secret=True),
     Setting("LOG_LEVEL", "info", one_of("debug", "info", "warning", "error"),
             "Log level of the appliance's own log lines."),
+    Setting("BASE_URL", "", parse_str,
+            "Public URL of the dashboard, used in links sent by email; empty means "
+            "http://HOST:PORT."),
+    Setting("SMTP_HOST", "", parse_str,
+            "SMTP server for outgoing mail; empty keeps mail in the outbox the admin reads."),
+    Setting("SMTP_PORT", 587, parse_port, "SMTP server port."),
+    Setting("SMTP_SECURITY", "starttls", one_of("starttls", "tls", "none"),
+            "How to secure the SMTP connection: starttls, tls (implicit) or none."),
+    Setting("SMTP_USER", "", parse_str, "SMTP user name; empty means no authentication."),
+    Setting("SMTP_PASSWORD", "", parse_str, "SMTP password.", secret=True),
+    Setting("SMTP_FROM", "appliance@localhost", parse_str, "Sender address of outgoing mail."),
+    Setting("SMTP_TIMEOUT_SECONDS", 10, parse_positive_int,
+            "How long to wait for the SMTP server before the mail is kept as failed."),
+    Setting("SESSION_IDLE_MINUTES", 120, parse_positive_int,
+            "A dashboard session ends after this long without a request."),
+    Setting("SESSION_MAX_HOURS", 168, parse_positive_int,
+            "A dashboard session ends this long after sign-in, however active."),
+    Setting("COOKIE_SECURE", "auto", one_of("auto", "true", "false"),
+            "Mark cookies Secure: auto means when the request came over HTTPS."),
+    Setting("LOGIN_FAILURES_PER_ACCOUNT", 10, parse_positive_int,
+            "Failed sign-ins allowed per account in 15 minutes before 429."),
+    Setting("LOGIN_FAILURES_PER_IP", 30, parse_positive_int,
+            "Failed sign-ins allowed per client address in 15 minutes before 429."),
 )
+
+_active: dict[str, Any] = {}
+
+
+def active() -> dict[str, Any]:
+    """The settings of the app built last in this process (services read them here)."""
+    if not _active:
+        raise ConfigError("no app has been created in this process yet")
+    return _active
+
+
+def activate(settings: dict[str, Any]) -> None:
+    _active.clear()
+    _active.update(settings)
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 

@@ -81,7 +81,7 @@ def test_a_database_url_is_accepted(make_app, tmp_path):
 
 
 def test_every_model_matches_the_table_its_migrations_made(app):
-    import appliance.models as models
+    from appliance import models
 
     with app.app_context():
         for name in models.__all__:
