@@ -19,6 +19,24 @@ def _asset_dir(name: str) -> Path:
     return inside if inside.is_dir() else PACKAGE_DIR.parent / name
 
 
+def _offer_first_run_setup(app: Flask) -> None:
+    """While no user exists, print a one-time token that unlocks the /setup page."""
+    import logging
+    import secrets
+
+    from appliance.db import database
+    from appliance.services import accounts, mail
+
+    with database.connection_context():
+        if accounts.user_count() > 0:
+            return
+        url = mail.link("/setup")
+    token = app.extensions["setup_token"] = secrets.token_urlsafe(18)
+    logging.getLogger("appliance").warning(
+        "first run: no administrator yet. Open %s?token=%s to create one, or run "
+        "`appliance create-admin --email you@example.com`.", url, token)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = True) -> Flask:
     """Build the WSGI app: settings, data directory, secrets, database, migrations, routes.
 
@@ -51,6 +69,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
         db.migrate(database)
     app.teardown_appcontext(db.close_connection)
 
+    if migrate:
+        _offer_first_run_setup(app)
     Htmx(app)
     metrics.init_app(app)
     http.init_app(app)

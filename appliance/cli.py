@@ -108,6 +108,30 @@ def migrate(show_status: bool, data_dir: str | None) -> None:
     del app
 
 
+@main.command("create-admin")
+@click.option("--email", required=True, help="Email address of the new administrator.")
+@click.option("--name", "display_name", default="", help="Display name.")
+@click.option("--password", envvar="APPLIANCE_ADMIN_PASSWORD", default=None,
+              help="Password (default: asked for, or APPLIANCE_ADMIN_PASSWORD).")
+@data_dir_option
+def create_admin(email: str, display_name: str, password: str | None,
+                 data_dir: str | None) -> None:
+    """Create an administrator account (works at any time, from a trusted shell)."""
+    from appliance.db import database
+    from appliance.errors import ApplianceError
+    from appliance.services import accounts
+
+    _build_app(data_dir)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with database.connection_context():
+            user = accounts.create_admin(email, password, display_name)
+    except ApplianceError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"administrator {user.email} created ({user.id})")
+
+
 @main.command()
 def version() -> None:
     """Print the version."""

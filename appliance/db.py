@@ -8,11 +8,12 @@ database a `DATABASE_URL` names. Tables are made only by the numbered scripts in
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
 
-from peewee import DatabaseProxy, Model, SqliteDatabase
+from peewee import DatabaseProxy, DateTimeField, Model, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 
@@ -21,6 +22,21 @@ database = DatabaseProxy()
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 log = logging.getLogger(__name__)
+
+
+class UTCDateTimeField(DateTimeField):
+    """Aware UTC datetimes in Python, naive UTC in the database (sorts and compares as text)."""
+
+    def db_value(self, value):
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class BaseModel(Model):

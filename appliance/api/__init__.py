@@ -6,6 +6,8 @@ from appliance.api.schema import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from appliance.api import system
+    from appliance.api import admin, auth, system
 
     app.register_blueprint(system.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(admin.bp, url_prefix=API_PREFIX)

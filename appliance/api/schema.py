@@ -23,7 +23,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from appliance.errors import InvalidRequest, UnsupportedMediaType
@@ -147,6 +147,10 @@ class ApiBlueprint(Blueprint):
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(view)
             def endpoint(**path_args: Any) -> Response:
+                if auth:
+                    from appliance.api.principal import resolve_principal
+
+                    path_args["principal"] = resolve_principal()
                 if query is not None:
                     path_args["query"] = parse_query(query)
                 if body is not None:
@@ -181,6 +185,12 @@ def _operations(app: Flask) -> list[tuple[str, Operation, str]]:
         if op is not None:
             found.append((_RULE_ARG.sub(r"{\1}", rule.rule), op, rule.endpoint))
     return sorted(found, key=lambda item: (item[0], item[1].method))
+
+
+def _operation_id(endpoint: str) -> str:
+    """`auth_api.login` -> `auth_login`: the blueprint's domain and the view's name."""
+    blueprint, _, view = endpoint.rpartition(".")
+    return f"{blueprint.removesuffix('_api')}_{view}" if blueprint else view
 
 
 def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
@@ -238,7 +248,7 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, op, endpoint in operations:
         item: dict[str, Any] = {
-            "operationId": endpoint.replace(".", "_"),
+            "operationId": _operation_id(endpoint),
             "summary": op.summary,
             "tags": list(op.tags),
         }
@@ -277,3 +287,24 @@ def openapi_document(app: Flask) -> dict[str, Any]:
 
         document = app.extensions["openapi"] = build_openapi(app, __version__)
     return document
+
+
+class PageInfo(Schema):
+    limit: int
+    next_cursor: str | None
+    has_more: bool
+
+
+class ListQuery(Schema):
+    """`?limit=1..100&cursor=...` of every list."""
+
+    limit: int = Field(50, ge=1, le=100, description="Items per page (1-100).")
+    cursor: str | None = Field(None, max_length=200,
+                               description="`page.next_cursor` of the previous page.")
+
+
+def page_body(items: list[Any], limit: int, next_cursor: str | None) -> dict[str, Any]:
+    """The `{"data": [...], "page": {...}}` body of a list response."""
+    return {"data": items,
+            "page": {"limit": limit, "next_cursor": next_cursor,
+                     "has_more": next_cursor is not None}}

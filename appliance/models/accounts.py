@@ -3,13 +3,12 @@
 from peewee import (
     BooleanField,
     CharField,
-    DateTimeField,
     ForeignKeyField,
     IntegerField,
     TextField,
 )
 
-from appliance.db import BaseModel
+from appliance.db import BaseModel, UTCDateTimeField
 
 
 class User(BaseModel):
@@ -20,12 +19,12 @@ class User(BaseModel):
     role = CharField(max_length=20, default="user")  # user | admin
     status = CharField(max_length=20, default="active")  # active | suspended
     suspended_reason = TextField(null=True)
-    suspended_at = DateTimeField(null=True)
-    email_verified_at = DateTimeField(null=True)
-    password_changed_at = DateTimeField()
-    last_login_at = DateTimeField(null=True)
-    created_at = DateTimeField(index=True)
-    updated_at = DateTimeField()
+    suspended_at = UTCDateTimeField(null=True)
+    email_verified_at = UTCDateTimeField(null=True)
+    password_changed_at = UTCDateTimeField()
+    last_login_at = UTCDateTimeField(null=True)
+    created_at = UTCDateTimeField(index=True)
+    updated_at = UTCDateTimeField()
 
     @property
     def is_admin(self) -> bool:
@@ -42,10 +41,10 @@ class AuthSession(BaseModel):
     csrf_token = CharField(max_length=64, null=True)
     user_agent = CharField(max_length=300, default="")
     ip = CharField(max_length=64, default="")
-    created_at = DateTimeField()
-    last_used_at = DateTimeField()
-    expires_at = DateTimeField()
-    revoked_at = DateTimeField(null=True)
+    created_at = UTCDateTimeField()
+    last_used_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
+    revoked_at = UTCDateTimeField(null=True)
     revoked_reason = CharField(max_length=100, null=True)
 
 
@@ -53,23 +52,23 @@ class RefreshToken(BaseModel):
     session = ForeignKeyField(AuthSession, on_delete="CASCADE", index=True,
                               backref="refresh_tokens")
     token_hash = CharField(max_length=64, unique=True)
-    created_at = DateTimeField()
-    expires_at = DateTimeField()
-    rotated_at = DateTimeField(null=True)
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
+    rotated_at = UTCDateTimeField(null=True)
 
 
 class MfaFactor(BaseModel):
     user = ForeignKeyField(User, on_delete="CASCADE", unique=True)
     secret = CharField(max_length=200)
-    confirmed_at = DateTimeField(null=True)
+    confirmed_at = UTCDateTimeField(null=True)
     last_used_step = IntegerField(default=0)
-    created_at = DateTimeField()
+    created_at = UTCDateTimeField()
 
 
 class RecoveryCode(BaseModel):
     user = ForeignKeyField(User, on_delete="CASCADE", index=True)
     code_hash = CharField(max_length=64)
-    used_at = DateTimeField(null=True)
+    used_at = UTCDateTimeField(null=True)
 
 
 class EmailToken(BaseModel):
@@ -77,9 +76,9 @@ class EmailToken(BaseModel):
     purpose = CharField(max_length=20)  # verify | reset
     token_hash = CharField(max_length=64, unique=True)
     email = CharField(max_length=254)
-    created_at = DateTimeField()
-    expires_at = DateTimeField()
-    used_at = DateTimeField(null=True)
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
 
 
 class Invite(BaseModel):
@@ -87,10 +86,10 @@ class Invite(BaseModel):
     code_hash = CharField(max_length=64, unique=True)
     email = CharField(max_length=254, null=True)
     created_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
-    created_at = DateTimeField()
-    expires_at = DateTimeField()
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
     used_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
-    used_at = DateTimeField(null=True)
+    used_at = UTCDateTimeField(null=True)
 
 
 class MailOutbox(BaseModel):
@@ -101,8 +100,8 @@ class MailOutbox(BaseModel):
     status = CharField(max_length=20, index=True)  # queued | sent | failed | held
     error = TextField(null=True)
     attempts = IntegerField(default=0)
-    created_at = DateTimeField(index=True)
-    sent_at = DateTimeField(null=True)
+    created_at = UTCDateTimeField(index=True)
+    sent_at = UTCDateTimeField(null=True)
 
 
 class AuditLog(BaseModel):
@@ -114,4 +113,4 @@ class AuditLog(BaseModel):
     ip = CharField(max_length=64, default="")
     details = TextField(default="{}")
     success = BooleanField(default=True)
-    created_at = DateTimeField(index=True)
+    created_at = UTCDateTimeField(index=True)

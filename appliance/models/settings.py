@@ -1,6 +1,6 @@
-from peewee import CharField, DateTimeField, TextField
+from peewee import CharField, TextField
 
-from appliance.db import BaseModel
+from appliance.db import BaseModel, UTCDateTimeField
 
 
 class Setting(BaseModel):
@@ -8,4 +8,4 @@ class Setting(BaseModel):
 
     key = CharField(primary_key=True, max_length=100)
     value = TextField()
-    updated_at = DateTimeField()
+    updated_at = UTCDateTimeField()

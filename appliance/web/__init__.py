@@ -1,13 +1,32 @@
 """The htmx dashboard: thin views (parse -> service -> render).
 
 A route renders the whole page, or only its fragment when htmx asks (`HX-Request`).
+Dashboard requests resolve the session cookie and check CSRF; the JSON API, static files
+and /metrics skip both (the API authenticates with bearer tokens).
 """
 
-from flask import Flask
+from flask import Flask, request
+
+from appliance.web import session
+
+
+def _is_dashboard_request() -> bool:
+    path = request.path
+    return not (path.startswith(("/api/", "/static/")) or path == "/metrics")
+
+
+def _before() -> None:
+    if _is_dashboard_request():
+        session.load_principal()
+        session.check_csrf()
 
 
 def init_app(app: Flask) -> None:
-    from appliance.web import pages
+    from appliance.web import account, auth, pages
 
+    app.before_request(_before)
+    app.after_request(session.finish_response)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
     app.context_processor(pages.site_context)

@@ -18,8 +18,10 @@ def site_context() -> dict:
     except Exception:  # the error page must render even when the database is down
         site = {"site_name": config["SITE_NAME"], "signup": config["SIGNUP"],
                 "signup_open": config["SIGNUP"] == "open"}
-    return {"site": site, "version": __version__,
-            "url_endpoints": current_app.view_functions.keys()}
+    from appliance.web.session import csrf_token, current_principal
+
+    return {"site": site, "version": __version__, "principal": current_principal(),
+            "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys()}
 
 
 @bp.get("/")

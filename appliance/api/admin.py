@@ -1,0 +1,173 @@
+"""Administration over JSON: users, invitations, the mail outbox and the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from pydantic import Field
+
+from appliance.api.auth import AUTH, UserOut
+from appliance.api.principal import client_ip
+from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
+from appliance.services import admin, mail
+from appliance.services.sessions import Principal
+
+bp = ApiBlueprint("admin_api", __name__)
+TAGS = ("admin",)
+ERRORS = (403, 404, 409)
+
+
+class UserQuery(ListQuery):
+    q: str = Field("", max_length=254, description="Part of the email or name.")
+    status: str | None = Field(None, pattern="^(active|suspended)$")
+
+
+class UserList(Schema):
+    data: list[UserOut]
+    page: PageInfo
+
+
+class AdminUserOut(UserOut):
+    suspended_reason: str | None
+    suspended_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, user) -> AdminUserOut:
+        return cls(**UserOut.of(user).model_dump(), suspended_reason=user.suspended_reason,
+                   suspended_at=user.suspended_at)
+
+
+class SuspendIn(Schema):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RoleIn(Schema):
+    role: str = Field(pattern="^(admin|user)$")
+
+
+class InviteIn(Schema):
+    email: str | None = Field(None, max_length=254)
+
+
+class InviteOut(Schema):
+    id: str
+    code: str
+    email: str | None
+    expires_at: dt.datetime
+    signup_url: str
+
+
+class MailOut(Schema):
+    id: str
+    to: str
+    subject: str
+    body: str
+    status: str
+    error: str | None
+    attempts: int
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+
+
+class MailQuery(ListQuery):
+    status: str | None = Field(None, pattern="^(queued|sent|failed|held)$")
+
+
+class MailList(Schema):
+    data: list[MailOut]
+    page: PageInfo
+
+
+class AuditOut(Schema):
+    id: str
+    actor: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    ip: str
+    success: bool
+    details: dict[str, Any]
+    created_at: dt.datetime
+
+
+class AuditQuery(ListQuery):
+    action: str | None = Field(None, max_length=60)
+    actor: str | None = Field(None, max_length=40)
+
+
+class AuditList(Schema):
+    data: list[AuditOut]
+    page: PageInfo
+
+
+@bp.operation("/admin/users", summary="Search users", tags=TAGS, query=UserQuery,
+              response=UserList, auth=AUTH, errors=(403,))
+def list_users(principal: Principal, query: UserQuery):
+    rows, cursor = admin.search_users(principal, query.q, query.status, query.limit,
+                                      query.cursor)
+    return page_body([UserOut.of(u) for u in rows], query.limit, cursor)
+
+
+@bp.operation("/admin/users/<user_id>", summary="One user", tags=TAGS,
+              response=AdminUserOut, auth=AUTH, errors=(403, 404))
+def get_user(principal: Principal, user_id: str):
+    return AdminUserOut.of(admin.get_user(principal, user_id))
+
+
+@bp.operation("/admin/users/<user_id>/suspend", "POST", summary="Suspend a user",
+              tags=TAGS, body=SuspendIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
+def suspend_user(principal: Principal, user_id: str, body: SuspendIn):
+    return AdminUserOut.of(admin.suspend_user(principal, user_id, body.reason, client_ip()))
+
+
+@bp.operation("/admin/users/<user_id>/unsuspend", "POST", summary="Lift a suspension",
+              tags=TAGS, response=AdminUserOut, auth=AUTH, errors=ERRORS)
+def unsuspend_user(principal: Principal, user_id: str):
+    return AdminUserOut.of(admin.unsuspend_user(principal, user_id, client_ip()))
+
+
+@bp.operation("/admin/users/<user_id>/role", "PUT", summary="Make admin or user", tags=TAGS,
+              body=RoleIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
+def set_role(principal: Principal, user_id: str, body: RoleIn):
+    return AdminUserOut.of(admin.set_role(principal, user_id, body.role, client_ip()))
+
+
+@bp.operation("/admin/users/<user_id>/resend-verification", "POST",
+              summary="Mail the user a new verification link", tags=TAGS,
+              response=AdminUserOut, status=202, auth=AUTH, errors=ERRORS)
+def resend_verification(principal: Principal, user_id: str):
+    return AdminUserOut.of(admin.resend_verification(principal, user_id, client_ip()))
+
+
+@bp.operation("/admin/invites", "POST", summary="Invite someone (invite-only signup)",
+              tags=TAGS, body=InviteIn, response=InviteOut, status=201, auth=AUTH,
+              errors=(403,))
+def create_invite(principal: Principal, body: InviteIn):
+    invite, code = admin.create_invite(principal, body.email, client_ip())
+    return {"id": invite.id, "code": code, "email": invite.email,
+            "expires_at": invite.expires_at, "signup_url": mail.link(f"/signup?invite={code}")}
+
+
+@bp.operation("/admin/mail-outbox", summary="Mail the appliance sent or kept", tags=TAGS,
+              query=MailQuery, response=MailList, auth=AUTH, errors=(403,))
+def mail_outbox(principal: Principal, query: MailQuery):
+    admin.require_admin(principal)
+    rows, cursor = mail.list_outbox(query.limit, query.cursor, query.status)
+    return page_body([MailOut(id=m.id, to=m.to_addr, subject=m.subject, body=m.body,
+                              status=m.status, error=m.error, attempts=m.attempts,
+                              created_at=m.created_at, sent_at=m.sent_at) for m in rows],
+                     query.limit, cursor)
+
+
+@bp.operation("/admin/audit-log", summary="Who did what, when and from where", tags=TAGS,
+              query=AuditQuery, response=AuditList, auth=AUTH, errors=(403,))
+def audit_log(principal: Principal, query: AuditQuery):
+    rows, cursor = admin.list_audit_log(principal, query.action, query.actor, query.limit,
+                                        query.cursor)
+    return page_body([AuditOut(id=r.id, actor=r.actor_id, action=r.action,
+                               target_type=r.target_type, target_id=r.target_id, ip=r.ip,
+                               success=r.success, details=json.loads(r.details or "{}"),
+                               created_at=r.created_at) for r in rows],
+                     query.limit, cursor)

@@ -1,0 +1,236 @@
+"""Outgoing email: every mail is written to the outbox first, then delivered by SMTP.
+
+Contract:
+
+- `send(to, subject, body)` first commits a `MailOutbox` row. Without `SMTP_HOST` the
+  row is "held" (the admin reads it in the dashboard's outbox; one INFO log line names
+  recipient and subject). With `SMTP_HOST` it is "queued" and delivered at once, then
+  becomes "sent", or "failed" with a short `error`. A delivery failure never raises:
+  the mail stays in the outbox for `retry_failed()`.
+- The SMTP conversation happens outside any database transaction (SQLite has one
+  writer): row committed, SMTP, then a second short transaction records the outcome.
+  So `send()` refuses to run inside a caller's transaction (RuntimeError): call it after
+  your own `database.atomic()` block has committed.
+- `retry_failed()` claims each "failed" row with a conditional UPDATE before re-sending
+  it, so two schedulers never deliver one row twice; it stops early when the server
+  cannot be reached at all.
+- `list_outbox()` pages newest first with an opaque cursor; `link()` builds absolute
+  dashboard URLs for mail bodies.
+
+The body often holds a secret token: it is stored in the outbox (the admin's fallback
+when there is no mail server) but never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from appliance import config
+from appliance.db import database
+from appliance.errors import InvalidRequest
+from appliance.models import MailOutbox
+from appliance.services import clock, pagination
+from appliance.services.ids import new_id
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("queued", "sent", "failed", "held")
+MAX_LIMIT = 100
+MAX_ERROR_CHARS = 300
+
+
+def send(to: str, subject: str, body: str) -> MailOutbox:
+    """Record a mail in the outbox and deliver it when SMTP is configured.
+
+    Returns the row in its final state: "held" (no SMTP_HOST), "sent" or "failed".
+    Raises InvalidRequest for an unusable address or subject (nothing is stored) and
+    RuntimeError when called inside a database transaction; never for delivery failures.
+    """
+    _check_headers(to, subject)
+    if database.in_transaction():
+        raise RuntimeError("mail.send() must be called after the caller's transaction "
+                           "has committed, not inside it")
+    settings = config.active()
+    # Without a mail server the row is written "held" at once: nothing will move it on.
+    status = "queued" if settings["SMTP_HOST"] else "held"
+    with database.atomic():
+        mail = MailOutbox.create(
+            id=new_id("mail"), to_addr=to, subject=subject, body=body, status=status,
+            attempts=0, created_at=clock.now(),
+        )
+    if status == "held":
+        log.info("mail %s to %s with subject %r was kept in the outbox (SMTP_HOST is not "
+                 "set)", mail.id, to, subject)
+        return mail
+    _attempt(mail, settings)
+    return MailOutbox.get_by_id(mail.id)
+
+
+def retry_failed(max_attempts: int = 5) -> int:
+    """Re-send "failed" mails with fewer than `max_attempts` attempts, oldest first.
+
+    Returns how many were sent. Does nothing (returns 0) when SMTP is not configured.
+    When the server cannot be reached at all, the sweep stops after that attempt: the
+    remaining rows keep their attempt count for the next sweep.
+    """
+    settings = config.active()
+    if not settings["SMTP_HOST"]:
+        return 0
+    candidates = list(
+        MailOutbox.select(MailOutbox.id)
+        .where((MailOutbox.status == "failed") & (MailOutbox.attempts < max_attempts))
+        .order_by(MailOutbox.created_at.asc(), MailOutbox.id.asc())
+        .tuples()
+    )
+    sent = 0
+    for (mail_id,) in candidates:
+        with database.atomic():
+            claimed = (
+                MailOutbox.update(status="queued")
+                .where((MailOutbox.id == mail_id) & (MailOutbox.status == "failed")
+                       & (MailOutbox.attempts < max_attempts))
+                .execute()
+            )
+        if claimed != 1:
+            continue  # another worker took it, or it changed meanwhile
+        error = _attempt(MailOutbox.get_by_id(mail_id), settings)
+        if error is None:
+            sent += 1
+        elif _is_unreachable(error):
+            break
+    return sent
+
+
+def list_outbox(limit: int = 50, cursor: str | None = None,
+                status: str | None = None) -> tuple[list[MailOutbox], str | None]:
+    """One page of the outbox, newest first (created_at desc, id desc), and the next cursor.
+
+    `next_cursor` is None on the last page. Raises InvalidRequest for a limit outside
+    1-100, an unknown status or a cursor this function did not hand out.
+    """
+    query = MailOutbox.select()
+    if status is not None:
+        if status not in STATUSES:
+            raise InvalidRequest("status must be one of " + ", ".join(STATUSES) + ".",
+                                 field="status")
+        query = query.where(MailOutbox.status == status)
+    return pagination.page(query, MailOutbox, limit, cursor)
+
+
+def link(path: str) -> str:
+    """An absolute URL for a dashboard path, for links in mail bodies.
+
+    BASE_URL (trailing slash trimmed) + path; without BASE_URL, http://HOST:PORT + path,
+    with a wildcard listen address (0.0.0.0, ::) shown as 127.0.0.1.
+    """
+    settings = config.active()
+    if not path.startswith("/"):
+        path = "/" + path
+    base = settings["BASE_URL"].rstrip("/")
+    if base:
+        return base + path
+    host = settings["HOST"]
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings['PORT']}{path}"
+
+
+def _check_headers(to: str, subject: str) -> None:
+    # A line break in a header value would let a caller's input add headers.
+    if not to or "\r" in to or "\n" in to or "@" not in parseaddr(to)[1]:
+        raise InvalidRequest("The recipient is not an email address.", field="to")
+    if "\r" in subject or "\n" in subject:
+        raise InvalidRequest("The subject must be one line.", field="subject")
+    if len(subject) > MailOutbox.subject.max_length:
+        raise InvalidRequest("The subject is too long.", field="subject")
+
+
+def _attempt(mail: MailOutbox, settings: dict[str, Any]) -> Exception | None:
+    """Deliver one queued row and record the outcome; return the error, if any."""
+    try:
+        _deliver(_build_message(mail, settings), settings)
+    except (OSError, smtplib.SMTPException) as exc:
+        error = _describe(exc, settings)
+        with database.atomic():
+            (MailOutbox.update(status="failed", error=error,
+                               attempts=MailOutbox.attempts + 1)
+             .where(MailOutbox.id == mail.id).execute())
+        log.warning("mail %s to %s with subject %r could not be sent (attempt %d): %s",
+                    mail.id, mail.to_addr, mail.subject, mail.attempts + 1, error)
+        return exc
+    with database.atomic():
+        (MailOutbox.update(status="sent", error=None, sent_at=clock.now(),
+                           attempts=MailOutbox.attempts + 1)
+         .where(MailOutbox.id == mail.id).execute())
+    log.info("mail %s to %s with subject %r sent", mail.id, mail.to_addr, mail.subject)
+    return None
+
+
+def _build_message(mail: MailOutbox, settings: dict[str, Any]) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings["SMTP_FROM"]
+    message["To"] = mail.to_addr
+    message["Subject"] = mail.subject
+    created_at = mail.created_at
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=dt.UTC)
+    message["Date"] = format_datetime(created_at)
+    # Derived from the row id, so a retried mail keeps its Message-ID and a receiver
+    # that saw the first attempt can tell it is the same message.
+    domain = parseaddr(settings["SMTP_FROM"])[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = f"<{mail.id}@{domain}>"
+    message.set_content(mail.body)
+    return message
+
+
+def _deliver(message: EmailMessage, settings: dict[str, Any]) -> None:
+    host, port = settings["SMTP_HOST"], settings["SMTP_PORT"]
+    timeout = settings["SMTP_TIMEOUT_SECONDS"]
+    security = settings["SMTP_SECURITY"]
+    smtp: smtplib.SMTP
+    if security == "tls":
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout,
+                                context=ssl.create_default_context())
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    with smtp:
+        if security == "starttls":
+            smtp.starttls(context=ssl.create_default_context())
+        if settings["SMTP_USER"]:
+            smtp.login(settings["SMTP_USER"], settings["SMTP_PASSWORD"])
+        smtp.send_message(message)
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    """The server could not be reached at all (as opposed to refusing this one mail)."""
+    # smtplib.SMTPException is itself an OSError; those come from a server that answered.
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+def _describe(exc: Exception, settings: dict[str, Any]) -> str:
+    """A one-line reason for the outbox and the log: no stack trace, no secrets."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        reasons = [f"{code} {_text(reply)}" for code, reply in exc.recipients.values()]
+        text = "recipient refused: " + "; ".join(reasons)
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        text = f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}"
+    elif isinstance(exc, smtplib.SMTPException):
+        text = str(exc) or type(exc).__name__
+    else:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        text = (f"cannot reach {settings['SMTP_HOST']}:{settings['SMTP_PORT']}: "
+                f"{reason or type(exc).__name__}")
+    text = " ".join(text.split())
+    return text[:MAX_ERROR_CHARS]
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)

@@ -1,0 +1,297 @@
+"""Sign-in sessions: browser cookies, API access tokens (JWT) and refresh-token families.
+
+Every sign-in makes one `AuthSession` row:
+
+- kind "browser": the dashboard's cookie holds a 256-bit token whose SHA-256 is stored;
+  the row carries the CSRF token; it ends after SESSION_IDLE_MINUTES without use or
+  SESSION_MAX_HOURS after sign-in.
+- kind "api": a refresh-token family. The client holds a 15-minute access token (JWT,
+  HS256 only, with iss/aud/typ/exp/iat checked, RFC 8725) naming the session, and a
+  30-day refresh token. Refreshing rotates the refresh token; presenting a rotated one
+  again means it was stolen, so the whole family (the session) is revoked.
+
+Access tokens are checked against their session on every request, so signing out or
+changing the password takes effect at once, not 15 minutes later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import jwt
+
+from appliance import config
+from appliance.db import database
+from appliance.errors import Forbidden, NotFound, Unauthorized
+from appliance.models import AuthSession, RefreshToken, User
+from appliance.services import audit, clock
+from appliance.services.ids import hash_token, new_id, new_token
+
+ACCESS_TOKEN_TTL = dt.timedelta(minutes=15)
+REFRESH_TOKEN_TTL = dt.timedelta(days=30)
+MFA_TOKEN_TTL = dt.timedelta(minutes=5)
+JWT_ALGORITHM = "HS256"
+ISSUER = "appliance"
+ACCESS_AUDIENCE = "appliance-api"
+MFA_AUDIENCE = "appliance-mfa"
+ACCESS_TYP = "at+jwt"
+MFA_TYP = "mfa+jwt"
+# last_used_at is written at most this often per session, not on every request.
+TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting: a user, through a session (browser or API) or, later, an API key."""
+
+    user: User
+    session_id: str | None
+    via: str  # session | token | api_key
+    scopes: frozenset[str] | None = None  # None: everything the user's roles allow
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == "admin"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+
+
+def _signing_key(purpose: str) -> bytes:
+    secret = config.active()["SECRET_KEY"].encode()
+    return hmac.new(secret, f"appliance {purpose}".encode(), hashlib.sha256).digest()
+
+
+def _encode(claims: dict, typ: str) -> str:
+    return jwt.encode(claims, _signing_key(claims["aud"]), algorithm=JWT_ALGORITHM,
+                      headers={"typ": typ})
+
+
+def _decode(token: str, audience: str, typ: str) -> dict:
+    """Verify signature, algorithm, typ, iss, aud, iat and exp against our clock."""
+    try:
+        decoded = jwt.decode_complete(
+            token, _signing_key(audience), algorithms=[JWT_ALGORITHM], audience=audience,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_exp": False,
+                     "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidTokenError:
+        raise Unauthorized("The token is invalid.", code="invalid_token") from None
+    if decoded["header"].get("typ") != typ:
+        raise Unauthorized("The token is of the wrong type.", code="invalid_token")
+    claims = decoded["payload"]
+    now = clock.now().timestamp()
+    if not isinstance(claims["exp"], int | float) or claims["exp"] <= now:
+        raise Unauthorized("The token has expired.", code="token_expired")
+    if not isinstance(claims["iat"], int | float) or claims["iat"] > now + 60:
+        raise Unauthorized("The token is invalid.", code="invalid_token")
+    return claims
+
+
+def _access_token(session: AuthSession) -> str:
+    now = int(clock.now().timestamp())
+    return _encode({"iss": ISSUER, "aud": ACCESS_AUDIENCE, "sub": session.user_id,
+                    "sid": session.id, "iat": now, "nbf": now,
+                    "exp": now + int(ACCESS_TOKEN_TTL.total_seconds()),
+                    "jti": new_token(nbytes=12)}, ACCESS_TYP)
+
+
+def mfa_token(user: User) -> str:
+    """A 5-minute proof that the password was right, exchanged with a TOTP code."""
+    now = int(clock.now().timestamp())
+    return _encode({"iss": ISSUER, "aud": MFA_AUDIENCE, "sub": user.id, "iat": now,
+                    "exp": now + int(MFA_TOKEN_TTL.total_seconds()),
+                    "pwc": int(user.password_changed_at.timestamp())}, MFA_TYP)
+
+
+def user_from_mfa_token(token: str) -> User:
+    claims = _decode(token, MFA_AUDIENCE, MFA_TYP)
+    user = User.get_or_none(User.id == claims["sub"])
+    if user is None or int(user.password_changed_at.timestamp()) != claims.get("pwc"):
+        raise Unauthorized("The sign-in has expired; sign in again.", code="invalid_token")
+    return user
+
+
+def _new_session(user: User, kind: str, ip: str, user_agent: str, lifetime: dt.timedelta,
+                 **fields) -> AuthSession:
+    now = clock.now()
+    return AuthSession.create(id=new_id("ses"), user=user, kind=kind, ip=ip[:64],
+                              user_agent=user_agent[:300], created_at=now, last_used_at=now,
+                              expires_at=now + lifetime, **fields)
+
+
+def start_api_session(user: User, ip: str, user_agent: str) -> TokenPair:
+    """Create a refresh-token family and return its first token pair."""
+    refresh = new_token("rt_")
+    with database.atomic():
+        session = _new_session(user, "api", ip, user_agent, REFRESH_TOKEN_TTL)
+        RefreshToken.create(session=session, token_hash=hash_token(refresh),
+                            created_at=clock.now(), expires_at=session.expires_at)
+    return TokenPair(_access_token(session), refresh,
+                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id)
+
+
+def refresh(refresh_token: str, ip: str = "") -> TokenPair:
+    """Rotate a refresh token. A rotated token presented again revokes its family."""
+    now = clock.now()
+    with database.atomic():
+        row = (RefreshToken.select(RefreshToken, AuthSession)
+               .join(AuthSession)
+               .where(RefreshToken.token_hash == hash_token(refresh_token))
+               .first())
+        if row is None:
+            raise Unauthorized("The refresh token is not valid.", code="invalid_token")
+        session = row.session
+        if session.revoked_at is not None or session.expires_at <= now:
+            raise Unauthorized("This session has ended; sign in again.", code="session_ended")
+        claimed = (RefreshToken.update(rotated_at=now)
+                   .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_null())
+                   .execute())
+        if not claimed:
+            _revoke(session, "refresh_token_reused")
+            audit.record("auth.refresh_reuse", actor=session.user_id, target_type="session",
+                         target_id=session.id, ip=ip, success=False)
+    if not claimed:
+        raise Unauthorized("This refresh token was already used; the session is revoked.",
+                           code="refresh_token_reused")
+    new_refresh = new_token("rt_")
+    with database.atomic():
+        RefreshToken.create(session=session, token_hash=hash_token(new_refresh),
+                            created_at=now, expires_at=session.expires_at)
+        AuthSession.update(last_used_at=now, ip=ip[:64] or session.ip).where(
+            AuthSession.id == session.id).execute()
+    return TokenPair(_access_token(session), new_refresh,
+                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id)
+
+
+def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSession, str]:
+    """Create a dashboard session; return it and the cookie value (shown only here)."""
+    settings = config.active()
+    token = new_token()
+    with database.atomic():
+        session = _new_session(user, "browser", ip, user_agent,
+                               dt.timedelta(hours=settings["SESSION_MAX_HOURS"]),
+                               token_hash=hash_token(token), csrf_token=new_token(nbytes=24))
+    return session, token
+
+
+def _active_user(user: User) -> User:
+    if user.status == "suspended":
+        raise Forbidden("This account is suspended.", code="account_suspended",
+                        details={"reason": user.suspended_reason or ""})
+    return user
+
+
+def _touch(session: AuthSession) -> None:
+    now = clock.now()
+    if now - session.last_used_at >= TOUCH_INTERVAL:
+        with database.atomic():
+            AuthSession.update(last_used_at=now).where(AuthSession.id == session.id).execute()
+
+
+def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
+    """The signed-in user of a dashboard cookie, or None when it is not (or no longer) valid."""
+    session = (AuthSession.select(AuthSession, User).join(User)
+               .where(AuthSession.token_hash == hash_token(token), AuthSession.kind == "browser")
+               .first())
+    if session is None or session.revoked_at is not None:
+        return None
+    now = clock.now()
+    idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
+    if session.expires_at <= now or session.last_used_at + idle <= now:
+        return None
+    _touch(session)
+    return Principal(_active_user(session.user), session.id, "session"), session
+
+
+def principal_from_access_token(token: str) -> Principal:
+    claims = _decode(token, ACCESS_AUDIENCE, ACCESS_TYP)
+    session = (AuthSession.select(AuthSession, User).join(User)
+               .where(AuthSession.id == claims.get("sid"), AuthSession.user == claims["sub"])
+               .first())
+    if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
+        raise Unauthorized("This session has ended; sign in again.", code="session_ended")
+    _touch(session)
+    return Principal(_active_user(session.user), session.id, "token")
+
+
+def _revoke(session: AuthSession, reason: str) -> None:
+    (AuthSession.update(revoked_at=clock.now(), revoked_reason=reason)
+     .where(AuthSession.id == session.id, AuthSession.revoked_at.is_null()).execute())
+
+
+def _live(user: User):
+    now = clock.now()
+    return AuthSession.select().where(AuthSession.user == user,
+                                      AuthSession.revoked_at.is_null(),
+                                      AuthSession.expires_at > now)
+
+
+def list_sessions(principal: Principal) -> list[AuthSession]:
+    """The user's live sessions, newest first (idle browser sessions are left out)."""
+    idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
+    now = clock.now()
+    return [session for session in _live(principal.user).order_by(
+                AuthSession.created_at.desc(), AuthSession.id.desc())
+            if session.kind != "browser" or session.last_used_at + idle > now]
+
+
+def revoke_session(principal: Principal, session_id: str, ip: str = "") -> None:
+    """End one of the user's sessions; another user's session is simply not found."""
+    with database.atomic():
+        session = AuthSession.get_or_none(AuthSession.id == session_id,
+                                          AuthSession.user == principal.user)
+        if session is None or session.revoked_at is not None:
+            raise NotFound("No such session.", code="session_not_found")
+        _revoke(session, "revoked_by_user")
+        audit.record("auth.session_revoked", actor=principal.user, target_type="session",
+                     target_id=session_id, ip=ip)
+
+
+def revoke_other_sessions(principal: Principal, reason: str = "revoked_by_user",
+                          ip: str = "") -> int:
+    """End every session of the user except the one making the request."""
+    with database.atomic():
+        count = (AuthSession.update(revoked_at=clock.now(), revoked_reason=reason)
+                 .where(AuthSession.user == principal.user, AuthSession.revoked_at.is_null(),
+                        AuthSession.id != (principal.session_id or ""))
+                 .execute())
+        audit.record("auth.sessions_revoked", actor=principal.user, ip=ip, count=count,
+                     reason=reason)
+    return count
+
+
+def revoke_all_sessions(user: User, reason: str) -> int:
+    """End every session of `user` (password reset, suspension). Call inside a transaction."""
+    return (AuthSession.update(revoked_at=clock.now(), revoked_reason=reason)
+            .where(AuthSession.user == user, AuthSession.revoked_at.is_null()).execute())
+
+
+def end_session(principal: Principal, ip: str = "") -> None:
+    """Sign out: the current session (browser or refresh family) is revoked."""
+    if principal.session_id is None:
+        return
+    with database.atomic():
+        session = AuthSession.get_or_none(AuthSession.id == principal.session_id)
+        if session is not None:
+            _revoke(session, "signed_out")
+            audit.record("auth.signed_out", actor=principal.user, target_type="session",
+                         target_id=session.id, ip=ip)
+
+
+def end_session_by_refresh_token(refresh_token: str, ip: str = "") -> None:
+    row = RefreshToken.get_or_none(RefreshToken.token_hash == hash_token(refresh_token))
+    if row is not None:
+        with database.atomic():
+            _revoke(row.session, "signed_out")
+            audit.record("auth.signed_out", actor=row.session.user_id, target_type="session",
+                         target_id=row.session_id, ip=ip)

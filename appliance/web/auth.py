@@ -1,0 +1,150 @@
+"""Dashboard pages for signing up, in and out, email links, and the first-run set-up."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+
+from appliance.api.principal import client_ip
+from appliance.errors import ApplianceError, Forbidden, NotFound
+from appliance.services import accounts, sessions
+from appliance.web.session import current_principal, safe_next, sign_in_browser
+
+bp = Blueprint("auth", __name__)
+
+HOME = "/dashboard"
+
+
+def _form(*names: str) -> dict[str, str]:
+    return {name: request.form.get(name, "") for name in names}
+
+
+def _failed(template: str, error: ApplianceError, status: int | None = None, **context):
+    """Re-render a form with the service's message next to the field it names."""
+    return render_template(template, error=error, error_field=error.details.get("field"),
+                           **context), status or error.status
+
+
+@bp.route("/signin", methods=["GET", "POST"])
+def signin():
+    next_url = safe_next(request.values.get("next"), HOME)
+    if current_principal() is not None:
+        return redirect(next_url)
+    if request.method == "GET":
+        return render_template("auth/signin.html", next=next_url, form={})
+    form = _form("email", "password")
+    try:
+        result = accounts.sign_in(form["email"], form["password"], ip=client_ip())
+    except ApplianceError as exc:
+        return _failed("auth/signin.html", exc, next=next_url, form={"email": form["email"]})
+    if result.mfa_required:
+        return render_template("auth/mfa.html", mfa_token=result.mfa_token, next=next_url)
+    sign_in_browser(result.user)
+    return redirect(next_url)
+
+
+@bp.post("/signin/mfa")
+def signin_mfa():
+    next_url = safe_next(request.form.get("next"), HOME)
+    mfa_token = request.form.get("mfa_token", "")
+    try:
+        user = accounts.complete_mfa(mfa_token, request.form.get("code", ""), ip=client_ip())
+    except ApplianceError as exc:
+        if exc.code in ("invalid_token", "token_expired"):
+            return _failed("auth/signin.html", exc, next=next_url, form={})
+        return _failed("auth/mfa.html", exc, mfa_token=mfa_token, next=next_url)
+    sign_in_browser(user)
+    return redirect(next_url)
+
+
+@bp.post("/signout")
+def signout():
+    principal = current_principal()
+    if principal is not None:
+        sessions.end_session(principal, ip=client_ip())
+        g.clear_session_cookie = True
+    return redirect(url_for("auth.signin", signed_out=1))
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    if current_principal() is not None:
+        return redirect(HOME)
+    if request.method == "GET":
+        return render_template("auth/signup.html",
+                               form={"invite_code": request.args.get("invite", "")})
+    form = _form("email", "password", "display_name", "invite_code")
+    try:
+        user = accounts.signup(form["email"], form["password"], form["display_name"],
+                               form["invite_code"] or None, ip=client_ip())
+    except ApplianceError as exc:
+        form.pop("password")
+        return _failed("auth/signup.html", exc, form=form)
+    sign_in_browser(user)
+    return redirect(url_for("auth.check_email"))
+
+
+@bp.get("/signup/check-email")
+def check_email():
+    return render_template("auth/check_email.html")
+
+
+@bp.route("/verify-email", methods=["GET", "POST"])
+def verify_email():
+    # GET only shows a button: mail scanners that follow links must not use the token.
+    token = request.values.get("token", "")
+    if request.method == "GET":
+        return render_template("auth/verify_email.html", token=token)
+    try:
+        accounts.verify_email(token, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed("auth/verify_email.html", exc, token=token)
+    return render_template("auth/verify_email.html", verified=True)
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+def forgot_password():
+    if request.method == "GET":
+        return render_template("auth/forgot.html", form={})
+    email = request.form.get("email", "")
+    try:
+        accounts.forgot_password(email, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed("auth/forgot.html", exc, form={"email": email})
+    return render_template("auth/forgot.html", sent=True, form={"email": email})
+
+
+@bp.route("/reset-password", methods=["GET", "POST"])
+def reset_password():
+    token = request.values.get("token", "")
+    if request.method == "GET":
+        return render_template("auth/reset.html", token=token)
+    try:
+        accounts.reset_password(token, request.form.get("password", ""), ip=client_ip())
+    except ApplianceError as exc:
+        return _failed("auth/reset.html", exc, token=token)
+    return redirect(url_for("auth.signin", reset=1))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup():
+    """First run: create the administrator with the one-time token from the server log."""
+    if accounts.user_count() > 0:
+        raise NotFound("The appliance is already set up; sign in instead.", code="setup_done")
+    if request.method == "GET":
+        return render_template("auth/setup.html", form={"token": request.args.get("token", "")})
+    form = _form("token", "email", "password", "display_name")
+    expected = current_app.extensions.get("setup_token", "")
+    try:
+        if not expected or not hmac.compare_digest(form["token"].encode(), expected.encode()):
+            raise Forbidden("The set-up token is wrong; it is printed in the server log.",
+                            code="setup_token_invalid", details={"field": "token"})
+        user = accounts.create_first_admin(form["email"], form["password"],
+                                           form["display_name"], ip=client_ip())
+    except ApplianceError as exc:
+        form.pop("password")
+        return _failed("auth/setup.html", exc, form=form)
+    current_app.extensions.pop("setup_token", None)
+    sign_in_browser(user)
+    return redirect(HOME)
