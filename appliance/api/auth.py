@@ -11,7 +11,7 @@ from appliance.api.principal import client_ip, user_agent
 from appliance.api.schema import ApiBlueprint, Schema
 from appliance.errors import Unauthorized
 from appliance.models import User
-from appliance.services import accounts, sessions
+from appliance.services import accounts, mfa, sessions
 from appliance.services.sessions import Principal, TokenPair
 
 bp = ApiBlueprint("auth_api", __name__)
@@ -38,8 +38,6 @@ class UserOut(Schema):
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        from appliance.services import mfa
-
         return cls(id=user.id, email=user.email, display_name=user.display_name,
                    role=user.role, status=user.status,
                    email_verified=user.email_verified_at is not None,
@@ -318,8 +316,6 @@ def revoke_other_sessions(principal: Principal):
               response=EnrolmentOut, auth=AUTH, errors=(409,))
 def mfa_enroll(principal: Principal):
     from appliance import config
-    from appliance.services import mfa
-
     enrolment = mfa.begin_enrolment(principal.user, config.active()["SITE_NAME"])
     return {"secret": enrolment.secret, "otpauth_uri": enrolment.otpauth_uri,
             "qr_svg": enrolment.qr_svg}
@@ -329,9 +325,7 @@ def mfa_enroll(principal: Principal):
               tags=TAGS, body=CodeIn, response=RecoveryCodesOut, auth=AUTH, errors=(409,),
               description="Returns 10 recovery codes, shown only this once.")
 def mfa_confirm(principal: Principal, body: CodeIn):
-    from appliance.services import mfa
-
-    return {"recovery_codes": mfa.confirm_enrolment(principal.user, body.code)}
+    return {"recovery_codes": mfa.confirm_enrolment(principal.user, body.code, ip=client_ip())}
 
 
 @bp.operation("/auth/mfa/disable", "POST", summary="Turn TOTP off", tags=TAGS,
@@ -343,7 +337,6 @@ def mfa_disable(principal: Principal, body: DisableMfaIn):
 @bp.operation("/auth/mfa/recovery-codes", "POST", summary="Replace the recovery codes",
               tags=TAGS, body=CodeIn, response=RecoveryCodesOut, auth=AUTH, errors=(409,))
 def mfa_recovery_codes(principal: Principal, body: CodeIn):
-    from appliance.services import mfa
-
-    return {"recovery_codes": mfa.regenerate_recovery_codes(principal.user, body.code)}
+    return {"recovery_codes": accounts.regenerate_recovery_codes(principal, body.code,
+                                                                 ip=client_ip())}
 

@@ -22,7 +22,7 @@ from appliance.errors import (
     Unauthorized,
 )
 from appliance.models import EmailToken, Invite, User
-from appliance.services import audit, clock, mail, passwords, sessions, settings, throttle
+from appliance.services import audit, clock, mail, mfa, passwords, sessions, settings, throttle
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.sessions import Principal
 
@@ -210,8 +210,6 @@ def sign_in(email: str, password: str, ip: str = "") -> SignInResult:
         with database.atomic():
             User.update(password_hash=passwords.hash_password(password)).where(
                 User.id == user.id).execute()
-    from appliance.services import mfa
-
     if mfa.is_enabled(user):
         return SignInResult(user, True, sessions.mfa_token(user))
     return SignInResult(user, False)
@@ -219,8 +217,6 @@ def sign_in(email: str, password: str, ip: str = "") -> SignInResult:
 
 def complete_mfa(mfa_token: str, code: str, ip: str = "") -> User:
     """Finish a sign-in with a TOTP or recovery code; failures count like wrong passwords."""
-    from appliance.services import mfa
-
     user = sessions.user_from_mfa_token(mfa_token)
     keys = _throttle_keys(user.email, ip)
     for key, limit in keys:
@@ -338,12 +334,30 @@ def update_profile(principal: Principal, *, display_name: str | None = None,
     return user, token is not None
 
 
+def _guarded(user: User, attempt):
+    """Run a password/code check; failures count towards the account's sign-in throttle."""
+    key, limit = _throttle_keys(user.email, "")[0]
+    throttle.check(key, limit, THROTTLE_WINDOW, "Too many wrong codes; wait before trying again.")
+    try:
+        return attempt()
+    except InvalidRequest:
+        throttle.hit(key, THROTTLE_WINDOW)
+        raise
+
+
 def disable_mfa(principal: Principal, password: str, code: str, ip: str = "") -> None:
     """Turn MFA off: needs the password and a current code (or a recovery code)."""
-    from appliance.services import mfa
+    def attempt() -> None:
+        _require_password(principal.user, password, field="password")
+        mfa.disable(principal.user, code, ip=ip)
 
-    _require_password(principal.user, password, field="password")
-    mfa.disable(principal.user, code)
+    _guarded(principal.user, attempt)
+
+
+def regenerate_recovery_codes(principal: Principal, code: str, ip: str = "") -> list[str]:
+    """New recovery codes for a current code; the old ones stop working."""
+    return _guarded(principal.user,
+                    lambda: mfa.regenerate_recovery_codes(principal.user, code, ip=ip))
 
 
 def create_first_admin(email: str, password: str, display_name: str = "",

@@ -177,8 +177,20 @@ def begin_enrolment(user: User, issuer: str) -> Enrolment:
         MfaFactor.delete().where(MfaFactor.user == user.id).execute()
         MfaFactor.create(user=user.id, secret=secret, confirmed_at=None, last_used_step=0,
                          created_at=clock.now())
+    return _enrolment(user, secret, issuer)
+
+
+def _enrolment(user: User, secret: str, issuer: str) -> Enrolment:
     uri = _totp(secret).provisioning_uri(name=user.email, issuer_name=issuer)
     return Enrolment(secret=secret, otpauth_uri=uri, qr_svg=qr_svg(uri))
+
+
+def pending_enrolment(user: User, issuer: str) -> Enrolment | None:
+    """The enrolment begun but not confirmed yet (same secret), or None."""
+    factor = _factor(user)
+    if factor is None or factor.confirmed_at is not None:
+        return None
+    return _enrolment(user, factor.secret, issuer)
 
 
 def confirm_enrolment(user: User, code: str, *, ip: str = "") -> list[str]:

@@ -22,11 +22,12 @@ def _before() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from appliance.web import account, auth, pages
+    from appliance.web import account, admin, auth, pages
 
     app.before_request(_before)
     app.after_request(session.finish_response)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
     app.context_processor(pages.site_context)

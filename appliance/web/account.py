@@ -113,7 +113,8 @@ def mfa_enroll():
 @login_required
 def mfa_confirm():
     try:
-        codes = mfa.confirm_enrolment(current_principal().user, request.form.get("code", ""))
+        codes = mfa.confirm_enrolment(current_principal().user, request.form.get("code", ""),
+                                      ip=client_ip())
     except ApplianceError as exc:
         # Show the same secret again so the user can retry with the next code.
         enrolment = mfa.pending_enrolment(current_principal().user,
@@ -137,8 +138,8 @@ def mfa_disable():
 @login_required
 def mfa_recovery_codes():
     try:
-        codes = mfa.regenerate_recovery_codes(current_principal().user,
-                                              request.form.get("code", ""))
+        codes = accounts.regenerate_recovery_codes(current_principal(),
+                                                   request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed(exc, "mfa")
     return _account_page(recovery_codes=codes, section="mfa")
