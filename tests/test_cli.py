@@ -54,3 +54,24 @@ def test_serve_logs_one_line_with_its_url_and_serves(serve, tmp_path):
     assert len(listening) == 1
     assert f"http://127.0.0.1:{server.port}" in listening[0]
     assert (tmp_path / "served" / "appliance.db").exists()
+
+
+def test_create_admin_from_the_shell(tmp_path):
+    import os
+
+    data = str(tmp_path / "d")
+    env = {**os.environ, "APPLIANCE_ADMIN_PASSWORD": "a long admin passphrase"}
+    result = appliance("create-admin", "--email", "Root@Example.test", "--data-dir", data,
+                       env=env)
+    assert result.returncode == 0, result.stderr
+    assert "administrator root@example.test created" in result.stdout
+    weak = appliance("create-admin", "--email", "two@example.test", "--data-dir", data,
+                     env={**os.environ, "APPLIANCE_ADMIN_PASSWORD": "password1"})
+    assert weak.returncode != 0 and "common" in weak.stderr
+    from appliance import create_app
+
+    app = create_app({"DATA_DIR": data})
+    assert "setup_token" not in app.extensions
+    response = app.test_client().post("/api/v1/auth/login", json={
+        "email": "root@example.test", "password": "a long admin passphrase"})
+    assert response.get_json()["user"]["role"] == "admin"
