@@ -1,5 +1,6 @@
 """The wheel installed into a fresh virtualenv serves pages and static files from anywhere."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,9 +13,14 @@ from tests.conftest import ROOT
 
 @pytest.mark.slow
 def test_the_wheel_serves_pages_static_files_and_the_api_from_any_directory(tmp_path, serve):
+    # Build from a copy: setuptools leaves build/ behind, and stale files there could
+    # slip into a later wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "data", "*.egg-info", "__pycache__", ".*_cache"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist),
+                    str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("appliance-*.whl"))
 
     env_dir = tmp_path / "venv"
