@@ -9,8 +9,17 @@ from pathlib import Path  # noqa: E402
 from typing import Any
 
 from flask import Flask  # noqa: E402
+from flask.sessions import SessionInterface  # noqa: E402
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class _NoFlaskSession(SessionInterface):
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None  # Flask then hands out an empty null session if anyone asks
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 def _asset_dir(name: str) -> Path:
@@ -55,8 +64,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
 
     app = Flask(__name__, template_folder=str(_asset_dir("templates")),
                 static_folder=str(_asset_dir("static")))
+    # Flask's own cookie session is not used (dashboard sessions are rows, see
+    # appliance.web.session), so it is switched off instead of signed on every request.
+    app.session_interface = _NoFlaskSession()
     app.config.update(
-        SECRET_KEY=settings["SECRET_KEY"],
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
         APPLIANCE=settings,
         JSON_SORT_KEYS=False,

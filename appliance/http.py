@@ -10,6 +10,7 @@ Unexpected exceptions are logged with the request id; their text never reaches a
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from typing import Any
 
@@ -27,8 +28,13 @@ from appliance.errors import (
 log = logging.getLogger("appliance.http")
 
 
+_ids = random.Random(secrets.randbits(128))  # noqa: S311 - ids, not secrets
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    # Request ids name log lines; they guard nothing, so a fast PRNG seeded from the
+    # OS is enough (os.urandom per request was a measurable share of a request's cost).
+    return f"req_{_ids.getrandbits(96):024x}"
 
 
 def request_id() -> str:

@@ -35,6 +35,17 @@ class RequestMetrics:
             ("route", "method"), registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
+        # labels() hashes and locks on every call; the children are looked up once.
+        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def _child(self, route: str, method: str, status: str) -> tuple[Counter, Histogram]:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (self.requests.labels(route, method, status),
+                                           self.latency.labels(route, method))
+        return child
+
     def start(self) -> None:
         g.metrics_started = time.perf_counter()
 
@@ -42,8 +53,9 @@ class RequestMetrics:
         started = g.pop("metrics_started", None)
         if started is not None:
             route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-            self.requests.labels(route, request.method, str(response.status_code)).inc()
-            self.latency.labels(route, request.method).observe(time.perf_counter() - started)
+            count, latency = self._child(route, request.method, str(response.status_code))
+            count.inc()
+            latency.observe(time.perf_counter() - started)
         return response
 
 

@@ -85,12 +85,12 @@ def test_first_start_generates_the_secret_key_with_mode_0600(data_dir):
     path = data_dir / "secrets" / "secret_key"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
-    assert len(app.config["SECRET_KEY"]) == 64
+    assert len(app.config["APPLIANCE"]["SECRET_KEY"]) == 64
     again = create_app({"DATA_DIR": str(data_dir)})
-    assert again.config["SECRET_KEY"] == app.config["SECRET_KEY"]
+    assert again.config["APPLIANCE"]["SECRET_KEY"] == app.config["APPLIANCE"]["SECRET_KEY"]
 
 
 def test_a_given_secret_key_is_used_and_nothing_is_generated(data_dir):
     app = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "given-by-operator"})
-    assert app.config["SECRET_KEY"] == "given-by-operator"
+    assert app.config["APPLIANCE"]["SECRET_KEY"] == "given-by-operator"
     assert not (data_dir / "secrets" / "secret_key").exists()

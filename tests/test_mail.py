@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
 import logging
-from email import policy
-from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -17,29 +14,10 @@ from appliance.errors import InvalidRequest
 from appliance.models import MailOutbox
 from appliance.services import clock, mail
 from tests.conftest import free_port
+from tests.smtp import Inbox
 
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "correct horse battery"
-
-
-class Inbox:
-    """aiosmtpd handler that keeps every accepted message."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.received.append({
-            "mail_from": envelope.mail_from,
-            "rcpt_tos": list(envelope.rcpt_tos),
-            "message": email.message_from_bytes(envelope.original_content,
-                                                policy=policy.default),
-            "auth": session.auth_data,
-        })
-        return "250 Message accepted for delivery"
-
-    def messages(self) -> list[EmailMessage]:
-        return [item["message"] for item in self.received]
 
 
 def authenticate(server, session, envelope, mechanism, auth_data):

@@ -80,7 +80,8 @@ def test_enrolment_gives_a_secret_an_otpauth_uri_and_an_svg_qr_code(user):
     svg = enrolment.qr_svg
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "<?xml" not in svg
-    width = int(re.search(r'width="(\d+)"', svg).group(1))
+    # sized by the page's CSS through its viewBox, drawn at about 200 units
+    width = int(re.search(r'viewBox="0 0 (\d+) \d+"', svg).group(1))
     assert 160 <= width <= 260
     assert 'stroke="#000"' in svg and 'fill="#fff"' in svg
     assert enrolment.secret not in repr(enrolment)

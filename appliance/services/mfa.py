@@ -80,6 +80,7 @@ def qr_svg(data: str) -> str:
     width, _ = qr.symbol_size(scale=1, border=QR_BORDER_MODULES)
     scale = max(1, round(QR_TARGET_PIXELS / width))
     return qr.svg_inline(scale=scale, border=QR_BORDER_MODULES, dark="#000", light="#fff",
+                         omitsize=True,
                          title="QR code for your authenticator app")
 
 

@@ -130,7 +130,7 @@ def mfa_disable():
         accounts.disable_mfa(current_principal(), request.form.get("password", ""),
                              request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
-        return _failed(exc, "mfa")
+        return _failed(exc, "mfa-off")
     return redirect(url_for("account.index", notice="Two-factor sign-in is off."))
 
 
@@ -141,6 +141,6 @@ def mfa_recovery_codes():
         codes = accounts.regenerate_recovery_codes(current_principal(),
                                                    request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
-        return _failed(exc, "mfa")
+        return _failed(exc, "mfa-codes")
     return _account_page(recovery_codes=codes, section="mfa")
 

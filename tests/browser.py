@@ -1,0 +1,175 @@
+"""Helpers for end-to-end tests that drive Debian's Chromium with Playwright.
+
+- `require_chromium()` is the one place that decides whether a browser test runs: with
+  `CI=true` a missing Chromium or Playwright fails the test (CI must never go green by
+  skipping); elsewhere the test is skipped with the reason and the fix.
+- `launch_chromium(playwright)` starts `/usr/bin/chromium` headless with the flags known
+  to work on this machine kind (no `playwright install`: Playwright drives the system
+  browser).
+- `ApplianceServer` is `appliance serve` in a subprocess whose port is chosen before it
+  starts, so `APPLIANCE_BASE_URL` (the links in mails) can name it; its output goes to a
+  log file, not a pipe nobody reads.
+- `Screenshots` saves full-page PNGs under the test run's output folder:
+  `$APPLIANCE_TEST_OUTPUT/screenshots`, or `<repo>/build/test-output/screenshots`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Server, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # tests may run as root in a container, where the sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LAUNCH_TIMEOUT_MS = 60_000
+ACTION_TIMEOUT_MS = 15_000
+NAVIGATION_TIMEOUT_MS = 30_000
+
+# Read at import: the autouse `clean_environment` fixture removes every APPLIANCE_*
+# variable while a test runs, and this one is for the test harness, not the app.
+_OUTPUT_ROOT = os.environ.get("APPLIANCE_TEST_OUTPUT") or str(ROOT / "build" / "test-output")
+
+
+def require_chromium() -> Callable[[], Any]:
+    """Return Playwright's `sync_playwright`, or skip (locally) / fail (CI=true).
+
+    Call it first in a browser fixture. Under CI the browser tests are part of the
+    contract, so a missing browser or package is a failure, never a skip.
+    """
+    problems = []
+    if not os.access(CHROMIUM, os.X_OK):
+        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_playwright = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problems.append("the playwright package is missing (.venv-test/bin/pip install "
+                        "playwright; `playwright install` is not needed)")
+    if problems:
+        reason = "browser tests need Chromium and Playwright: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} - CI=true, so this fails instead of skipping",
+                        pytrace=False)
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Start headless Chromium from the system package; the caller closes it."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                      headless=True, timeout=LAUNCH_TIMEOUT_MS)
+
+
+def new_page(browser: Any) -> Any:
+    """A page in a fresh context (own cookies) with bounded default timeouts."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  locale="en-GB", timezone_id="UTC")
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+    return context.new_page()
+
+
+class PageProblems:
+    """Collects what a user would see break: uncaught script errors and failed assets."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"script error: {exc}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def _failed(self, request: Any) -> None:
+        # ERR_ABORTED is the browser dropping a load because the page navigated away
+        # (a form submitted while the logo was still loading), not a broken asset.
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.errors.append(f"request failed: {request.url} ({request.failure})")
+
+    def _response(self, response: Any) -> None:
+        # Documents may answer 4xx on purpose (a wrong password is a 401 page);
+        # stylesheets, scripts and images never should.
+        if response.request.resource_type != "document" and response.status >= 400:
+            self.errors.append(f"{response.status} for {response.url}")
+
+
+class Screenshots:
+    """Full-page PNGs named `<prefix>-NN-<name>.png`, numbered in the order taken."""
+
+    def __init__(self, prefix: str) -> None:
+        self.folder = Path(_OUTPUT_ROOT) / "screenshots"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.count = 0
+        for old in self.folder.glob(f"{prefix}-*.png"):  # no stale pages from older runs
+            old.unlink()
+
+    def take(self, page: Any, name: str) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.prefix}-{self.count:02d}-{name}.png"
+        # From the top: an autofocused field scrolls the page, and a full-page capture
+        # of a scrolled page draws the sticky top bar in the middle of it.
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+class ApplianceServer(Server):
+    """`python -m appliance serve` on a free port with `APPLIANCE_BASE_URL` set to it.
+
+    Shares `wait()` with `tests.conftest.Server`; `stop()` returns the server's log.
+    """
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = cwd / "server.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        full_env.update(env)
+        full_env["APPLIANCE_BASE_URL"] = self.url
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "serve", "--port", str(self.port)],
+                cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.log_path.read_text()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def link_in(text: str, path: str) -> str:
+    """The first absolute URL in a mail body whose path is `path`."""
+    match = re.search(rf"https?://\S+{re.escape(path)}\S*", text)
+    assert match, f"no {path} link in:\n{text}"
+    return match.group(0)
