@@ -83,8 +83,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     if migrate:
         _offer_first_run_setup(app)
     Htmx(app)
-    metrics.init_app(app)
     http.init_app(app)
+    metrics.init_app(app)
     api.init_app(app)
     web.init_app(app)
     return app

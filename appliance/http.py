@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, json, render_template, request
@@ -105,9 +107,49 @@ def _from_http_exception(exc: HTTPException) -> ApplianceError:
     return error
 
 
+@dataclass
+class RequestHooks:
+    """Per-request hooks of the appliance, run by one Flask hook each way.
+
+    Flask wraps every registered hook in `ensure_sync` (an `inspect` call per hook per
+    request); running our few hooks from one registered function keeps that cost flat.
+    `before` hooks run in order (the first to return a response ends the request);
+    `after` hooks run in order on the response.
+    """
+
+    before: list[Callable[[], Response | None]] = field(default_factory=list)
+    after: list[Callable[[Response], Response]] = field(default_factory=list)
+
+    def run_before(self) -> Response | None:
+        for hook in self.before:
+            response = hook()
+            if response is not None:
+                return response
+        return None
+
+    def run_after(self, response: Response) -> Response:
+        for hook in self.after:
+            response = hook(response)
+        return response
+
+
+def add_hooks(app: Flask, before: Callable[[], Response | None] | None = None,
+              after: Callable[[Response], Response] | None = None, *,
+              outermost: bool = False) -> None:
+    """Add request hooks nested like Flask's: a later `before` runs later and its `after`
+    earlier. `outermost` wraps everything added so far and later (timers)."""
+    hooks: RequestHooks = app.extensions["appliance_hooks"]
+    if before is not None:
+        hooks.before.insert(0, before) if outermost else hooks.before.append(before)
+    if after is not None:
+        hooks.after.append(after) if outermost else hooks.after.insert(0, after)
+
+
 def init_app(app: Flask) -> None:
-    app.before_request(_start_request)
-    app.after_request(_tag_response)
+    hooks = app.extensions["appliance_hooks"] = RequestHooks()
+    app.before_request(hooks.run_before)
+    app.after_request(hooks.run_after)
+    add_hooks(app, _start_request, _tag_response)
 
     @app.errorhandler(ApplianceError)
     def handle_domain_error(exc: ApplianceError) -> Response:

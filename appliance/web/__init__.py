@@ -7,6 +7,7 @@ and /metrics skip both (the API authenticates with bearer tokens).
 
 from flask import Flask, request
 
+from appliance import http
 from appliance.web import session
 
 
@@ -24,8 +25,7 @@ def _before() -> None:
 def init_app(app: Flask) -> None:
     from appliance.web import account, admin, auth, pages
 
-    app.before_request(_before)
-    app.after_request(session.finish_response)
+    http.add_hooks(app, _before, session.finish_response)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
