@@ -14,6 +14,18 @@ from flask.sessions import SessionInterface  # noqa: E402
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+class ApplianceFlask(Flask):
+    """Flask, minus a per-call `inspect` that only async views need.
+
+    Flask passes every view and hook through `ensure_sync`, which asks `inspect` whether
+    it is a coroutine function on every request. The appliance has no async views (a
+    test checks), so functions are called as they are.
+    """
+
+    def ensure_sync(self, func: Any) -> Any:
+        return func
+
+
 class _NoFlaskSession(SessionInterface):
     def open_session(self, app: Flask, request: Any) -> None:
         return None  # Flask then hands out an empty null session if anyone asks
@@ -62,7 +74,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     ensure_secrets(settings, data_dir)
     activate(settings)
 
-    app = Flask(__name__, template_folder=str(_asset_dir("templates")),
+    app = ApplianceFlask(__name__, template_folder=str(_asset_dir("templates")),
                 static_folder=str(_asset_dir("static")))
     # Flask's own cookie session is not used (dashboard sessions are rows, see
     # appliance.web.session), so it is switched off instead of signed on every request.

@@ -48,8 +48,11 @@ def request_id() -> str:
 
 def _start_request() -> None:
     g.request_id = new_request_id()
-    limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    req = request._get_current_object()
+    if "CONTENT_LENGTH" not in req.environ:
+        return
+    limit = req.max_content_length
+    if limit is not None and (req.content_length or 0) > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.",
                               details={"limit_bytes": limit})
 

@@ -72,3 +72,15 @@ def test_metrics_can_require_a_token(make_app):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+
+
+def test_no_view_or_hook_is_async(app):
+    """ApplianceFlask calls views and hooks directly; an async one would never run."""
+    import inspect
+
+    functions = list(app.view_functions.values())
+    functions += [f for funcs in app.before_request_funcs.values() for f in funcs]
+    functions += [f for funcs in app.after_request_funcs.values() for f in funcs]
+    functions += app.teardown_appcontext_funcs
+    functions += app.extensions["appliance_hooks"].before + app.extensions["appliance_hooks"].after
+    assert functions and not [f for f in functions if inspect.iscoroutinefunction(f)]
