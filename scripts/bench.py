@@ -1,4 +1,4 @@
-"""Benchmark the appliance: health throughput and latency, start-up time, idle memory.
+"""Benchmark the appliance: health, login and /auth/me throughput, start-up, idle memory.
 
 What it measures, each on 127.0.0.1 with processes started here and stopped at the end:
 
@@ -13,13 +13,31 @@ What it measures, each on 127.0.0.1 with processes started here and stopped at t
   wrk's `--latency` distribution.
 * start-up time: from spawning `appliance serve` on a fresh data directory (so every
   migration runs and the secrets are generated) to the first 200 from GET
-  /api/v1/health, polled every 10 ms; median of `--startup-runs` starts. Target < 1.5 s.
+  /api/v1/health, polled every 10 ms; median over `--startup-runs` extra starts and the
+  start of the server then loaded. Target < 1.5 s.
 * idle RSS: VmRSS of the appliance process after start-up and `--idle` seconds of
   rest, before any load. Target < 80 MB.
+* login requests/s: after the idle RSS is read, `appliance create-admin` adds an account
+  to the loaded server's data directory (the server runs meanwhile, so its start-up above
+  stays a fresh one). wrk then POSTs that account's email and password as JSON to
+  /api/v1/auth/login (a Lua script sets method, body and Content-Type), same threads and
+  connections, for `--auth-rounds` rounds of `--auth-duration` seconds (default
+  `--duration`, at most 5, so a default run stays under 2 minutes) after a `--warmup`.
+  Each sign-in verifies an argon2id hash (19 MiB, about 40 ms of CPU) and starts a
+  session, so tens per second on two cores is expected; what matters is the trend.
+* /auth/me requests/s: GET /api/v1/auth/me with `Authorization: Bearer <access token>`,
+  the token from one sign-in over HTTP before any load (it lives 15 minutes), loaded
+  like login and alternating with it.
+  Both are reported as req/s, as a ratio to the baseline's health req/s of the same run
+  (no target) and with p50 / p99. Every login and /auth/me response must be 2xx with no
+  socket error (a 429 would mean the sign-in throttle kicked in): the row "login and
+  /auth/me errors" has target 0 and, when missed, counts as a missed target.
 
 The table has one row per metric with its target and whether it is met ("-" when the
 row has no target); every number, each wrk run included, is also written as JSON to
 `--output`. The exit status is 0 even when a target is missed, unless `--strict`.
+Throughput on a small machine is only comparable between quiet runs: the harness notes
+the load average before it starts (`loadavg_1min_before` in the JSON).
 APPLIANCE_* variables are removed from the servers' environment, so the appliance runs
 with its defaults.
 """
@@ -33,6 +51,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -48,12 +67,18 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEALTH_PATH = "/api/v1/health"
+LOGIN_PATH = "/api/v1/auth/login"
+ME_PATH = "/api/v1/auth/me"
+BENCH_EMAIL = "bench@example.com"
+AUTH_DURATION_MAX = 5  # default seconds per login and /auth/me run: keeps a run < 2 min
+AUTH_WRK_TIMEOUT = "10s"  # wrk's default 2 s is close to a sign-in's latency on a busy box
 HOST = "127.0.0.1"
 THREADS = 8
 CONNECTIONS = 8
 POLL_INTERVAL_S = 0.01
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
+BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged as noisy
 
 TARGET_RATIO = 0.8
 TARGET_STARTUP_S = 1.5
@@ -77,6 +102,14 @@ def health():
 serve(app, host="{HOST}", port=int(sys.argv[1]), threads={THREADS}, ident="baseline")
 '''
 
+# wrk script for the login load; {body} is a Lua string literal (JSON-quoted ASCII).
+LOGIN_LUA = """\
+-- scripts/bench: POST a JSON sign-in on every request.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {body}
+"""
+
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _LATENCY_RE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 _RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
@@ -90,9 +123,22 @@ class BenchError(Exception):
     """The benchmark could not run (a server did not start, wrk failed)."""
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """What wrk loads: a name (the prefix of its metrics), a path and extra wrk options."""
+
+    name: str
+    path: str
+    wrk_options: tuple[str, ...] = ()
+
+
+HEALTH = Endpoint("health", HEALTH_PATH)
+
+
 @dataclass
 class WrkResult:
     server: str
+    endpoint: str
     round: int
     requests_per_s: float
     p50_ms: float
@@ -128,15 +174,22 @@ def server_env() -> dict[str, str]:
 class Server:
     """A server process with its log file; `stop` terminates it, then kills it."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path,
+                 data_dir: Path | None = None) -> None:
         self.name = name
         self.port = port
         self.log_path = log_path
+        self.data_dir = data_dir
         self._log = log_path.open("wb")
         self.spawned_at = time.perf_counter()
-        self.process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=server_env(), cwd=log_path.parent, start_new_session=True)
+        try:
+            # Own session: a Ctrl-C reaches only the harness, which then stops the server.
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                env=server_env(), cwd=log_path.parent, start_new_session=True)
+        except OSError:
+            self._log.close()
+            raise
 
     @property
     def pid(self) -> int:
@@ -206,9 +259,10 @@ def start_appliance(work: Path, name: str) -> Server:
     """Spawn `appliance serve` on a fresh data directory under `work`."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     port = free_port()
+    data_dir = run_dir / "data"
     argv = [appliance_bin(), "serve", "--host", HOST, "--port", str(port),
-            "--threads", str(THREADS), "--data-dir", str(run_dir / "data")]
-    return Server(name, argv, port, run_dir / "server.log")
+            "--threads", str(THREADS), "--data-dir", str(data_dir)]
+    return Server(name, argv, port, run_dir / "server.log", data_dir)
 
 
 def start_baseline(work: Path) -> Server:
@@ -235,7 +289,7 @@ def to_ms(value: str, unit: str) -> float:
     return float(value) * _TIME_UNITS[unit] * 1000
 
 
-def parse_wrk(output: str, server: str, round_no: int) -> WrkResult:
+def parse_wrk(output: str, server: str, endpoint: str, round_no: int) -> WrkResult:
     """Requests/s, p50, p99 and error counts from wrk's `--latency` report."""
     rps = _RPS_RE.search(output)
     requests = _REQUESTS_RE.search(output)
@@ -245,7 +299,7 @@ def parse_wrk(output: str, server: str, round_no: int) -> WrkResult:
     non_2xx = _NON_2XX_RE.search(output)
     errors = _SOCKET_ERRORS_RE.search(output)
     return WrkResult(
-        server=server, round=round_no, requests_per_s=float(rps[1]),
+        server=server, endpoint=endpoint, round=round_no, requests_per_s=float(rps[1]),
         p50_ms=latencies["50"], p99_ms=latencies["99"], requests=int(requests[1]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0)
@@ -258,10 +312,10 @@ def wrk_bin() -> str:
     return found
 
 
-def run_wrk(port: int, duration_s: int) -> str:
-    """Load GET /api/v1/health for `duration_s` seconds; return wrk's report."""
+def run_wrk(port: int, duration_s: int, endpoint: Endpoint = HEALTH) -> str:
+    """Load `endpoint` (GET /api/v1/health) for `duration_s` seconds; return wrk's report."""
     argv = [wrk_bin(), "-t1", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency",
-            f"http://{HOST}:{port}{HEALTH_PATH}"]
+            *endpoint.wrk_options, f"http://{HOST}:{port}{endpoint.path}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30,
                           check=False)
     if done.returncode != 0:
@@ -269,14 +323,83 @@ def run_wrk(port: int, duration_s: int) -> str:
     return done.stdout
 
 
-def load(server: Server, duration_s: int, round_no: int) -> WrkResult:
-    result = parse_wrk(run_wrk(server.port, duration_s), server.name, round_no)
-    print(f"  round {round_no} {server.name:9} {result.requests_per_s:9.1f} req/s  "
+def load(server: Server, duration_s: int, round_no: int, endpoint: Endpoint = HEALTH,
+         ) -> WrkResult:
+    output = run_wrk(server.port, duration_s, endpoint)
+    result = parse_wrk(output, server.name, endpoint.name, round_no)
+    label = server.name if endpoint is HEALTH else endpoint.path.removeprefix("/api/v1")
+    print(f"  round {round_no} {label:11} {result.requests_per_s:9.1f} req/s  "
           f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms", flush=True)
     if result.non_2xx or result.socket_errors:
         print(f"    warning: {result.non_2xx} non-2xx responses, "
               f"{result.socket_errors} socket errors", flush=True)
     return result
+
+
+# --- an account to sign in with ------------------------------------------------------
+
+
+def create_account(server: Server, password: str) -> None:
+    """`appliance create-admin` with BENCH_EMAIL in the data directory `server` serves."""
+    argv = [appliance_bin(), "create-admin", "--email", BENCH_EMAIL,
+            "--data-dir", str(server.data_dir)]
+    env = server_env() | {"APPLIANCE_ADMIN_PASSWORD": password}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
+                              cwd=server.log_path.parent, stdin=subprocess.DEVNULL,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError("appliance create-admin did not finish within 60 s") from None
+    if done.returncode != 0:
+        raise BenchError(f"appliance create-admin failed with status {done.returncode}:\n"
+                         f"{done.stdout}{done.stderr}")
+
+
+def call_json(port: int, method: str, path: str, body: dict[str, Any] | None = None,
+              token: str | None = None) -> tuple[int, Any]:
+    """One request to the server; its status and its JSON body (None if not JSON)."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = conn.getresponse()
+        raw = response.read()
+    except OSError as exc:
+        raise BenchError(f"{method} {path} failed: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, None
+
+
+def sign_in(server: Server, password: str) -> str:
+    """Sign in once over HTTP and check the token on /auth/me; return the access token."""
+    status, body = call_json(server.port, "POST", LOGIN_PATH,
+                             {"email": BENCH_EMAIL, "password": password})
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(token, str) or not token:
+        raise BenchError(f"POST {LOGIN_PATH} answered {status} without an access token: "
+                         f"{body}\n{server.log_tail()}")
+    status, body = call_json(server.port, "GET", ME_PATH, token=token)
+    if status != 200 or not isinstance(body, dict) or body.get("email") != BENCH_EMAIL:
+        raise BenchError(f"GET {ME_PATH} with the new token answered {status}: {body}")
+    return token
+
+
+def auth_endpoints(work: Path, password: str, token: str) -> tuple[Endpoint, Endpoint]:
+    """The login load (a Lua script written into `work`) and the /auth/me load."""
+    script = work / "login.lua"
+    body = json.dumps({"email": BENCH_EMAIL, "password": password})
+    script.write_text(LOGIN_LUA.format(body=json.dumps(body)))
+    return (Endpoint("login", LOGIN_PATH,
+                     ("-s", str(script), "--timeout", AUTH_WRK_TIMEOUT)),
+            Endpoint("me", ME_PATH, ("-H", f"Authorization: Bearer {token}")))
 
 
 # --- the measurements ------------------------------------------------------------------
@@ -288,7 +411,7 @@ def measure_startup(work: Path, runs: int) -> list[float]:
     for index in range(runs):
         with running(start_appliance(work, f"startup{index}")) as server:
             samples.append(wait_healthy(server))
-        print(f"  start-up {index + 1}/{runs}: {samples[-1]:.3f} s", flush=True)
+        print(f"  start-up {index + 1}: {samples[-1]:.3f} s", flush=True)
     return samples
 
 
@@ -305,8 +428,23 @@ def measure_load(appliance: Server, baseline: Server, args: argparse.Namespace,
     return results
 
 
-def median_of(results: list[WrkResult], server: str, field: str) -> float:
-    return statistics.median(getattr(r, field) for r in results if r.server == server)
+def measure_auth(appliance: Server, endpoints: tuple[Endpoint, ...],
+                 args: argparse.Namespace) -> list[WrkResult]:
+    """Warm each endpoint up once, then load them alternately for `args.auth_rounds`."""
+    if args.warmup > 0:
+        for endpoint in endpoints:
+            run_wrk(appliance.port, args.warmup, endpoint)
+    results = []
+    for round_no in range(1, args.auth_rounds + 1):
+        for endpoint in endpoints:
+            results.append(load(appliance, args.auth_duration, round_no, endpoint))
+    return results
+
+
+def median_of(results: list[WrkResult], server: str, field: str,
+              endpoint: str = HEALTH.name) -> float:
+    return statistics.median(getattr(r, field) for r in results
+                             if r.server == server and r.endpoint == endpoint)
 
 
 def summarize(results: list[WrkResult], startup: list[float], idle_rss: float,
@@ -317,6 +455,14 @@ def summarize(results: list[WrkResult], startup: list[float], idle_rss: float,
         for field in ("requests_per_s", "p50_ms", "p99_ms")
     }
     metrics["ratio"] = metrics["appliance_requests_per_s"] / metrics["baseline_requests_per_s"]
+    for endpoint in ("login", "me"):
+        for field in ("requests_per_s", "p50_ms", "p99_ms"):
+            metrics[f"{endpoint}_{field}"] = median_of(results, "appliance", field, endpoint)
+        metrics[f"{endpoint}_ratio"] = (metrics[f"{endpoint}_requests_per_s"]
+                                        / metrics["baseline_requests_per_s"])
+    auth = [r for r in results if r.endpoint != HEALTH.name]
+    metrics["auth_non_2xx"] = sum(r.non_2xx for r in auth)
+    metrics["auth_socket_errors"] = sum(r.socket_errors for r in auth)
     metrics["startup_s"] = statistics.median(startup)
     metrics["idle_rss_mb"] = idle_rss
     return metrics
@@ -333,6 +479,17 @@ def rows_for(metrics: dict[str, float]) -> list[Row]:
         Row(f"appliance p99 @ {CONNECTIONS} conns", f"{m['appliance_p99_ms']:.2f} ms", "-", None),
         Row(f"baseline p50 / p99 @ {CONNECTIONS} conns",
             f"{m['baseline_p50_ms']:.2f} / {m['baseline_p99_ms']:.2f} ms", "-", None),
+        Row("appliance login req/s", f"{m['login_requests_per_s']:.1f}", "-", None),
+        Row("ratio login/baseline health", f"{m['login_ratio']:.4f}", "-", None),
+        Row(f"login p50 / p99 @ {CONNECTIONS} conns",
+            f"{m['login_p50_ms']:.1f} / {m['login_p99_ms']:.1f} ms", "-", None),
+        Row("appliance /auth/me req/s", f"{m['me_requests_per_s']:.1f}", "-", None),
+        Row("ratio /auth/me/baseline health", f"{m['me_ratio']:.4f}", "-", None),
+        Row(f"/auth/me p50 / p99 @ {CONNECTIONS} conns",
+            f"{m['me_p50_ms']:.2f} / {m['me_p99_ms']:.2f} ms", "-", None),
+        Row("login and /auth/me errors",
+            f"{m['auth_non_2xx']:.0f} non-2xx, {m['auth_socket_errors']:.0f} socket", "0",
+            m["auth_non_2xx"] + m["auth_socket_errors"] == 0),
         Row("start-up to first 200", f"{m['startup_s']:.3f} s", f"< {TARGET_STARTUP_S} s",
             m["startup_s"] < TARGET_STARTUP_S),
         Row("idle RSS", f"{m['idle_rss_mb']:.1f} MB", f"< {TARGET_RSS_MB:.0f} MB",
@@ -374,6 +531,8 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "rounds": args.rounds,
+        "auth_duration_s": args.auth_duration,
+        "auth_rounds": args.auth_rounds,
         "startup_runs": args.startup_runs,
         "idle_s": args.idle,
     }
@@ -385,23 +544,30 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         appliance = stack.enter_context(running(start_appliance(work, "appliance")))
         startup.append(wait_healthy(appliance))
-        print(f"  start-up {len(startup)}/{len(startup)}: {startup[-1]:.3f} s (load server)",
+        print(f"  start-up {len(startup)}: {startup[-1]:.3f} s (the server loaded below)",
               flush=True)
         time.sleep(args.idle)
         idle_rss = rss_mb(appliance.pid)
         print(f"idle RSS after {args.idle:g} s: {idle_rss:.1f} MB", flush=True)
+        password = secrets.token_urlsafe(18)
+        create_account(appliance, password)
+        endpoints = auth_endpoints(work, password, sign_in(appliance, password))
+        print(f"account {BENCH_EMAIL} created with create-admin; signed in once", flush=True)
         baseline = stack.enter_context(running(start_baseline(work)))
         wait_healthy(baseline)
         print(f"load: wrk -t1 -c{CONNECTIONS} -d{args.duration}s, {args.rounds} rounds "
               f"after a {args.warmup} s warm-up each:", flush=True)
         results = measure_load(appliance, baseline, args)
+        print(f"auth load on the appliance: wrk -t1 -c{CONNECTIONS} -d{args.auth_duration}s, "
+              f"{args.auth_rounds} rounds after a {args.warmup} s warm-up each:", flush=True)
+        results += measure_auth(appliance, endpoints, args)
     metrics = summarize(results, startup, idle_rss)
     rows = rows_for(metrics)
     return {
         "run": run_info(args),
         "metrics": metrics,
         "targets": {"ratio_min": TARGET_RATIO, "startup_s_max": TARGET_STARTUP_S,
-                    "idle_rss_mb_max": TARGET_RSS_MB},
+                    "idle_rss_mb_max": TARGET_RSS_MB, "auth_errors_max": 0},
         "checks": {row.metric: row.ok for row in rows if row.ok is not None},
         "all_ok": all(row.ok for row in rows if row.ok is not None),
         "startup_samples_s": startup,
@@ -415,13 +581,19 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark the appliance's health endpoint, start-up and memory.")
+        description="Benchmark the appliance's health, login and /auth/me endpoints, "
+                    "start-up and memory.")
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of each measured wrk run (default 10)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="seconds of wrk warm-up per server, not measured (default 2)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating baseline/appliance rounds (default 3)")
+    parser.add_argument("--auth-duration", type=int, default=None,
+                        help="seconds of each measured login and /auth/me run "
+                             f"(default --duration, at most {AUTH_DURATION_MAX})")
+    parser.add_argument("--auth-rounds", type=int, default=3,
+                        help="alternating login and /auth/me rounds (default 3)")
     parser.add_argument("--startup-runs", type=int, default=2,
                         help="extra start-ups timed besides the load server's (default 2)")
     parser.add_argument("--idle", type=float, default=2.0,
@@ -431,8 +603,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any target is missed")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.rounds < 1 or args.warmup < 0 or args.startup_runs < 0:
-        parser.error("--duration and --rounds must be >= 1, --warmup and --startup-runs >= 0")
+    if args.auth_duration is None:
+        args.auth_duration = min(args.duration, AUTH_DURATION_MAX)
+    if (min(args.duration, args.rounds, args.auth_duration, args.auth_rounds) < 1
+            or args.warmup < 0 or args.startup_runs < 0):
+        parser.error("--duration, --rounds, --auth-duration and --auth-rounds must be >= 1, "
+                     "--warmup and --startup-runs >= 0")
     return args
 
 
@@ -447,6 +623,10 @@ def raise_on_sigterm() -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     raise_on_sigterm()
+    load_before = os.getloadavg()[0]
+    if load_before > BUSY_LOADAVG:
+        print(f"note: load average {load_before:.2f} before the run; other processes compete "
+              "for the CPUs, so throughput and latency will be noisy", flush=True)
     began = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="appliance-bench-") as work:
@@ -458,6 +638,7 @@ def main(argv: list[str]) -> int:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130
     report["run"]["wall_s"] = round(time.perf_counter() - began, 1)
+    report["run"]["loadavg_1min_before"] = load_before
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(format_table(rows_for(report["metrics"])))

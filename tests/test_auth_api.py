@@ -372,3 +372,21 @@ def test_resend_verification(app, client):
     assert token_from_mail(app, "ada@example.test", "/verify-email")
     with app.app_context():
         assert AuthSession.select().count() == 1
+
+
+@pytest.mark.parametrize("email", ["a\n@b.cd", "a,b@c.de", "a b@c.de", "<a@b.cd>", "a@b"])
+def test_an_address_mail_cannot_reach_is_refused_before_anything_is_stored(app, client, email):
+    response = signup(client, email)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"]["field"] == "email"
+    with app.app_context():
+        assert User.select().count() == 0
+
+
+def test_a_refused_email_change_changes_nothing(app, client):
+    make_user(app, "ada@example.test", display_name="Ada")
+    tokens = login(client, "ada@example.test")
+    response = client.patch("/api/v1/auth/me", headers=bearer(tokens), json={
+        "email": "a,b@c.de", "current_password": PASSWORD, "display_name": "New"})
+    assert response.status_code == 400
+    assert client.get("/api/v1/auth/me", headers=bearer(tokens)).get_json()["display_name"] == "Ada"

@@ -220,6 +220,8 @@ def _responses(op: Operation, ref: Callable[[type[BaseModel], str], dict[str, An
     error_codes = set(op.errors)
     if op.body is not None or op.query is not None:
         error_codes.add(400)
+    if op.body is not None:
+        error_codes.update({413, 415})
     if op.auth:
         error_codes.add(401)
     for code in sorted(error_codes):
@@ -258,7 +260,9 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
         if parameters:
             item["parameters"] = parameters
         if op.body is not None:
-            item["requestBody"] = {"required": True, "content": {
+            # An empty body counts as {}: it is required only when a field is.
+            required = bool(op.body.model_json_schema().get("required"))
+            item["requestBody"] = {"required": required, "content": {
                 "application/json": {"schema": ref(op.body, "validation")}}}
         item["responses"] = _responses(op, ref, error_response)
         item["security"] = [{scheme: []} for scheme in op.auth]

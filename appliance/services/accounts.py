@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from peewee import IntegrityError
 
@@ -41,9 +42,12 @@ class SignInResult:
 
 
 def normalise_email(email: str) -> str:
+    """The address lower-cased, or InvalidRequest when mail could not be sent to it."""
     email = email.strip()
     local, _, domain = email.rpartition("@")
-    if not local or "." not in domain or " " in email or len(email) > 254:
+    if (not local or "." not in domain or len(email) > 254
+            or any(c.isspace() or ord(c) < 32 or c in ',;<>()"\\' for c in email)
+            or parseaddr(email)[1] != email):
         raise InvalidRequest("Enter a valid email address.", code="invalid_email",
                              field="email")
     return f"{local}@{domain.lower()}".lower()
