@@ -263,7 +263,8 @@ def forgot_password(email: str, ip: str = "") -> None:
         audit.record("auth.password_reset_requested", actor=user, ip=ip)
     url = mail.link(f"/reset-password?token={token}")
     mail.send(email, f"Reset your password for {config.active()['SITE_NAME']}",
-              f"Someone asked to reset the password of your account.\n\nChoose a new one "
+              background=True,
+              body=f"Someone asked to reset the password of your account.\n\nChoose a new one "
               f"within an hour at:\n\n{url}\n\nIf it was not you, ignore this message; your "
               f"password stays as it is.\n")
 

@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import smtplib
 import ssl
+import threading
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
@@ -45,7 +46,7 @@ MAX_LIMIT = 100
 MAX_ERROR_CHARS = 300
 
 
-def send(to: str, subject: str, body: str) -> MailOutbox:
+def send(to: str, subject: str, body: str, *, background: bool = False) -> MailOutbox:
     """Record a mail in the outbox and deliver it when SMTP is configured.
 
     Returns the row in its final state: "held" (no SMTP_HOST), "sent" or "failed".
@@ -68,8 +69,19 @@ def send(to: str, subject: str, body: str) -> MailOutbox:
         log.info("mail %s to %s with subject %r was kept in the outbox (SMTP_HOST is not "
                  "set)", mail.id, to, subject)
         return mail
+    if background:
+        # The caller answers at once, whatever the SMTP server does (a password-reset
+        # request must take the same time whether or not the account exists).
+        threading.Thread(target=_attempt_in_background, args=(mail.id, settings),
+                         name=f"mail-{mail.id}", daemon=True).start()
+        return mail
     _attempt(mail, settings)
     return MailOutbox.get_by_id(mail.id)
+
+
+def _attempt_in_background(mail_id: str, settings: dict[str, Any]) -> None:
+    with database.connection_context():
+        _attempt(MailOutbox.get_by_id(mail_id), settings)
 
 
 def retry_failed(max_attempts: int = 5) -> int:
