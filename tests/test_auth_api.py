@@ -413,3 +413,16 @@ def test_forgot_password_does_not_wait_for_the_mail_server(make_app):
             break
         time.sleep(0.05)
     assert row.status == "failed" and row.attempts == 1  # nobody listens on that port
+
+
+def test_an_unverified_account_cannot_create_billable_resources(app):
+    from appliance.errors import Forbidden
+    from appliance.services import accounts
+
+    unverified = make_user(app, "new@example.test", verified=False)
+    verified = make_user(app, "old@example.test")
+    with app.app_context():
+        with pytest.raises(Forbidden) as refused:
+            accounts.require_verified(unverified)
+        assert refused.value.code == "email_unverified" and refused.value.status == 403
+        accounts.require_verified(verified)
