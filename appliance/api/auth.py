@@ -164,13 +164,13 @@ def _tokens(user: User) -> Response:
     """Start an API session: tokens in the body, the refresh token also as a cookie."""
     accounts.record_sign_in(user, client_ip(), "api")
     pair = sessions.start_api_session(user, client_ip(), user_agent())
-    return _token_response(pair, user)
+    return _token_response(pair)
 
 
-def _token_response(pair: TokenPair, user: User) -> Response:
+def _token_response(pair: TokenPair) -> Response:
     body = LoginOut(mfa_required=False, access_token=pair.access_token, token_type="Bearer",  # noqa: S106
                     expires_in=pair.expires_in, refresh_token=pair.refresh_token,
-                    user=UserOut.of(user))
+                    user=UserOut.of(pair.user))
     response = Response(body.model_dump_json(), mimetype="application/json")
     response.set_cookie(REFRESH_COOKIE, pair.refresh_token, httponly=True, samesite="Strict",
                         secure=request.is_secure, path=REFRESH_COOKIE_PATH,
@@ -228,10 +228,7 @@ def refresh(body: RefreshIn):
     if not token:
         raise Unauthorized("Send the refresh token.", code="invalid_token")
     pair = sessions.refresh(token, ip=client_ip())
-    from appliance.models import AuthSession
-
-    user = AuthSession.get_by_id(pair.session_id).user
-    return _token_response(pair, user)
+    return _token_response(pair)
 
 
 @bp.operation("/auth/logout", "POST", summary="Sign out (revoke this session)", tags=TAGS,

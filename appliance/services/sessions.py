@@ -63,6 +63,7 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     session_id: str
+    user: User
 
 
 def _signing_key(purpose: str) -> bytes:
@@ -137,7 +138,7 @@ def start_api_session(user: User, ip: str, user_agent: str) -> TokenPair:
         RefreshToken.create(session=session, token_hash=hash_token(refresh),
                             created_at=clock.now(), expires_at=session.expires_at)
     return TokenPair(_access_token(session), refresh,
-                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id)
+                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id, user)
 
 
 def refresh(refresh_token: str, ip: str = "") -> TokenPair:
@@ -170,7 +171,8 @@ def refresh(refresh_token: str, ip: str = "") -> TokenPair:
         AuthSession.update(last_used_at=now, ip=ip[:64] or session.ip).where(
             AuthSession.id == session.id).execute()
     return TokenPair(_access_token(session), new_refresh,
-                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id)
+                     int(ACCESS_TOKEN_TTL.total_seconds()), session.id,
+                     User.get_by_id(session.user_id))
 
 
 def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSession, str]:
