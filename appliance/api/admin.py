@@ -153,8 +153,7 @@ def create_invite(principal: Principal, body: InviteIn):
 @bp.operation("/admin/mail-outbox", summary="Mail the appliance sent or kept", tags=TAGS,
               query=MailQuery, response=MailList, auth=AUTH, errors=(403,))
 def mail_outbox(principal: Principal, query: MailQuery):
-    admin.require_admin(principal)
-    rows, cursor = mail.list_outbox(query.limit, query.cursor, query.status)
+    rows, cursor = admin.list_mail(principal, query.status, query.limit, query.cursor)
     return page_body([MailOut(id=m.id, to=m.to_addr, subject=m.subject, body=m.body,
                               status=m.status, error=m.error, attempts=m.attempts,
                               created_at=m.created_at, sent_at=m.sent_at) for m in rows],

@@ -207,9 +207,7 @@ def sign_in(email: str, password: str, ip: str = "") -> SignInResult:
         raise Unauthorized("The email address or password is wrong.",
                            code="invalid_credentials")
     throttle.clear(keys[0][0])
-    if user.status == "suspended":
-        raise Forbidden("This account is suspended.", code="account_suspended",
-                        details={"reason": user.suspended_reason or ""})
+    sessions.require_active(user)
     if passwords.needs_rehash(user.password_hash):
         with database.atomic():
             User.update(password_hash=passwords.hash_password(password)).where(
@@ -234,8 +232,7 @@ def complete_mfa(mfa_token: str, code: str, ip: str = "") -> User:
         with database.atomic():
             audit.record("auth.mfa_failed", actor=user, ip=ip, success=False)
         raise
-    if user.status == "suspended":
-        raise Forbidden("This account is suspended.", code="account_suspended")
+    sessions.require_active(user)
     with database.atomic():
         audit.record("auth.mfa_passed", actor=user, ip=ip, method=method)
     return user

@@ -11,7 +11,7 @@ import datetime as dt
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
 from appliance.models import AuditLog, Invite, User
-from appliance.services import accounts, audit, clock, pagination, sessions
+from appliance.services import accounts, audit, clock, mail, pagination, sessions
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.sessions import Principal
 
@@ -117,6 +117,13 @@ def create_invite(principal: Principal, email: str | None = None,
         audit.record("admin.invite_created", actor=principal.user, target_type="invite",
                      target_id=invite.id, ip=ip, email=invite.email)
     return invite, code
+
+
+def list_mail(principal: Principal, status: str | None = None, limit: int = 50,
+              cursor: str | None = None):
+    """The mail outbox, newest first; returns (rows, next_cursor)."""
+    require_admin(principal)
+    return mail.list_outbox(limit, cursor, status)
 
 
 def list_audit_log(principal: Principal, action: str | None = None, actor: str | None = None,

@@ -186,7 +186,8 @@ def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSes
     return session, token
 
 
-def _active_user(user: User) -> User:
+def require_active(user: User) -> User:
+    """The user, or 403 account_suspended (with the reason) when suspended."""
     if user.status == "suspended":
         raise Forbidden("This account is suspended.", code="account_suspended",
                         details={"reason": user.suspended_reason or ""})
@@ -212,7 +213,7 @@ def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
     if session.expires_at <= now or session.last_used_at + idle <= now:
         return None
     _touch(session)
-    return Principal(_active_user(session.user), session.id, "session"), session
+    return Principal(require_active(session.user), session.id, "session"), session
 
 
 def principal_from_access_token(token: str) -> Principal:
@@ -223,7 +224,7 @@ def principal_from_access_token(token: str) -> Principal:
     if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
         raise Unauthorized("This session has ended; sign in again.", code="session_ended")
     _touch(session)
-    return Principal(_active_user(session.user), session.id, "token")
+    return Principal(require_active(session.user), session.id, "token")
 
 
 def _revoke(session: AuthSession, reason: str) -> None:

@@ -117,8 +117,8 @@ def invites():
 @admin_required
 def outbox():
     status = request.args.get("status") or None
-    admin.require_admin(current_principal())
-    rows, cursor = mail.list_outbox(_limit(), request.args.get("cursor"), status)
+    rows, cursor = admin.list_mail(current_principal(), status, _limit(),
+                                   request.args.get("cursor"))
     return _render("admin/outbox.html", "admin/_outbox_list.html", mails=rows,
                    next_cursor=cursor, status=status or "")
 
