@@ -132,6 +132,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Failed sign-ins allowed per account in 15 minutes before 429."),
     Setting("LOGIN_FAILURES_PER_IP", 30, parse_positive_int,
             "Failed sign-ins allowed per client address in 15 minutes before 429."),
+    Setting("RATE_LIMIT_KEY_PER_MINUTE", 600, parse_positive_int,
+            "API requests per minute of an API key without its own limit."),
+    Setting("RATE_LIMIT_USER_PER_MINUTE", 1200, parse_positive_int,
+            "API requests per minute of a signed-in user (access tokens)."),
+    Setting("RATE_LIMIT_AUTH_PER_MINUTE", 60, parse_positive_int,
+            "Requests per minute from one address to sign-in, signup and recovery endpoints."),
 )
 
 _active: dict[str, Any] = {}

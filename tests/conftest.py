@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from appliance import create_app
-from appliance.services import clock
+from appliance.services import api_keys, clock, throttle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,11 @@ def clean_environment(monkeypatch):
     for name in list(os.environ):
         if name.startswith("APPLIANCE_"):
             monkeypatch.delenv(name)
+    throttle.reset_all()
+    api_keys.forget_pending_usage()
     yield
     clock.reset()
+    throttle.reset_all()
 
 
 @pytest.fixture

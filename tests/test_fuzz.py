@@ -16,6 +16,8 @@ reproducible (`derandomize`): about 20-25 s on a 2-core machine.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import schemathesis
 from hypothesis import settings
@@ -34,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from appliance.models import AuthSession, User
 from appliance.services import passwords, throttle
+from tests import sshkeys
 from tests.factories import PASSWORD, bearer, login, make_user
 
 ADMIN = "fuzz-admin@example.test"
@@ -102,8 +105,22 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
     member = make_user(app, MEMBER, display_name="Member")
     unverified = make_user(app, UNVERIFIED, verified=False)
     client = app.test_client()
-    listed = client.get("/api/v1/auth/sessions", headers=bearer(login(client, MEMBER)))
+    member_auth = bearer(login(client, MEMBER))
+    listed = client.get("/api/v1/auth/sessions", headers=member_auth)
     member_session = listed.get_json()["data"][0]["id"]  # another user's session: 404
+    member_project = client.get("/api/v1/projects", headers=member_auth).get_json()["data"][0]
+    limit_request = client.post("/api/v1/account/limit-requests", headers=member_auth,
+                                json={"resource": "instances", "requested": 50}).get_json()
+    admin_auth = bearer(login(client, ADMIN))
+    admin_project = client.get("/api/v1/projects", headers=admin_auth).get_json()["data"][0]
+    lab = client.post("/api/v1/projects", headers=admin_auth, json={"name": "Lab"}).get_json()
+    client.post(f"/api/v1/projects/{lab['id']}/members", headers=admin_auth,
+                json={"email": MEMBER, "role": "viewer"})
+    key = client.post("/api/v1/api-keys", headers=admin_auth,
+                      json={"name": "fuzz", "scopes": ["instances:read"],
+                            "project_id": lab["id"]}).get_json()["key"]
+    ssh_key = client.post("/api/v1/account/ssh-keys", headers=admin_auth,
+                          json={"public_key": sshkeys.ED25519[0]}).get_json()
 
     def admin_session(index: int) -> str:
         # Looked up when drawn: sessions come and go during the run. The newest is
@@ -118,6 +135,10 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
     return {
         "user_id": st.sampled_from([admin.id, member.id, unverified.id]),
         "session_id": st.integers(0, 2).map(admin_session) | st.just(member_session),
+        "project_id": st.sampled_from([admin_project["id"], lab["id"], member_project["id"]]),
+        "key_id": st.just(key["id"]),
+        "request_id": st.just(limit_request["id"]),
+        "ssh_key_id": st.just(ssh_key["id"]),
     }
 
 
@@ -144,6 +165,19 @@ def _known_bodies() -> dict[str, st.SearchStrategy]:
         "POST /api/v1/auth/password/forgot": st.fixed_dictionaries({"email": emails}),
         "POST /api/v1/admin/invites": st.fixed_dictionaries(
             {}, optional={"email": st.none() | emails}),
+        "POST /api/v1/projects/{project_id}/members": st.fixed_dictionaries(
+            {"email": st.sampled_from([MEMBER, UNVERIFIED, ADMIN])},
+            optional={"role": st.sampled_from(["viewer", "member", "admin", "owner"])}),
+        "POST /api/v1/account/ssh-keys": st.fixed_dictionaries(
+            {"public_key": st.sampled_from([key for key, _ in sshkeys.ALL])},
+            optional={"name": st.text(max_size=100)}),
+        "POST /api/v1/api-keys": st.fixed_dictionaries(
+            {"name": st.text(min_size=1, max_size=100),
+             "scopes": st.lists(st.sampled_from(["instances:read", "admin", "keys:write"]),
+                                min_size=1, max_size=3)},
+            optional={"allowed_ips": st.lists(st.sampled_from(
+                          ["10.0.0.0/8", "::1", "192.168.1.7", "not-an-ip"]), max_size=3),
+                      "rate_limit_rpm": st.integers(1, 1000)}),
     }
 
 
@@ -203,10 +237,12 @@ def api_schema(request, app):
     # paths (suspend, role, sign-in, password change, revoking a session) stay untested.
     @schema.hook
     def before_generate_path_parameters(context, strategy):
-        names = [name for name in known_ids if "{" + name + "}" in context.operation.path]
-        if not names:
+        names = re.findall(r"{([^}]+)}", context.operation.path)
+        known = [name for name in names if name in known_ids]
+        if not known:
             return strategy
-        return st.fixed_dictionaries({name: known_ids[name] for name in names}) | strategy
+        return st.fixed_dictionaries({name: known_ids.get(name, st.text(min_size=1))
+                                      for name in names}) | strategy
 
     @schema.hook
     def before_generate_body(context, strategy):

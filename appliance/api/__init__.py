@@ -2,12 +2,18 @@
 
 from flask import Flask
 
+from appliance import http
 from appliance.api.schema import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from appliance.api import admin, auth, system
+    from appliance.api import account, admin, api_keys, auth, principal, projects, system
+
+    http.add_hooks(app, after=principal.add_rate_headers)
 
     app.register_blueprint(system.bp, url_prefix=API_PREFIX)
     app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(projects.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(account.bp, url_prefix=API_PREFIX)

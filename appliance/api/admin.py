@@ -8,15 +8,23 @@ from typing import Any
 
 from pydantic import Field
 
-from appliance.api.auth import AUTH, UserOut
-from appliance.api.principal import client_ip
+from appliance.api.account import (
+    LimitOut,
+    LimitRequestList,
+    LimitRequestOut,
+    LimitsOut,
+    ResourceName,
+)
+from appliance.api.auth import UserOut
+from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
-from appliance.services import admin, mail
+from appliance.services import admin, mail, quotas
 from appliance.services.sessions import Principal
 
 bp = ApiBlueprint("admin_api", __name__)
 TAGS = ("admin",)
 ERRORS = (403, 404, 409)
+AUTH = USER_OR_KEY  # an administrator, or their key with the admin scope
 
 
 class UserQuery(ListQuery):
@@ -170,3 +178,78 @@ def audit_log(principal: Principal, query: AuditQuery):
                                success=r.success, details=json.loads(r.details or "{}"),
                                created_at=r.created_at) for r in rows],
                      query.limit, cursor)
+
+
+class LimitRequestQuery(ListQuery):
+    status: str | None = Field(None, pattern="^(pending|approved|declined)$")
+
+
+class DecisionIn(Schema):
+    note: str = Field("", max_length=1000)
+
+
+class LimitDefaults(Schema):
+    """The operator's default limit of every resource (omitted ones are unchanged)."""
+
+    instances: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+    vcpus: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+    memory_mb: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+    backups: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+    template_storage_gb: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+    api_keys: int | None = Field(None, ge=0, le=quotas.MAX_LIMIT)
+
+
+class LimitOverrideIn(Schema):
+    resource: ResourceName
+    value: int | None = Field(ge=0, le=quotas.MAX_LIMIT,
+                              description="null: back to the default.")
+
+
+@bp.operation("/admin/limit-requests", summary="Requests for higher limits", tags=TAGS,
+              query=LimitRequestQuery, response=LimitRequestList, auth=AUTH, errors=(403,))
+def list_limit_requests(principal: Principal, query: LimitRequestQuery):
+    rows, cursor = quotas.list_all_requests(principal, query.status, query.limit, query.cursor)
+    return page_body([LimitRequestOut.of(row) for row in rows], query.limit, cursor)
+
+
+@bp.operation("/admin/limit-requests/<request_id>/approve", "POST",
+              summary="Approve: the requested limit becomes the account's", tags=TAGS,
+              body=DecisionIn, response=LimitRequestOut, auth=AUTH, errors=ERRORS)
+def approve_limit_request(principal: Principal, request_id: str, body: DecisionIn):
+    return LimitRequestOut.of(quotas.decide(principal, request_id, True, body.note,
+                                            ip=client_ip()))
+
+
+@bp.operation("/admin/limit-requests/<request_id>/decline", "POST",
+              summary="Decline a limit request", tags=TAGS, body=DecisionIn,
+              response=LimitRequestOut, auth=AUTH, errors=ERRORS)
+def decline_limit_request(principal: Principal, request_id: str, body: DecisionIn):
+    return LimitRequestOut.of(quotas.decide(principal, request_id, False, body.note,
+                                            ip=client_ip()))
+
+
+@bp.operation("/admin/limits/defaults", summary="Default limits of every account", tags=TAGS,
+              response=LimitDefaults, auth=AUTH, errors=(403,))
+def limit_defaults(principal: Principal):
+    admin.require_admin(principal)
+    return quotas.defaults()
+
+
+@bp.operation("/admin/limits/defaults", "PUT", summary="Change the default limits", tags=TAGS,
+              body=LimitDefaults, response=LimitDefaults, auth=AUTH, errors=(403,))
+def set_limit_defaults(principal: Principal, body: LimitDefaults):
+    return quotas.set_defaults(principal, body.model_dump(exclude_none=True), ip=client_ip())
+
+
+@bp.operation("/admin/users/<user_id>/limits", summary="A user's limits", tags=TAGS,
+              response=LimitsOut, auth=AUTH, errors=(403, 404))
+def user_limits(principal: Principal, user_id: str):
+    user = admin.get_user(principal, user_id)
+    return {"data": [LimitOut.of(limit) for limit in quotas.limits(user)]}
+
+
+@bp.operation("/admin/users/<user_id>/limits", "PUT", summary="Override one of a user's limits",
+              tags=TAGS, body=LimitOverrideIn, response=LimitsOut, auth=AUTH, errors=ERRORS)
+def set_user_limit(principal: Principal, user_id: str, body: LimitOverrideIn):
+    found = quotas.set_override(principal, user_id, body.resource, body.value, ip=client_ip())
+    return {"data": [LimitOut.of(limit) for limit in found]}

@@ -7,8 +7,8 @@ import datetime as dt
 from flask import Response, request
 from pydantic import Field
 
-from appliance.api.principal import client_ip, user_agent
-from appliance.api.schema import ApiBlueprint, Schema
+from appliance.api.principal import USER, USER_OR_KEY, client_ip, user_agent
+from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.errors import Unauthorized
 from appliance.models import User
 from appliance.services import accounts, mfa, sessions
@@ -16,7 +16,7 @@ from appliance.services.sessions import Principal, TokenPair
 
 bp = ApiBlueprint("auth_api", __name__)
 TAGS = ("auth",)
-AUTH = ("bearer",)
+AUTH = USER
 REFRESH_COOKIE = "appliance_refresh"
 REFRESH_COOKIE_PATH = "/api/v1/auth"
 
@@ -135,6 +135,7 @@ class SessionOut(Schema):
 
 class SessionList(Schema):
     data: list[SessionOut]
+    page: PageInfo
 
 
 class RevokedOut(Schema):
@@ -180,7 +181,8 @@ def _token_response(pair: TokenPair) -> Response:
 
 
 @bp.operation("/auth/signup", "POST", summary="Create an account", tags=TAGS, body=SignupIn,
-              response=SignupOut, status=201, errors=(403, 409, 429))
+              response=SignupOut, status=201, errors=(403, 409, 429),
+              ip_limited=True)
 def signup(body: SignupIn):
     user = accounts.signup(body.email, body.password, body.display_name, body.invite_code,
                            ip=client_ip())
@@ -188,7 +190,8 @@ def signup(body: SignupIn):
 
 
 @bp.operation("/auth/verify-email", "POST", summary="Confirm an email address", tags=TAGS,
-              body=TokenIn, response=UserOut)
+              body=TokenIn, response=UserOut,
+              ip_limited=True)
 def verify_email(body: TokenIn):
     return UserOut.of(accounts.verify_email(body.token, ip=client_ip()))
 
@@ -204,7 +207,8 @@ def resend_verification(principal: Principal):
               body=LoginIn, response=LoginOut, errors=(401, 403, 429),
               description="Returns a 15-minute access token and a 30-day refresh token "
                           "(also set as an HttpOnly cookie), or `mfa_required` with an "
-                          "`mfa_token` to complete at /auth/mfa/challenge.")
+                          "`mfa_token` to complete at /auth/mfa/challenge.",
+              ip_limited=True)
 def login(body: LoginIn):
     result = accounts.sign_in(body.email, body.password, ip=client_ip())
     if result.mfa_required:
@@ -214,7 +218,8 @@ def login(body: LoginIn):
 
 @bp.operation("/auth/mfa/challenge", "POST", summary="Complete a sign-in with a TOTP or "
               "recovery code", tags=TAGS, body=MfaChallengeIn, response=LoginOut,
-              errors=(401, 403, 429))
+              errors=(401, 403, 429),
+              ip_limited=True)
 def mfa_challenge(body: MfaChallengeIn):
     return _tokens(accounts.complete_mfa(body.mfa_token, body.code, ip=client_ip()))
 
@@ -222,7 +227,8 @@ def mfa_challenge(body: MfaChallengeIn):
 @bp.operation("/auth/refresh", "POST", summary="Rotate the refresh token", tags=TAGS,
               body=RefreshIn, response=LoginOut, errors=(401,),
               description="Send the refresh token in the body or the HttpOnly cookie. "
-                          "A token that was already rotated revokes its whole family.")
+                          "A token that was already rotated revokes its whole family.",
+              ip_limited=True)
 def refresh(body: RefreshIn):
     token = body.refresh_token or request.cookies.get(REFRESH_COOKIE)
     if not token:
@@ -248,7 +254,8 @@ def logout():
     return response
 
 
-@bp.operation("/auth/me", summary="The signed-in user", tags=TAGS, response=UserOut, auth=AUTH)
+@bp.operation("/auth/me", summary="The signed-in user (or the owner of the API key)", tags=TAGS,
+              response=UserOut, auth=USER_OR_KEY)
 def me(principal: Principal):
     return UserOut.of(principal.user)
 
@@ -267,14 +274,16 @@ def update_me(principal: Principal, body: ProfileIn):
 
 @bp.operation("/auth/password/forgot", "POST", summary="Mail a password reset link",
               tags=TAGS, body=ForgotIn, response=Accepted, errors=(429,),
-              description="Always answers 200, whether or not the account exists.")
+              description="Always answers 200, whether or not the account exists.",
+              ip_limited=True)
 def forgot_password(body: ForgotIn):
     accounts.forgot_password(body.email, ip=client_ip())
     return {"ok": True, "message": "If an account has this address, a reset link is on its way."}
 
 
 @bp.operation("/auth/password/reset", "POST", summary="Set a new password from a reset link",
-              tags=TAGS, body=ResetIn, response=UserOut)
+              tags=TAGS, body=ResetIn, response=UserOut,
+              ip_limited=True)
 def reset_password(body: ResetIn):
     return UserOut.of(accounts.reset_password(body.token, body.password, ip=client_ip()))
 
@@ -289,12 +298,13 @@ def change_password(principal: Principal, body: ChangePasswordIn):
 
 
 @bp.operation("/auth/sessions", summary="List your sessions", tags=TAGS,
-              response=SessionList, auth=AUTH)
-def list_sessions(principal: Principal):
-    return {"data": [SessionOut(id=s.id, kind=s.kind, user_agent=s.user_agent, ip=s.ip,
-                                created_at=s.created_at, last_used_at=s.last_used_at,
-                                expires_at=s.expires_at, current=s.id == principal.session_id)
-                     for s in sessions.list_sessions(principal)]}
+              query=ListQuery, response=SessionList, auth=AUTH)
+def list_sessions(principal: Principal, query: ListQuery):
+    rows, next_cursor = sessions.list_sessions(principal, query.limit, query.cursor)
+    return page_body([SessionOut(id=s.id, kind=s.kind, user_agent=s.user_agent, ip=s.ip,
+                                 created_at=s.created_at, last_used_at=s.last_used_at,
+                                 expires_at=s.expires_at, current=s.id == principal.session_id)
+                      for s in rows], query.limit, next_cursor)
 
 
 @bp.operation("/auth/sessions/<session_id>", "DELETE", summary="Revoke one session",

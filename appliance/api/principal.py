@@ -1,12 +1,22 @@
-"""Who is calling the JSON API: resolved from `Authorization: Bearer ...`."""
+"""Who is calling the JSON API, and how fast they may call it.
+
+A caller authenticates with `Authorization: Bearer <access token>`, or with an API key
+as `Authorization: Bearer sk_...` or `X-API-Key: sk_...` on the operations that accept
+keys. Each authenticated request is counted against the caller's rate limit; the
+resulting `RateLimit` headers are added to the response, error or not.
+"""
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Response, g, request
 
-from appliance.errors import Unauthorized
-from appliance.services import sessions
+from appliance.errors import Forbidden, Unauthorized
+from appliance.services import api_keys, ratelimit, sessions
 from appliance.services.sessions import Principal
+
+# The `auth=` of an operation: who may call it.
+USER = ("bearer",)  # a signed-in user's access token
+USER_OR_KEY = ("bearer", "api_key")  # ... or an API key
 
 
 def client_ip() -> str:
@@ -25,14 +35,51 @@ def bearer_token() -> str | None:
     return None
 
 
-def resolve_principal() -> Principal:
-    """The caller of this request, or 401 (with WWW-Authenticate) when there is none."""
+def _key_secret(token: str | None) -> str | None:
+    header = request.headers.get("X-API-Key", "").strip()
+    if header:
+        return header
+    if token is not None and api_keys.looks_like_key(token):
+        return token
+    return None
+
+
+def resolve_principal(accept_keys: bool = False) -> Principal:
+    """The caller of this request, or 401 (with WWW-Authenticate) when there is none.
+
+    API keys are refused (403 `api_key_not_allowed`) where `accept_keys` is false: signing
+    in, passwords, MFA and sessions need the person, not a key.
+    """
     principal = g.get("principal")
     if principal is not None:
         return principal
     token = bearer_token()
-    if token is None:
-        raise Unauthorized("Sign in: send Authorization: Bearer <access token>.",
+    secret = _key_secret(token)
+    if secret is not None:
+        if not accept_keys:
+            raise Forbidden("API keys cannot be used here; sign in with your password.",
+                            code="api_key_not_allowed")
+        principal, key = api_keys.authenticate(secret, client_ip())
+        quota = ratelimit.for_principal(principal, key.rate_limit_rpm)
+    elif token is not None:
+        principal = sessions.principal_from_access_token(token)
+        quota = ratelimit.for_principal(principal)
+    else:
+        raise Unauthorized("Sign in: send Authorization: Bearer <access token or API key>.",
                            headers={"WWW-Authenticate": 'Bearer realm="appliance"'})
-    principal = g.principal = sessions.principal_from_access_token(token)
+    g.principal, g.rate_quota = principal, quota
     return principal
+
+
+def limit_auth_ip() -> None:
+    """Count a request to a sign-in/signup/recovery endpoint against the address's limit."""
+    g.rate_quota = ratelimit.for_auth_ip(client_ip())
+
+
+def add_rate_headers(response: Response) -> Response:
+    """after_request: the caller's quota on every limited route."""
+    quota = g.get("rate_quota")
+    if quota is not None:
+        for name, value in quota.headers().items():
+            response.headers.setdefault(name, value)
+    return response

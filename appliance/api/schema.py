@@ -64,6 +64,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     auth: tuple[str, ...] = ()
     produces: str = "application/json"
+    ip_limited: bool = False
+    idempotent: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,7 +106,9 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
             raise InvalidRequest(f"The body is not valid JSON: {exc}",
                                  code="malformed_json") from None
     try:
-        return model.model_validate(data)
+        # Strict: JSON's types are taken as they are ("5" or true is not an integer);
+        # JSON-mode strictness still reads ISO-8601 strings as datetimes.
+        return model.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         raise _field_errors(exc, "body") from None
 
@@ -120,6 +124,30 @@ def render(op: Operation, result: Any) -> Response:
     if not isinstance(result, op.response):
         result = op.response.model_validate(result)
     return Response(result.model_dump_json(), status=status, mimetype="application/json")
+
+
+def _run_idempotent(op: Operation, owner: str, call: Callable[[], Any]) -> Response:
+    """Run a creating request once per Idempotency-Key (see services/idempotency.py)."""
+    from appliance.services import idempotency
+
+    key = idempotency.check_key(request.headers["Idempotency-Key"].strip())
+    print_ = idempotency.fingerprint(request.method, request.path,
+                                     request.get_data(cache=True))
+    stored = idempotency.begin(owner, key, print_)
+    if stored is not None:
+        response = Response(stored.body, status=stored.status, mimetype=op.produces)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        response = render(op, call())
+    except BaseException:
+        idempotency.abandon(owner, key)
+        raise
+    if 200 <= response.status_code < 300:
+        idempotency.finish(owner, key, response.status_code, response.get_data(as_text=True))
+    else:
+        idempotency.abandon(owner, key)
+    return response
 
 
 class ApiBlueprint(Blueprint):
@@ -140,21 +168,35 @@ class ApiBlueprint(Blueprint):
         errors: tuple[int, ...] = (),
         auth: tuple[str, ...] = (),
         produces: str = "application/json",
+        ip_limited: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare an API operation.
+
+        `auth` names who may call it (`principal.USER`, `principal.USER_OR_KEY`); the view
+        then gets `principal=`. `ip_limited` counts it against the per-address limit of the
+        sign-in endpoints. An authenticated POST answering 201/202 creates something, so
+        it honours `Idempotency-Key`.
+        """
+        idempotent = method.upper() == "POST" and status in (201, 202) and bool(auth)
         op = Operation(method.upper(), summary, description, tags or (self.name,), query,
-                       body, response, status, errors, auth, produces)
+                       body, response, status, errors, auth, produces, ip_limited, idempotent)
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(view)
             def endpoint(**path_args: Any) -> Response:
-                if auth:
-                    from appliance.api.principal import resolve_principal
+                from appliance.api import principal as callers
 
-                    path_args["principal"] = resolve_principal()
+                if ip_limited:
+                    callers.limit_auth_ip()
+                if auth:
+                    path_args["principal"] = callers.resolve_principal("api_key" in auth)
                 if query is not None:
                     path_args["query"] = parse_query(query)
                 if body is not None:
                     path_args["body"] = parse_body(body)
+                if idempotent and "Idempotency-Key" in request.headers:
+                    return _run_idempotent(op, path_args["principal"].user.id,
+                                           lambda: view(**path_args))
                 return render(op, view(**path_args))
 
             endpoint.openapi = op  # type: ignore[attr-defined]
@@ -198,6 +240,12 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{([^}]+)}", path)
     ]
+    if op.idempotent:
+        parameters.append({
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "Repeat a creating request safely: the first response is "
+                           "replayed for 24 hours."})
     if op.query is not None:
         query_schema = op.query.model_json_schema(ref_template="#/components/schemas/{model}")
         required = set(query_schema.get("required", []))
@@ -223,7 +271,11 @@ def _responses(op: Operation, ref: Callable[[type[BaseModel], str], dict[str, An
     if op.body is not None:
         error_codes.update({413, 415})
     if op.auth:
-        error_codes.add(401)
+        error_codes.update({401, 403, 429})
+    if op.ip_limited:
+        error_codes.add(429)
+    if op.idempotent:
+        error_codes.update({400, 409, 422})
     for code in sorted(error_codes):
         responses[str(code)] = error_response
     responses["default"] = error_response

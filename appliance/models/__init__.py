@@ -11,9 +11,14 @@ from appliance.models.accounts import (
     RefreshToken,
     User,
 )
+from appliance.models.idempotency import IdempotencyRecord
+from appliance.models.keys import ApiKey, SshKey
+from appliance.models.limits import LimitOverride, LimitRequest
+from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 
 __all__ = [
-    "AuditLog", "AuthSession", "EmailToken", "Invite", "MailOutbox", "MfaFactor",
-    "RecoveryCode", "RefreshToken", "Setting", "User",
+    "ApiKey", "AuditLog", "AuthSession", "EmailToken", "IdempotencyRecord", "Invite",
+    "LimitOverride", "LimitRequest", "MailOutbox", "Membership", "MfaFactor", "Project",
+    "RecoveryCode", "RefreshToken", "Setting", "SshKey", "User",
 ]

@@ -23,7 +23,17 @@ from appliance.errors import (
     Unauthorized,
 )
 from appliance.models import EmailToken, Invite, User
-from appliance.services import audit, clock, mail, mfa, passwords, sessions, settings, throttle
+from appliance.services import (
+    audit,
+    clock,
+    mail,
+    mfa,
+    passwords,
+    projects,
+    sessions,
+    settings,
+    throttle,
+)
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.sessions import Principal
 
@@ -88,17 +98,19 @@ def _claim_invite(code: str | None, email: str) -> Invite:
 
 def create_user(email: str, password: str, display_name: str = "", *, role: str = "user",
                 verified: bool = False) -> User:
-    """Insert a user after checking the password rules. Call inside a transaction."""
+    """Insert a user (with their default project) after checking the password rules."""
     email = normalise_email(email)
     passwords.check_rules(password, email)
     now = clock.now()
     try:
         with database.atomic():
-            return User.create(
+            user = User.create(
                 id=new_id("usr"), email=email, display_name=display_name.strip(),
                 password_hash=passwords.hash_password(password), role=role,
                 email_verified_at=now if verified else None, password_changed_at=now,
                 created_at=now, updated_at=now)
+            projects.create_default_project(user)
+            return user
     except IntegrityError:
         raise Conflict("An account with this email address exists.",
                        code="email_taken", details={"field": "email"}) from None

@@ -19,8 +19,10 @@ INVITE_TTL = dt.timedelta(days=14)
 
 
 def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
+    """403 `admin_only` for users, 403 `scope_denied` for an admin's key without `admin`."""
+    if principal.user.role != "admin":
         raise Forbidden("This needs an administrator.", code="admin_only")
+    principal.require_scope("admin")
 
 
 def search_users(principal: Principal, q: str = "", status: str | None = None,

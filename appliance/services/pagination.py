@@ -19,17 +19,17 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 
 
-def encode_cursor(created_at: dt.datetime, row_id: str) -> str:
+def encode_cursor(created_at: dt.datetime, row_id: str | int) -> str:
     raw = json.dumps([created_at.isoformat(), row_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str | int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, row_id = json.loads(raw)
-        if not isinstance(row_id, str):
-            raise ValueError("id is not a string")
+        if not isinstance(row_id, str | int) or isinstance(row_id, bool):
+            raise ValueError("id is not a string or an integer")
         return dt.datetime.fromisoformat(created_at), row_id
     except (binascii.Error, ValueError, TypeError):
         raise InvalidRequest("The cursor is not valid.", field="cursor") from None

@@ -27,7 +27,7 @@ from appliance import config
 from appliance.db import database
 from appliance.errors import Forbidden, NotFound, Unauthorized
 from appliance.models import AuthSession, RefreshToken, User
-from appliance.services import audit, clock
+from appliance.services import audit, clock, pagination
 from appliance.services.ids import hash_token, new_id, new_token
 
 ACCESS_TOKEN_TTL = dt.timedelta(minutes=15)
@@ -43,18 +43,43 @@ MFA_TYP = "mfa+jwt"
 TOUCH_INTERVAL = dt.timedelta(seconds=60)
 
 
+# What an API key may be allowed to do (DESIGN.md section 5). A session may do all of it
+# that the user's roles allow.
+SCOPES = (
+    "instances:read", "instances:write", "instances:delete", "backups:write",
+    "networks:write", "usage:read", "billing:read", "billing:write", "webhooks:read",
+    "webhooks:write", "keys:write", "projects:write", "admin",
+)
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is acting: a user, through a session (browser or API) or, later, an API key."""
+    """Who is acting: a user, through a session (browser or API token) or an API key.
+
+    A key acts as its owner limited by its `scopes` and, when restricted, by its project;
+    the owner's current roles are checked by the services as for any other caller.
+    """
 
     user: User
     session_id: str | None
     via: str  # session | token | api_key
     scopes: frozenset[str] | None = None  # None: everything the user's roles allow
+    key_id: str | None = None
+    project_id: str | None = None  # a key restricted to one project
 
     @property
     def is_admin(self) -> bool:
-        return self.user.role == "admin"
+        """An administrator acting with administrator rights (a key needs the admin scope)."""
+        return self.user.role == "admin" and self.allows("admin")
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        """403 `scope_denied`, naming the scope, when a key lacks it."""
+        if not self.allows(scope):
+            raise Forbidden(f"This API key lacks the scope {scope}.", code="scope_denied",
+                            details={"scope": scope})
 
 
 @dataclass(frozen=True)
@@ -239,13 +264,13 @@ def _live(user: User):
                                       AuthSession.expires_at > now)
 
 
-def list_sessions(principal: Principal) -> list[AuthSession]:
+def list_sessions(principal: Principal, limit: int = pagination.MAX_LIMIT,
+                  cursor: str | None = None) -> tuple[list[AuthSession], str | None]:
     """The user's live sessions, newest first (idle browser sessions are left out)."""
     idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
-    now = clock.now()
-    return [session for session in _live(principal.user).order_by(
-                AuthSession.created_at.desc(), AuthSession.id.desc())
-            if session.kind != "browser" or session.last_used_at + idle > now]
+    query = _live(principal.user).where((AuthSession.kind != "browser") |
+                                        (AuthSession.last_used_at > clock.now() - idle))
+    return pagination.page(query, AuthSession, limit, cursor)
 
 
 def revoke_session(principal: Principal, session_id: str, ip: str = "") -> None:

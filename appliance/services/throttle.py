@@ -1,4 +1,4 @@
-"""Counting events in sliding windows: failed sign-ins now, API rate limits later.
+"""Counting events in sliding windows: failed sign-ins and API rate limits.
 
 `CounterStore` is the contract; `MemoryCounterStore` keeps counts in this process (the
 appliance is one process). A shared store (a database table, Redis) can implement the
@@ -24,6 +24,10 @@ class CounterStore(Protocol):
 
     def clear(self, key: str) -> None:
         """Forget every event of `key`."""
+
+    def take(self, key: str, limit: int, window: float, now: float) -> tuple[bool, int, float]:
+        """Record one event unless `limit` were already seen within the window; return
+        (taken, events in the window, seconds until the oldest expires)."""
 
 
 class MemoryCounterStore:
@@ -55,6 +59,14 @@ class MemoryCounterStore:
         with self._lock:
             self._events.pop(key, None)
 
+    def take(self, key: str, limit: int, window: float, now: float) -> tuple[bool, int, float]:
+        with self._lock:
+            events = self._trim(key, window, now)
+            taken = len(events) < limit
+            if taken:
+                events.append(now)
+            return taken, len(events), events[0] + window - now
+
 
 store: CounterStore = MemoryCounterStore()
 
@@ -76,6 +88,10 @@ def hit(key: str, window: float) -> int:
 
 def clear(key: str) -> None:
     store.clear(key)
+
+
+def take(key: str, limit: int, window: float) -> tuple[bool, int, float]:
+    return store.take(key, limit, window, _now())
 
 
 def reset_all() -> None:

@@ -24,7 +24,7 @@ def _account_page(status: int = 200, **context):
     context.setdefault("mfa_enabled", mfa.is_enabled(principal.user))
     context.setdefault("recovery_left", mfa.remaining_recovery_codes(principal.user)
                        if context["mfa_enabled"] else 0)
-    context.setdefault("session_list", sessions.list_sessions(principal))
+    context.setdefault("session_list", sessions.list_sessions(principal)[0])
     context.setdefault("form", {})
     fragment = request.headers.get("HX-Request") and context.pop("fragment", None)
     return render_template(fragment or "account/index.html", **context), status
