@@ -38,3 +38,40 @@ def token_from_mail(app, to: str, path: str) -> str:
     match = re.search(re.escape(path) + r"\?token=([A-Za-z0-9_\-]+)", mail.body)
     assert match, mail.body
     return match.group(1)
+
+
+def api(client, method: str, path: str, headers: dict[str, str], **kwargs):
+    """One JSON API call: `api(client, "POST", "/projects", auth, json={...})`."""
+    return client.open("/api/v1" + path, method=method, headers=headers, **kwargs)
+
+
+def default_project(client, headers: dict[str, str]) -> str:
+    listed = api(client, "GET", "/projects", headers).get_json()["data"]
+    return next(p["id"] for p in listed if p["is_default"])
+
+
+def create_project(client, headers: dict[str, str], name: str = "Lab") -> str:
+    response = api(client, "POST", "/projects", headers, json={"name": name})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def add_member(client, headers: dict[str, str], project_id: str, email: str, role: str) -> None:
+    response = api(client, "POST", f"/projects/{project_id}/members", headers,
+                   json={"email": email, "role": role})
+    assert response.status_code == 201, response.get_json()
+
+
+def create_key(client, headers: dict[str, str], scopes: list[str] | None = None,
+               **fields) -> tuple[str, dict]:
+    """An API key of the signed-in user: (secret, key as listed)."""
+    body = {"name": fields.pop("name", "test key"),
+            "scopes": scopes or ["instances:read", "projects:write", "keys:write"], **fields}
+    response = api(client, "POST", "/api-keys", headers, json=body)
+    assert response.status_code == 201, response.get_json()
+    created = response.get_json()
+    return created["secret"], created["key"]
+
+
+def key_auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
