@@ -75,7 +75,13 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
     host_shown = settings["HOST"] if ":" not in settings["HOST"] else f"[{settings['HOST']}]"
     log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
              host_shown, server.effective_port, settings["DATA_DIR"])
-    server.run()
+    from appliance import scheduler
+
+    scheduler.start(app)
+    try:
+        server.run()
+    finally:
+        scheduler.stop(app)
 
 
 @main.command()

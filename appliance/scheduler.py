@@ -1,0 +1,81 @@
+"""Periodic work in the serving process: an APScheduler BackgroundScheduler.
+
+Each task is a plain service function run in the app's context with its own database
+connection; a failing run is logged and the next run comes as scheduled. Tasks are
+idempotent (they claim rows with conditional UPDATEs or delete what is due), so a task
+that runs late, twice, or in two processes does no harm.
+
+`appliance serve` starts the scheduler; tests call `run_task(app, name)` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+from appliance.db import database
+
+log = logging.getLogger("appliance.scheduler")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    seconds: int
+    run: Callable[[], object]
+    help: str
+
+
+def _tasks() -> list[Task]:
+    from appliance.services import api_keys, idempotency, mail
+
+    return [
+        Task("flush_key_usage", 30, api_keys.flush_usage,
+             "Write API keys' counted uses (last_used_at, usage_count)."),
+        Task("retry_mail", 300, mail.retry_failed, "Re-send mail that failed."),
+        Task("purge_idempotency", 3600, idempotency.purge_expired,
+             "Delete Idempotency-Key records older than 24 hours."),
+    ]
+
+
+def tasks() -> dict[str, Task]:
+    return {task.name: task for task in _tasks()}
+
+
+def run_task(app: Flask, name: str) -> object:
+    """Run one task now in `app`'s context (what the scheduler does on each tick)."""
+    task = tasks()[name]
+    with app.app_context(), database.connection_context():
+        return task.run()
+
+
+def _guarded(app: Flask, name: str) -> None:
+    try:
+        run_task(app, name)
+    except Exception:  # a failing run must not stop the schedule
+        log.exception("scheduled task %s failed", name)
+
+
+def start(app: Flask) -> BackgroundScheduler:
+    """Start the periodic tasks in background threads; `shutdown()` the result to stop."""
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+    for task in _tasks():
+        scheduler.add_job(_guarded, "interval", seconds=task.seconds, args=(app, task.name),
+                          id=task.name, name=task.help)
+    scheduler.start()
+    app.extensions["scheduler"] = scheduler
+    log.info("scheduler started: %s", ", ".join(t.name for t in _tasks()))
+    return scheduler
+
+
+def stop(app: Flask) -> None:
+    """Stop the scheduler and run the tasks that must not lose work (key usage)."""
+    scheduler = app.extensions.pop("scheduler", None)
+    if scheduler is not None:
+        scheduler.shutdown(wait=True)
+    _guarded(app, "flush_key_usage")
