@@ -1,0 +1,214 @@
+"""The instance driver contract: what every engine (fake, incus, docker) must do.
+
+A driver talks to one node's engine. It never imports models or Flask: it takes and
+returns the small dataclasses below, keeps the engine's own ids opaque (the `ref` it
+returns from `create` is stored as `instance.driver_ref` and handed back verbatim), and
+reports failures as `DriverError(message, permanent)`: permanent when retrying cannot
+help (bad image, unknown ref), transient when it might (engine busy, socket timeout).
+
+Optional features are announced by `capabilities()`; calling one that is not supported
+raises `Unsupported(capability)` (409 `unsupported` naming it), never a silent no-op.
+
+Every method is synchronous and may take seconds (the job runner calls it from a worker
+thread). Methods are idempotent where the engine allows: starting a running instance,
+stopping a stopped one or deleting a deleted one succeeds without doing anything.
+`appliance/drivers/fake.py` is the executable description of these semantics, and
+`tests/driver_contract.py` is the one suite every driver passes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from appliance.errors import DriverError, Unsupported
+
+__all__ = [
+    "Capabilities", "Driver", "DriverError", "EngineInfo", "FirewallRule", "ImageInfo",
+    "InstanceSpec", "InstanceState", "Limits", "Unsupported",
+]
+
+# Power states a driver reports.
+RUNNING, STOPPED, MISSING = "running", "stopped", "missing"
+
+
+@dataclass(frozen=True)
+class Limits:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to create. `name` is a valid hostname, unique on the node."""
+
+    name: str
+    image: str  # the engine's image reference (an Incus alias, a Docker tag)
+    limits: Limits
+    ssh_keys: tuple[str, ...] = ()  # OpenSSH public key lines for the default user
+    password: str | None = None  # for the default user; None: no password login
+    user: str = "root"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    power: str  # running | stopped | missing (the engine no longer knows the ref)
+    addresses: tuple[str, ...] = ()  # IPv4 first, then IPv6; no loopback / link-local
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    snapshots: bool = False
+    firewall: bool = False
+    networks: bool = False
+    resize_live: bool = False
+    console: bool = False
+    exec: bool = False
+    vm: bool = False
+
+    def require(self, name: str) -> None:
+        if not getattr(self, name):
+            raise Unsupported(name)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a health check learns about the engine."""
+
+    engine: str  # incus | docker | fake
+    version: str
+    simulated: bool = False
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image the engine has, as image discovery reports it."""
+
+    ref: str  # what InstanceSpec.image takes
+    description: str = ""
+    os: str = ""
+    release: str = ""
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    direction: str  # in | out
+    protocol: str  # tcp | udp | icmp | any
+    ports: str = ""  # "22", "8000-8100", "" for all
+    source: str = ""  # CIDR for "in" ("" = anywhere)
+    action: str = "allow"  # allow | deny
+
+
+class Driver(ABC):
+    """One engine on one node. Constructed with the node's endpoint and options."""
+
+    engine: str = ""
+    simulated: bool = False
+
+    def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
+        self.endpoint = endpoint
+        self.options = dict(options or {})
+
+    # -- the engine --------------------------------------------------------------------
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Which optional features work on this engine (and this host)."""
+
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """Reach the engine; raise DriverError (transient) when it does not answer."""
+
+    @abstractmethod
+    def images(self) -> list[ImageInfo]:
+        """Images the engine can create instances from."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @abstractmethod
+    def create(self, spec: InstanceSpec) -> str:
+        """Create and start an instance; return its ref. Permanent error for an unknown image."""
+
+    @abstractmethod
+    def start(self, ref: str) -> None:
+        """Power on (no-op when running)."""
+
+    @abstractmethod
+    def stop(self, ref: str, graceful: bool = True, timeout: int = 30) -> None:
+        """Power off: graceful asks the init to shut down (forcing after `timeout` s)."""
+
+    @abstractmethod
+    def reboot(self, ref: str) -> None:
+        """Graceful restart; a stopped instance is started."""
+
+    @abstractmethod
+    def reset(self, ref: str) -> None:
+        """Hard restart (no graceful shutdown)."""
+
+    @abstractmethod
+    def state(self, ref: str) -> InstanceState:
+        """Power state and addresses; `missing` (not an error) when the ref is gone."""
+
+    @abstractmethod
+    def delete(self, ref: str) -> None:
+        """Destroy the instance and its backups' engine objects; no-op when gone."""
+
+    @abstractmethod
+    def resize(self, ref: str, limits: Limits) -> None:
+        """Apply new limits (live when capabilities().resize_live, else when stopped)."""
+
+    @abstractmethod
+    def rebuild(self, ref: str, image: str) -> str:
+        """Reinstall from `image` keeping the name and limits; return the (new) ref."""
+
+    # -- console -----------------------------------------------------------------------
+
+    def logs(self, ref: str, lines: int = 200) -> str:
+        """The console / log output, last `lines` lines."""
+        raise Unsupported("console")
+
+    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
+        """Run a command inside; return (exit code, combined output)."""
+        raise Unsupported("exec")
+
+    # -- backups and templates ---------------------------------------------------------
+
+    def snapshot(self, ref: str, name: str) -> str:
+        """Take a backup; return its ref."""
+        raise Unsupported("snapshots")
+
+    def restore(self, ref: str, backup_ref: str) -> None:
+        raise Unsupported("snapshots")
+
+    def delete_backup(self, ref: str, backup_ref: str) -> None:
+        raise Unsupported("snapshots")
+
+    def export_template(self, ref: str, name: str) -> str:
+        """Publish the instance as an image; return the image ref."""
+        raise Unsupported("snapshots")
+
+    # -- firewall and networks ---------------------------------------------------------
+
+    def apply_firewall(self, ref: str, rules: list[FirewallRule]) -> None:
+        raise Unsupported("firewall")
+
+    def create_network(self, name: str, cidr: str) -> str:
+        raise Unsupported("networks")
+
+    def delete_network(self, network_ref: str) -> None:
+        raise Unsupported("networks")
+
+    def attach(self, ref: str, network_ref: str) -> None:
+        raise Unsupported("networks")
+
+    def detach(self, ref: str, network_ref: str) -> None:
+        raise Unsupported("networks")
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most drivers hold nothing
+        """Release connections (the registry calls this when a node changes)."""
