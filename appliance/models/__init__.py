@@ -11,14 +11,17 @@ from appliance.models.accounts import (
     RefreshToken,
     User,
 )
+from appliance.models.catalog import App, Image, Node, Plan
 from appliance.models.idempotency import IdempotencyRecord
+from appliance.models.instances import Instance, InstanceEvent, Job
 from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
 from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 
 __all__ = [
-    "ApiKey", "AuditLog", "AuthSession", "EmailToken", "IdempotencyRecord", "Invite",
-    "LimitOverride", "LimitRequest", "MailOutbox", "Membership", "MfaFactor", "Project",
-    "RecoveryCode", "RefreshToken", "Setting", "SshKey", "User",
+    "ApiKey", "App", "AuditLog", "AuthSession", "EmailToken", "IdempotencyRecord", "Image",
+    "Instance", "InstanceEvent", "Invite", "Job", "LimitOverride", "LimitRequest",
+    "MailOutbox", "Membership", "MfaFactor", "Node", "Plan", "Project", "RecoveryCode",
+    "RefreshToken", "Setting", "SshKey", "User",
 ]
