@@ -31,7 +31,7 @@ class Task:
 
 
 def _tasks() -> list[Task]:
-    from appliance.services import api_keys, idempotency, mail
+    from appliance.services import api_keys, idempotency, mail, nodes
 
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
@@ -39,6 +39,8 @@ def _tasks() -> list[Task]:
         Task("retry_mail", 300, mail.retry_failed, "Re-send mail that failed."),
         Task("purge_idempotency", 3600, idempotency.purge_expired,
              "Delete Idempotency-Key records older than 24 hours."),
+        Task("check_nodes", 60, nodes.check_all,
+             "Check every node's engine and discover its images."),
     ]
 
 
@@ -61,7 +63,14 @@ def _guarded(app: Flask, name: str) -> None:
 
 
 def start(app: Flask) -> BackgroundScheduler:
-    """Start the periodic tasks in background threads; `shutdown()` the result to stop."""
+    """Start the periodic tasks in background threads; `shutdown()` the result to stop.
+
+    On the very first start (no node yet) a reachable local engine is registered.
+    """
+    from appliance.services import nodes
+
+    with app.app_context(), database.connection_context():
+        nodes.register_local_engine()
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
     for task in _tasks():

@@ -7,7 +7,16 @@ from appliance.api.schema import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from appliance.api import account, admin, api_keys, auth, principal, projects, system
+    from appliance.api import (
+        account,
+        admin,
+        api_keys,
+        auth,
+        catalog,
+        principal,
+        projects,
+        system,
+    )
 
     http.add_hooks(app, after=principal.add_rate_headers)
 
@@ -17,3 +26,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(projects.bp, url_prefix=API_PREFIX)
     app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(catalog.bp, url_prefix=API_PREFIX)
