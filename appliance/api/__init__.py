@@ -13,6 +13,7 @@ def init_app(app: Flask) -> None:
         api_keys,
         auth,
         catalog,
+        instances,
         principal,
         projects,
         system,
@@ -27,3 +28,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(catalog.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(instances.bp, url_prefix=API_PREFIX)

@@ -144,7 +144,7 @@ class FakeDriver(Driver):
     def logs(self, ref: str, lines: int = 200) -> str:
         return "\n".join(self._get(ref)["log"][-lines:])
 
-    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
+    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:  # noqa: PLR0911
         instance = self._get(ref)
         if instance["power"] != RUNNING:
             raise DriverError("the instance is not running", permanent=True)
@@ -152,6 +152,15 @@ class FakeDriver(Driver):
             return 0, instance["name"] + "\n"
         if argv[:1] == ["echo"]:
             return 0, " ".join(argv[1:]) + "\n"
+        if argv[:2] == ["sh", "-c"] and len(argv) == 5:  # scripts with "$1" as the argument
+            script, argument = argv[2], argv[4]
+            if "chpasswd" in script:
+                instance["password"] = argument.partition(":")[2]
+                return 0, ""
+            if "authorized_keys" in script:
+                if argument not in instance["ssh_keys"]:
+                    instance["ssh_keys"].append(argument)
+                return 0, ""
         if argv[:1] == ["cat"] and len(argv) == 2:
             if argv[1] == "/root/.ssh/authorized_keys" and instance["ssh_keys"]:
                 return 0, "".join(key + "\n" for key in instance["ssh_keys"])

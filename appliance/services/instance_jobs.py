@@ -1,0 +1,207 @@
+"""What the instance jobs do on the engine, run by the job runner (services/jobs.py).
+
+Each handler can be re-run after a crash: it asks the engine for the instance's state
+first and only does what is still missing. After every handler the instance row mirrors
+the engine (status, power state, addresses), and an event is added to its timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from appliance.db import database
+from appliance.drivers.base import MISSING, RUNNING, DriverError, InstanceSpec, Limits
+from appliance.errors import ServiceUnavailable
+from appliance.models import Image, Instance, InstanceEvent, Job, Plan
+from appliance.services import clock, jobs, nodes, sealing
+from appliance.services.ids import new_id
+from appliance.services.instances import engine_name
+
+ADDRESS_WAIT = 20.0  # seconds a new instance is given to report an address
+T = TypeVar("T")
+
+
+def engine_call(call: Callable[[], T]) -> T:
+    """A synchronous engine call from a request: engine trouble is 503 engine_unavailable."""
+    try:
+        return call()
+    except DriverError as exc:
+        raise ServiceUnavailable(f"The engine did not answer: {exc.message}",
+                                 code="engine_unavailable") from None
+
+
+def _instance(job: Job) -> Instance:
+    return Instance.get_by_id(job.instance_id)
+
+
+def _event(instance_id: str, kind: str, message: str, job: Job | None) -> None:
+    with database.atomic():
+        InstanceEvent.create(id=new_id("iev"), instance=instance_id, job=job, type=kind,
+                             message=message, created_at=clock.now())
+
+
+def _sync(instance: Instance, driver, *, wait_for_address: bool = False, **changes) -> str:
+    """Copy the engine's view into the row; return the power state."""
+    state = driver.state(instance.driver_ref)
+    deadline = time.monotonic() + ADDRESS_WAIT
+    while (wait_for_address and state.power == RUNNING and not state.addresses
+           and time.monotonic() < deadline):
+        time.sleep(0.5)
+        state = driver.state(instance.driver_ref)
+    ipv4 = next((a for a in state.addresses if ":" not in a), None)
+    ipv6 = next((a for a in state.addresses if ":" in a), None)
+    status = {"running": "running", "stopped": "stopped"}.get(state.power, "failed")
+    with database.atomic():
+        Instance.update(power_state=state.power, ipv4=ipv4, ipv6=ipv6, status=status,
+                        updated_at=clock.now(), **changes).where(
+            Instance.id == instance.id).execute()
+    return state.power
+
+
+def _limits(plan: Plan) -> Limits:
+    return Limits(plan.vcpus, plan.memory_mb, plan.disk_gb)
+
+
+def create(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    driver = nodes.driver_for(instance.node)
+    ref = engine_name(instance.id)
+    params = json.loads(job.params)
+    progress(1, f"Creating on {instance.node.name}")
+    if driver.state(ref).power == MISSING:
+        spec = InstanceSpec(name=ref, image=instance.image.ref, limits=_limits(instance.plan),
+                            ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
+                            password=sealing.unseal(params.get("password")),
+                            user=instance.image.default_user, env=params.get("env") or {})
+        ref = driver.create(spec)
+    with database.atomic():
+        Instance.update(driver_ref=ref).where(Instance.id == instance.id).execute()
+    instance.driver_ref = ref
+    progress(2, "Waiting for an address")
+    _sync(instance, driver, wait_for_address=True)
+    progress(3, "Ready")
+    _event(instance.id, "instance.ready", f"Running on {instance.node.name}", job)
+
+
+def _create_failed(job: Job, error: str) -> None:
+    with database.atomic():
+        Instance.update(status="failed", updated_at=clock.now()).where(
+            Instance.id == job.instance_id).execute()
+    _event(job.instance_id, "instance.failed", error, job)
+
+
+def _power(action: str, event: str, done: str):
+    def run(job: Job, progress: jobs.Progress) -> None:
+        instance = _instance(job)
+        driver = nodes.driver_for(instance.node)
+        {"start": lambda: driver.start(instance.driver_ref),
+         "stop": lambda: driver.stop(instance.driver_ref, graceful=False),
+         "shutdown": lambda: driver.stop(instance.driver_ref, graceful=True),
+         "reboot": lambda: driver.reboot(instance.driver_ref),
+         "reset": lambda: driver.reset(instance.driver_ref)}[action]()
+        _sync(instance, driver, wait_for_address=action not in {"stop", "shutdown"})
+        _event(instance.id, event, done, job)
+
+    return run
+
+
+def _resync_after_failure(job: Job, error: str) -> None:
+    """A failed operation leaves the instance as the engine says it is."""
+    instance = _instance(job)
+    try:
+        if instance.driver_ref:
+            _sync(instance, nodes.driver_for(instance.node))
+    except DriverError:
+        pass
+    _event(instance.id, "job.failed", error, job)
+
+
+def delete(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    if instance.driver_ref:
+        progress(1, "Destroying on the engine")
+        nodes.driver_for(instance.node).delete(instance.driver_ref)
+    now = clock.now()
+    with database.atomic():
+        Instance.update(status="deleted", power_state="missing", deleted_at=now, ipv4=None,
+                        ipv6=None, password_sealed=None, updated_at=now).where(
+            Instance.id == instance.id).execute()
+    _event(instance.id, "instance.deleted", "Deleted", job)
+
+
+def resize(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    plan = Plan.get_by_id(json.loads(job.params)["plan_id"])
+    driver = nodes.driver_for(instance.node)
+    was_running = driver.state(instance.driver_ref).power == RUNNING
+    live = driver.capabilities().resize_live
+    if was_running and not live:
+        progress(1, "Stopping for the resize")
+        driver.stop(instance.driver_ref, graceful=True)
+    progress(2, f"Applying {plan.name}")
+    driver.resize(instance.driver_ref, _limits(plan))
+    if was_running and not live:
+        driver.start(instance.driver_ref)
+    _sync(instance, driver, plan=plan)
+    _event(instance.id, "instance.resized", f"Now {plan.name}", job)
+
+
+def rebuild(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    image = Image.get_by_id(json.loads(job.params)["image_id"])
+    driver = nodes.driver_for(instance.node)
+    progress(1, f"Reinstalling from {image.name}")
+    ref = driver.rebuild(instance.driver_ref, image.ref)
+    instance.driver_ref = ref
+    _sync(instance, driver, wait_for_address=True, image=image, driver_ref=ref)
+    _event(instance.id, "instance.rebuilt", f"Rebuilt from {image.name}", job)
+
+
+def set_password(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    password = sealing.unseal(json.loads(job.params)["password"])
+    driver = nodes.driver_for(instance.node)
+    driver.capabilities().require("exec")
+    user = instance.image.default_user
+    # The secret travels as an argument, never spliced into the script.
+    code, output = driver.exec(instance.driver_ref,
+                               ["sh", "-c", 'printf "%s\n" "$1" | chpasswd', "sh",
+                                f"{user}:{password}"])
+    if code != 0:
+        raise DriverError(f"chpasswd failed: {output.strip()[:200]}", permanent=True)
+    _event(instance.id, "instance.password_set", "Password changed", job)
+
+
+def add_ssh_key(job: Job, progress: jobs.Progress) -> None:
+    instance = _instance(job)
+    key = json.loads(job.params)["public_key"]
+    driver = nodes.driver_for(instance.node)
+    driver.capabilities().require("exec")
+    script = ('mkdir -p ~/.ssh && chmod 700 ~/.ssh && '
+              '{ grep -qxF "$1" ~/.ssh/authorized_keys 2>/dev/null || '
+              'echo "$1" >> ~/.ssh/authorized_keys; } && chmod 600 ~/.ssh/authorized_keys')
+    code, output = driver.exec(instance.driver_ref, ["sh", "-c", script, "sh", key])
+    if code != 0:
+        raise DriverError(f"could not add the key: {output.strip()[:200]}", permanent=True)
+    keys = json.loads(instance.ssh_keys or "[]")
+    with database.atomic():
+        Instance.update(ssh_keys=json.dumps([*keys, key])).where(
+            Instance.id == instance.id).execute()
+
+
+jobs.register("instance.create", create, _create_failed)
+for _action, _event_type, _done in (("start", "instance.started", "Started"),
+                                    ("stop", "instance.stopped", "Powered off"),
+                                    ("shutdown", "instance.stopped", "Shut down"),
+                                    ("reboot", "instance.rebooted", "Rebooted"),
+                                    ("reset", "instance.rebooted", "Reset")):
+    jobs.register(f"instance.{_action}", _power(_action, _event_type, _done),
+                  _resync_after_failure)
+jobs.register("instance.delete", delete, _resync_after_failure)
+jobs.register("instance.resize", resize, _resync_after_failure)
+jobs.register("instance.rebuild", rebuild, _resync_after_failure)
+jobs.register("instance.password", set_password, _resync_after_failure)
+jobs.register("instance.ssh_key", add_ssh_key, _resync_after_failure)
