@@ -1,0 +1,607 @@
+"""The Docker driver: app-style instances as Docker containers, through the Docker SDK.
+
+The endpoint is `unix:///var/run/docker.sock` (the default when it is empty) or
+`tcp://host:2376`; TLS is used when any of the options `ca_cert`, `client_cert`,
+`client_key` (paths to PEM files) is set, or `tls` is `true` (the server is then verified
+against `ca_cert`, else the system's CAs). Other options: `timeout` (seconds per request,
+default 60), `stop_timeout` (seconds a reboot waits for a clean shutdown, default 30) and
+`start_timeout` (seconds a create waits for the container to run, default 30).
+
+The ref of an instance is its container name, which is the spec's name; the hostname is
+the same. A container this driver did not create (no `appliance.managed=true` label) is
+never touched: under its name the instance is `missing`. Images are local images (the
+driver never pulls); an image's ref is its first tag, `:latest` left out.
+
+Limits: `NanoCpus` = vcpus x 1e9 and `Memory` = `MemorySwap` (no swap), both changed live
+by `resize`. The disk is a `storage_opt size=` only where the storage driver can enforce
+it (btrfs, zfs, overlay2 on xfs mounted with pquota, which is tried and remembered when
+refused). Everywhere else Docker cannot limit a container's disk: the size is only
+recorded in the label `appliance.disk_gb` (the size at creation: labels cannot change).
+
+What the driver keeps on the container, so a rebuild can redo it: labels with the SSH
+keys (public keys only), the default user, the disk size and the names of the spec's
+environment variables (their values are in the container's config). The password is
+never stored, so a rebuild or restore leaves none. Backups are `docker commit`s to
+`appliance-backup/<ref>:<name>` (the filesystem, not volumes the image may declare);
+a restore recreates the container from one (tagged `appliance-restored/<ref>` while in
+use). Templates are commits to `appliance-template/<name>`; they carry the instance's
+environment. A rebuild or restore makes a new container under a temporary name, swaps
+the names, then removes the old one, so a failure leaves the instance as it was.
+
+Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid settings,
+a name in use), connection failures, timeouts and 5xx are transient. No SDK exception
+escapes: everything becomes DriverError. Firewalls and networks are not supported yet.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+import docker.tls
+import requests
+
+from appliance.drivers.base import (
+    MISSING,
+    RUNNING,
+    STOPPED,
+    Capabilities,
+    Driver,
+    DriverError,
+    EngineInfo,
+    ImageInfo,
+    InstanceSpec,
+    InstanceState,
+    Limits,
+)
+
+DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
+MANAGED, INSTANCE = "appliance.managed", "appliance.instance"
+DISK, USER, KEYS, ENV = "appliance.disk_gb", "appliance.user", "appliance.ssh_keys", "appliance.env"
+BACKUPS, RESTORED, TEMPLATES = "appliance-backup", "appliance-restored", "appliance-template"
+# Docker statuses: running, paused and restarting count as powered on.
+_ON = ("running", "paused", "restarting")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_PERMANENT_SDK_ERRORS = (docker.errors.InvalidArgument, docker.errors.InvalidRepository,
+                         docker.errors.InvalidVersion, docker.errors.TLSParameterError,
+                         docker.errors.NullResource)
+
+
+class DockerDriver(Driver):
+    engine = "docker"
+
+    def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
+        super().__init__(endpoint, options)
+        self._timeout = float(self.options.get("timeout") or 60)
+        self._stop_timeout = int(self.options.get("stop_timeout") or 30)
+        self._start_timeout = float(self.options.get("start_timeout") or 30)
+        self._base_url = endpoint or DEFAULT_ENDPOINT
+        if not self._base_url.startswith(("unix://", "tcp://")):
+            raise DriverError(f"a Docker endpoint is unix:///path or tcp://host:port, "
+                              f"not {endpoint!r}", permanent=True)
+        self._tls: docker.tls.TLSConfig | bool = False
+        if self._base_url.startswith("tcp://"):
+            with self._errors("configuring TLS"):
+                self._tls = _tls_config(self.options)
+        self._lock = threading.Lock()
+        self._docker: docker.DockerClient | None = None
+        self._disk_quota: bool | None = None  # can storage_opt size work here? (cached)
+
+    # -- talking to the engine ---------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn whatever the SDK raises into DriverError, permanent when retrying cannot help."""
+        try:
+            yield
+        except DriverError:
+            raise
+        except docker.errors.APIError as exc:  # before requests': it is an HTTPError
+            status = exc.status_code or 500
+            permanent = 400 <= status < 500 and status not in (408, 429)
+            raise DriverError(f"{what}: Docker refused ({status}): "
+                              f"{exc.explanation or exc}", permanent=permanent) from exc
+        except requests.exceptions.Timeout as exc:
+            raise DriverError(f"{what}: Docker did not answer in time: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise DriverError(f"{what}: cannot reach Docker at {self._base_url}: {exc}") from exc
+        except _PERMANENT_SDK_ERRORS as exc:
+            raise DriverError(f"{what}: {exc}", permanent=True) from exc
+        except (docker.errors.DockerException, OSError) as exc:  # e.g. the version probe
+            raise DriverError(f"{what}: cannot use Docker at {self._base_url}: {exc}") from exc
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        """The SDK client, made on first use (making it asks the daemon its API version)."""
+        with self._lock:
+            if self._docker is None:
+                with self._errors("connecting to Docker"):
+                    self._docker = docker.DockerClient(base_url=self._base_url, tls=self._tls,
+                                                       timeout=self._timeout, version="auto")
+            return self._docker
+
+    def _find(self, ref: str) -> Any:
+        """The container of `ref`, or None when there is none this driver manages."""
+        with self._errors(f"looking up {ref}"):
+            try:
+                container = self._client.containers.get(ref)
+            except docker.errors.NotFound:
+                return None
+        # get() also matches ID prefixes: only the container named `ref` is the instance.
+        if container.name != ref or container.labels.get(MANAGED) != "true":
+            return None
+        return container
+
+    def _get(self, ref: str) -> Any:
+        container = self._find(ref)
+        if container is None:
+            raise DriverError(f"no instance {ref}", permanent=True)
+        return container
+
+    def _require_image(self, image: str, what: str = "image") -> Any:
+        with self._errors(f"looking up the {what} {image}"):
+            try:
+                return self._client.images.get(image)
+            except docker.errors.NotFound:
+                raise DriverError(f"unknown {what} {image}", permanent=True) from None
+
+    def _remove_image(self, image: str) -> None:
+        """Untag (or delete, when it was the last tag) an image; missing or in use is fine."""
+        try:
+            with self._errors(f"removing the image {image}"):
+                self._client.images.remove(image)
+        except DriverError as exc:
+            if not exc.permanent:
+                raise
+
+    # -- the engine --------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(snapshots=True, resize_live=True, console=True, exec=True)
+
+    def info(self) -> EngineInfo:
+        with self._errors("asking Docker for its version"):
+            version = self._client.version()
+            system = self._client.info()
+        details = {"api_version": str(version.get("ApiVersion", "")),
+                   "os": str(system.get("OperatingSystem", "")),
+                   "kernel_version": str(system.get("KernelVersion", "")),
+                   "storage_driver": str(system.get("Driver", "")),
+                   "disk_limits": "storage-opt" if self._quota_possible() else "recorded only"}
+        return EngineInfo("docker", str(version.get("Version") or "unknown"),
+                          details={key: value for key, value in details.items() if value})
+
+    def images(self) -> list[ImageInfo]:
+        with self._errors("listing images"):
+            listed = self._client.images.list()
+        found = []
+        for image in listed:
+            tags = [tag for tag in image.tags
+                    if not tag.startswith((BACKUPS + "/", RESTORED + "/"))]
+            if not tags:
+                continue
+            labels = image.labels or {}
+            description = (labels.get("org.opencontainers.image.description")
+                           or labels.get("org.opencontainers.image.title")
+                           or image.attrs.get("Comment") or tags[0])
+            found.append(ImageInfo(tags[0].removesuffix(":latest"), description,
+                                   release=labels.get("org.opencontainers.image.version", ""),
+                                   size_bytes=image.attrs.get("Size")))
+        return sorted(found, key=lambda info: info.ref)
+
+    def _quota_possible(self) -> bool:
+        """Whether the storage driver may enforce `storage_opt size=` (refusals are remembered)."""
+        if self._disk_quota is None:
+            with self._errors("asking Docker for its storage driver"):
+                system = self._client.info()
+            status = dict(system.get("DriverStatus") or [])
+            driver = system.get("Driver")
+            self._disk_quota = driver in ("btrfs", "zfs") or (
+                driver == "overlay2" and status.get("Backing Filesystem") == "xfs")
+        return self._disk_quota
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec) -> str:
+        self._require_image(spec.image)
+        if spec.password is not None and ("\n" in spec.password or not spec.password):
+            raise DriverError("a password is one non-empty line", permanent=True)
+        labels = {MANAGED: "true", INSTANCE: spec.name, DISK: str(spec.limits.disk_gb),
+                  USER: spec.user, KEYS: "\n".join(spec.ssh_keys), ENV: ",".join(spec.env)}
+        container = self._create_container(spec.name, spec.image, spec.limits, labels=labels,
+                                           env=dict(spec.env))
+        try:
+            self._install_ssh_keys(container, spec.user, spec.ssh_keys)
+            self._start(container)
+            if spec.password is not None:
+                self._set_password(container, spec.user, spec.password)
+        except DriverError:
+            self._discard(container)  # a retry of the create starts from nothing
+            raise
+        return spec.name
+
+    def _create_container(self, name: str, image: str, limits: Limits, *, labels: dict,
+                          env: dict[str, str], hostname: str = "") -> Any:
+        settings = {"image": image, "name": name, "hostname": hostname or name,
+                    "labels": labels, "environment": env, "detach": True,
+                    "restart_policy": {"Name": "unless-stopped"}, **_resources(limits)}
+        with self._errors(f"creating {hostname or name}"):
+            if self._quota_possible():
+                try:
+                    return self._client.containers.create(
+                        storage_opt={"size": f"{limits.disk_gb}G"}, **settings)
+                except docker.errors.APIError as exc:
+                    if not re.search(r"storage.?opt|quota", str(exc.explanation), re.I):
+                        raise
+                    self._disk_quota = False  # e.g. xfs without pquota: record only
+            return self._client.containers.create(**settings)
+
+    def _discard(self, container: Any) -> None:
+        try:
+            with self._errors(f"removing {container.name}"):
+                container.remove(force=True)
+        except DriverError:
+            pass
+
+    def _start(self, container: Any) -> None:
+        """Start and return once Docker reports it running; permanent error if it exits."""
+        with self._errors(f"starting {container.name}"):
+            container.start()
+            deadline = time.monotonic() + self._start_timeout
+            while True:
+                container.reload()
+                status = container.status
+                if status in ("running", "paused"):
+                    return
+                if status in ("exited", "dead") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        code = container.attrs.get("State", {}).get("ExitCode")
+        raise DriverError(f"{container.name} did not keep running ({status}, exit code {code}): "
+                          f"{self._tail(container, 5)}", permanent=status != "restarting")
+
+    def _tail(self, container: Any, lines: int) -> str:
+        with self._errors(f"reading the log of {container.name}"):
+            output = container.logs(stdout=True, stderr=True, tail=lines)
+        return output.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def _is_on(self, container: Any) -> bool:
+        return container.status in _ON
+
+    def start(self, ref: str) -> None:
+        container = self._get(ref)
+        if not self._is_on(container):
+            self._start(container)
+
+    def stop(self, ref: str, graceful: bool = True, timeout: int = 30) -> None:
+        container = self._get(ref)
+        if not self._is_on(container):
+            return
+        try:
+            with self._errors(f"stopping {ref}"):
+                if graceful:
+                    container.stop(timeout=max(1, int(timeout)))
+                else:
+                    container.kill()
+        except DriverError:
+            if self._is_on(self._get(ref)):  # not a race with another stop
+                raise
+
+    def reboot(self, ref: str) -> None:
+        container = self._get(ref)
+        if not self._is_on(container):
+            self._start(container)
+            return
+        with self._errors(f"restarting {ref}"):
+            container.restart(timeout=self._stop_timeout)
+
+    def reset(self, ref: str) -> None:
+        self.stop(ref, graceful=False)
+        self._start(self._get(ref))
+
+    def state(self, ref: str) -> InstanceState:
+        container = self._find(ref)
+        if container is None:
+            return InstanceState(MISSING)
+        if not self._is_on(container):
+            return InstanceState(STOPPED)
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        cpu = memory = None
+        try:
+            with self._errors(f"reading the usage of {ref}"):
+                stats = container.stats(stream=False, one_shot=True)
+            cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+            memory = (stats.get("memory_stats") or {}).get("usage")
+        except DriverError:
+            pass  # usage is a nicety; the power state and addresses are what matter
+        return InstanceState(RUNNING, _addresses(networks),
+                             cpu_seconds=cpu / 1e9 if cpu is not None else None,
+                             memory_bytes=memory)
+
+    def delete(self, ref: str) -> None:
+        """Remove the container (and any left over by an interrupted rebuild) and its
+        backups' images."""
+        with self._errors(f"deleting {ref}"):
+            containers = self._client.containers.list(
+                all=True, filters={"label": [f"{MANAGED}=true", f"{INSTANCE}={ref}"]})
+            found = self._find(ref)
+            if found is not None and found.id not in {c.id for c in containers}:
+                containers.append(found)
+            for container in containers:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+            for repository in (f"{BACKUPS}/{ref.lower()}", f"{RESTORED}/{ref.lower()}"):
+                for image in self._client.images.list(name=repository):
+                    for tag in image.tags:
+                        if tag.startswith(repository + ":"):
+                            self._remove_image(tag)
+
+    def resize(self, ref: str, limits: Limits) -> None:
+        """CPU and memory change live. Docker cannot resize a container's disk: where the
+        size is enforced a bigger disk recreates the container from a commit of it (it
+        restarts); elsewhere the size was only ever a record."""
+        container = self._get(ref)
+        current = _limits_of(container)
+        if limits.disk_gb < current.disk_gb:
+            raise DriverError("the disk cannot shrink", permanent=True)
+        update = {"NanoCpus": int(limits.vcpus * 1e9), "Memory": limits.memory_mb * 2**20,
+                  "MemorySwap": limits.memory_mb * 2**20}
+        with self._errors(f"resizing {ref}"):
+            api = self._client.api
+            response = api.post(f"{api.base_url}/v{api.api_version}/containers/"
+                                f"{container.id}/update", json=update, timeout=self._timeout)
+            # The SDK's update() cannot set NanoCpus; its error mapping still applies.
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                docker.errors.create_api_error_from_http_exception(exc)
+        if limits.disk_gb != current.disk_gb and (container.attrs.get("HostConfig") or {}).get(
+                "StorageOpt"):
+            image = f"{RESTORED}/{ref.lower()}:latest"
+            with self._errors(f"committing {ref} to resize its disk"):
+                container.commit(repository=f"{RESTORED}/{ref.lower()}", tag="latest")
+            self._recreate(ref, image, limits, start=self._is_on(container))
+
+    def rebuild(self, ref: str, image: str) -> str:
+        self._require_image(image)
+        self._recreate(ref, image)
+        self._remove_image(f"{RESTORED}/{ref.lower()}:latest")  # no longer the instance's
+        return ref
+
+    def _recreate(self, ref: str, image: str, limits: Limits | None = None,
+                  start: bool = True) -> None:
+        """Replace the container of `ref` by a new one from `image` with the same name,
+        labels, keys, environment and limits (or `limits`); the old one goes last."""
+        old = self._get(ref)
+        labels = {key: value for key, value in old.labels.items() if key.startswith("appliance.")}
+        limits = limits or _limits_of(old)
+        labels.update({MANAGED: "true", INSTANCE: ref, DISK: str(limits.disk_gb)})
+        names = [name for name in labels.get(ENV, "").split(",") if name]
+        env = dict(item.partition("=")[::2] for item in
+                   (old.attrs.get("Config") or {}).get("Env") or [])
+        keys = tuple(key for key in labels.get(KEYS, "").splitlines() if key)
+        suffix = uuid.uuid4().hex[:8]
+        new = self._create_container(f"{ref}.new-{suffix}", image, limits, labels=labels,
+                                     env={name: env[name] for name in names if name in env},
+                                     hostname=ref)
+        try:
+            self._install_ssh_keys(new, labels.get(USER) or "root", keys)
+            with self._errors(f"replacing {ref}"):
+                if self._is_on(old):
+                    old.kill()
+                old.rename(f"{ref}.old-{suffix}")
+                try:
+                    new.rename(ref)
+                except docker.errors.APIError:
+                    old.rename(ref)
+                    raise
+        except DriverError:
+            self._discard(new)
+            raise
+        self._discard(old)  # a leftover is still labelled with the instance: delete finds it
+        if start:
+            self._start(new)
+
+    # -- inside the instance -----------------------------------------------------------
+
+    def _account(self, container: Any, user: str) -> tuple[int, int, str]:
+        """(uid, gid, home) of `user`, read from the container's /etc/passwd."""
+        passwd = ""
+        with self._errors(f"reading /etc/passwd of {container.name}"):
+            try:
+                chunks, _ = container.get_archive("/etc/passwd")
+                with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+                    member = tar.next()
+                    handle = tar.extractfile(member) if member is not None else None
+                    passwd = handle.read().decode("utf-8", "replace") if handle else ""
+            except docker.errors.NotFound:
+                pass
+        for line in passwd.splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and fields[0] == user and fields[2].isdigit():
+                return int(fields[2]), int(fields[3] or 0), fields[5] or "/"
+        if user == "root":
+            return 0, 0, "/root"
+        raise DriverError(f"the image has no user {user}", permanent=True)
+
+    def _put(self, container: Any, directory: str, entries: list[tuple]) -> None:
+        """Write (name, content or None for a directory, mode, uid, gid) under `directory`."""
+        with self._errors(f"writing into {container.name}"):
+            if not container.put_archive(directory, _tar(entries)):
+                raise DriverError(f"Docker did not write into {directory} of {container.name}")
+
+    def _install_ssh_keys(self, container: Any, user: str, keys: tuple[str, ...]) -> None:
+        if not keys:
+            return
+        uid, gid, home = self._account(container, user)
+        content = "".join(key.strip() + "\n" for key in keys).encode()
+        self._put(container, home, [(".ssh", None, 0o700, uid, gid),
+                                    (".ssh/authorized_keys", content, 0o600, uid, gid)])
+
+    def _set_password(self, container: Any, user: str, password: str) -> None:
+        # The password goes through a root-only file, never through argv or the exec
+        # records Docker keeps (docker inspect shows an exec's command line).
+        self._account(container, user)  # a permanent error when the image lacks the user
+        name = f".appliance-chpasswd-{uuid.uuid4().hex[:8]}"
+        self._put(container, "/", [(name, f"{user}:{password}\n".encode(), 0o600, 0, 0)])
+        code, output = self._run(container, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '
+                                             'exit $code', "sh", "/" + name], 30, user="0")
+        if code in (126, 127):
+            raise DriverError("the image has no chpasswd, so it cannot take a password",
+                              permanent=True)
+        if code != 0:
+            raise DriverError(f"chpasswd failed ({code}): {output.strip()}", permanent=True)
+
+    def logs(self, ref: str, lines: int = 200) -> str:
+        container = self._get(ref)
+        return self._tail(container, lines) if lines > 0 else ""
+
+    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
+        """Run `argv` (stdout and stderr combined); a command still running after
+        `timeout` s is left to finish and reported as a transient error."""
+        if not argv:
+            raise DriverError("nothing to run", permanent=True)
+        return self._run(self._get(ref), list(argv), timeout)
+
+    def _run(self, container: Any, argv: list[str], timeout: float,
+             user: str = "") -> tuple[int, str]:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with self._errors(f"running {argv[0]} in {container.name}"):
+                    outcome["result"] = container.exec_run(argv, user=user, demux=False)
+            except DriverError as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"docker-exec-{container.name}",
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise DriverError(f"{argv[0]} in {container.name} still runs after {timeout} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        result = outcome["result"]
+        return int(result.exit_code or 0), (result.output or b"").decode("utf-8", "replace")
+
+    # -- backups and templates ---------------------------------------------------------
+
+    def snapshot(self, ref: str, name: str) -> str:
+        """Commit the container (paused meanwhile) to `appliance-backup/<ref>:<name>`."""
+        if not _TAG.fullmatch(name):
+            raise DriverError(f"{name!r} cannot name a Docker backup", permanent=True)
+        container = self._get(ref)
+        repository = f"{BACKUPS}/{ref.lower()}"
+        self._commit(container, repository, name)
+        return f"{repository}:{name}"
+
+    def _commit(self, container: Any, repository: str, tag: str) -> None:
+        """Commit, then drop the image the tag named before when nothing else holds it."""
+        with self._errors(f"committing {container.name}"):
+            try:
+                previous = self._client.images.get(f"{repository}:{tag}").id
+            except docker.errors.NotFound:
+                previous = None
+            image = container.commit(repository=repository, tag=tag, pause=True)
+        if previous and previous != image.id:
+            self._remove_image(previous)  # refused while tagged or used: it stays
+
+    def restore(self, ref: str, backup_ref: str) -> None:
+        """Recreate the instance from the backup (it is started)."""
+        repository = f"{BACKUPS}/{ref.lower()}"
+        if not backup_ref.startswith(repository + ":"):
+            raise DriverError(f"no backup {backup_ref} of {ref}", permanent=True)
+        backup = self._require_image(backup_ref, "backup")
+        self._get(ref)
+        restored = f"{RESTORED}/{ref.lower()}"
+        with self._errors(f"restoring {backup_ref}"):
+            try:
+                previous = self._client.images.get(f"{restored}:latest").id
+            except docker.errors.NotFound:
+                previous = None
+            backup.tag(restored, "latest")  # the container's image outlives the backup
+        self._recreate(ref, f"{restored}:latest")
+        if previous and previous != backup.id:
+            self._remove_image(previous)
+
+    def delete_backup(self, ref: str, backup_ref: str) -> None:
+        if backup_ref.startswith(f"{BACKUPS}/{ref.lower()}:"):
+            self._remove_image(backup_ref)
+
+    def export_template(self, ref: str, name: str) -> str:
+        """Commit the instance (it keeps running) as `appliance-template/<name>`; exporting
+        a name again moves it. The template carries the instance's environment."""
+        if not _REPOSITORY.fullmatch(name.lower()):
+            raise DriverError(f"{name!r} cannot name a Docker image", permanent=True)
+        repository = f"{TEMPLATES}/{name.lower()}"
+        self._commit(self._get(ref), repository, "latest")
+        return repository
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._docker = self._docker, None
+        if client is not None:
+            client.close()
+
+
+def _tls_config(options: dict[str, str]) -> docker.tls.TLSConfig | bool:
+    ca, cert, key = (options.get(name) or None for name in ("ca_cert", "client_cert",
+                                                              "client_key"))
+    if not (ca or cert or key or options.get("tls") == "true"):
+        return False
+    if bool(cert) != bool(key):
+        raise DriverError("client_cert and client_key go together", permanent=True)
+    return docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
+                                verify=ca or True)
+
+
+def _resources(limits: Limits) -> dict[str, int]:
+    memory = limits.memory_mb * 2**20
+    return {"nano_cpus": int(limits.vcpus * 1e9), "mem_limit": memory, "memswap_limit": memory}
+
+
+def _limits_of(container: Any) -> Limits:
+    """The limits a container has: CPU and memory from Docker, the disk as set or recorded."""
+    host = container.attrs.get("HostConfig") or {}
+    size = (host.get("StorageOpt") or {}).get("size", "")
+    disk = size[:-1] if size.upper().endswith("G") else container.labels.get(DISK, "0")
+    return Limits(vcpus=max(1, round((host.get("NanoCpus") or 0) / 1e9)),
+                  memory_mb=(host.get("Memory") or 0) // 2**20,
+                  disk_gb=int(disk) if disk.isdigit() else 0)
+
+
+def _addresses(networks: dict) -> tuple[str, ...]:
+    """IPv4 addresses (the default bridge's first), then global IPv6 ones."""
+    names = sorted(networks, key=lambda name: (name != "bridge", name))
+    ipv4 = [networks[name].get("IPAddress") for name in names]
+    ipv6 = [networks[name].get("GlobalIPv6Address") for name in names]
+    return tuple(address for address in ipv4 + ipv6
+                 if address and not address.startswith(("127.", "169.254.", "fe80", "::1")))
+
+
+def _tar(entries: list[tuple]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content, mode, uid, gid in entries:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, int(time.time())
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
