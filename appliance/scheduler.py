@@ -1,4 +1,5 @@
-"""Periodic work in the serving process: an APScheduler BackgroundScheduler.
+"""Background work in the serving process: periodic tasks (an APScheduler
+BackgroundScheduler) and the job runner's worker threads.
 
 Each task is a plain service function run in the app's context with its own database
 connection; a failing run is logged and the next run comes as scheduled. Tasks are
@@ -67,15 +68,20 @@ def start(app: Flask) -> BackgroundScheduler:
 
     On the very first start (no node yet) a reachable local engine is registered.
     """
-    from appliance.services import nodes
+    from appliance.services import jobs, nodes
 
     with app.app_context(), database.connection_context():
         nodes.register_local_engine()
+    runner = app.extensions["job_runner"] = jobs.Runner(app)
+    runner.start()
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
     for task in _tasks():
         scheduler.add_job(_guarded, "interval", seconds=task.seconds, args=(app, task.name),
                           id=task.name, name=task.help)
+    # Enqueueing wakes the runner at once; this sweep catches retries that came due.
+    scheduler.add_job(runner.wake, "interval", seconds=5, id="run_due_jobs",
+                      name="Run jobs whose retry delay has passed.")
     scheduler.start()
     app.extensions["scheduler"] = scheduler
     log.info("scheduler started: %s", ", ".join(t.name for t in _tasks()))
@@ -87,4 +93,7 @@ def stop(app: Flask) -> None:
     scheduler = app.extensions.pop("scheduler", None)
     if scheduler is not None:
         scheduler.shutdown(wait=True)
+    runner = app.extensions.pop("job_runner", None)
+    if runner is not None:
+        runner.stop()
     _guarded(app, "flush_key_usage")

@@ -75,3 +75,44 @@ def create_key(client, headers: dict[str, str], scopes: list[str] | None = None,
 
 def key_auth(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+def fake_catalog(app, endpoint: str = "fake://tests", memory_mb: int = 65536) -> dict[str, str]:
+    """A healthy simulated node and a plan, as an operator would set them up."""
+    from appliance.drivers import fake
+    from appliance.models import Image, Plan
+    from appliance.services import clock, nodes
+
+    fake.forget_all()
+    with app.app_context():
+        now = clock.now()
+        Plan.create(id="pln_small", slug="small", name="Small", vcpus=1, memory_mb=512,
+                    disk_gb=10, price_hourly=1, price_monthly_cap=500, created_at=now,
+                    updated_at=now)
+        Plan.create(id="pln_large", slug="large", name="Large", vcpus=2, memory_mb=2048,
+                    disk_gb=20, price_hourly=4, price_monthly_cap=2000, created_at=now,
+                    updated_at=now)
+        node = nodes._insert("fake", "fake", endpoint, options={}, enabled=True,
+                             capacity=nodes.Capacity(64, memory_mb, 1000))
+        nodes.check_health(node)
+        image = Image.get(Image.node == node.id, Image.ref == "fake/debian-12")
+        other = Image.get(Image.node == node.id, Image.ref == "fake/alpine-3")
+    return {"plan": "small", "large_plan": "large", "image": image.id, "other_image": other.id,
+            "node": node.id}
+
+
+def run_jobs(app) -> int:
+    from appliance.services import jobs
+
+    with app.app_context():
+        return jobs.run_pending()
+
+
+def create_instance(app, client, headers: dict[str, str], project_id: str,
+                    catalog: dict[str, str], *, name: str = "web-1", run: bool = True) -> dict:
+    response = api(client, "POST", f"/projects/{project_id}/instances", headers,
+                   json={"name": name, "plan_id": catalog["plan"], "image_id": catalog["image"]})
+    assert response.status_code == 202, response.get_json()
+    if run:
+        run_jobs(app)
+    return response.get_json()["instance"]

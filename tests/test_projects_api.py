@@ -7,6 +7,7 @@ import re
 import pytest
 
 from appliance.services import projects
+from tests import sshkeys
 from tests.factories import (
     add_member,
     api,
@@ -14,12 +15,19 @@ from tests.factories import (
     create_key,
     create_project,
     default_project,
+    fake_catalog,
     key_auth,
     login,
     make_user,
+    run_jobs,
 )
 
 ROLES = ("viewer", "member", "admin", "owner")
+
+
+@pytest.fixture
+def catalog(app):
+    return fake_catalog(app)
 
 
 @pytest.fixture
@@ -45,20 +53,68 @@ def _target_id(client, team) -> str:
     return api(client, "GET", "/auth/me", team["target"]).get_json()["id"]
 
 
-# Every project-scoped route, the least role it needs, and a request that would succeed.
+I = "/projects/{project_id}/instances/{instance_id}"  # noqa: E741 - short on purpose
+# Every project-scoped route, the least role it needs, a request that would succeed, the
+# status it gets, and the instance's power state it needs (None: any).
 # `test_the_role_table_covers_every_project_route` fails when a route is missing here.
 ROUTES = [
-    ("GET", "/projects/{project_id}", "viewer", None, 200),
-    ("PATCH", "/projects/{project_id}", "admin", {"name": "Renamed"}, 200),
-    ("DELETE", "/projects/{project_id}", "owner", None, 204),
-    ("GET", "/projects/{project_id}/members", "viewer", None, 200),
+    ("GET", "/projects/{project_id}", "viewer", None, 200, None),
+    ("PATCH", "/projects/{project_id}", "admin", {"name": "Renamed"}, 200, None),
+    ("DELETE", "/projects/{project_id}", "owner", None, 409, None),  # holds an instance
+    ("GET", "/projects/{project_id}/members", "viewer", None, 200, None),
     ("POST", "/projects/{project_id}/members", "admin",
-     {"email": "outsider@example.test", "role": "viewer"}, 201),
-    ("PATCH", "/projects/{project_id}/members/{user_id}", "admin", {"role": "viewer"}, 200),
-    ("DELETE", "/projects/{project_id}/members/{user_id}", "admin", None, 204),
-    ("GET", "/projects/{project_id}/api-keys", "admin", None, 200),
-    ("DELETE", "/projects/{project_id}/api-keys/{key_id}", "admin", None, 200),
+     {"email": "outsider@example.test", "role": "viewer"}, 201, None),
+    ("PATCH", "/projects/{project_id}/members/{user_id}", "admin", {"role": "viewer"}, 200,
+     None),
+    ("DELETE", "/projects/{project_id}/members/{user_id}", "admin", None, 204, None),
+    ("GET", "/projects/{project_id}/api-keys", "admin", None, 200, None),
+    ("DELETE", "/projects/{project_id}/api-keys/{key_id}", "admin", None, 200, None),
+    ("GET", "/projects/{project_id}/instances", "viewer", None, 200, None),
+    ("POST", "/projects/{project_id}/instances", "member",
+     {"name": "new-1", "plan_id": "small", "image_id": "{image}"}, 202, None),
+    ("GET", I, "viewer", None, 200, None),
+    ("PATCH", I, "member", {"name": "renamed"}, 200, None),
+    ("DELETE", I, "member", None, 202, None),
+    ("POST", I + "/start", "member", None, 202, "stopped"),
+    ("POST", I + "/stop", "member", None, 202, None),
+    ("POST", I + "/shutdown", "member", None, 202, None),
+    ("POST", I + "/reboot", "member", None, 202, None),
+    ("POST", I + "/reset", "member", None, 202, None),
+    ("POST", I + "/resize", "member", {"plan_id": "large"}, 202, None),
+    ("POST", I + "/rebuild", "member", {"image_id": "{other_image}"}, 202, None),
+    ("POST", I + "/reset-password", "member", {}, 202, None),
+    ("GET", I + "/password", "member", None, 200, None),
+    ("DELETE", I + "/password", "member", None, 204, None),
+    ("POST", I + "/ssh-keys", "member", {"public_key": sshkeys.ED25519[0]}, 202, None),
+    ("GET", I + "/events", "viewer", None, 200, None),
+    ("GET", I + "/logs", "viewer", None, 200, None),
+    ("GET", "/projects/{project_id}/jobs", "viewer", None, 200, None),
+    ("GET", "/projects/{project_id}/jobs/{job_id}", "viewer", None, 200, None),
 ]
+
+
+def _world(app, client, team, catalog, state=None) -> dict[str, str]:
+    """A project with every role, an instance (in `state`), a member's project key."""
+    project = _fresh_project(client, team)
+    _, target_key = create_key(client, team["target"], project_id=project)
+    created = api(client, "POST", f"/projects/{project}/instances", team["owner"],
+                  json={"name": "web-1", "plan_id": "small", "image_id": catalog["image"]})
+    run_jobs(app)
+    instance = created.get_json()["instance"]["id"]
+    if state == "stopped":
+        api(client, "POST", f"/projects/{project}/instances/{instance}/stop", team["owner"])
+        run_jobs(app)
+    return {"project_id": project, "user_id": _target_id(client, team),
+            "key_id": target_key["id"], "instance_id": instance,
+            "job_id": created.get_json()["job"]["id"], **catalog}
+
+
+def _fill(value, names: dict[str, str]):
+    if isinstance(value, str):
+        return value.format(**names) if "{" in value else value
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    return value
 
 
 def test_the_role_table_covers_every_project_route(client):
@@ -70,15 +126,12 @@ def test_the_role_table_covers_every_project_route(client):
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[f"{m} {p}" for m, p, *_ in ROUTES])
-def test_each_role_can_do_what_its_rank_allows(client, team, route):
-    method, path, least, body, status = route
+def test_each_role_can_do_what_its_rank_allows(app, client, team, catalog, route):
+    method, path, least, body, status, state = route
     for role in ROLES:
-        project = _fresh_project(client, team)
-        _, target_key = create_key(client, team["target"], project_id=project)
-        url = path.format(project_id=project, user_id=_target_id(client, team),
-                          key_id=target_key["id"])
-        caller = team[role]
-        response = api(client, method, url, caller, json=body)
+        names = _world(app, client, team, catalog, state)
+        response = api(client, method, path.format(**names), team[role],
+                       json=_fill(body, names))
         allowed = ROLES.index(role) >= ROLES.index(least)
         if allowed:
             assert response.status_code == status, (role, response.get_json())
@@ -89,10 +142,10 @@ def test_each_role_can_do_what_its_rank_allows(client, team, route):
             assert error["details"] == {"required_role": least, "role": role}
 
 
-def test_outsiders_get_404_on_every_project_route_with_a_token_or_a_key(client, team):
+def test_outsiders_get_404_on_every_project_route_with_a_token_or_a_key(app, client, team,
+                                                                       catalog):
     """Another tenant's project does not exist for you, whatever you send."""
-    project = _fresh_project(client, team)
-    _, target_key = create_key(client, team["target"], project_id=project)
+    names = _world(app, client, team, catalog)
     outsider_secret, _ = create_key(client, team["outsider"],
                                     scopes=list(projects_scopes()))
     own_project = default_project(client, team["outsider"])
@@ -108,20 +161,22 @@ def test_outsiders_get_404_on_every_project_route_with_a_token_or_a_key(client, 
     callers = {"outsider token": team["outsider"], "outsider key": key_auth(outsider_secret),
                "member's key restricted elsewhere": key_auth(restricted_secret)}
     for method, path in routes:
-        body = next((b for m, p, _, b, _ in ROUTES if (m, p) == (method, path)), None)
-        url = re.sub(r"{user_id}", _target_id(client, team),
-                     path.replace("{key_id}", target_key["id"]).replace("{project_id}",
-                                                                          project))
+        body = next((b for m, p, _, b, *_ in ROUTES if (m, p) == (method, path)), None)
+        url = re.sub(r"{(\w+)}", lambda m: names[m.group(1)], path)
         for name, headers in callers.items():
-            response = api(client, method, url, headers, json=body)
+            response = api(client, method, url, headers, json=_fill(body, names))
             assert response.status_code == 404, (name, method, path, response.get_json())
             assert response.get_json()["error"]["code"] == "project_not_found"
     # ... and the outsider's own project answers as usual.
     assert api(client, "GET", f"/projects/{own_project}",
                key_auth(outsider_secret)).status_code == 200
-    # Nothing changed: the project still has its name and members.
+    # Nothing changed: the project still has its members and its running instance.
+    project = names["project_id"]
     listed = api(client, "GET", f"/projects/{project}/members", team["owner"]).get_json()
     assert len(listed["data"]) == 5
+    instance = api(client, "GET", f"/projects/{project}/instances/{names['instance_id']}",
+                   team["owner"]).get_json()
+    assert (instance["name"], instance["status"]) == ("web-1", "running")
 
 
 def projects_scopes():
