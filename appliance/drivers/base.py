@@ -133,7 +133,11 @@ class Driver(ABC):
 
     @abstractmethod
     def create(self, spec: InstanceSpec) -> str:
-        """Create and start an instance; return its ref. Permanent error for an unknown image."""
+        """Create and start an instance; return its ref. Permanent error for an unknown image.
+
+        `state(spec.name)` must find the instance afterwards (engines address instances
+        by name), so a creation re-run after a crash can see it already happened.
+        """
 
     @abstractmethod
     def start(self, ref: str) -> None:

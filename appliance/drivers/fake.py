@@ -54,7 +54,11 @@ class FakeDriver(Driver):
 
     def __init__(self, endpoint: str = "fake://default", options=None) -> None:
         super().__init__(endpoint, options)
-        self._node = _node(endpoint)
+
+    @property
+    def _node(self) -> dict:
+        # Looked up on each use: `forget_all()` must reach drivers already cached.
+        return _node(self.endpoint)
 
     def _get(self, ref: str) -> dict:
         instance = self._node["instances"].get(ref)
@@ -83,7 +87,7 @@ class FakeDriver(Driver):
         if any(i["name"] == spec.name for i in self._node["instances"].values()):
             raise DriverError(f"an instance named {spec.name} exists", permanent=True)
         serial = next(self._node["serial"])
-        ref = f"fake-{serial}"
+        ref = spec.name
         self._node["instances"][ref] = {
             "name": spec.name, "image": spec.image, "limits": spec.limits,
             "power": RUNNING, "address": f"10.99.{serial // 250}.{serial % 250 + 2}",
