@@ -39,3 +39,14 @@ def test_the_wheel_serves_pages_static_files_and_the_api_from_any_directory(tmp_
     assert requests.get(server.url + "/api/v1/health").json() == {"ok": True}
     assert requests.get(server.url + "/docs/api").status_code == 200
     assert (elsewhere / "data" / "appliance.db").exists()  # ./data of the working directory
+
+
+def test_every_python_package_is_listed_in_setup_cfg():
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    listed = set(parser["options"]["packages"].split())
+    found = {".".join(init.parent.relative_to(ROOT).parts)
+             for init in (ROOT / "appliance").rglob("__init__.py")}
+    assert found <= listed, f"missing from setup.cfg: {sorted(found - listed)}"
