@@ -23,11 +23,13 @@ def _before() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from appliance.web import account, admin, auth, pages
+    from appliance.web import account, admin, auth, keys, pages, projects
 
     http.add_hooks(app, _before, session.finish_response)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(projects.bp)
+    app.register_blueprint(keys.bp)
     app.context_processor(pages.site_context)

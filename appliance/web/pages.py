@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
+from peewee import PeeweeException
 
 from appliance import __version__
 from appliance.api.schema import openapi_document
-from appliance.services import settings
+from appliance.services import projects, settings
 
 bp = Blueprint("pages", __name__)
 
@@ -21,7 +22,30 @@ def site_context() -> dict:
     from appliance.web.session import csrf_token, current_principal
 
     return {"site": site, "version": __version__, "principal": current_principal(),
-            "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys()}
+            "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
+            "project_switcher": project_switcher}
+
+
+def project_switcher() -> dict | None:
+    """The top bar's project switcher: the signed-in user's projects and the current one.
+
+    The current project is the one in the URL on a project's pages, else the default
+    project (all_projects lists it first, as projects.default_project does). None when
+    signed out, or when the database cannot answer (the error page still renders).
+    """
+    from appliance.web.session import current_principal
+
+    principal = current_principal()
+    if principal is None:
+        return None
+    try:
+        accesses = projects.all_projects(principal)
+    except PeeweeException:
+        return None
+    wanted = (request.view_args or {}).get("project_id")
+    current = next((a for a in accesses if a.project.id == wanted),
+                   accesses[0] if accesses else None)
+    return {"current": current, "projects": accesses}
 
 
 @bp.get("/")
