@@ -1,4 +1,4 @@
-"""Dashboard pages for administrators: users, invitations, mail outbox, audit log."""
+"""Dashboard pages for administrators: users, invitations, limits, mail outbox, audit log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import admin, mail
+from appliance.services import admin, mail, projects, quotas
 from appliance.web.session import admin_required, current_principal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -45,23 +45,26 @@ def users():
                    next_cursor=cursor, q=q, status=status or "")
 
 
-@bp.get("/users/<user_id>")
-@admin_required
-def user(user_id: str):
+def _user_page(user_id: str, status: int = 200, **context):
     target = admin.get_user(current_principal(), user_id)
     activity, _ = admin.list_audit_log(current_principal(), actor=user_id, limit=20)
     return render_template("admin/user.html", target=target, activity=activity,
-                           notice=request.args.get("notice"), json=json)
+                           user_projects=projects.projects_of(target),
+                           limits=quotas.limits(target), json=json, **context), status
 
 
-def _act(user_id: str, action, notice: str):
+@bp.get("/users/<user_id>")
+@admin_required
+def user(user_id: str):
+    return _user_page(user_id, notice=request.args.get("notice"))
+
+
+def _act(user_id: str, action, notice: str, section: str | None = None):
     try:
         action()
     except ApplianceError as exc:
-        target = admin.get_user(current_principal(), user_id)
-        activity, _ = admin.list_audit_log(current_principal(), actor=user_id, limit=20)
-        return render_template("admin/user.html", target=target, activity=activity,
-                               error=exc, json=json), exc.status
+        return _user_page(user_id, exc.status, error=exc, section=section,
+                          error_field=exc.details.get("field"))
     return redirect(url_for("admin.user", user_id=user_id, notice=notice))
 
 
@@ -94,6 +97,30 @@ def resend_verification(user_id: str):
     return _act(user_id, lambda: admin.resend_verification(current_principal(), user_id,
                                                            client_ip()),
                 "Verification link sent.")
+
+
+def _form_int(name: str) -> int | None:
+    """A whole number from the form, None when left empty; 400 naming the field else."""
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest("Enter a whole number.", field=name) from None
+
+
+@bp.post("/users/<user_id>/limits")
+@admin_required
+def set_limit(user_id: str):
+    """Override one of the user's limits; an empty value puts the default back."""
+    resource = request.form.get("resource", "")
+
+    def override():
+        quotas.set_override(current_principal(), user_id, resource, _form_int("value"),
+                            client_ip())
+
+    return _act(user_id, override, "Limit saved.", section=f"limit-{resource}")
 
 
 @bp.route("/invites", methods=["GET", "POST"])
@@ -131,3 +158,54 @@ def audit_log():
                                         request.args.get("cursor"))
     return _render("admin/audit.html", "admin/_audit_table.html", rows=rows,
                    next_cursor=cursor, action=action or "", json=json)
+
+
+STATUSES = ("pending", "approved", "declined")
+
+
+def _limits_page(status: int = 200, **context):
+    wanted = request.args.get("status", "pending")
+    filter_status = wanted if wanted in STATUSES else None
+    rows, cursor = quotas.list_all_requests(current_principal(), filter_status, _limit(),
+                                            request.args.get("cursor"))
+    context.setdefault("section", None)
+    context.setdefault("form", {})
+    return render_template("admin/limits.html", requests=rows, next_cursor=cursor,
+                           status=filter_status or "", defaults=quotas.defaults(),
+                           resources=quotas.RESOURCES,
+                           resources_by_name=quotas.RESOURCES_BY_NAME, **context), status
+
+
+@bp.get("/limits")
+@admin_required
+def limits():
+    return _limits_page(notice=request.args.get("notice"))
+
+
+@bp.post("/limits/requests/<request_id>/<decision>")
+@admin_required
+def decide_limit_request(request_id: str, decision: str):
+    if decision not in ("approve", "decline"):
+        raise InvalidRequest("Approve or decline.", field="decision")
+    try:
+        row = quotas.decide(current_principal(), request_id, decision == "approve",
+                            request.form.get("note", ""), client_ip())
+    except ApplianceError as exc:
+        return _limits_page(exc.status, error=exc, section=f"request-{request_id}",
+                            error_field=exc.details.get("field"))
+    return redirect(url_for("admin.limits", status=request.args.get("status", "pending"),
+                            notice=f"Request {row.status}."))
+
+
+@bp.post("/limits/defaults")
+@admin_required
+def limit_defaults():
+    try:
+        values = {r.name: _form_int(r.name) for r in quotas.RESOURCES}
+        quotas.set_defaults(current_principal(),
+                            {name: value for name, value in values.items() if value is not None},
+                            client_ip())
+    except ApplianceError as exc:
+        return _limits_page(exc.status, error=exc, section="defaults",
+                            error_field=exc.details.get("field"), form=request.form)
+    return redirect(url_for("admin.limits", notice="Default limits saved."))
