@@ -32,7 +32,7 @@ class Task:
 
 
 def _tasks() -> list[Task]:
-    from appliance.services import api_keys, idempotency, mail, nodes
+    from appliance.services import api_keys, idempotency, instance_jobs, mail, nodes
 
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
@@ -42,6 +42,8 @@ def _tasks() -> list[Task]:
              "Delete Idempotency-Key records older than 24 hours."),
         Task("check_nodes", 60, nodes.check_all,
              "Check every node's engine and discover its images."),
+        Task("reconcile_instances", 60, instance_jobs.reconcile_all,
+             "Bring instance rows in line with what the engines report."),
     ]
 
 

@@ -85,7 +85,8 @@ def test_a_chosen_password_is_not_shown_back(client, owner, project, catalog):
 @pytest.mark.parametrize(("body", "field"), [
     ({"name": "Web_1"}, "name"),
     ({"name": "-web"}, "name"),
-    ({"name": "x" * 64}, "name"),
+    ({"name": "x" * 65}, "name"),
+    ({"name": "web-"}, "name"),
     ({"plan_id": "nope"}, "plan_id"),
     ({"image_id": "img_nope"}, "image_id"),
     ({"password": "short"}, "password"),
@@ -300,3 +301,69 @@ def test_a_served_appliance_runs_jobs_in_the_background(serve, tmp_path):
     while session.get(url, timeout=10).json()["status"] != "running":
         assert time.monotonic() < deadline, "the job did not run"
         time.sleep(0.1)
+
+
+def test_the_reconciler_shows_changes_made_outside_and_reports_strangers(app, client, owner,
+                                                                        project, catalog):
+    from appliance.drivers.base import InstanceSpec, Limits
+    from appliance.services import instance_jobs
+
+    first = create_instance(app, client, owner, project, catalog)
+    second = create_instance(app, client, owner, project, catalog, name="web-2")
+    engine = FakeDriver("fake://tests")
+    engine.stop("ins-" + first["id"].removeprefix("ins_"))
+    engine.delete("ins-" + second["id"].removeprefix("ins_"))
+    engine.create(InstanceSpec("ins-stranger", "fake/debian-12", Limits(1, 128, 1)))
+    with app.app_context():
+        assert instance_jobs.reconcile_all() == 2
+        assert instance_jobs.reconcile_all() == 0  # nothing more to say
+    assert _get(client, owner, project, first["id"])["status"] == "stopped"
+    gone = _get(client, owner, project, second["id"])
+    assert (gone["status"], gone["power_state"]) == ("failed", "missing")
+    events = api(client, "GET", _path(project, second["id"], "/events"), owner).get_json()
+    assert events["data"][0]["type"] == "instance.missing"
+    make_user(app, "root@example.test", role="admin")
+    node = api(client, "GET", f"/admin/nodes/{catalog['node']}",
+               bearer(login(client, "root@example.test"))).get_json()
+    assert node["unknown_instances"] == ["ins-stranger"]
+    assert engine.state("ins-stranger").power == "running"  # reported, never touched
+
+
+def test_an_unreachable_engine_refuses_creation_with_503(app, client, owner, project, catalog):
+    from appliance.models import Node
+
+    with app.app_context():
+        Node.update(health="unhealthy").execute()
+    response = api(client, "POST", _path(project), owner,
+                   json={"name": "web-1", "plan_id": "small", "image_id": catalog["image"]})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "engine_unavailable"
+    assert api(client, "GET", _path(project), owner).get_json()["data"] == []
+
+
+@pytest.fixture
+def create_then_fail(monkeypatch):
+    real_create = FakeDriver.create
+
+    def create(self, spec):
+        real_create(self, spec)
+        raise DriverError("the engine fell over after creating", permanent=True)
+
+    monkeypatch.setattr(FakeDriver, "create", create)
+
+
+@pytest.mark.usefixtures("create_then_fail")
+def test_a_failed_create_leaves_nothing_on_the_engine(app, client, owner, project, catalog):
+    instance = create_instance(app, client, owner, project, catalog)
+    assert _get(client, owner, project, instance["id"])["status"] == "failed"
+    assert FakeDriver("fake://tests").inventory("ins-") == []
+
+
+def test_jobs_interrupted_by_a_crash_resume_at_start_up(app, client, owner, project, catalog):
+    instance = create_instance(app, client, owner, project, catalog, run=False)
+    with app.app_context():
+        job = Job.get(Job.instance == instance["id"])
+        assert jobs._claim(job.id)  # the process died while running it
+        assert jobs.recover_interrupted() == 1
+    assert run_jobs(app) == 1  # at once, not when the lease would have run out
+    assert _get(client, owner, project, instance["id"])["status"] == "running"

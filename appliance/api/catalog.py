@@ -187,6 +187,8 @@ class NodeOut(Schema):
     health: Literal["unknown", "healthy", "unhealthy"]
     health_message: str
     engine_version: str
+    unknown_instances: list[str] = Field(description="Engine instances named like the "
+                                         "appliance's that no instance row knows.")
     last_checked_at: dt.datetime | None
     created_at: dt.datetime
 
@@ -200,6 +202,7 @@ class NodeOut(Schema):
                    free_memory_mb=free.memory_mb, free_disk_gb=free.disk_gb,
                    enabled=node.enabled, health=node.health,
                    health_message=node.health_message, engine_version=node.engine_version,
+                   unknown_instances=json.loads(node.unknown_instances or "[]"),
                    last_checked_at=node.last_checked_at, created_at=node.created_at)
 
 

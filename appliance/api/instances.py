@@ -131,8 +131,8 @@ class InstanceAccepted(Schema):
 
 
 class CreateIn(Schema):
-    name: str = Field(min_length=1, max_length=63, description="A hostname: "
-                      "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$, unique in the project.")
+    name: str = Field(min_length=1, max_length=64, description="A hostname: "
+                      "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$, unique in the project.")
     plan_id: str = Field(min_length=1, max_length=60, description="Plan id or slug.")
     image_id: str | None = Field(None, max_length=40)
     app_slug: str | None = Field(None, max_length=60)
@@ -143,7 +143,7 @@ class CreateIn(Schema):
 
 
 class RenameIn(Schema):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=64)
 
 
 class ResizeIn(Schema):

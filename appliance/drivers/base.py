@@ -171,6 +171,11 @@ class Driver(ABC):
     def rebuild(self, ref: str, image: str) -> str:
         """Reinstall from `image` keeping the name and limits; return the (new) ref."""
 
+    def inventory(self, prefix: str) -> list[str]:
+        """Refs of the engine's instances whose names start with `prefix` (the
+        reconciler reports the ones the appliance does not know; it never touches them)."""
+        raise Unsupported("inventory")
+
     # -- console -----------------------------------------------------------------------
 
     def logs(self, ref: str, lines: int = 200) -> str:

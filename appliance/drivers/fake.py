@@ -145,6 +145,9 @@ class FakeDriver(Driver):
         self._log(instance, f"rebuilt from {image}")
         return ref
 
+    def inventory(self, prefix: str) -> list[str]:
+        return sorted(ref for ref in self._node["instances"] if ref.startswith(prefix))
+
     def logs(self, ref: str, lines: int = 200) -> str:
         return "\n".join(self._get(ref)["log"][-lines:])
 

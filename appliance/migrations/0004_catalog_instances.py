@@ -54,6 +54,7 @@ def up(migrator, db):
         health_message = TextField(default="")
         engine_version = CharField(max_length=60, default="")
         simulated = BooleanField(default=False)
+        unknown_instances = TextField(default="[]")
         last_checked_at = DateTimeField(null=True)
         created_at = DateTimeField(index=True)
         updated_at = DateTimeField()
@@ -94,7 +95,7 @@ def up(migrator, db):
     class Instance(Base):
         id = CharField(primary_key=True, max_length=40)
         project = ForeignKeyField(Project, on_delete="RESTRICT")
-        name = CharField(max_length=63)
+        name = CharField(max_length=64)
         plan = ForeignKeyField(Plan, on_delete="RESTRICT")
         image = ForeignKeyField(Image, on_delete="RESTRICT")
         node = ForeignKeyField(Node, on_delete="RESTRICT")

@@ -33,6 +33,8 @@ class Node(BaseModel):
     health_message = TextField(default="")
     engine_version = CharField(max_length=60, default="")
     simulated = BooleanField(default=False)
+    # Instances on the engine named like ours that no row knows (JSON list of refs).
+    unknown_instances = TextField(default="[]")
     last_checked_at = UTCDateTimeField(null=True)
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()

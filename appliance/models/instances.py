@@ -11,7 +11,7 @@ from appliance.models.projects import Project
 class Instance(BaseModel):
     id = CharField(primary_key=True, max_length=40)  # ins_...
     project = ForeignKeyField(Project, on_delete="RESTRICT", backref="instances")
-    name = CharField(max_length=63)
+    name = CharField(max_length=64)
     plan = ForeignKeyField(Plan, on_delete="RESTRICT", backref="instances")
     image = ForeignKeyField(Image, on_delete="RESTRICT", backref="instances")
     node = ForeignKeyField(Node, on_delete="RESTRICT", backref="instances")

@@ -8,18 +8,20 @@ the engine (status, power state, addresses), and an event is added to its timeli
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from appliance.db import database
 from appliance.drivers.base import MISSING, RUNNING, DriverError, InstanceSpec, Limits
-from appliance.errors import ServiceUnavailable
+from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.models import Image, Instance, InstanceEvent, Job, Plan
 from appliance.services import clock, jobs, nodes, sealing
 from appliance.services.ids import new_id
 from appliance.services.instances import engine_name
 
+log = logging.getLogger("appliance.instances")
 ADDRESS_WAIT = 20.0  # seconds a new instance is given to report an address
 T = TypeVar("T")
 
@@ -87,6 +89,14 @@ def create(job: Job, progress: jobs.Progress) -> None:
 
 
 def _create_failed(job: Job, error: str) -> None:
+    """Nothing half-made stays on the engine; the row says failed, with the reason."""
+    instance = _instance(job)
+    try:
+        driver = nodes.driver_for(instance.node)
+        if driver.state(engine_name(instance.id)).power != MISSING:
+            driver.delete(engine_name(instance.id))
+    except DriverError as exc:
+        error = f"{error} (and cleaning up failed: {exc.message})"
     with database.atomic():
         Instance.update(status="failed", updated_at=clock.now()).where(
             Instance.id == job.instance_id).execute()
@@ -205,3 +215,66 @@ jobs.register("instance.resize", resize, _resync_after_failure)
 jobs.register("instance.rebuild", rebuild, _resync_after_failure)
 jobs.register("instance.password", set_password, _resync_after_failure)
 jobs.register("instance.ssh_key", add_ssh_key, _resync_after_failure)
+
+
+# Reconciling -------------------------------------------------------------------------
+
+ENGINE_PREFIX = "ins-"
+
+
+def reconcile_node(node) -> int:
+    """Make the rows of a node's instances agree with its engine; return rows changed.
+
+    Instances with an operation in progress are left to their job. One stopped or deleted
+    outside the appliance is shown as such (a vanished one becomes failed/missing with an
+    event). Engine instances named like ours that no row knows are recorded on the node
+    for administrators and never touched.
+    """
+    driver = nodes.driver_for(node)
+    busy = {job.instance_id for job in Job.select(Job.instance).where(
+        Job.status.in_(jobs.UNFINISHED), Job.instance.is_null(False))}
+    live = list(Instance.select().where(Instance.node == node, Instance.deleted_at.is_null(),
+                                        Instance.driver_ref.is_null(False)))
+    changed = 0
+    for instance in live:
+        if instance.id in busy:
+            continue
+        state = driver.state(instance.driver_ref)
+        if state.power == instance.power_state:
+            continue
+        if state.power == MISSING:
+            with database.atomic():
+                Instance.update(status="failed", power_state=MISSING, ipv4=None, ipv6=None,
+                                updated_at=clock.now()).where(
+                    Instance.id == instance.id).execute()
+            _event(instance.id, "instance.missing",
+                   "The engine no longer has this instance (deleted outside the appliance).",
+                   None)
+        else:
+            _sync(instance, driver)
+            _event(instance.id, f"instance.{state.power}",
+                   f"Found {state.power} on the engine (changed outside the appliance).", None)
+        changed += 1
+    try:
+        known = {instance.driver_ref for instance in Instance.select(Instance.driver_ref).where(
+            Instance.node == node, Instance.deleted_at.is_null())}
+        unknown = sorted(set(driver.inventory(ENGINE_PREFIX)) - known)
+    except ApplianceError:  # the engine cannot list its instances
+        unknown = []
+    with database.atomic():
+        type(node).update(unknown_instances=json.dumps(unknown)).where(
+            type(node).id == node.id).execute()
+    return changed
+
+
+def reconcile_all() -> int:
+    """The scheduler's sync of every healthy node."""
+    from appliance.models import Node
+
+    changed = 0
+    for node in Node.select().where(Node.enabled, Node.health == "healthy"):
+        try:
+            changed += reconcile_node(node)
+        except DriverError as exc:
+            log.warning("reconciling node %s failed: %s", node.name, exc.message)
+    return changed

@@ -38,7 +38,7 @@ from appliance.services import (
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 72
 LIVE = ("creating", "running", "stopped", "failed", "deleting")
 POWER_ACTIONS = {  # action: (states it may start from, job type, message)
@@ -82,7 +82,7 @@ def _check_password(password: str | None) -> str | None:
 
 def _check_name(name: str) -> str:
     if not NAME.match(name or ""):
-        raise InvalidRequest("A name is 1-63 lowercase letters, digits and inner dashes, "
+        raise InvalidRequest("A name is 1-64 lowercase letters, digits and inner dashes, "
                              "like a hostname.", field="name")
     return name
 

@@ -96,6 +96,15 @@ def _claim(job_id: str) -> bool:
     return claimed == 1
 
 
+def recover_interrupted() -> int:
+    """Start-up: jobs left "running" by a previous process (a crash, `kill -9`) are due
+    again at once instead of when their lease would have run out. Only one process runs
+    jobs, so at start-up none of them is really running."""
+    with database.atomic():
+        return Job.update(lease_until=clock.now() - dt.timedelta(seconds=1)).where(
+            Job.status == "running").execute()
+
+
 def due_jobs(limit: int = 20) -> list[str]:
     now = clock.now()
     query = (Job.select(Job.id)
@@ -191,6 +200,10 @@ class Runner:
             self.slots.release()
 
     def start(self) -> None:
+        with self.app.app_context(), database.connection_context():
+            recovered = recover_interrupted()
+        if recovered:
+            log.warning("resuming %s job(s) interrupted by the last shutdown", recovered)
         _waker.append(self.wake)
         self.wake()  # jobs left from before a restart
 

@@ -268,12 +268,16 @@ def place(plan: Plan, image: Image) -> Node:
     """The node for a new instance of `plan` from `image`; call inside the creating
     transaction (BEGIN IMMEDIATE keeps two placements from sharing the last slot).
 
-    503 `no_capacity` when no enabled, healthy node of the image's engine has room.
+    503 `engine_unavailable` when no enabled node of the image's engine is healthy,
+    503 `no_capacity` when none of the healthy ones has room.
     """
-    candidates = Node.select().where(Node.enabled, Node.health == "healthy",
-                                     Node.engine == image.engine)
+    candidates = Node.select().where(Node.enabled, Node.engine == image.engine)
     if image.node_id is not None:
         candidates = candidates.where(Node.id == image.node_id)
+    if not any(node.health == "healthy" for node in candidates):
+        raise ServiceUnavailable(f"No {image.engine} node is reachable right now.",
+                                 code="engine_unavailable", details={"engine": image.engine})
+    candidates = candidates.where(Node.health == "healthy")
     best, best_free = None, None
     for node in candidates:
         free = free_capacity(node)
