@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from appliance import create_app
-from appliance.services import api_keys, clock, throttle
+from appliance.services import api_keys, authcache, clock, throttle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,7 @@ def clean_environment(monkeypatch):
             monkeypatch.delenv(name)
     throttle.reset_all()
     api_keys.forget_pending_usage()
+    authcache.invalidate()
     yield
     clock.reset()
     throttle.reset_all()

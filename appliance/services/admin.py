@@ -11,7 +11,7 @@ import datetime as dt
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
 from appliance.models import AuditLog, Invite, User
-from appliance.services import accounts, audit, clock, mail, pagination, sessions
+from appliance.services import accounts, audit, authcache, clock, mail, pagination, sessions
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.sessions import Principal
 
@@ -43,6 +43,7 @@ def get_user(principal: Principal, user_id: str) -> User:
     return accounts.get_user(user_id)
 
 
+@authcache.invalidates
 def suspend_user(principal: Principal, user_id: str, reason: str, ip: str = "") -> User:
     """Suspend an account: its sessions end and it cannot sign in until unsuspended."""
     require_admin(principal)
@@ -63,6 +64,7 @@ def suspend_user(principal: Principal, user_id: str, reason: str, ip: str = "") 
     return user
 
 
+@authcache.invalidates
 def unsuspend_user(principal: Principal, user_id: str, ip: str = "") -> User:
     require_admin(principal)
     with database.atomic():
@@ -77,6 +79,7 @@ def unsuspend_user(principal: Principal, user_id: str, ip: str = "") -> User:
     return user
 
 
+@authcache.invalidates
 def set_role(principal: Principal, user_id: str, role: str, ip: str = "") -> User:
     """Make a user an admin or a plain user; the last administrator stays one."""
     require_admin(principal)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from appliance.db import database
 from appliance.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from appliance.models import ApiKey, Membership, Project, User
-from appliance.services import audit, clock, pagination, projects, quotas
+from appliance.services import audit, authcache, clock, pagination, projects, quotas
 from appliance.services.ids import hash_token, new_id
 from appliance.services.sessions import SCOPES, Principal, require_active
 
@@ -205,7 +205,9 @@ def revoke_key(principal: Principal, key_id: str, ip: str = "") -> ApiKey:
     """Revoke one of the caller's keys; it is refused from the next request on."""
     principal.require_scope("keys:write")
     with database.atomic():
-        return _revoke(principal, get_key(principal, key_id), ip)
+        key = _revoke(principal, get_key(principal, key_id), ip)
+    authcache.invalidate()
+    return key
 
 
 def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0,
@@ -230,6 +232,7 @@ def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0,
         ).where(ApiKey.id == key.id).execute()
         audit.record("api_key.rotated", actor=principal.user, target_type="api_key",
                      target_id=key.id, ip=ip, grace_seconds=grace_seconds)
+    authcache.invalidate()
     return NewSecret(ApiKey.get_by_id(key.id), secret)
 
 
@@ -251,7 +254,9 @@ def revoke_project_key(principal: Principal, project_id: str, key_id: str,
         key = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.project == project_id)
         if key is None:
             raise NotFound("No such API key.", code="api_key_not_found")
-        return _revoke(principal, key, ip)
+        key = _revoke(principal, key, ip)
+    authcache.invalidate()
+    return key
 
 
 # Authentication --------------------------------------------------------------------
@@ -274,9 +279,14 @@ def authenticate(secret: str, ip: str) -> tuple[Principal, ApiKey]:
     """The principal an API key stands for, or 401 (unknown, revoked, expired, rotated
     out) / 403 (owner suspended, address not allowed)."""
     digest = hash_token(secret)
-    key = (ApiKey.select(ApiKey, User).join(User)
-           .where((ApiKey.secret_hash == digest) | (ApiKey.previous_hash == digest))
-           .first())
+    key = authcache.get(("key", digest))
+    if key is None:
+        gen = authcache.generation()
+        key = (ApiKey.select(ApiKey, User).join(User)
+               .where((ApiKey.secret_hash == digest) | (ApiKey.previous_hash == digest))
+               .first())
+        if key is not None:
+            authcache.put(("key", digest), key, gen)
     if key is None:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
     now = clock.now()

@@ -17,7 +17,7 @@ from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import ApiKey, Membership, Project, User
 from appliance.models.projects import ROLES
-from appliance.services import audit, clock, pagination
+from appliance.services import audit, authcache, clock, pagination
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
@@ -85,14 +85,19 @@ def access(principal: Principal, project_id: str, least: str = READ) -> Access:
     """
     if principal.project_id is not None and principal.project_id != project_id:
         raise _not_found()
-    row = (Project.select(Project, Membership.role.alias("caller_role"))
-           .join(Membership, on=(Membership.project == Project.id))
-           .where(Project.id == project_id, Project.deleted_at.is_null(),
-                  Membership.user == principal.user.id)
-           .objects().first())
-    if row is None:
-        raise _not_found()
-    found = Access(row, row.caller_role)
+    cache_key = ("access", principal.user.id, project_id)
+    found = authcache.get(cache_key)
+    if found is None:
+        gen = authcache.generation()
+        row = (Project.select(Project, Membership.role.alias("caller_role"))
+               .join(Membership, on=(Membership.project == Project.id))
+               .where(Project.id == project_id, Project.deleted_at.is_null(),
+                      Membership.user == principal.user.id)
+               .objects().first())
+        if row is None:
+            raise _not_found()
+        found = Access(row, row.caller_role)
+        authcache.put(cache_key, found, gen)
     if not found.at_least(least):
         raise Forbidden(f"This needs the {least} role in the project; you are {found.role}.",
                         code="role_denied", details={"required_role": least,
@@ -143,6 +148,7 @@ def create_project(principal: Principal, name: str, ip: str = "") -> Access:
     return Access(project, "owner")
 
 
+@authcache.invalidates
 def rename_project(principal: Principal, project_id: str, name: str, ip: str = "") -> Access:
     principal.require_scope("projects:write")
     name = _clean_name(name)
@@ -152,10 +158,10 @@ def rename_project(principal: Principal, project_id: str, name: str, ip: str = "
             Project.id == project_id).execute()
         audit.record("project.renamed", actor=principal.user, target_type="project",
                      target_id=project_id, ip=ip, name=name, previous=found.project.name)
-    found.project.name = name
-    return found
+    return Access(Project.get_by_id(project_id), found.role)
 
 
+@authcache.invalidates
 def delete_project(principal: Principal, project_id: str, ip: str = "") -> None:
     """Owners delete a project that holds nothing; its keys are revoked with it.
 
@@ -216,6 +222,7 @@ def _membership(project_id: str, user_id: str) -> Membership:
     return member
 
 
+@authcache.invalidates
 def add_member(principal: Principal, project_id: str, email: str, role: str,
                ip: str = "") -> Membership:
     """Add an existing user by email. 400 `user_not_found` (field email) when none has it."""
@@ -245,6 +252,7 @@ def add_member(principal: Principal, project_id: str, email: str, role: str,
     return member
 
 
+@authcache.invalidates
 def set_member_role(principal: Principal, project_id: str, user_id: str, role: str,
                     ip: str = "") -> Membership:
     principal.require_scope("projects:write")
@@ -262,6 +270,7 @@ def set_member_role(principal: Principal, project_id: str, user_id: str, role: s
     return member
 
 
+@authcache.invalidates
 def remove_member(principal: Principal, project_id: str, user_id: str, ip: str = "") -> None:
     """Admins remove members; anyone may leave. The last owner can do neither."""
     leaving = user_id == principal.user.id
