@@ -29,8 +29,8 @@ environment. A rebuild or restore makes a new container under a temporary name, 
 the names, then removes the old one, so a failure leaves the instance as it was.
 
 Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid settings,
-a name in use), connection failures, timeouts and 5xx are transient. No SDK exception
-escapes: everything becomes DriverError. Firewalls and networks are not supported yet.
+a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
+escapes. Firewalls and private networks are not supported yet.
 """
 
 from __future__ import annotations
@@ -155,11 +155,14 @@ class DockerDriver(Driver):
             except docker.errors.NotFound:
                 raise DriverError(f"unknown {what} {image}", permanent=True) from None
 
-    def _remove_image(self, image: str) -> None:
-        """Untag (or delete, when it was the last tag) an image; missing or in use is fine."""
+    def _remove_image(self, image: str | None, untagged_only: bool = False) -> None:
+        """Untag (or delete, when it was the last tag) an image; missing or in use is fine.
+        `untagged_only`: an image id a tag moved away from, left alone while still tagged
+        (removing it by id would drop its last tag)."""
         try:
             with self._errors(f"removing the image {image}"):
-                self._client.images.remove(image)
+                if image and not (untagged_only and self._client.images.get(image).tags):
+                    self._client.images.remove(image)
         except DriverError as exc:
             if not exc.permanent:
                 raise
@@ -268,7 +271,7 @@ class DockerDriver(Driver):
                 time.sleep(0.1)
         code = container.attrs.get("State", {}).get("ExitCode")
         raise DriverError(f"{container.name} did not keep running ({status}, exit code {code}): "
-                          f"{self._tail(container, 5)}", permanent=status != "restarting")
+                          f"{self._tail(container, 5)}", permanent=status in ("exited", "dead"))
 
     def _tail(self, container: Any, lines: int) -> str:
         with self._errors(f"reading the log of {container.name}"):
@@ -367,12 +370,14 @@ class DockerDriver(Driver):
                 response.raise_for_status()
             except requests.exceptions.HTTPError as exc:
                 docker.errors.create_api_error_from_http_exception(exc)
-        if limits.disk_gb != current.disk_gb and (container.attrs.get("HostConfig") or {}).get(
-                "StorageOpt"):
-            image = f"{RESTORED}/{ref.lower()}:latest"
-            with self._errors(f"committing {ref} to resize its disk"):
-                container.commit(repository=f"{RESTORED}/{ref.lower()}", tag="latest")
-            self._recreate(ref, image, limits, start=self._is_on(container))
+        if limits.disk_gb != current.disk_gb and self._disk_enforced(container):
+            previous = self._commit(container, f"{RESTORED}/{ref.lower()}", "latest")
+            self._recreate(ref, f"{RESTORED}/{ref.lower()}:latest", limits,
+                           start=self._is_on(container))
+            self._remove_image(previous, untagged_only=True)
+
+    def _disk_enforced(self, container: Any) -> bool:
+        return bool((container.attrs.get("HostConfig") or {}).get("StorageOpt"))
 
     def rebuild(self, ref: str, image: str) -> str:
         self._require_image(image)
@@ -505,19 +510,24 @@ class DockerDriver(Driver):
             raise DriverError(f"{name!r} cannot name a Docker backup", permanent=True)
         container = self._get(ref)
         repository = f"{BACKUPS}/{ref.lower()}"
-        self._commit(container, repository, name)
+        previous = self._commit(container, repository, name)
+        self._remove_image(previous, untagged_only=True)
         return f"{repository}:{name}"
 
-    def _commit(self, container: Any, repository: str, tag: str) -> None:
-        """Commit, then drop the image the tag named before when nothing else holds it."""
+    def _commit(self, container: Any, repository: str, tag: str) -> str | None:
+        """Commit (pausing the container meanwhile); return the id of the image the tag
+        named before, which the caller removes once nothing uses it."""
+        previous = self._image_id(f"{repository}:{tag}")
         with self._errors(f"committing {container.name}"):
-            try:
-                previous = self._client.images.get(f"{repository}:{tag}").id
-            except docker.errors.NotFound:
-                previous = None
             image = container.commit(repository=repository, tag=tag, pause=True)
-        if previous and previous != image.id:
-            self._remove_image(previous)  # refused while tagged or used: it stays
+        return previous if previous != image.id else None
+
+    def _image_id(self, image: str) -> str | None:
+        with self._errors(f"looking up the image {image}"):
+            try:
+                return self._client.images.get(image).id
+            except docker.errors.NotFound:
+                return None
 
     def restore(self, ref: str, backup_ref: str) -> None:
         """Recreate the instance from the backup (it is started)."""
@@ -527,15 +537,11 @@ class DockerDriver(Driver):
         backup = self._require_image(backup_ref, "backup")
         self._get(ref)
         restored = f"{RESTORED}/{ref.lower()}"
+        previous = self._image_id(f"{restored}:latest")
         with self._errors(f"restoring {backup_ref}"):
-            try:
-                previous = self._client.images.get(f"{restored}:latest").id
-            except docker.errors.NotFound:
-                previous = None
             backup.tag(restored, "latest")  # the container's image outlives the backup
         self._recreate(ref, f"{restored}:latest")
-        if previous and previous != backup.id:
-            self._remove_image(previous)
+        self._remove_image(previous if previous != backup.id else None, untagged_only=True)
 
     def delete_backup(self, ref: str, backup_ref: str) -> None:
         if backup_ref.startswith(f"{BACKUPS}/{ref.lower()}:"):
@@ -547,7 +553,8 @@ class DockerDriver(Driver):
         if not _REPOSITORY.fullmatch(name.lower()):
             raise DriverError(f"{name!r} cannot name a Docker image", permanent=True)
         repository = f"{TEMPLATES}/{name.lower()}"
-        self._commit(self._get(ref), repository, "latest")
+        previous = self._commit(self._get(ref), repository, "latest")
+        self._remove_image(previous, untagged_only=True)
         return repository
 
     def close(self) -> None:
