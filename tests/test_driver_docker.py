@@ -8,6 +8,7 @@ the engine tests are skipped locally and fail under CI=true. The busybox test im
 from __future__ import annotations
 
 import ipaddress
+import uuid
 
 import pytest
 
@@ -240,3 +241,42 @@ class TestDockerDriver(DriverContract):
         capabilities = driver.capabilities()
         assert not capabilities.vm and not capabilities.firewall
         assert capabilities.snapshots and capabilities.exec and capabilities.resize_live
+        assert capabilities.networks
+
+    @pytest.fixture
+    def network(self, driver):
+        name = f"appliance-test-{uuid.uuid4().hex[:8]}"
+        third = int(uuid.uuid4().hex[:2], 16)
+        yield driver.create_network(name, f"10.213.{third}.0/24"), f"10.213.{third}."
+        driver.delete_network(name)
+
+    def test_instances_on_a_private_network_reach_each_other(self, driver, image, instance,
+                                                             network, made):
+        network_ref, prefix = network
+        assert driver.create_network(network_ref, "10.214.0.0/24") == network_ref  # again
+        other = driver.create(self.spec(image))
+        made.append(other)
+        for ref in (instance, other):
+            driver.attach(ref, network_ref)
+            driver.attach(ref, network_ref)  # again: nothing to do
+        addresses = driver.state(other).addresses
+        assert addresses[0].startswith(self.address_prefix) and addresses[1].startswith(prefix)
+        assert driver.exec(instance, ["ping", "-c", "1", "-W", "2", addresses[1]])[0] == 0
+        driver.rebuild(other, image)  # reattached, perhaps at a new address
+        private = driver.state(other).addresses[1]
+        assert private.startswith(prefix)
+        with pytest.raises(DriverError) as caught:
+            driver.delete_network(network_ref)  # instances are attached
+        assert caught.value.permanent
+        driver.detach(other, network_ref)
+        driver.detach(other, network_ref)  # again: nothing to do
+        remaining = driver.state(other).addresses
+        assert len(remaining) == 1 and remaining[0].startswith(self.address_prefix)
+        driver.detach(instance, network_ref)
+
+    def test_an_unknown_network_is_a_permanent_error(self, driver, instance):
+        for name in ("appliance-never-created", "bridge"):  # bridge: not the appliance's
+            with pytest.raises(DriverError) as caught:
+                driver.attach(instance, name)
+            assert caught.value.permanent
+        driver.delete_network("appliance-never-created")

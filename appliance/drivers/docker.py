@@ -30,7 +30,8 @@ the names, then removes the old one, so a failure leaves the instance as it was.
 
 Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid settings,
 a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
-escapes. Firewalls and private networks are not supported yet.
+escapes. Private networks are internal user-defined bridges (a rebuild reattaches the
+instance, with new addresses on them). Firewalls are not supported yet.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.tls
+import docker.types
 import requests
 
 from appliance.drivers.base import (
@@ -170,7 +172,8 @@ class DockerDriver(Driver):
     # -- the engine --------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(snapshots=True, resize_live=True, console=True, exec=True)
+        return Capabilities(snapshots=True, networks=True, resize_live=True, console=True,
+                            exec=True)
 
     def info(self) -> EngineInfo:
         with self._errors("asking Docker for its version"):
@@ -318,7 +321,6 @@ class DockerDriver(Driver):
             return InstanceState(MISSING)
         if not self._is_on(container):
             return InstanceState(STOPPED)
-        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
         cpu = memory = None
         try:
             with self._errors(f"reading the usage of {ref}"):
@@ -327,7 +329,7 @@ class DockerDriver(Driver):
             memory = (stats.get("memory_stats") or {}).get("usage")
         except DriverError:
             pass  # usage is a nicety; the power state and addresses are what matter
-        return InstanceState(RUNNING, _addresses(networks),
+        return InstanceState(RUNNING, _addresses(_networks(container)),
                              cpu_seconds=cpu / 1e9 if cpu is not None else None,
                              memory_bytes=memory)
 
@@ -397,6 +399,7 @@ class DockerDriver(Driver):
         env = dict(item.partition("=")[::2] for item in
                    (old.attrs.get("Config") or {}).get("Env") or [])
         keys = tuple(key for key in labels.get(KEYS, "").splitlines() if key)
+        private = [name for name in _networks(old) if name != "bridge"]
         suffix = uuid.uuid4().hex[:8]
         new = self._create_container(f"{ref}.new-{suffix}", image, limits, labels=labels,
                                      env={name: env[name] for name in names if name in env},
@@ -404,6 +407,8 @@ class DockerDriver(Driver):
         try:
             self._install_ssh_keys(new, labels.get(USER) or "root", keys)
             with self._errors(f"replacing {ref}"):
+                for name in private:  # addresses on them are given anew
+                    self._client.networks.get(name).connect(new)
                 if self._is_on(old):
                     old.kill()
                 old.rename(f"{ref}.old-{suffix}")
@@ -557,6 +562,51 @@ class DockerDriver(Driver):
         self._remove_image(previous, untagged_only=True)
         return repository
 
+    # -- private networks --------------------------------------------------------------
+
+    def create_network(self, name: str, cidr: str) -> str:
+        """An internal user-defined bridge `name` on `cidr` (the default bridge stays the
+        way out); its ref is the name. Creating it again returns it as it is."""
+        if self._network(name, missing_ok=True) is not None:
+            return name
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=cidr)])
+        with self._errors(f"creating the network {name}"):
+            self._client.networks.create(name, driver="bridge", ipam=ipam, internal=True,
+                                         check_duplicate=True, labels={MANAGED: "true"})
+        return name
+
+    def _network(self, network_ref: str, missing_ok: bool = False) -> Any:
+        with self._errors(f"looking up the network {network_ref}"):
+            try:
+                network = self._client.networks.get(network_ref)
+            except docker.errors.NotFound:
+                network = None
+        if network is None or network.name != network_ref or (
+                network.attrs.get("Labels") or {}).get(MANAGED) != "true":
+            if missing_ok:
+                return None
+            raise DriverError(f"no network {network_ref}", permanent=True)
+        return network
+
+    def delete_network(self, network_ref: str) -> None:
+        """Remove the network; a permanent error while instances are attached."""
+        network = self._network(network_ref, missing_ok=True)
+        if network is not None:
+            with self._errors(f"deleting the network {network_ref}"):
+                network.remove()
+
+    def attach(self, ref: str, network_ref: str) -> None:
+        network, container = self._network(network_ref), self._get(ref)
+        if network_ref not in _networks(container):
+            with self._errors(f"attaching {ref} to {network_ref}"):
+                network.connect(container)
+
+    def detach(self, ref: str, network_ref: str) -> None:
+        container = self._get(ref)
+        if network_ref in _networks(container):
+            with self._errors(f"detaching {ref} from {network_ref}"):
+                self._network(network_ref).disconnect(container)
+
     def close(self) -> None:
         with self._lock:
             client, self._docker = self._docker, None
@@ -588,6 +638,10 @@ def _limits_of(container: Any) -> Limits:
     return Limits(vcpus=max(1, round((host.get("NanoCpus") or 0) / 1e9)),
                   memory_mb=(host.get("Memory") or 0) // 2**20,
                   disk_gb=int(disk) if disk.isdigit() else 0)
+
+
+def _networks(container: Any) -> dict:
+    return (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
 
 
 def _addresses(networks: dict) -> tuple[str, ...]:
