@@ -66,12 +66,22 @@ class TestDockerDriver(DriverContract):
                 call()
             assert not caught.value.permanent
 
-    def test_a_malformed_endpoint_is_a_permanent_error(self):
+    def test_a_malformed_endpoint_or_tls_setting_is_a_permanent_error(self):
+        from appliance.drivers.docker import DockerDriver
+
+        for endpoint, options in (("http://example.invalid", {}),
+                                  ("tcp://127.0.0.1:2376", {"ca_cert": "/nonexistent.pem"}),
+                                  ("tcp://127.0.0.1:2376", {"client_cert": "/cert.pem"})):
+            with pytest.raises(DriverError) as caught:
+                DockerDriver(endpoint, options)
+            assert caught.value.permanent
+
+    def test_a_refused_tcp_endpoint_is_a_transient_error(self):
         from appliance.drivers.docker import DockerDriver
 
         with pytest.raises(DriverError) as caught:
-            DockerDriver("http://example.invalid")
-        assert caught.value.permanent
+            DockerDriver("tcp://127.0.0.1:1").info()
+        assert not caught.value.permanent
 
     def test_an_unknown_image_leaves_nothing_behind(self, driver, made):
         spec = self.spec("no-such-image/anywhere")
@@ -208,6 +218,7 @@ class TestDockerDriver(DriverContract):
         driver.exec(instance, ["sh", "-c", "echo kept > /marker"])
         backup = driver.snapshot(instance, "b1")
         assert backup == f"appliance-backup/{instance}:b1"
+        assert not [i.ref for i in driver.images() if i.ref.startswith("appliance-backup/")]
         driver.exec(instance, ["rm", "/marker"])
         driver.restore(instance, backup)
         assert driver.state(instance).power == RUNNING

@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import docker
@@ -409,8 +409,9 @@ class DockerDriver(Driver):
             with self._errors(f"replacing {ref}"):
                 for name in private:  # addresses on them are given anew
                     self._client.networks.get(name).connect(new)
-                if self._is_on(old):
-                    old.kill()
+                if self._is_on(old):  # best effort: removing it below forces it anyway
+                    with suppress(docker.errors.APIError):
+                        old.kill()
                 old.rename(f"{ref}.old-{suffix}")
                 try:
                     new.rename(ref)
