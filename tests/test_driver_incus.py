@@ -7,6 +7,12 @@ the engine tests are skipped locally and fail under CI=true. The busybox test im
 
 from __future__ import annotations
 
+import http.server
+import json
+import shutil
+import ssl
+import subprocess
+import threading
 import time
 
 import pytest
@@ -25,18 +31,33 @@ def _probe(driver: IncusDriver) -> None:
         raise LookupError(f"Incus answers but has no image {IMAGE}")
 
 
+@pytest.fixture(scope="module")
+def incus():
+    driver = drivers.connect("incus", "")
+    require_engine("incus", lambda: _probe(driver))
+    return driver
+
+
 class TestIncusDriver(DriverContract):
     address_prefix = "10.123.45."
 
     @pytest.fixture
-    def driver(self):
-        driver = drivers.connect("incus", "")
-        require_engine("incus", lambda: _probe(driver))
-        return driver
+    def driver(self, incus):
+        return incus
 
     @pytest.fixture
     def image(self):
         return IMAGE
+
+    @pytest.fixture(scope="class")
+    def booted(self, incus):
+        """One running instance shared by the checks that leave it as it was."""
+        ref = incus.create(self.spec(IMAGE))
+        try:
+            self.running_address(incus, ref)
+            yield ref
+        finally:
+            incus.delete(ref)
 
     def assert_limits(self, driver, ref, limits):
         instance = driver._call("GET", f"/1.0/instances/{ref}")
@@ -47,30 +68,49 @@ class TestIncusDriver(DriverContract):
 
     # -- incus-specific ----------------------------------------------------------------
 
-    def test_exec_returns_the_exit_code_and_both_streams(self, driver, instance):
-        code, output = driver.exec(instance, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    def test_exec_returns_the_exit_code_and_both_streams(self, driver, booted):
+        code, output = driver.exec(booted, ["sh", "-c", "echo out; echo err >&2; exit 3"])
         assert (code, output) == (3, "out\nerr\n")
-        code, output = driver.exec(instance, ["no-such-command"])
-        assert code != 0
+        assert driver.exec(booted, ["no-such-command"]) == (127, "")
 
-    def test_exec_in_a_stopped_instance_is_a_permanent_error(self, driver, instance):
-        driver.stop(instance, graceful=False)
-        with pytest.raises(DriverError) as caught:
-            driver.exec(instance, ["true"])
-        assert caught.value.permanent
-
-    def test_ssh_keys_are_private_to_the_user(self, driver, instance):
-        code, output = driver.exec(instance, ["stat", "-c", "%a %u %g",
-                                              "/root/.ssh", "/root/.ssh/authorized_keys"])
+    def test_ssh_keys_are_private_to_the_user(self, driver, booted):
+        code, output = driver.exec(booted, ["stat", "-c", "%a %u %g",
+                                            "/root/.ssh", "/root/.ssh/authorized_keys"])
         assert (code, output) == (0, "700 0 0\n600 0 0\n")
 
-    def test_the_console_log_shows_the_boot(self, driver, instance):
-        self.running_address(driver, instance)
-        assert f"booting {instance}" in driver.logs(instance)
-        assert len(driver.logs(instance, lines=1).splitlines()) == 1
+    def test_the_console_log_shows_the_boot_every_time_it_is_read(self, driver, booted):
+        assert f"booting {booted}" in driver.logs(booted)
+        assert f"booting {booted}" in driver.logs(booted)  # Incus drains its buffer
+        assert driver.logs(booted, lines=1) == driver.logs(booted).splitlines()[-1]
 
-    def test_a_password_is_set_with_chpasswd(self, driver, image, instance, made):
-        _, unset = driver.exec(instance, ["grep", "^root:", "/etc/shadow"])
+    def test_a_running_instance_reports_usage(self, driver, booted):
+        state = driver.state(booted)
+        assert state.cpu_seconds is not None and state.cpu_seconds >= 0
+        assert state.memory_bytes and state.memory_bytes > 0
+
+    def test_the_disk_cannot_shrink(self, driver, booted):
+        with pytest.raises(DriverError) as caught:
+            driver.resize(booted, Limits(vcpus=1, memory_mb=128, disk_gb=0))
+        assert caught.value.permanent
+
+    def test_restoring_an_unknown_backup_is_permanent(self, driver, booted):
+        with pytest.raises(DriverError) as caught:
+            driver.restore(booted, f"{booted}/never-taken")
+        assert caught.value.permanent
+
+    def test_an_exported_template_is_an_image_and_the_instance_runs_on(self, driver, booted):
+        alias = driver.export_template(booted, "contract")
+        try:
+            assert alias == "appliance-template/contract"
+            assert alias in [found.ref for found in driver.images()]
+            assert driver.state(booted).power == RUNNING
+            assert driver._call("GET", f"/1.0/instances/{booted}/snapshots") == []
+        finally:
+            target = driver._call("GET", "/1.0/images/aliases/appliance-template%2Fcontract")
+            driver._call("DELETE", f"/1.0/images/{target['target']}")
+
+    def test_a_password_is_set_with_chpasswd(self, driver, image, booted, made):
+        _, unset = driver.exec(booted, ["grep", "^root:", "/etc/shadow"])
         ref = driver.create(self.spec(image, password="correct horse battery"))
         made.append(ref)
         code, line = driver.exec(ref, ["grep", "^root:", "/etc/shadow"])
@@ -84,30 +124,8 @@ class TestIncusDriver(DriverContract):
         driver.stop(instance, graceful=True, timeout=20)
         assert time.monotonic() - started < 5
         assert driver.state(instance).power != RUNNING
-
-    def test_a_running_instance_reports_usage(self, driver, instance):
-        state = driver.state(instance)
-        assert state.cpu_seconds is not None and state.cpu_seconds >= 0
-        assert state.memory_bytes and state.memory_bytes > 0
-
-    def test_the_disk_cannot_shrink(self, driver, instance):
         with pytest.raises(DriverError) as caught:
-            driver.resize(instance, Limits(vcpus=1, memory_mb=128, disk_gb=0))
-        assert caught.value.permanent
-
-    def test_an_exported_template_is_an_image(self, driver, instance):
-        alias = driver.export_template(instance, "contract")
-        try:
-            assert alias == "appliance-template/contract"
-            assert alias in [found.ref for found in driver.images()]
-            assert driver.snapshot(instance, "after") == f"{instance}/after"
-        finally:
-            target = driver._call("GET", "/1.0/images/aliases/appliance-template%2Fcontract")
-            driver._call("DELETE", f"/1.0/images/{target['target']}")
-
-    def test_restoring_an_unknown_backup_is_permanent(self, driver, instance):
-        with pytest.raises(DriverError) as caught:
-            driver.restore(instance, f"{instance}/never-taken")
+            driver.exec(instance, ["true"])
         assert caught.value.permanent
 
 
@@ -127,6 +145,59 @@ def test_an_https_endpoint_that_does_not_answer_is_a_transient_error():
     with pytest.raises(DriverError) as caught:
         driver.images()
     assert not caught.value.permanent
+
+
+def _certificate(openssl: str, directory, name: str) -> tuple[str, str]:
+    cert, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_endpoints_use_the_client_certificate_and_verify_the_server(tmp_path):
+    openssl = shutil.which("openssl") or pytest.skip("needs the openssl command")
+    server_cert, server_key = _certificate(openssl, tmp_path, "server")
+    client_cert, client_key = _certificate(openssl, tmp_path, "client")
+    auth = {"value": "trusted"}
+
+    class Incus(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"type": "sync", "status_code": 200, "metadata": {
+                "auth": auth["value"], "environment": {"server_version": "6.0.4"}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Incus)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server_cert, server_key)
+    context.verify_mode = ssl.CERT_REQUIRED  # like Incus: no client certificate, no answer
+    context.load_verify_locations(client_cert)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        options = {"client_cert": client_cert, "client_key": client_key,
+                   "server_cert": server_cert, "timeout": "5"}
+        assert IncusDriver(endpoint, options).info().version == "6.0.4"
+        with pytest.raises(DriverError) as caught:  # not the server we were told about
+            IncusDriver(endpoint, {**options, "server_cert": client_cert}).info()
+        assert caught.value.permanent
+        with pytest.raises(DriverError):  # no client certificate
+            IncusDriver(endpoint, {"server_cert": server_cert, "timeout": "5"}).info()
+        auth["value"] = "untrusted"
+        with pytest.raises(DriverError) as caught:
+            IncusDriver(endpoint, options).info()
+        assert caught.value.permanent and "trust" in caught.value.message
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_endpoint_of_another_kind_is_a_permanent_error():

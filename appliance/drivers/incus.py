@@ -54,6 +54,7 @@ DEFAULT_SOCKET = "/var/lib/incus/unix.socket"
 KEYS_CONFIG = "user.appliance.ssh-keys"
 USER_CONFIG = "user.appliance.user"
 TEMPLATE_PREFIX = "appliance-template/"
+CONSOLE_KEEP = 256 * 1024  # bytes of console output kept per instance
 _TRANSIENT_WORDS = ("timeout", "timed out", "deadline", "busy", "try again", "temporar")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -77,6 +78,17 @@ def _size_bytes(size: str) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+def _seconds(options: dict[str, str], key: str, default: float) -> float:
+    try:
+        value = float(options.get(key) or default)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DriverError(f"the option {key} is a number of seconds, not "
+                          f"{options.get(key)!r}", permanent=True)
+    return value
+
+
 def _operation_failure(operation: dict, what: str) -> DriverError:
     message = operation.get("err") or operation.get("status") or "failed"
     transient = operation.get("status") == "Cancelled" or any(
@@ -89,15 +101,16 @@ class IncusDriver(Driver):
 
     def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
         super().__init__(endpoint, options)
-        self._timeout = float(self.options.get("timeout") or 30)
-        self._create_timeout = float(self.options.get("create_timeout") or 300)
-        self._stop_timeout = int(self.options.get("stop_timeout") or 30)
+        self._timeout = _seconds(self.options, "timeout", 30)
+        self._create_timeout = _seconds(self.options, "create_timeout", 300)
+        self._stop_timeout = int(_seconds(self.options, "stop_timeout", 30))
         self._profile = self.options.get("profile") or "default"
         project = self.options.get("project") or "default"
         self._params = {} if project == "default" else {"project": project}
         self._lock = threading.Lock()
         self._server_info: dict | None = None
         self._root_device: tuple[str, dict] | None = None
+        self._consoles: dict[str, str] = {}  # ref -> console output read so far
         target = endpoint or f"unix://{DEFAULT_SOCKET}"
         if target.startswith("unix://"):
             self._socket = target.removeprefix("unix://") or DEFAULT_SOCKET
@@ -127,15 +140,26 @@ class IncusDriver(Driver):
                                              timeout=timeout or self._timeout, **kwargs)
         except requests.Timeout as exc:
             raise DriverError(f"Incus did not answer {method} {path} in time: {exc}") from exc
+        except requests.exceptions.SSLError as exc:  # a certificate retrying cannot fix
+            raise DriverError(f"TLS with Incus at {self.endpoint} failed: {exc}",
+                              permanent=True) from exc
         except requests.RequestException as exc:
+            # requests wraps urllib3's MaxRetryError, whose `reason` says what went wrong
+            reason = exc.args[0] if exc.args else exc
+            reason = getattr(reason, "reason", None) or reason
             raise DriverError(f"cannot reach Incus at {self.endpoint or self._socket}: "
-                              f"{exc}") from exc
+                              f"{str(reason).rpartition('): ')[2]}") from exc
+        except OSError as exc:  # requests cannot read the client certificate or key
+            raise DriverError(f"cannot use the client certificate for {self.endpoint}: "
+                              f"{exc}", permanent=True) from exc
         if raw and response.ok:
             return response.content
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text[:200] or response.reason}
+            body = None
+        if not isinstance(body, dict):
+            body = {"error": response.text[:200] or response.reason, "type": "error"}
         status = body.get("error_code") or response.status_code
         if body.get("type") == "error" or status >= 400:
             message = f"Incus refused {method} {path}: {body.get('error') or status}"
@@ -213,8 +237,10 @@ class IncusDriver(Driver):
             environment = self._server().get("environment") or {}
         except DriverError:
             environment = {}
+        # `instance_types` where the server lists it, else its drivers ("lxc | qemu")
         types = environment.get("instance_types")
-        vm = "virtual-machine" in types if types is not None else bool(self._socket)
+        vm = ("virtual-machine" in types if types is not None
+              else "qemu" in str(environment.get("driver", "")))
         if self._socket:  # the engine is on this host: KVM and vsock must be here too
             vm = vm and os.path.exists("/dev/kvm") and os.path.exists("/dev/vhost-vsock")
         return Capabilities(snapshots=True, resize_live=True, console=True, exec=True, vm=vm)
@@ -357,6 +383,8 @@ class IncusDriver(Driver):
                              memory_bytes=memory)
 
     def delete(self, ref: str) -> None:
+        with self._lock:
+            self._consoles.pop(ref, None)
         power = self._power(ref)
         if power == MISSING:
             return
@@ -463,10 +491,21 @@ class IncusDriver(Driver):
             raise DriverError(f"chpasswd failed ({code}): {output.strip()}", permanent=True)
 
     def logs(self, ref: str, lines: int = 200) -> str:
-        self._instance(ref)
-        content = self._send("GET", f"/1.0/instances/{_q(ref)}/console", raw=True)
-        text = content.decode("utf-8", "replace").replace("\r\n", "\n")
-        return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+        """The console's last `lines` lines. Incus hands out a running container's console
+        ring buffer once (a read drains it), so the driver keeps what it has read, per
+        instance, up to CONSOLE_KEEP bytes; a stopped instance's saved log is shown when
+        this driver has read nothing of it yet."""
+        power = self._known_power(ref)
+        with self._lock:
+            kept = self._consoles.get(ref, "")
+        if power == RUNNING or not kept:
+            content = self._send("GET", f"/1.0/instances/{_q(ref)}/console", raw=True)
+            with self._lock:
+                kept = (self._consoles.get(ref, "") + content.decode("utf-8", "replace")
+                        .replace("\r\n", "\n"))[-CONSOLE_KEEP:]
+                if power == RUNNING:
+                    self._consoles[ref] = kept
+        return "\n".join(kept.splitlines()[-lines:]) if lines > 0 else ""
 
     def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
         """Run `argv` with output recorded by the engine; a command still running after
