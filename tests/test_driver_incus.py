@@ -50,11 +50,13 @@ class TestIncusDriver(DriverContract):
         return IMAGE
 
     @pytest.fixture(scope="class")
-    def booted(self, incus):
+    @classmethod
+    def booted(cls, incus):
         """One running instance shared by the checks that leave it as it was."""
-        ref = incus.create(self.spec(IMAGE))
+        contract = cls()
+        ref = incus.create(contract.spec(IMAGE))
         try:
-            self.running_address(incus, ref)
+            contract.running_address(incus, ref)
             yield ref
         finally:
             incus.delete(ref)
@@ -67,6 +69,12 @@ class TestIncusDriver(DriverContract):
         assert root["path"] == "/" and root["size"] == f"{limits.disk_gb}GiB"
 
     # -- incus-specific ----------------------------------------------------------------
+
+    def test_images_carry_the_image_properties(self, driver):
+        found = {info.ref: info for info in driver.images()}[IMAGE]
+        assert found.os == "busybox" and found.release
+        assert found.description.startswith("Appliance test image")
+        assert found.size_bytes and found.size_bytes > 0
 
     def test_exec_returns_the_exit_code_and_both_streams(self, driver, booted):
         code, output = driver.exec(booted, ["sh", "-c", "echo out; echo err >&2; exit 3"])
@@ -127,6 +135,17 @@ class TestIncusDriver(DriverContract):
         with pytest.raises(DriverError) as caught:
             driver.exec(instance, ["true"])
         assert caught.value.permanent
+
+    def test_a_graceful_stop_the_init_ignores_is_forced_after_the_timeout(self, driver,
+                                                                          instance):
+        # PID 1 ignores a signal it has no handler for: the halt signal goes unheard
+        driver._call("PATCH", f"/1.0/instances/{instance}",
+                     json={"config": {"raw.lxc": "lxc.signal.halt = SIGUSR1"}})
+        driver.reset(instance)
+        started = time.monotonic()
+        driver.stop(instance, graceful=True, timeout=2)
+        assert 2 <= time.monotonic() - started < 10
+        assert driver.state(instance).power != RUNNING
 
 
 # -- without an engine -----------------------------------------------------------------

@@ -258,8 +258,11 @@ class IncusDriver(Driver):
                           details=details)
 
     def images(self) -> list[ImageInfo]:
+        """The local images' aliases (the driver creates containers: no VM images)."""
         found = []
         for image in self._call("GET", "/1.0/images", params={"recursion": 1}) or []:
+            if image.get("type", "container") != "container":
+                continue
             properties = image.get("properties") or {}
             for alias in image.get("aliases") or []:
                 found.append(ImageInfo(
