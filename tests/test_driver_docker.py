@@ -90,6 +90,19 @@ class TestDockerDriver(DriverContract):
         assert caught.value.permanent
         assert driver.state(spec.name).power == MISSING
 
+    def test_an_image_whose_init_exits_is_a_permanent_error(self, driver, image, made):
+        base = driver._client.containers.create(image)
+        broken = base.commit("appliance-test/exits", "latest", changes=['CMD ["/bin/false"]'])
+        base.remove()
+        try:
+            spec = self.spec("appliance-test/exits")
+            with pytest.raises(DriverError) as caught:
+                made.append(driver.create(spec))
+            assert caught.value.permanent and "exit code 1" in caught.value.message
+            assert driver.state(spec.name).power == MISSING
+        finally:
+            driver._client.images.remove(broken.id, force=True)
+
     def test_a_created_container_carries_the_appliance_settings(self, driver, instance):
         details = self.inspect(driver, instance)
         labels = details["Config"]["Labels"]

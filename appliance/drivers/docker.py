@@ -32,6 +32,10 @@ Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid se
 a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
 escapes. Private networks are internal user-defined bridges (a rebuild reattaches the
 instance, with new addresses on them). Firewalls are not supported yet.
+
+Costs: `state` of a running instance asks for a one-shot stats sample, which Docker can
+take up to a second to give (its collector's tick). `exec` output is stdout and stderr
+as they arrive on two pipes, so lines of the two are not kept in order.
 """
 
 from __future__ import annotations
@@ -269,12 +273,12 @@ class DockerDriver(Driver):
                 status = container.status
                 if status in ("running", "paused"):
                     return
-                if status in ("exited", "dead") or time.monotonic() > deadline:
-                    break
+                if status != "created" or time.monotonic() > deadline:
+                    break  # exited, dead or restarting: its init ended
                 time.sleep(0.1)
         code = container.attrs.get("State", {}).get("ExitCode")
         raise DriverError(f"{container.name} did not keep running ({status}, exit code {code}): "
-                          f"{self._tail(container, 5)}", permanent=status in ("exited", "dead"))
+                          f"{self._tail(container, 5)}", permanent=status != "created")
 
     def _tail(self, container: Any, lines: int) -> str:
         with self._errors(f"reading the log of {container.name}"):
