@@ -511,8 +511,9 @@ class IncusDriver(Driver):
         return "\n".join(kept.splitlines()[-lines:]) if lines > 0 else ""
 
     def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
-        """Run `argv` with output recorded by the engine; a command still running after
-        `timeout` s is left to finish and reported as a transient error."""
+        """Run `argv` (no stdin) with its output recorded by the engine: stdout, then
+        stderr. A command still running after `timeout` s is left to finish and reported
+        as a transient error; a stopped instance is a permanent one."""
         body = self._send("POST", f"/1.0/instances/{_q(ref)}/exec", json={
             "command": list(argv), "environment": {}, "interactive": False,
             "wait-for-websocket": False, "record-output": True})
