@@ -256,6 +256,8 @@ class TestDockerDriver(DriverContract):
             made.append(ref)
             assert driver.exec(ref, ["cat", "/marker"]) == (0, "templated\n")
             assert self.inspect(driver, ref)["Config"]["Labels"]["appliance.instance"] == ref
+            labels = driver._client.images.get(template).labels
+            assert labels["appliance.managed"] == labels["appliance.instance"] == ""
         finally:
             for ref in list(made):
                 driver.delete(ref)

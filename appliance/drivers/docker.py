@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -340,9 +340,8 @@ class DockerDriver(Driver):
     def delete(self, ref: str) -> None:
         """Remove the container (and any left over by an interrupted rebuild) and its
         backups' images."""
+        containers = self._containers_of(ref)
         with self._errors(f"deleting {ref}"):
-            containers = self._client.containers.list(
-                all=True, filters={"label": [f"{MANAGED}=true", f"{INSTANCE}={ref}"]})
             found = self._find(ref)
             if found is not None and found.id not in {c.id for c in containers}:
                 containers.append(found)
@@ -356,6 +355,12 @@ class DockerDriver(Driver):
                     for tag in image.tags:
                         if tag.startswith(repository + ":"):
                             self._remove_image(tag)
+
+    def _containers_of(self, ref: str) -> list:
+        """Every container labelled with the instance: its own, and any a rebuild left."""
+        with self._errors(f"listing the containers of {ref}"):
+            return self._client.containers.list(
+                all=True, filters={"label": [f"{MANAGED}=true", f"{INSTANCE}={ref}"]})
 
     def resize(self, ref: str, limits: Limits) -> None:
         """CPU and memory change live. Docker cannot resize a container's disk: where the
@@ -396,6 +401,9 @@ class DockerDriver(Driver):
         """Replace the container of `ref` by a new one from `image` with the same name,
         labels, keys, environment and limits (or `limits`); the old one goes last."""
         old = self._get(ref)
+        for leftover in self._containers_of(ref):
+            if leftover.id != old.id:  # from an interrupted rebuild
+                self._discard(leftover)
         labels = {key: value for key, value in old.labels.items() if key.startswith("appliance.")}
         limits = limits or _limits_of(old)
         labels.update({MANAGED: "true", INSTANCE: ref, DISK: str(limits.disk_gb)})
@@ -413,10 +421,7 @@ class DockerDriver(Driver):
             with self._errors(f"replacing {ref}"):
                 for name in private:  # addresses on them are given anew
                     self._client.networks.get(name).connect(new)
-                if self._is_on(old):  # best effort: removing it below forces it anyway
-                    with suppress(docker.errors.APIError):
-                        old.kill()
-                old.rename(f"{ref}.old-{suffix}")
+                old.rename(f"{ref}.old-{suffix}")  # it keeps running until removed
                 try:
                     new.rename(ref)
                 except docker.errors.APIError:
@@ -425,7 +430,7 @@ class DockerDriver(Driver):
         except DriverError:
             self._discard(new)
             raise
-        self._discard(old)  # a leftover is still labelled with the instance: delete finds it
+        self._discard(old)  # if it stays, the next rebuild or the delete removes it
         if start:
             self._start(new)
 
@@ -529,7 +534,9 @@ class DockerDriver(Driver):
         named before, which the caller removes once nothing uses it."""
         previous = self._image_id(f"{repository}:{tag}")
         with self._errors(f"committing {container.name}"):
-            image = container.commit(repository=repository, tag=tag, pause=True)
+            # Containers anyone makes from the image must not pass for the instance.
+            image = container.commit(repository=repository, tag=tag, pause=True,
+                                     changes=[f'LABEL {MANAGED}="" {INSTANCE}=""'])
         return previous if previous != image.id else None
 
     def _image_id(self, image: str) -> str | None:
