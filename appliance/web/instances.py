@@ -1,0 +1,352 @@
+"""Dashboard pages for instances: a project's list, the create form, one instance.
+
+Every rule - roles, states, plans, images, quotas, one operation at a time - is the
+service's (services/instances.py), called exactly as the JSON API calls it. A view here
+parses the form, calls one service function and renders, or redirects after a change.
+
+Live progress without custom JavaScript: the list and the instance's state card
+re-poll themselves with htmx (`hx-trigger="every 2s"`) only while something is in
+progress, so the last answer - nothing left to do - carries no trigger and polling stops.
+A generated password is shown once, on the answer to the POST that made it
+(`Cache-Control: no-store`), and acknowledged at once so it is not kept.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
+
+from appliance.api.principal import client_ip
+from appliance.errors import ApplianceError, InvalidRequest, Unsupported
+from appliance.services import catalog, instances, projects, quotas, ssh_keys
+from appliance.web.projects import every_page, render_fragment_or_page
+from appliance.web.session import current_principal, login_required
+
+if TYPE_CHECKING:
+    from appliance.models import Instance, Job
+
+bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instances")
+
+# Prices are integer minor units of the billing currency. There is no currency setting
+# yet: the billing issue replaces this constant with the operator's setting.
+DISPLAY_CURRENCY = "EUR"
+# Statuses that end by themselves: the pages keep polling while an instance has one.
+SETTLING = ("creating", "deleting")
+QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb")
+EVENTS_PER_PAGE = 20
+POLL_SECONDS = 2
+
+
+# Formatting, for the templates --------------------------------------------------------
+
+
+def money(minor: int) -> str:
+    """Integer minor units as an amount with two decimals and the currency code."""
+    sign = "-" if minor < 0 else ""
+    whole, cents = divmod(abs(minor), 100)
+    return f"{sign}{whole}.{cents:02d} {DISPLAY_CURRENCY}"
+
+
+def memory(megabytes: int) -> str:
+    if megabytes >= 1024 and megabytes % 256 == 0:
+        return f"{megabytes / 1024:g} GB"
+    return f"{megabytes} MB"
+
+
+def job_percent(job: Job) -> int:
+    """How far a job is, as the API reports it (a finished one is 100)."""
+    if job.status == "succeeded":
+        return 100
+    total = max(1, job.total_steps)
+    return int(100 * min(job.step, total) / total)
+
+
+@bp.app_context_processor
+def _formatting() -> dict:
+    return {"money": money, "memory": memory, "job_percent": job_percent,
+            "currency": DISPLAY_CURRENCY}
+
+
+def _no_store(response):
+    response = make_response(response)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# The list -----------------------------------------------------------------------------
+
+
+@bp.get("")
+@login_required
+def index(project_id: str):
+    principal = current_principal()
+    cursor = request.args.get("cursor") or None
+    rows, next_cursor = instances.list_instances(principal, project_id, cursor=cursor)
+    found = projects.access(principal, project_id)
+    running = instances.current_jobs([row.id for row in rows])
+    busy = bool(running) or any(row.status in SETTLING for row in rows)
+    return render_fragment_or_page(
+        "instances/index.html", "instances/_list.html", access=found, project=found.project,
+        rows=rows, jobs=running, busy=busy, cursor=cursor, next_cursor=next_cursor,
+        poll_seconds=POLL_SECONDS, notice=request.args.get("notice"))
+
+
+# Creating -----------------------------------------------------------------------------
+
+
+def _new_page(project_id: str, status: int = 200, **context):
+    principal = current_principal()
+    found = projects.access(principal, project_id, projects.OPERATE)
+    images = sorted(every_page(catalog.list_images, principal, False),
+                    key=lambda image: (image.engine, image.name))
+    owner = found.project.created_by
+    context.setdefault("form", {})
+    return render_template(
+        "instances/new.html", access=found, project=found.project, owner=owner,
+        plans=sorted(every_page(catalog.list_plans, principal, False),
+                     key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb)),
+        images_by_engine=[(engine, list(group)) for engine, group
+                          in groupby(images, key=lambda image: image.engine)],
+        apps=every_page(catalog.list_apps, principal, False),
+        account_keys=every_page(ssh_keys.list_keys, principal),
+        limits=[limit for limit in quotas.limits(owner)
+                if limit.resource.name in QUOTA_RESOURCES], **context), status
+
+
+@bp.get("/new")
+@login_required
+def new(project_id: str):
+    return _new_page(project_id)
+
+
+@bp.post("")
+@login_required
+def create(project_id: str):
+    form = request.form
+    kind, _, source = form.get("source", "").partition(":")
+    password = form.get("password", "") if form.get("password_mode") == "set" else None
+    principal = current_principal()
+    try:
+        started = instances.create_instance(
+            principal, project_id, name=form.get("name", "").strip(),
+            plan_id=form.get("plan_id", ""),
+            image_id=source if kind == "image" and source else None,
+            app_slug=source if kind == "app" and source else None,
+            ssh_key_ids=form.getlist("ssh_key_ids"), password=password, ip=client_ip())
+    except ApplianceError as exc:
+        return _new_page(project_id, exc.status, error=exc,
+                         error_field=exc.details.get("field"), form=form)
+    instance = started.instance
+    if started.password is None:
+        return redirect(url_for("instances.show", project_id=project_id,
+                                instance_id=instance.id, notice="Creating the instance."))
+    return _password_page(project_id, instance, started.password, created=True)
+
+
+def _password_page(project_id: str, instance: Instance, password: str, *, created: bool):
+    """The one answer that carries a generated password; forgotten as it is shown."""
+    instances.acknowledge_password(current_principal(), project_id, instance.id)
+    return _no_store(render_template("instances/password.html",
+                                     project=projects.access(current_principal(),
+                                                             project_id).project,
+                                     instance=instance, password=password, created=created))
+
+
+# One instance -------------------------------------------------------------------------
+
+
+def _state_context(project_id: str, instance_id: str) -> dict:
+    """What the state card needs: the instance, its running job or the last one."""
+    principal = current_principal()
+    instance = instances.get_instance(principal, project_id, instance_id)
+    found = projects.access(principal, project_id)
+    job = instances.current_jobs([instance.id]).get(instance.id)
+    last = None
+    if job is None:
+        recent, _ = instances.list_jobs(principal, project_id, instance.id, limit=1)
+        last = recent[0] if recent else None
+    return {"access": found, "project": found.project, "instance": instance, "job": job,
+            "last_job": last, "busy": job is not None or instance.status in SETTLING,
+            "power_actions": instances.POWER_ACTIONS, "poll_seconds": POLL_SECONDS,
+            "can_operate": found.at_least(projects.OPERATE)}
+
+
+def _events_context(project_id: str, instance_id: str) -> dict:
+    cursor = request.args.get("events_cursor") or None
+    rows, next_cursor = instances.list_events(current_principal(), project_id, instance_id,
+                                              EVENTS_PER_PAGE, cursor)
+    return {"events": rows, "events_cursor": cursor, "events_next": next_cursor}
+
+
+def _console_context(project_id: str, instance_id: str) -> dict:
+    try:
+        text = instances.console_log(current_principal(), project_id, instance_id)
+    except Unsupported:
+        return {"console": None, "console_problem": "Not available on this engine."}
+    except ApplianceError as exc:  # e.g. 503: the engine did not answer
+        return {"console": None, "console_problem": exc.message}
+    return {"console": text, "console_problem": None}
+
+
+PARTS = {"state": "instances/_state.html", "events": "instances/_events.html",
+         "console": "instances/_console.html"}
+
+
+def _instance_page(project_id: str, instance_id: str, status: int = 200,
+                   fragment: str | None = None, **context):
+    """The instance page, or one of its cards (PARTS) when htmx asks for it."""
+    principal = current_principal()
+    context = {**_state_context(project_id, instance_id), **context}
+    context.setdefault("form", {})
+    context.setdefault("section", None)
+    part = fragment if fragment in PARTS and request.headers.get("HX-Request") else None
+    if part in (None, "events"):
+        context.update(_events_context(project_id, instance_id))
+    if part in (None, "console"):
+        context.update(_console_context(project_id, instance_id))
+    if part is None and context["can_operate"]:
+        node = context["instance"].node
+        context.update(
+            plans=every_page(catalog.list_plans, principal, False),
+            images=[image for image in every_page(catalog.list_images, principal, False)
+                    if image.engine == node.engine and image.node_id in (None, node.id)],
+            account_keys=every_page(ssh_keys.list_keys, principal))
+    response = render_fragment_or_page("instances/show.html", PARTS.get(part), status,
+                                       **context)
+    if part == "state" and request.args.get("poll") and not context["busy"]:
+        # The last poll of a finished job: the events and console cards refresh too.
+        response.headers["HX-Trigger"] = "instance-settled"
+    return response
+
+
+@bp.get("/<instance_id>")
+@login_required
+def show(project_id: str, instance_id: str):
+    return _instance_page(project_id, instance_id, fragment=request.args.get("part"),
+                          notice=request.args.get("notice"))
+
+
+def _failed(project_id: str, instance_id: str, exc: ApplianceError, section: str,
+            fragment: str | None = None, **context):
+    return _instance_page(project_id, instance_id, exc.status, fragment, error=exc,
+                          section=section, error_field=exc.details.get("field"), **context)
+
+
+def _done(project_id: str, instance_id: str, notice: str, fragment: str | None = None):
+    """After a change: htmx gets the card again, a plain form post a redirect."""
+    if fragment and request.headers.get("HX-Request"):
+        return _instance_page(project_id, instance_id, fragment=fragment, notice=notice)
+    return redirect(url_for("instances.show", project_id=project_id, instance_id=instance_id,
+                            notice=notice))
+
+
+@bp.post("/<instance_id>/power/<action>")
+@login_required
+def power(project_id: str, instance_id: str, action: str):
+    try:
+        started = instances.power(current_principal(), project_id, instance_id, action,
+                                  ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "power", "state")
+    return _done(project_id, instance_id, f"{started.job.message}\u2026", "state")
+
+
+@bp.post("/<instance_id>/rename")
+@login_required
+def rename(project_id: str, instance_id: str):
+    name = request.form.get("name", "").strip()
+    try:
+        instances.rename(current_principal(), project_id, instance_id, name, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "rename", form={"name": name})
+    return _done(project_id, instance_id, f"Renamed to {name}.")
+
+
+@bp.post("/<instance_id>/resize")
+@login_required
+def resize(project_id: str, instance_id: str):
+    try:
+        instances.resize(current_principal(), project_id, instance_id,
+                         request.form.get("plan_id", ""), ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "resize")
+    return _done(project_id, instance_id, "Resizing\u2026")
+
+
+@bp.post("/<instance_id>/rebuild")
+@login_required
+def rebuild(project_id: str, instance_id: str):
+    try:
+        instances.rebuild(current_principal(), project_id, instance_id,
+                          request.form.get("image_id", ""), ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "rebuild")
+    return _done(project_id, instance_id, "Rebuilding\u2026")
+
+
+@bp.post("/<instance_id>/reset-password")
+@login_required
+def reset_password(project_id: str, instance_id: str):
+    chosen = (request.form.get("password", "")
+              if request.form.get("password_mode") == "set" else None)
+    try:
+        started = instances.reset_password(current_principal(), project_id, instance_id,
+                                           chosen, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "password")
+    if started.password is None:
+        return _done(project_id, instance_id, "Setting the new password\u2026")
+    return _password_page(project_id, started.instance, started.password, created=False)
+
+
+@bp.post("/<instance_id>/reveal-password")
+@login_required
+def reveal_password(project_id: str, instance_id: str):
+    principal = current_principal()
+    try:
+        password = instances.pending_password(principal, project_id, instance_id)
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "password")
+    if password is None:
+        return _done(project_id, instance_id, "No generated password is waiting.")
+    instance = instances.get_instance(principal, project_id, instance_id)
+    return _password_page(project_id, instance, password, created=False)
+
+
+@bp.post("/<instance_id>/ssh-keys")
+@login_required
+def add_ssh_key(project_id: str, instance_id: str):
+    principal = current_principal()
+    pasted = request.form.get("public_key", "").strip()
+    chosen = request.form.get("ssh_key_id", "")
+    try:
+        if not pasted and chosen:
+            pasted = ssh_keys.get_key(principal, chosen).public_key
+        if not pasted:
+            raise InvalidRequest("Pick one of your keys or paste a public key.",
+                                 field="public_key")
+        instances.add_ssh_key(principal, project_id, instance_id, pasted, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "ssh-key",
+                       form={"public_key": request.form.get("public_key", "")})
+    return _done(project_id, instance_id, "Adding the SSH key\u2026")
+
+
+@bp.post("/<instance_id>/delete")
+@login_required
+def delete(project_id: str, instance_id: str):
+    principal = current_principal()
+    typed = request.form.get("confirm_name", "").strip()
+    try:
+        instance = instances.get_instance(principal, project_id, instance_id)
+        # The typed name only confirms the click; whether it may go is the service's.
+        if typed != instance.name:
+            raise InvalidRequest("Type the instance's name exactly to confirm.",
+                                 field="confirm_name")
+        instances.delete(principal, project_id, instance_id, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(project_id, instance_id, exc, "delete")
+    return redirect(url_for("instances.index", project_id=project_id,
+                            notice=f"Deleting {instance.name}."))
