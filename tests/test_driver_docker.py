@@ -90,17 +90,21 @@ class TestDockerDriver(DriverContract):
         assert caught.value.permanent
         assert driver.state(spec.name).power == MISSING
 
-    def test_an_image_whose_init_exits_is_a_permanent_error(self, driver, image, made):
+    def test_an_image_whose_init_exits_is_a_permanent_error(self, image):
+        from appliance.drivers.docker import DockerDriver
+
+        driver = DockerDriver("", {"start_settle": "1"})  # generous: the host may be busy
         base = driver._client.containers.create(image)
         broken = base.commit("appliance-test/exits", "latest", changes=['CMD ["/bin/false"]'])
         base.remove()
+        spec = self.spec("appliance-test/exits")
         try:
-            spec = self.spec("appliance-test/exits")
             with pytest.raises(DriverError) as caught:
-                made.append(driver.create(spec))
+                driver.delete(driver.create(spec))
             assert caught.value.permanent and "exit code 1" in caught.value.message
             assert driver.state(spec.name).power == MISSING
         finally:
+            driver.delete(spec.name)
             driver._client.images.remove(broken.id, force=True)
 
     def test_a_created_container_carries_the_appliance_settings(self, driver, instance):

@@ -4,8 +4,9 @@ The endpoint is `unix:///var/run/docker.sock` (the default when it is empty) or
 `tcp://host:2376`; TLS is used when any of the options `ca_cert`, `client_cert`,
 `client_key` (paths to PEM files) is set, or `tls` is `true` (the server is then verified
 against `ca_cert`, else the system's CAs). Other options: `timeout` (seconds per request,
-default 60), `stop_timeout` (seconds a reboot waits for a clean shutdown, default 30) and
-`start_timeout` (seconds a create waits for the container to run, default 30).
+default 60), `stop_timeout` (seconds a reboot waits for a clean shutdown, default 30),
+`start_timeout` (seconds a create waits for the container to run, default 30) and
+`start_settle` (seconds a new container must keep running to count as started, 0.25).
 
 The ref of an instance is its container name, which is the spec's name; the hostname is
 the same. A container this driver did not create (no `appliance.managed=true` label) is
@@ -91,6 +92,7 @@ class DockerDriver(Driver):
         self._timeout = float(self.options.get("timeout") or 60)
         self._stop_timeout = int(self.options.get("stop_timeout") or 30)
         self._start_timeout = float(self.options.get("start_timeout") or 30)
+        self._settle = float(self.options.get("start_settle") or 0.25)
         self._base_url = endpoint or DEFAULT_ENDPOINT
         if not self._base_url.startswith(("unix://", "tcp://")):
             raise DriverError(f"a Docker endpoint is unix:///path or tcp://host:port, "
@@ -232,7 +234,7 @@ class DockerDriver(Driver):
                                            env=dict(spec.env))
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
-            self._start(container)
+            self._start(container, settle=self._settle)
             if spec.password is not None:
                 self._set_password(container, spec.user, spec.password)
         except DriverError:
@@ -263,20 +265,25 @@ class DockerDriver(Driver):
         except DriverError:
             pass
 
-    def _start(self, container: Any) -> None:
-        """Start and return once Docker reports it running; permanent error if it exits."""
+    def _start(self, container: Any, settle: float = 0.0) -> None:
+        """Start; return once Docker reports it running. Permanent error when its init ends,
+        watched `settle` s longer for a new container (Docker restarts a crashing init
+        within about 0.1 s, so this is best effort)."""
         with self._errors(f"starting {container.name}"):
             container.start()
             deadline = time.monotonic() + self._start_timeout
-            while True:
-                container.reload()
-                status = container.status
-                if status in ("running", "paused"):
-                    return
-                if status != "created" or time.monotonic() > deadline:
-                    break  # exited, dead or restarting: its init ended
+            container.reload()
+            while container.status == "created" and time.monotonic() < deadline:
                 time.sleep(0.1)
-        code = container.attrs.get("State", {}).get("ExitCode")
+                container.reload()
+            restarts = container.attrs.get("RestartCount")
+            if container.status == "running" and settle:
+                time.sleep(settle)
+                container.reload()
+            if container.status in ("running", "paused") and (
+                    container.attrs.get("RestartCount") == restarts):
+                return
+        status, code = container.status, (container.attrs.get("State") or {}).get("ExitCode")
         raise DriverError(f"{container.name} did not keep running ({status}, exit code {code}): "
                           f"{self._tail(container, 5)}", permanent=status != "created")
 
@@ -432,7 +439,7 @@ class DockerDriver(Driver):
             raise
         self._discard(old)  # if it stays, the next rebuild or the delete removes it
         if start:
-            self._start(new)
+            self._start(new, settle=self._settle)
 
     # -- inside the instance -----------------------------------------------------------
 
