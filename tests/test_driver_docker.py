@@ -38,8 +38,8 @@ def _bridge_prefix(driver) -> str:
 class TestDockerDriver(DriverContract):
     @pytest.fixture
     def driver(self):
-        driver = drivers.connect("docker", "")
-        require_engine("docker", lambda: _probe(driver))
+        require_engine("docker", lambda: _probe(drivers.connect("docker", "")))
+        driver = drivers.connect("docker", "")  # the same (cached) driver
         self.address_prefix = _bridge_prefix(driver)
         return driver
 
@@ -54,6 +54,8 @@ class TestDockerDriver(DriverContract):
         host = self.inspect(driver, ref)["HostConfig"]
         assert host["NanoCpus"] == limits.vcpus * 10**9
         assert host["Memory"] == host["MemorySwap"] == limits.memory_mb * 2**20
+        if host.get("StorageOpt"):  # only where the storage driver enforces a disk size
+            assert host["StorageOpt"]["size"] == f"{limits.disk_gb}G"
 
     # -- docker-specific ---------------------------------------------------------------
 
