@@ -155,10 +155,11 @@ class DriverContract:
     def assert_limits(self, driver: Driver, ref: str, limits: Limits) -> None:
         """Subclasses check the engine's own view of the limits."""
 
-    def test_rebuild_reinstalls_and_keeps_the_instance_running(self, driver, image, instance):
+    def test_rebuild_reinstalls_and_keeps_the_instance_running(self, driver, image, instance,
+                                                               made):
         ref = driver.rebuild(instance, image)
         if ref != instance:
-            instance = ref
+            made.append(ref)
         assert driver.state(ref).power == RUNNING
 
     def test_two_instances_cannot_share_a_name(self, driver, image, made):
@@ -199,6 +200,26 @@ class DriverContract:
         assert driver.state(instance).power == RUNNING
         driver.delete_backup(instance, backup)
         driver.delete_backup(instance, backup)  # again: nothing to do
+
+    def test_networks_attach_and_detach_repeat_harmlessly(self, driver, instance):
+        if not driver.capabilities().networks:
+            with pytest.raises(Unsupported):
+                driver.create_network("n1", "10.200.0.0/24")
+            return
+        network = driver.create_network(f"contract-{uuid.uuid4().hex[:6]}", "10.201.7.0/24")
+        try:
+            for step in (driver.attach, driver.attach, driver.detach, driver.detach):
+                step(instance, network)
+        finally:
+            driver.delete_network(network)
+        driver.delete_network(network)  # again: nothing to do
+
+    def test_the_inventory_lists_what_was_made_here(self, driver, instance):
+        try:
+            refs = driver.inventory("contract-")
+        except Unsupported:
+            return
+        assert instance in refs
 
     def test_unsupported_features_say_which(self, driver, instance):
         capabilities = driver.capabilities()

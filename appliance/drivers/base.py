@@ -179,11 +179,13 @@ class Driver(ABC):
     # -- console -----------------------------------------------------------------------
 
     def logs(self, ref: str, lines: int = 200) -> str:
-        """The console / log output, last `lines` lines."""
+        """The console / log output, last `lines` lines (what the driver has seen: engines
+        that drain their console buffer on read may not keep it across restarts)."""
         raise Unsupported("console")
 
     def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
-        """Run a command inside; return (exit code, combined output)."""
+        """Run a command inside; return (exit code, stdout and stderr; lines of the two
+        may interleave in any order)."""
         raise Unsupported("exec")
 
     # -- backups and templates ---------------------------------------------------------

@@ -363,6 +363,13 @@ class DockerDriver(Driver):
                         if tag.startswith(repository + ":"):
                             self._remove_image(tag)
 
+    def inventory(self, prefix: str) -> list[str]:
+        """Names of the containers this driver made (labelled managed) starting with prefix."""
+        with self._errors("listing containers"):
+            listed = self._client.containers.list(all=True,
+                                                  filters={"label": [f"{MANAGED}=true"]})
+        return sorted(c.name for c in listed if c.name.startswith(prefix))
+
     def _containers_of(self, ref: str) -> list:
         """Every container labelled with the instance: its own, and any a rebuild left."""
         with self._errors(f"listing the containers of {ref}"):

@@ -270,6 +270,11 @@ class IncusDriver(Driver):
                     properties.get("os", ""), properties.get("release", ""), image.get("size")))
         return sorted(found, key=lambda info: info.ref)
 
+    def inventory(self, prefix: str) -> list[str]:
+        urls = self._call("GET", "/1.0/instances") or []
+        names = (url.rstrip("/").rpartition("/")[2] for url in urls)
+        return sorted(name for name in names if name.startswith(prefix))
+
     def _image_source(self, image: str) -> dict:
         """The `source` of a create/rebuild; permanent error when the engine lacks it."""
         try:
