@@ -546,14 +546,14 @@ def test_an_admin_creates_edits_deactivates_and_deletes_plans(app, ada, root, pr
 
 def test_an_admin_registers_edits_and_deactivates_images(app, ada, root, project, catalog):
     page = root.page("/admin/images")
-    assert "Debian 12 (simulated)" in page and ">discovered<" in page
+    assert "Debian 12 (simulated)" in page and "discovered on fake" in page
     response = root.post("/admin/images", {
         "engine": "docker", "ref": "nginx:1.27", "name": f"nginx {MARKUP}",
         "family": "nginx", "version": "1.27", "min_disk_gb": "1", "default_user": "root",
         "description": "A web server", "active": "on"})
     assert response.status_code == 302
     page = root.page(response.headers["Location"])
-    assert f"nginx {MARKUP_ESCAPED}" in page and "every docker node" in page
+    assert f"nginx {MARKUP_ESCAPED}" in page and "on every docker node" in page
     with app.app_context():
         image = Image.get(Image.ref == "nginx:1.27")
     empty = root.post("/admin/images", {"engine": "docker", "ref": "  ", "name": "nothing",

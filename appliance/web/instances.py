@@ -50,9 +50,10 @@ def money(minor: int) -> str:
 
 
 def memory(megabytes: int) -> str:
-    if megabytes >= 1024 and megabytes % 256 == 0:
-        return f"{megabytes / 1024:g} GB"
-    return f"{megabytes} MB"
+    """512 MB, 2 GB, 23.5 GB: whole GB where it is, else one decimal."""
+    if megabytes < 1024:
+        return f"{megabytes} MB"
+    return f"{megabytes / 1024:.1f}".removesuffix(".0") + " GB"
 
 
 def job_percent(job: Job) -> int:
