@@ -37,7 +37,15 @@ from schemathesis.specs.openapi.checks import (
 from appliance.models import AuthSession, User
 from appliance.services import passwords, throttle
 from tests import sshkeys
-from tests.factories import PASSWORD, bearer, login, make_user
+from tests.factories import (
+    PASSWORD,
+    bearer,
+    create_instance,
+    fake_catalog,
+    login,
+    make_user,
+    run_jobs,
+)
 
 ADMIN = "fuzz-admin@example.test"
 MEMBER = "member@example.test"
@@ -121,6 +129,13 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
                             "project_id": lab["id"]}).get_json()["key"]
     ssh_key = client.post("/api/v1/account/ssh-keys", headers=admin_auth,
                           json={"public_key": sshkeys.ED25519[0]}).get_json()
+    catalog = fake_catalog(app)
+    instance = create_instance(app, client, admin_auth, admin_project["id"], catalog)
+    job = client.get(f"/api/v1/projects/{admin_project['id']}/jobs",
+                     headers=admin_auth).get_json()["data"][0]
+    app_row = client.post("/api/v1/admin/apps", headers=admin_auth,
+                          json={"slug": "whoami", "name": "Who am I",
+                                "image_id": catalog["image"]}).get_json()
 
     def admin_session(index: int) -> str:
         # Looked up when drawn: sessions come and go during the run. The newest is
@@ -139,6 +154,12 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
         "key_id": st.just(key["id"]),
         "request_id": st.just(limit_request["id"]),
         "ssh_key_id": st.just(ssh_key["id"]),
+        "instance_id": st.just(instance["id"]),
+        "job_id": st.just(job["id"]),
+        "plan_id": st.sampled_from(["pln_small", "pln_large"]),
+        "image_id": st.just(catalog["image"]),
+        "node_id": st.just(catalog["node"]),
+        "slug": st.just(app_row["slug"]),
     }
 
 
@@ -265,3 +286,5 @@ def test_api_conforms_to_its_document(case, app):
     # someone else): the admin operations would then only ever answer 403.
     restore_admin(app)
     case.call_and_validate(checks=CHECKS)
+    # Queued instance jobs run on the simulated engine, as the runner would run them.
+    run_jobs(app)
