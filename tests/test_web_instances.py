@@ -316,6 +316,9 @@ def test_deleting_needs_the_typed_name_then_the_list_shows_it_going(app, ada, pr
     page = ada.page(base(project))
     assert "web-1" not in page and POLLING not in page
     assert ada.get(base(project, instance_id)).status_code == 404
+    # A state card still polling for it is told once, and stops (htmx stops on 286).
+    gone = ada.get(base(project, instance_id) + "?part=state&poll=1", headers=HTMX)
+    assert gone.status_code == 286 and "No such instance." in gone.get_data(as_text=True)
 
 
 def test_rename_resize_and_rebuild(app, ada, project, catalog):

@@ -13,13 +13,14 @@ A generated password is shown once, on the answer to the POST that made it
 
 from __future__ import annotations
 
+import functools
 from itertools import groupby
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
-from appliance.errors import ApplianceError, InvalidRequest, Unsupported
+from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
 from appliance.services import catalog, instances, projects, quotas, ssh_keys
 from appliance.web.projects import every_page, render_fragment_or_page
 from appliance.web.session import current_principal, login_required
@@ -37,6 +38,8 @@ SETTLING = ("creating", "deleting")
 QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb")
 EVENTS_PER_PAGE = 20
 POLL_SECONDS = 2
+# htmx stops polling when an answer has this status (the resource went away meanwhile).
+STOP_POLLING = 286
 
 
 # Formatting, for the templates --------------------------------------------------------
@@ -70,6 +73,22 @@ def _formatting() -> dict:
             "currency": DISPLAY_CURRENCY}
 
 
+def _polled(view):
+    """A poll whose instance or project is gone (deleted, access removed) says so once and
+    stops the polling, instead of failing every two seconds."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except NotFound as exc:
+            if not (request.args.get("poll") and request.headers.get("HX-Request")):
+                raise
+            return render_template("instances/_gone.html", error=exc), STOP_POLLING
+
+    return wrapped
+
+
 def _no_store(response):
     response = make_response(response)
     response.headers["Cache-Control"] = "no-store"
@@ -81,6 +100,7 @@ def _no_store(response):
 
 @bp.get("")
 @login_required
+@_polled
 def index(project_id: str):
     principal = current_principal()
     cursor = request.args.get("cursor") or None
@@ -224,6 +244,7 @@ def _instance_page(project_id: str, instance_id: str, status: int = 200,
 
 @bp.get("/<instance_id>")
 @login_required
+@_polled
 def show(project_id: str, instance_id: str):
     return _instance_page(project_id, instance_id, fragment=request.args.get("part"),
                           notice=request.args.get("notice"))
