@@ -367,3 +367,17 @@ def test_jobs_interrupted_by_a_crash_resume_at_start_up(app, client, owner, proj
         assert jobs.recover_interrupted() == 1
     assert run_jobs(app) == 1  # at once, not when the lease would have run out
     assert _get(client, owner, project, instance["id"])["status"] == "running"
+
+
+def test_a_create_interrupted_before_the_start_is_made_again(app, client, owner, project,
+                                                             catalog):
+    from appliance.drivers.base import InstanceSpec, Limits
+
+    instance = create_instance(app, client, owner, project, catalog, run=False)
+    ref = "ins-" + instance["id"].removeprefix("ins_")
+    engine = FakeDriver("fake://tests")
+    engine.create(InstanceSpec(ref, "fake/debian-12", Limits(1, 512, 10)))  # half-made:
+    engine.stop(ref)  # created, never started, no keys
+    run_jobs(app)
+    assert _get(client, owner, project, instance["id"])["status"] == "running"
+    assert engine.state(ref).power == "running"

@@ -73,7 +73,13 @@ def create(job: Job, progress: jobs.Progress) -> None:
     ref = engine_name(instance.id)
     params = json.loads(job.params)
     progress(1, f"Creating on {instance.node.name}")
-    if driver.state(ref).power == MISSING:
+    found = driver.state(ref).power
+    if found not in (MISSING, RUNNING):
+        # A creation interrupted (crash, kill -9) before the engine started the instance:
+        # its keys or password may be missing too, so it is made again from scratch.
+        driver.delete(ref)
+        found = MISSING
+    if found == MISSING:
         spec = InstanceSpec(name=ref, image=instance.image.ref, limits=_limits(instance.plan),
                             ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
                             password=sealing.unseal(params.get("password")),
