@@ -6,18 +6,16 @@ no reload) until it runs, then stop it from its page. Screenshots of every page,
 desktop and a phone viewport, land in the test output folder for a human to look at.
 
 The simulated engine answers instantly, which would finish the create job before the
-list is drawn; the served process is given a slow engine instead (a sitecustomize that
-makes the fake driver take its time to create and stop, as a real engine does), so the
-in-between states are on screen long enough to be seen.
+list is drawn; the node is registered with the fake engine's `delay_seconds` option, so
+it takes its time to create and stop as a real engine does and the in-between states
+are on screen long enough to be seen.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -35,27 +33,6 @@ pytestmark = pytest.mark.slow
 
 ENGINE_SECONDS = 3.0  # how long the slowed simulated engine takes to create an instance
 
-SLOW_ENGINE = textwrap.dedent("""
-    # Loaded at start-up by the served appliance of tests/test_browser_instances.py only.
-    import os
-    import time
-
-    _seconds = float(os.environ.get("TEST_SLOW_FAKE_ENGINE", "0"))
-    if _seconds:
-        from appliance.drivers import fake
-
-        _create, _stop = fake.FakeDriver.create, fake.FakeDriver.stop
-
-        def create(self, spec):
-            time.sleep(_seconds)
-            return _create(self, spec)
-
-        def stop(self, ref, graceful=True, timeout=30):
-            time.sleep(_seconds / 2)
-            return _stop(self, ref, graceful, timeout)
-
-        fake.FakeDriver.create, fake.FakeDriver.stop = create, stop
-""")
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +54,7 @@ def server(tmp_path_factory):
                     "ada@example.com", "--name", "Ada Lovelace", "--data-dir", str(data)],
                    env={"APPLIANCE_ADMIN_PASSWORD": PASSWORD, "PATH": ""}, check=True,
                    capture_output=True, cwd=workdir)
-    hooks = workdir / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(SLOW_ENGINE)
-    path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data), "PYTHONPATH": path,
-                                          "TEST_SLOW_FAKE_ENGINE": str(ENGINE_SECONDS)})
+    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
     try:
         appliance.wait()
     except AssertionError:
@@ -122,6 +94,7 @@ def register_a_fake_node(page, server) -> None:
     form.get_by_label("vCPUs").fill("16")
     form.get_by_label("Memory (MB)").fill("32768")
     form.get_by_label("Disk (GB)").fill("500")
+    form.get_by_label("Options").fill(f"delay_seconds={ENGINE_SECONDS}")
     assert submit(page, "Register and check", scope=form) == 200
     page.get_by_text("Node registered and checked.").wait_for()
     node = page.locator(".node-item", has_text="lab-1")

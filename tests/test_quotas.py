@@ -111,6 +111,7 @@ def test_bad_limit_requests_name_the_field(client, people, body, field):
 
 
 def test_usage_counters_are_registered_by_the_owning_service(app, people, client):
+    previous = quotas._usage.get("instances")
     quotas.register_usage("instances", lambda user: 4)
     try:
         assert _limits(client, people["owner"])["instances"]["used"] == 4
@@ -122,4 +123,7 @@ def test_usage_counters_are_registered_by_the_owning_service(app, people, client
             with pytest.raises(Exception, match="4 of 10"):
                 quotas.check(user, "instances", 7)
     finally:
-        quotas._usage.pop("instances")
+        if previous is None:
+            quotas._usage.pop("instances")
+        else:
+            quotas._usage["instances"] = previous

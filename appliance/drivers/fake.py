@@ -1,7 +1,9 @@
 """An in-process engine that documents the driver contract by doing it.
 
-Deterministic and instant: instances are dicts in memory (shared by every FakeDriver of
-one endpoint, so a "node" survives the driver being rebuilt), addresses come from
+Deterministic and instant (unless the node's option `delay_seconds` asks it to take its
+time creating, starting and stopping, as a real engine does - for demos): instances
+are dicts in memory (shared by every FakeDriver of one endpoint, so a "node" survives
+the driver being rebuilt), addresses come from
 10.99.0.0/16 in creation order. Used by unit tests and by the demo mode, and always
 reported as simulated - never the silent default when a real engine is configured.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 from appliance.drivers.base import (
     MISSING,
@@ -60,6 +63,11 @@ class FakeDriver(Driver):
         # Looked up on each use: `forget_all()` must reach drivers already cached.
         return _node(self.endpoint)
 
+    def _pause(self, share: float = 1.0) -> None:
+        delay = float(self.options.get("delay_seconds", "0") or 0)
+        if delay > 0:
+            time.sleep(min(delay, 60.0) * share)
+
     def _get(self, ref: str) -> dict:
         instance = self._node["instances"].get(ref)
         if instance is None:
@@ -82,6 +90,7 @@ class FakeDriver(Driver):
         return list(self._node["images"].values())
 
     def create(self, spec: InstanceSpec) -> str:
+        self._pause()
         if spec.image not in self._node["images"]:
             raise DriverError(f"unknown image {spec.image}", permanent=True)
         if any(i["name"] == spec.name for i in self._node["instances"].values()):
@@ -97,6 +106,7 @@ class FakeDriver(Driver):
         return ref
 
     def start(self, ref: str) -> None:
+        self._pause(0.5)
         instance = self._get(ref)
         if instance["power"] != RUNNING:
             instance["power"] = RUNNING
@@ -104,6 +114,7 @@ class FakeDriver(Driver):
             self._log(instance, "started")
 
     def stop(self, ref: str, graceful: bool = True, timeout: int = 30) -> None:
+        self._pause(0.5)
         instance = self._get(ref)
         if instance["power"] != STOPPED:
             instance["power"] = STOPPED

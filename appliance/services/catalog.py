@@ -142,6 +142,10 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
     now = clock.now()
     try:
         with database.atomic():
+            # The unique index cannot see duplicates when node is NULL (NULLs differ).
+            if Image.select().where(Image.engine == engine, Image.ref == ref.strip(),
+                                    Image.node.is_null()).exists():
+                raise IntegrityError("duplicate image")
             image = Image.create(id=new_id("img"), engine=engine, ref=ref.strip(), name=name,
                                  created_at=now, updated_at=now, **values)
             audit.record("image.registered", actor=principal.user, target_type="image",
