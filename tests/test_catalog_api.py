@@ -130,3 +130,18 @@ def test_the_local_engine_is_registered_only_when_no_node_exists(app):
         assert nodes.register_local_engine() is None
         assert Node.select().count() == count
         assert all(not node.simulated for node in Node.select())
+
+
+def test_blank_names_are_refused_by_the_service(client, people):
+    response = api(client, "POST", "/admin/plans", people["admin"], json={**PLAN, "name": "  "})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"]["field"] == "name"
+    response = api(client, "POST", "/admin/images", people["admin"],
+                   json={"engine": "docker", "ref": "x:1", "name": " "})
+    assert response.get_json()["error"]["details"]["field"] == "name"
+    first = api(client, "POST", "/admin/images", people["admin"],
+                json={"engine": "docker", "ref": "x:1", "name": "X"})
+    assert first.status_code == 201
+    again = api(client, "POST", "/admin/images", people["admin"],
+                json={"engine": "docker", "ref": "x:1", "name": "X again"})
+    assert again.status_code == 409

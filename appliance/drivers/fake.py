@@ -3,9 +3,9 @@
 Deterministic and instant (unless the node's option `delay_seconds` asks it to take its
 time creating, starting and stopping, as a real engine does - for demos): instances
 are dicts in memory (shared by every FakeDriver of one endpoint, so a "node" survives
-the driver being rebuilt), addresses come from
-10.99.0.0/16 in creation order. Used by unit tests and by the demo mode, and always
-reported as simulated - never the silent default when a real engine is configured.
+the driver being rebuilt), addresses come from 10.99.0.0/16 in creation order. Used by
+unit tests and by the demo mode, and always reported as simulated - never the silent
+default when a real engine is configured.
 """
 
 from __future__ import annotations

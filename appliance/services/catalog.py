@@ -42,7 +42,31 @@ def _slug(slug: str) -> str:
     return slug
 
 
+TEXT_LIMITS = {"name": 100, "family": 60, "version": 60, "default_user": 60,
+               "description": 2000}
+NUMBER_MAX = 1_000_000
+
+
+def _check_text(values: dict[str, Any]) -> None:
+    """Text fields: names are required, every one has a length limit (the dashboard and
+    the API both come through here)."""
+    for field, most in TEXT_LIMITS.items():
+        if field not in values:
+            continue
+        value = values[field] = " ".join(str(values[field]).split()) if field == "name" \
+            else str(values[field]).strip()
+        if field in ("name", "default_user") and not value:
+            raise InvalidRequest(f"{field} cannot be empty.", field=field)
+        if len(value) > most:
+            raise InvalidRequest(f"{field} has at most {most} characters.", field=field)
+    for field in ("vcpus", "memory_mb", "disk_gb", "min_vcpus", "min_memory_mb",
+                  "min_disk_gb"):
+        if field in values and not 1 <= values[field] <= NUMBER_MAX:
+            raise InvalidRequest(f"{field} is between 1 and {NUMBER_MAX}.", field=field)
+
+
 def _check_plan(values: dict[str, Any]) -> None:
+    _check_text(values)
     for field in ("vcpus", "memory_mb", "disk_gb"):
         if field in values and values[field] < 1:
             raise InvalidRequest(f"{field} must be at least 1.", field=field)
@@ -135,6 +159,8 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
     from appliance.services.nodes import ENGINES
 
     _require_admin(principal)
+    _check_text({"name": name, **values})
+    name = " ".join(name.split())
     if engine not in ENGINES:
         raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)}.", field="engine")
     if not ref.strip():
@@ -158,6 +184,7 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
 
 def update_image(principal: Principal, image_id: str, ip: str = "", **values: Any) -> Image:
     _require_admin(principal)
+    _check_text(values)
     with database.atomic():
         image = get_image(image_id, active=False)
         if values:
@@ -199,6 +226,7 @@ def get_app(slug: str, *, active: bool = True) -> App:
 
 
 def _app_values(values: dict[str, Any]) -> dict[str, Any]:
+    _check_text(values)
     if "env" in values:
         env = values["env"]
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
