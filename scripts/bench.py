@@ -1,4 +1,5 @@
-"""Benchmark the appliance: health, login and /auth/me throughput, start-up, idle memory.
+"""Benchmark the appliance: health, login, /auth/me, GET project and GET instances
+throughput, create-to-running latency on Incus and Docker, start-up, idle memory.
 
 What it measures, each on 127.0.0.1 with processes started here and stopped at the end:
 
@@ -22,7 +23,8 @@ What it measures, each on 127.0.0.1 with processes started here and stopped at t
   stays a fresh one). wrk then POSTs that account's email and password as JSON to
   /api/v1/auth/login (a Lua script sets method, body and Content-Type), same threads and
   connections, for `--auth-rounds` rounds of `--auth-duration` seconds (default
-  `--duration`, at most 5, so a default run stays under 2 minutes) after a `--warmup`.
+  `--duration`, at most 5, so a default run with its creates stays near 3 minutes) after
+  a `--warmup`.
   Each sign-in verifies an argon2id hash (19 MiB, about 40 ms of CPU) and starts a
   session, so tens per second on two cores is expected; what matters is the trend.
 * /auth/me requests/s: GET /api/v1/auth/me with `Authorization: Bearer <access token>`,
@@ -48,6 +50,39 @@ What it measures, each on 127.0.0.1 with processes started here and stopped at t
   Every response must be 2xx: any non-2xx or socket error is printed as an error, the
   row "GET project (API key) errors" (target 0) is missed and so is the ratio's target,
   since error answers would make the number meaningless.
+* GET instances with an API key: the same child interpreter adds a project of the bench
+  key's owner holding SEED_INSTANCES (500) instances, bulk-inserted as rows (status and
+  power state running, an IPv4 address, one succeeded create job and two events each) of
+  a plan, an image and a node of the simulated engine ("fake", endpoint fake://bench,
+  disabled so the scheduler's reconcile sweep leaves the rows alone). wrk loads GET
+  /api/v1/projects/<that project>/instances (the default page of 50, checked once before:
+  200, 50 items, has_more) with the same key, in the same alternating rounds. Reported
+  like GET project; target ratio to the baseline's health req/s >= TARGET_INSTANCES_RATIO
+  (0.5). A wrk script counts every answer that is not 200 (wrk itself counts only
+  statuses >= 400): any, or a socket error, misses it (row "GET instances errors").
+* create-to-running on Incus and Docker (`--create-rounds`, 0 skips it): the seed also
+  prepares a plan of 1 vCPU / 128 MiB / 1 GB, a node per engine (the local Incus node the
+  server registered at its first start, a Docker node made like tests/test_engines_e2e.py)
+  with its discovered image TEST_IMAGE (appliance-test/busybox, imported by
+  scripts/engines; nothing is pulled), and a key of another service-made user with the
+  instance scopes. Per engine, after one unmeasured warm-up round (with `--warmup` > 0),
+  each round times both, the engine's first in odd rounds: (1) the engine's own path:
+  `incus launch IMAGE NAME -c limits.cpu=1 -c limits.memory=128MiB`, then the instance's
+  state over Incus's REST socket every `--job-poll` s until eth0 has a global IPv4
+  address; `docker run -d --name NAME --cpus 1 -m 128m IMAGE` (it returns once the
+  container runs; its address is there then) - and (2) the appliance's: POST
+  /api/v1/projects/<p>/instances (name, plan_id, image_id) -> 202, then GET
+  .../jobs/<id> every `--job-poll` s (0.02; up to one interval plus a request is added
+  to the time) on one kept-alive connection until it says succeeded. "Running" means
+  running with an IPv4 address on both paths: the appliance's create job waits for one
+  (up to 20 s), so the engine's is counted to its first address too. The ratio of the
+  medians, appliance / engine, has target <= TARGET_CREATE_RATIO (1.3). The job's own
+  timestamps split the appliance's time (queued, running, polled) and the steps the
+  polls saw are kept in the JSON. Every instance and container made is deleted (the
+  appliance's through DELETE and its job, then on the engine directly if anything is
+  left), also on failure. An engine that does not answer, or lacks the image or its
+  command-line client, is reported as skipped, which misses a target only under
+  `--strict`; a create that fails is an error and misses it.
 
 The table has one row per metric with its target and whether it is met ("-" when the
 row has no target); every number, each wrk run included, is also written as JSON to
@@ -90,7 +125,7 @@ HEALTH_PATH = "/api/v1/health"
 LOGIN_PATH = "/api/v1/auth/login"
 ME_PATH = "/api/v1/auth/me"
 BENCH_EMAIL = "bench@example.com"
-AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run < 2.5 min
+AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run near 3 min
 AUTH_WRK_TIMEOUT = "10s"  # wrk's default 2 s is close to a sign-in's latency on a busy box
 HOST = "127.0.0.1"
 THREADS = 8
@@ -112,10 +147,26 @@ SQLITE_MAX_VARIABLES = 999  # bound parameters per statement on the oldest SQLit
 BENCH_KEY_RPM = 100_000  # the measured key's own limit (the largest allowed)
 BENCH_KEY_SCOPES = ("instances:read", "projects:write")
 
+INSTANCES_PATH = "/api/v1/projects/{project_id}/instances"
+JOB_PATH = "/api/v1/projects/{project_id}/jobs/{job_id}"
+SEED_INSTANCES = 500  # instances in the project whose list is loaded
+LIST_PAGE = 50  # the list's default page size
+CREATE_KEY_SCOPES = ("instances:read", "instances:write", "instances:delete")
+CREATE_ENGINES = ("incus", "docker")
+TEST_IMAGE = os.environ.get("APPLIANCE_TEST_IMAGE") or "appliance-test/busybox"
+PLAN = {"vcpus": 1, "memory_mb": 128, "disk_gb": 1}  # the created instances' plan
+INCUS_SOCKET = "/var/lib/incus/unix.socket"
+JOB_POLL_S = 0.02  # default --job-poll
+DELETE_POLL_S = 0.05
+CREATE_TIMEOUT_S = 90.0  # a create (or delete) taking longer is an error
+ENGINE_CALL_TIMEOUT_S = 60
+
 TARGET_RATIO = 0.8
 TARGET_STARTUP_S = 1.5
 TARGET_RSS_MB = 80.0
 TARGET_KEY_PROJECT_RATIO = 0.7
+TARGET_INSTANCES_RATIO = 0.5
+TARGET_CREATE_RATIO = 1.3
 
 BASELINE_APP = f'''\
 """Baseline for scripts/bench: Flask with one route, on waitress like the appliance."""
@@ -143,11 +194,29 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = {body}
 """
 
+# wrk script for GET instances: counts the answers that are not 200 (wrk itself counts only
+# statuses >= 400) and prints the count in its report.
+NON_200_LUA = """\
+-- scripts/bench: count every answer that is not 200.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) not200 = 0 end
+function response(status, headers, body)
+  if status ~= 200 then not200 = not200 + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("not200") end
+  io.write(string.format("Non-200 responses: %d\\n", total))
+end
+"""
+
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _LATENCY_RE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 _RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _REQUESTS_RE = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 _NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_NON_200_RE = re.compile(r"^Non-200 responses: (\d+)", re.MULTILINE)
 _SOCKET_ERRORS_RE = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -167,6 +236,7 @@ class Endpoint:
 
 
 HEALTH = Endpoint("health", HEALTH_PATH)
+CHECKED = ("key_project", "instances")  # endpoints whose runs must answer 2xx only
 
 
 @dataclass
@@ -178,8 +248,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     requests: int
-    non_2xx: int
+    non_2xx: int  # wrk's count: statuses >= 400
     socket_errors: int
+    non_200: int = 0  # counted by NON_200_LUA where the endpoint uses it
 
 
 @dataclass
@@ -335,11 +406,13 @@ def parse_wrk(output: str, server: str, endpoint: str, round_no: int) -> WrkResu
     if not rps or not requests or set(latencies) != {"50", "99"}:
         raise BenchError(f"cannot parse wrk's output:\n{output}")
     non_2xx = _NON_2XX_RE.search(output)
+    non_200 = _NON_200_RE.search(output)
     errors = _SOCKET_ERRORS_RE.search(output)
     return WrkResult(
         server=server, endpoint=endpoint, round=round_no, requests_per_s=float(rps[1]),
         p50_ms=latencies["50"], p99_ms=latencies["99"], requests=int(requests[1]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        non_200=int(non_200[1]) if non_200 else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0)
 
 
@@ -367,10 +440,10 @@ def load(server: Server, duration_s: int, round_no: int, endpoint: Endpoint = HE
     result = parse_wrk(output, server.name, endpoint.name, round_no)
     label = (server.name if endpoint is HEALTH
              else endpoint.label or endpoint.path.removeprefix("/api/v1"))
-    print(f"  round {round_no} {label:13} {result.requests_per_s:9.1f} req/s  "
+    print(f"  round {round_no} {label:16} {result.requests_per_s:9.1f} req/s  "
           f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms", flush=True)
-    if result.non_2xx or result.socket_errors:
-        print(f"    warning: {result.non_2xx} non-2xx responses, "
+    if result.non_2xx or result.socket_errors or result.non_200:
+        print(f"    warning: {result.non_2xx} non-2xx, {result.non_200} non-200 responses, "
               f"{result.socket_errors} socket errors", flush=True)
     return result
 
@@ -456,19 +529,26 @@ class Seeded:
     api_keys: int
     projects: int
     seconds: float
+    instances_project_id: str  # SEED_INSTANCES instances, listed with `secret`
+    instances: int
+    create_secret: str  # a key with CREATE_KEY_SCOPES of another user
+    create_project_id: str  # that user's default project, where instances are created
+    engines: dict[str, dict[str, str]]  # engine: {"image_id", "node"} or {"skipped"}
 
 
-# Run by `seed_database` as `python -c SEED_CODE <scripts dir> <data dir> <result file>`.
+# Run by `seed_database` as
+# `python -c SEED_CODE <scripts dir> <data dir> <result file> <engines, comma-separated>`.
 SEED_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); import bench; "
-             "bench.seed_in_this_process(sys.argv[2], sys.argv[3])")
+             "bench.seed_in_this_process(sys.argv[2], sys.argv[3], sys.argv[4])")
 
 
-def seed_in_this_process(data_dir: str, result_path: str) -> None:
-    """Fill the database in `data_dir` to SEED_USERS users and SEED_KEYS API keys.
+def seed_in_this_process(data_dir: str, result_path: str, engines: str = "") -> None:
+    """Fill the database in `data_dir` to SEED_USERS users and SEED_KEYS API keys, add a
+    project of SEED_INSTANCES instances and prepare the `engines` for creates.
 
     Runs in a child interpreter (see `seed_database`): it imports the appliance and
-    activates its settings. Writes the measured key's secret and project, and the totals,
-    as JSON to `result_path`.
+    activates its settings. Writes the measured keys' secrets and projects, the engines'
+    images (or why they are skipped) and the totals as JSON to `result_path`.
     """
     from appliance import create_app
     from appliance.db import database
@@ -489,6 +569,7 @@ def seed_in_this_process(data_dir: str, result_path: str) -> None:
         new = api_keys.create_key(owner, "bench load", list(BENCH_KEY_SCOPES),
                                   rate_limit_rpm=BENCH_KEY_RPM)
         project_id = Project.get(Project.created_by == made[0].id, Project.is_default).id
+        creates = prepare_creates(made[1], [e for e in engines.split(",") if e])
 
         # The rest in bulk, one transaction: users, their default projects, memberships.
         now = clock.now()
@@ -526,11 +607,115 @@ def seed_in_this_process(data_dir: str, result_path: str) -> None:
                     "usage_count": 0, "created_at": now - dt.timedelta(seconds=index),
                     "revoked_at": now if index % 10 == 9 else None})
             insert_all(ApiKey, keys)
+        plan = bench_plan()
+        instances_project_id, instances = seed_instances(made[0], plan)
         totals = {"users": User.select().count(), "api_keys": ApiKey.select().count(),
                   "projects": Project.select().count()}
     Path(result_path).write_text(json.dumps(
         {"secret": new.secret, "project_id": project_id, **totals,
+         "instances_project_id": instances_project_id, "instances": instances, **creates,
          "seconds": round(time.perf_counter() - began, 3)}))
+
+
+def bench_plan() -> Any:
+    """The plan of every instance made here (PLAN: 1 vCPU, 128 MiB, 1 GB)."""
+    from appliance.models import Plan
+    from appliance.services import clock
+    from appliance.services.ids import new_id
+
+    now = clock.now()
+    return Plan.create(id=new_id("pln"), slug="bench-small", name="Bench small",
+                       price_hourly=1, price_monthly_cap=100, created_at=now,
+                       updated_at=now, **PLAN)
+
+
+def seed_instances(owner: Any, plan: Any) -> tuple[str, int]:
+    """A new project of `owner` with SEED_INSTANCES running instances on a simulated node,
+    each with its succeeded create job and two events; return its id and live count.
+
+    The node is disabled: the scheduler's reconcile sweep (healthy, enabled nodes) would
+    otherwise find none of the rows on the simulated engine and rewrite them all."""
+    from appliance.db import database
+    from appliance.models import Image, Instance, InstanceEvent, Job
+    from appliance.services import clock, nodes, projects
+    from appliance.services.ids import new_id
+    from appliance.services.instances import engine_name
+    from appliance.services.sessions import Principal
+
+    project = projects.create_project(Principal(owner, None, "session"),
+                                      "Bench instances").project
+    node = nodes.check_health(nodes._insert(
+        "bench-simulated", "fake", "fake://bench", options={}, enabled=False,
+        capacity=nodes.Capacity(10_000, 10_000_000, 100_000)))
+    image = Image.get(Image.node == node.id, Image.active)
+    now = clock.now()
+    instances, jobs, events = [], [], []
+    for index in range(SEED_INSTANCES):
+        created = now - dt.timedelta(minutes=index + 1)
+        instance_id, job_id = new_id("ins"), new_id("job")
+        instances.append({
+            "id": instance_id, "project": project.id, "name": f"bench-{index:04d}",
+            "plan": plan.id, "image": image.id, "node": node.id,
+            "driver_ref": engine_name(instance_id), "status": "running",
+            "power_state": "running", "ipv4": f"10.99.{index // 250}.{index % 250 + 2}",
+            "ssh_keys": "[]", "created_by": owner.id, "created_at": created,
+            "updated_at": created})
+        jobs.append({
+            "id": job_id, "type": "instance.create", "project": project.id,
+            "instance": instance_id, "user": owner.id, "status": "succeeded",
+            "params": "{}", "step": 3, "total_steps": 3, "message": "Done", "attempts": 1,
+            "created_at": created, "started_at": created,
+            "finished_at": created + dt.timedelta(seconds=2)})
+        events += [{"id": new_id("iev"), "instance": instance_id, "job": job_id,
+                    "type": kind, "message": message, "created_at": created}
+                   for kind, message in (("instance.created", f"Created by {owner.email}"),
+                                         ("instance.ready", f"Running on {node.name}"))]
+    with database.atomic():
+        for model, rows in ((Instance, instances), (Job, jobs), (InstanceEvent, events)):
+            insert_all(model, rows)
+    return project.id, Instance.select().where(Instance.project == project.id,
+                                               Instance.deleted_at.is_null()).count()
+
+
+def prepare_creates(user: Any, engines: list[str]) -> dict[str, Any]:
+    """For the create rounds: a key of `user` with CREATE_KEY_SCOPES, its default project,
+    and per engine a healthy node with TEST_IMAGE discovered (like _prepare in
+    tests/test_engines_e2e.py), or why the engine is skipped."""
+    from appliance import drivers
+    from appliance.models import Image, Node, Project
+    from appliance.services import api_keys, nodes
+    from appliance.services.sessions import Principal
+
+    new = api_keys.create_key(Principal(user, None, "session"), "bench creates",
+                              list(CREATE_KEY_SCOPES), rate_limit_rpm=BENCH_KEY_RPM)
+    project_id = Project.get(Project.created_by == user.id, Project.is_default).id
+    prepared: dict[str, dict[str, str]] = {}
+    for engine in engines:
+        try:
+            drivers.connect(engine, "").info()
+        except Exception as exc:  # noqa: BLE001 - DriverError, a missing SDK: skipped
+            reason = getattr(exc, "message", None) or str(exc)
+            prepared[engine] = {"skipped": f"{engine} does not answer: {reason}"}
+            continue
+        # The server registered the first reachable local engine when it first started.
+        node = Node.get_or_none(Node.engine == engine, Node.endpoint == "") or nodes._insert(
+            f"bench-{engine}", engine, "", options={}, enabled=True,
+            capacity=nodes.Capacity(8, 8192, 100))
+        node = nodes.check_health(node)
+        image = Image.get_or_none(Image.node == node.id, Image.ref == TEST_IMAGE,
+                                  Image.active)
+        if node.health != "healthy" or not node.enabled:
+            state = node.health if node.enabled else "disabled"
+            prepared[engine] = {"skipped": f"node {node.name} is {state}: "
+                                           f"{node.health_message}"}
+            continue
+        if image is None:
+            prepared[engine] = {"skipped": f"{engine} has no image {TEST_IMAGE} "
+                                           "(scripts/engines imports it)"}
+            continue
+        prepared[engine] = {"image_id": image.id, "node": node.name}
+    return {"create_secret": new.secret, "create_project_id": project_id,
+            "engines": prepared}
 
 
 def insert_all(model: Any, rows: list[dict[str, Any]]) -> None:
@@ -543,12 +728,13 @@ def insert_all(model: Any, rows: list[dict[str, Any]]) -> None:
             model.insert_many(batch).execute()
 
 
-def seed_database(server: Server, work: Path) -> Seeded:
+def seed_database(server: Server, work: Path, engines: tuple[str, ...] = ()) -> Seeded:
     """Fill the data directory `server` serves (see `seed_in_this_process`) and check the
-    measured key over HTTP: GET its project must answer 200 with that project."""
+    measured key over HTTP: GET its project must answer 200 with that project, and GET
+    the instances project 200 with a full first page."""
     result_path = work / "seeded.json"
     argv = [sys.executable, "-c", SEED_CODE, str(Path(__file__).resolve().parent),
-            str(server.data_dir), str(result_path)]
+            str(server.data_dir), str(result_path), ",".join(engines)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=server_env(),
                               timeout=SEED_TIMEOUT_S, cwd=server.log_path.parent,
@@ -559,14 +745,23 @@ def seed_database(server: Server, work: Path) -> Seeded:
         raise BenchError(f"seeding the database failed with status {done.returncode}:\n"
                          f"{done.stdout}{done.stderr}")
     seeded = Seeded(**json.loads(result_path.read_text()))
-    if seeded.users != SEED_USERS or seeded.api_keys != SEED_KEYS:
-        raise BenchError(f"seeding made {seeded.users} users and {seeded.api_keys} API keys, "
-                         f"not {SEED_USERS} and {SEED_KEYS}")
+    if (seeded.users, seeded.api_keys, seeded.instances) != (SEED_USERS, SEED_KEYS,
+                                                              SEED_INSTANCES):
+        raise BenchError(f"seeding made {seeded.users} users, {seeded.api_keys} API keys "
+                         f"and {seeded.instances} instances, not {SEED_USERS}, {SEED_KEYS} "
+                         f"and {SEED_INSTANCES}")
     path = PROJECT_PATH.format(project_id=seeded.project_id)
     status, body = call_json(server.port, "GET", path, api_key=seeded.secret)
     if status != 200 or not isinstance(body, dict) or body.get("id") != seeded.project_id:
         raise BenchError(f"GET {path} with the bench API key answered {status}: {body}\n"
                          f"{server.log_tail()}")
+    path = INSTANCES_PATH.format(project_id=seeded.instances_project_id)
+    status, body = call_json(server.port, "GET", path, api_key=seeded.secret)
+    data = body.get("data") if isinstance(body, dict) else None
+    if (status != 200 or not isinstance(data, list) or len(data) != LIST_PAGE
+            or not body["page"]["has_more"]):
+        raise BenchError(f"GET {path} with the bench API key answered {status} without a "
+                         f"full page of {LIST_PAGE}: {str(body)[:500]}\n{server.log_tail()}")
     return seeded
 
 
@@ -574,6 +769,306 @@ def key_project_endpoint(seeded: Seeded) -> Endpoint:
     """GET the key owner's default project with `X-API-Key`."""
     return Endpoint("key_project", PROJECT_PATH.format(project_id=seeded.project_id),
                     ("-H", f"X-API-Key: {seeded.secret}"), label="/projects/{p}")
+
+
+def instances_endpoint(seeded: Seeded, work: Path) -> Endpoint:
+    """GET the first page (LIST_PAGE) of the instances project with `X-API-Key`; a wrk
+    script (written into `work`) counts the answers that are not 200."""
+    script = work / "non200.lua"
+    script.write_text(NON_200_LUA)
+    return Endpoint("instances", INSTANCES_PATH.format(project_id=seeded.instances_project_id),
+                    ("-H", f"X-API-Key: {seeded.secret}", "-s", str(script)),
+                    label="/p/{p}/instances")
+
+
+# --- create-to-running on the engines ---------------------------------------------------
+
+CREATE_DEFINITION = ("running with an IPv4 address, on both paths: the appliance's job "
+                     "succeeded (it waits for an address); the engine's create+start "
+                     "returned and, on Incus, eth0 has a global IPv4 address")
+
+
+@dataclass
+class CreateSample:
+    """One timed create: the appliance's (POST to the job's success) or the engine's own."""
+
+    engine: str
+    path: str  # appliance | engine
+    round: int
+    seconds: float  # from the request to running with an IPv4 address
+    detail: dict[str, float]  # the split: see appliance_create and engine_create
+
+
+class ApiClient:
+    """Requests to the appliance with an API key over one kept-alive connection."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.headers = {"Accept": "application/json", "X-API-Key": api_key}
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=30)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             ) -> tuple[int, Any]:
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):  # a GET goes again once if the kept connection was closed
+            try:
+                self.conn.request(method, path, json.dumps(body) if body is not None else None,
+                                  headers)
+                response = self.conn.getresponse()
+                raw = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.conn.close()
+                if method != "GET" or attempt == 2:
+                    raise BenchError(f"{method} {path} failed: {exc}") from None
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: Incus's REST API."""
+
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def incus_ipv4(conn: UnixHTTPConnection, name: str) -> str | None:
+    """The first global IPv4 address of a running Incus instance, eth0 first (as the
+    appliance's driver reads it), or None."""
+    conn.request("GET", f"/1.0/instances/{name}/state")
+    state = json.loads(conn.getresponse().read()).get("metadata") or {}
+    if state.get("status") != "Running":
+        return None
+    networks = sorted((state.get("network") or {}).items(),
+                      key=lambda item: (item[0] != "eth0", item[0]))
+    for nic, network in networks:
+        for address in (network.get("addresses") or []) if nic != "lo" else []:
+            value = address.get("address", "")
+            if (address.get("family") == "inet" and address.get("scope") == "global"
+                    and not value.startswith(("127.", "169.254."))):
+                return value
+    return None
+
+
+def engine_command(argv: list[str], what: str) -> str:
+    """Run an engine's command-line client; its stdout. BenchError when it fails."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                              timeout=ENGINE_CALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} took more than {ENGINE_CALL_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"{what} failed with status {done.returncode}: "
+                         f"{(done.stderr or done.stdout).strip()[:300]}")
+    return done.stdout
+
+
+def engine_cli(engine: str) -> str:
+    found = shutil.which(engine)
+    if not found:
+        raise BenchError(f"the {engine} command is missing")
+    return found
+
+
+def engine_remove(engine: str, name: str) -> None:
+    """Remove an instance or container from the engine if it is there (not timed)."""
+    argv = ([engine_cli(engine), "rm", "-f", name] if engine == "docker"
+            else [engine_cli(engine), "delete", "-f", name])
+    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          timeout=ENGINE_CALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    output = (done.stderr or done.stdout).strip()
+    if done.returncode != 0 and not re.search(r"no such|not found", output, re.IGNORECASE):
+        print(f"bench: WARNING: {' '.join(argv[1:])} failed: {output[:300]}",
+              file=sys.stderr, flush=True)
+
+
+def engine_create(engine: str, name: str, round_no: int, poll_s: float) -> CreateSample:
+    """The engine's own create+start of TEST_IMAGE with PLAN's limits, timed to running
+    with an IPv4 address; detail `started_s`: when its command returned (running)."""
+    cli = engine_cli(engine)
+    began = time.perf_counter()
+    if engine == "docker":
+        engine_command([cli, "run", "-d", "--name", name, "--cpus", str(PLAN["vcpus"]),
+                        "-m", f"{PLAN['memory_mb']}m", TEST_IMAGE], f"docker run {name}")
+        seconds = time.perf_counter() - began
+        shown = engine_command([cli, "inspect", "-f", "{{.State.Status}} {{range "
+                                ".NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+                               f"docker inspect {name}").split()
+        if shown[:1] != ["running"] or len(shown) < 2:  # checked after the clock stopped
+            raise BenchError(f"docker run {name}: not running with an address: {shown}")
+        return CreateSample(engine, "engine", round_no, seconds, {"started_s": seconds})
+    engine_command([cli, "launch", TEST_IMAGE, name, "-q", "-c", f"limits.cpu={PLAN['vcpus']}",
+                    "-c", f"limits.memory={PLAN['memory_mb']}MiB"], f"incus launch {name}")
+    started = time.perf_counter() - began
+    conn = UnixHTTPConnection(INCUS_SOCKET)
+    try:
+        while incus_ipv4(conn, name) is None:
+            if time.perf_counter() - began > CREATE_TIMEOUT_S:
+                raise BenchError(f"incus launch {name}: no IPv4 address after "
+                                 f"{CREATE_TIMEOUT_S:.0f} s")
+            time.sleep(poll_s)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise BenchError(f"asking Incus for the state of {name} failed: {exc}") from None
+    finally:
+        conn.close()
+    return CreateSample(engine, "engine", round_no, time.perf_counter() - began,
+                        {"started_s": started})
+
+
+def wait_job(api: ApiClient, project_id: str, job_id: str, poll_s: float, *,
+             began: float, steps: dict[str, float] | None = None) -> dict[str, Any]:
+    """GET the job every `poll_s` s until it succeeded or failed; in `steps`, when each
+    progress step of the unfinished job was first seen (seconds since `began`, a
+    perf_counter; a step shorter than a poll is not seen)."""
+    path = JOB_PATH.format(project_id=project_id, job_id=job_id)
+    while True:
+        status, job = api.call("GET", path)
+        if status != 200 or not isinstance(job, dict):
+            raise BenchError(f"GET {path} answered {status}: {job}")
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        if steps is not None:
+            steps.setdefault(f"step{job['progress']['step']}_seen_s",
+                             time.perf_counter() - began)
+        if time.perf_counter() - began > CREATE_TIMEOUT_S:
+            raise BenchError(f"job {job_id} ({job['type']}) did not finish within "
+                             f"{CREATE_TIMEOUT_S:.0f} s: {job['progress']['message']}")
+        time.sleep(poll_s)
+
+
+def _timestamp(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def appliance_create(api: ApiClient, seeded: Seeded, engine: str, *, name: str,
+                     round_no: int, poll_s: float, made: list[str]) -> CreateSample:
+    """POST an instance of TEST_IMAGE and poll its job to success (the id goes into `made`
+    at once, for the clean-up). Detail: `accepted_s` (the 202), `queued_s` and `job_s`
+    (the job's own started - created and finished - started), `after_job_s` (finished to
+    seen by the poll) and `stepN_seen_s` (when a poll first saw progress step N)."""
+    base = INSTANCES_PATH.format(project_id=seeded.create_project_id)
+    body = {"name": name, "plan_id": "bench-small",
+            "image_id": seeded.engines[engine]["image_id"]}
+    began_wall, began = time.time(), time.perf_counter()
+    status, accepted = api.call("POST", base, body)
+    accepted_s = time.perf_counter() - began
+    if status != 202 or not isinstance(accepted, dict):
+        raise BenchError(f"POST {base} answered {status}: {accepted}")
+    made.append(accepted["instance"]["id"])
+    steps: dict[str, float] = {}
+    job = wait_job(api, seeded.create_project_id, accepted["job"]["id"], poll_s,
+                   began=began, steps=steps)
+    seconds = time.perf_counter() - began
+    if job["status"] != "succeeded":
+        raise BenchError(f"the create job on {engine} failed ({job['error_code']}): "
+                         f"{job['error']}")
+    status, instance = api.call("GET", f"{base}/{made[-1]}")  # checked, not timed
+    if status != 200 or instance["status"] != "running" or not instance["ipv4"]:
+        raise BenchError(f"after its create job the instance is not running with an IPv4 "
+                         f"address: {status} {instance}")
+    created, started, finished = (_timestamp(job[key])
+                                  for key in ("created_at", "started_at", "finished_at"))
+    return CreateSample(engine, "appliance", round_no, seconds, {
+        "accepted_s": accepted_s, "queued_s": started - created, "job_s": finished - started,
+        "after_job_s": began_wall + seconds - finished, **steps})
+
+
+def appliance_delete(api: ApiClient, seeded: Seeded, engine: str, instance_id: str) -> None:
+    """DELETE the instance and wait for its job; if that fails, remove it on the engine."""
+    path = f"{INSTANCES_PATH.format(project_id=seeded.create_project_id)}/{instance_id}"
+    try:
+        status, body = api.call("DELETE", path)
+        if status != 202:
+            raise BenchError(f"DELETE {path} answered {status}: {body}")
+        job = wait_job(api, seeded.create_project_id, body["job"]["id"], DELETE_POLL_S,
+                       began=time.perf_counter())
+        if job["status"] != "succeeded":
+            raise BenchError(f"the delete job failed: {job['error']}")
+    except BenchError as exc:
+        print(f"bench: WARNING: deleting {instance_id} through the API: {exc}; removing it "
+              "on the engine", file=sys.stderr, flush=True)
+        engine_remove(engine, "ins-" + instance_id.removeprefix("ins_"))
+
+
+def create_round(api: ApiClient, seeded: Seeded, engine: str, round_no: int,
+                 poll_s: float) -> tuple[CreateSample, CreateSample]:
+    """One create on each path, the engine's first in odd rounds; each deleted after."""
+    def own() -> CreateSample:
+        name = f"bench-{engine}-{secrets.token_hex(4)}"
+        try:
+            return engine_create(engine, name, round_no, poll_s)
+        finally:
+            engine_remove(engine, name)
+
+    def appliance() -> CreateSample:
+        made: list[str] = []
+        try:
+            return appliance_create(api, seeded, engine, name=f"bench-{secrets.token_hex(4)}",
+                                    round_no=round_no, poll_s=poll_s, made=made)
+        finally:
+            for instance_id in made:
+                appliance_delete(api, seeded, engine, instance_id)
+
+    if round_no % 2:
+        engine_sample = own()
+        return engine_sample, appliance()
+    appliance_sample = appliance()
+    return own(), appliance_sample
+
+
+def measure_creates(appliance: Server, seeded: Seeded, args: argparse.Namespace,
+                    ) -> tuple[list[CreateSample], dict[str, str]]:
+    """Per engine, a warm-up round (with `--warmup` > 0) and `--create-rounds` rounds; the
+    samples and each engine's outcome: measured, skipped: why, or error: what."""
+    samples: list[CreateSample] = []
+    outcomes: dict[str, str] = {}
+    api = ApiClient(appliance.port, seeded.create_secret)
+    try:
+        for engine in args.engines:
+            skipped = seeded.engines.get(engine, {}).get("skipped")
+            if not skipped and not shutil.which(engine):
+                skipped = f"the {engine} command is missing"
+            if not skipped and engine == "incus" and not os.access(INCUS_SOCKET, os.W_OK):
+                skipped = f"cannot use Incus's socket {INCUS_SOCKET}"
+            if skipped:
+                outcomes[engine] = f"skipped: {skipped}"
+                print(f"  {engine}: skipped: {skipped}", flush=True)
+                continue
+            try:
+                for round_no in range(0 if args.warmup > 0 else 1, args.create_rounds + 1):
+                    own, mine = create_round(api, seeded, engine, round_no, args.job_poll)
+                    print_create_round(own, mine)
+                    if round_no:
+                        samples += [own, mine]
+                outcomes[engine] = "measured"
+            except BenchError as exc:
+                outcomes[engine] = f"error: {exc}"
+                print(f"bench: ERROR: creating on {engine}: {exc}", file=sys.stderr, flush=True)
+    finally:
+        api.close()
+    return samples, outcomes
+
+
+def print_create_round(own: CreateSample, mine: CreateSample) -> None:
+    d = mine.detail
+    label = f"round {own.round}" if own.round else "warm-up"
+    print(f"  {label:8} {own.engine:6} engine {own.seconds:6.3f} s  appliance "
+          f"{mine.seconds:6.3f} s = 202 {d['accepted_s'] * 1000:4.0f} ms, queued "
+          f"{d['queued_s'] * 1000:3.0f} ms, job {d['job_s']:.3f} s, seen "
+          f"+{d['after_job_s'] * 1000:3.0f} ms", flush=True)
 
 
 # --- the measurements ------------------------------------------------------------------
@@ -606,7 +1101,8 @@ def measure_auth(appliance: Server, endpoints: tuple[Endpoint, ...],
                  args: argparse.Namespace) -> list[WrkResult]:
     """Warm each endpoint up once, then load them alternately for `args.auth_rounds`.
 
-    A GET project run with any non-2xx answer or socket error is reported as an error.
+    A GET project or instances run with any non-2xx answer or socket error is reported
+    as an error.
     """
     if args.warmup > 0:
         for endpoint in endpoints:
@@ -615,9 +1111,11 @@ def measure_auth(appliance: Server, endpoints: tuple[Endpoint, ...],
     for round_no in range(1, args.auth_rounds + 1):
         for endpoint in endpoints:
             result = load(appliance, args.auth_duration, round_no, endpoint)
-            if endpoint.name == "key_project" and (result.non_2xx or result.socket_errors):
+            if endpoint.name in CHECKED and (result.non_2xx or result.non_200
+                                             or result.socket_errors):
                 print(f"bench: ERROR: GET {endpoint.label} with the API key had "
-                      f"{result.non_2xx} non-2xx answers and {result.socket_errors} socket "
+                      f"{result.non_2xx} non-2xx answers, {result.non_200} not 200 and "
+                      f"{result.socket_errors} socket "
                       "errors; its req/s is not valid", file=sys.stderr, flush=True)
             results.append(result)
     return results
@@ -630,33 +1128,90 @@ def median_of(results: list[WrkResult], server: str, field: str,
 
 
 def summarize(results: list[WrkResult], startup: list[float], idle_rss: float,
-              seeded: Seeded) -> dict[str, float]:
+              seeded: Seeded, *, creates: list[CreateSample], outcomes: dict[str, str],
+              ) -> dict[str, Any]:
     metrics = {
         f"{server}_{field}": median_of(results, server, field)
         for server in ("baseline", "appliance")
         for field in ("requests_per_s", "p50_ms", "p99_ms")
     }
     metrics["ratio"] = metrics["appliance_requests_per_s"] / metrics["baseline_requests_per_s"]
-    for endpoint in ("login", "me", "key_project"):
+    for endpoint in ("login", "me", *CHECKED):
         for field in ("requests_per_s", "p50_ms", "p99_ms"):
             metrics[f"{endpoint}_{field}"] = median_of(results, "appliance", field, endpoint)
         metrics[f"{endpoint}_ratio"] = (metrics[f"{endpoint}_requests_per_s"]
                                         / metrics["baseline_requests_per_s"])
-    for prefix, names in (("auth", ("login", "me")), ("key_project", ("key_project",))):
+    for prefix, names in (("auth", ("login", "me")), *((name, (name,)) for name in CHECKED)):
         runs = [r for r in results if r.endpoint in names]
         metrics[f"{prefix}_non_2xx"] = sum(r.non_2xx for r in runs)
+        metrics[f"{prefix}_non_200"] = sum(r.non_200 for r in runs)
         metrics[f"{prefix}_socket_errors"] = sum(r.socket_errors for r in runs)
     metrics["seed_users"] = seeded.users
     metrics["seed_api_keys"] = seeded.api_keys
+    metrics["seed_instances"] = seeded.instances
+    metrics.update(summarize_creates(creates, outcomes))
     metrics["startup_s"] = statistics.median(startup)
     metrics["idle_rss_mb"] = idle_rss
     return metrics
 
 
-def rows_for(metrics: dict[str, float]) -> list[Row]:
+def summarize_creates(creates: list[CreateSample], outcomes: dict[str, str],
+                      ) -> dict[str, Any]:
+    """Per engine: its outcome and, when measured, the medians of each path, their ratio
+    and the medians of the appliance's split (`create_<engine>_...`)."""
+    metrics: dict[str, Any] = {}
+    for engine, outcome in outcomes.items():
+        prefix = f"create_{engine}"
+        metrics[f"{prefix}_outcome"] = outcome
+        if outcome != "measured":
+            continue
+        for path in ("appliance", "engine"):
+            samples = [c for c in creates if c.engine == engine and c.path == path]
+            metrics[f"{prefix}_{path}_s"] = statistics.median(c.seconds for c in samples)
+            # The split's parts every sample has (a short step is not always seen).
+            for key in sorted(set.intersection(*(set(c.detail) for c in samples))):
+                metrics[f"{prefix}_{path}_{key}"] = statistics.median(c.detail[key]
+                                                                      for c in samples)
+        metrics[f"{prefix}_ratio"] = (metrics[f"{prefix}_appliance_s"]
+                                      / metrics[f"{prefix}_engine_s"])
+    return metrics
+
+
+def create_rows(m: dict[str, Any], strict: bool) -> list[Row]:
+    """Rows of the create-to-running comparison; a skipped engine misses its target only
+    when `strict`."""
+    rows = []
+    for engine in CREATE_ENGINES:
+        prefix = f"create_{engine}"
+        outcome = m.get(f"{prefix}_outcome")
+        if outcome is None:
+            continue
+        metric = f"create to running+IPv4, {engine}: ratio appliance/engine"
+        target = f"<= {TARGET_CREATE_RATIO}"
+        if outcome != "measured":
+            skipped = outcome.startswith("skipped")
+            rows.append(Row(metric, outcome[:70], target, None if skipped and not strict
+                            else False))
+            continue
+        ratio = m[f"{prefix}_ratio"]
+        rows.append(Row(f"create to running+IPv4, {engine}: appliance / engine",
+                        f"{m[f'{prefix}_appliance_s']:.3f} / {m[f'{prefix}_engine_s']:.3f} s",
+                        "-", None))
+        rows.append(Row(metric, f"{ratio:.2f}", target, ratio <= TARGET_CREATE_RATIO))
+        split = (f"202 {m[f'{prefix}_appliance_accepted_s'] * 1000:.0f} ms, queued "
+                 f"{m[f'{prefix}_appliance_queued_s'] * 1000:.0f} ms, job "
+                 f"{m[f'{prefix}_appliance_job_s']:.3f} s, seen "
+                 f"+{m[f'{prefix}_appliance_after_job_s'] * 1000:.0f} ms")
+        rows.append(Row(f"  {engine} appliance split (medians)", split, "-", None))
+    return rows
+
+
+def rows_for(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     m = metrics
     # Error answers are cheaper than the real one: with any, the ratio means nothing.
     key_errors = m["key_project_non_2xx"] + m["key_project_socket_errors"]
+    list_errors = (m["instances_non_2xx"] + m["instances_non_200"]
+                   + m["instances_socket_errors"])
     return [
         Row("baseline health req/s", f"{m['baseline_requests_per_s']:.1f}", "-", None),
         Row("appliance health req/s", f"{m['appliance_requests_per_s']:.1f}", "-", None),
@@ -689,6 +1244,19 @@ def rows_for(metrics: dict[str, float]) -> list[Row]:
         Row("GET project (API key) errors",
             f"{m['key_project_non_2xx']:.0f} non-2xx, "
             f"{m['key_project_socket_errors']:.0f} socket", "0", key_errors == 0),
+        Row("instances in the listed project", f"{m['seed_instances']:.0f}, page of "
+            f"{LIST_PAGE}", "-", None),
+        Row("GET instances (API key) req/s", f"{m['instances_requests_per_s']:.1f}", "-",
+            None),
+        Row("ratio GET instances (key)/baseline health", f"{m['instances_ratio']:.3f}",
+            f">= {TARGET_INSTANCES_RATIO}",
+            m["instances_ratio"] >= TARGET_INSTANCES_RATIO and list_errors == 0),
+        Row(f"GET instances (key) p50 / p99 @ {CONNECTIONS} conns",
+            f"{m['instances_p50_ms']:.2f} / {m['instances_p99_ms']:.2f} ms", "-", None),
+        Row("GET instances (API key) errors",
+            f"{m['instances_non_200']:.0f} non-200, "
+            f"{m['instances_socket_errors']:.0f} socket", "0", list_errors == 0),
+        *create_rows(m, strict),
         Row("start-up to first 200", f"{m['startup_s']:.3f} s", f"< {TARGET_STARTUP_S} s",
             m["startup_s"] < TARGET_STARTUP_S),
         Row("idle RSS", f"{m['idle_rss_mb']:.1f} MB", f"< {TARGET_RSS_MB:.0f} MB",
@@ -735,6 +1303,10 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
         "loaded_settings": LOADED_SETTINGS,
         "startup_runs": args.startup_runs,
         "idle_s": args.idle,
+        "create_rounds": args.create_rounds,
+        "engines": list(args.engines),
+        "job_poll_s": args.job_poll,
+        "test_image": TEST_IMAGE,
     }
 
 
@@ -754,11 +1326,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         create_account(appliance, password)
         endpoints = auth_endpoints(work, password, sign_in(appliance, password))
         print(f"account {BENCH_EMAIL} created with create-admin; signed in once", flush=True)
-        seeded = seed_database(appliance, work)
-        endpoints += (key_project_endpoint(seeded),)
+        seeded = seed_database(appliance, work, args.engines if args.create_rounds else ())
+        endpoints += (key_project_endpoint(seeded), instances_endpoint(seeded, work))
         print(f"database seeded in {seeded.seconds:.1f} s: {seeded.users} users, "
-              f"{seeded.api_keys} API keys, {seeded.projects} projects; the bench key "
-              "answered 200", flush=True)
+              f"{seeded.api_keys} API keys, {seeded.projects} projects, {seeded.instances} "
+              "instances in one of them; the bench key answered 200", flush=True)
         baseline = stack.enter_context(running(start_baseline(work)))
         wait_healthy(baseline)
         print(f"load: wrk -t1 -c{CONNECTIONS} -d{args.duration}s, {args.rounds} rounds "
@@ -768,18 +1340,29 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
               f"-d{args.auth_duration}s, {args.auth_rounds} rounds after a {args.warmup} s "
               "warm-up each:", flush=True)
         results += measure_auth(appliance, endpoints, args)
-    metrics = summarize(results, startup, idle_rss, seeded)
-    rows = rows_for(metrics)
+        creates, outcomes = [], {}
+        if args.create_rounds:
+            print(f"create to running ({CREATE_DEFINITION}); jobs polled every "
+                  f"{args.job_poll * 1000:g} ms; {args.create_rounds} rounds per engine"
+                  f"{' after a warm-up round' if args.warmup > 0 else ''}:", flush=True)
+            creates, outcomes = measure_creates(appliance, seeded, args)
+    metrics = summarize(results, startup, idle_rss, seeded, creates=creates, outcomes=outcomes)
+    rows = rows_for(metrics, args.strict)
     return {
         "run": run_info(args),
         "metrics": metrics,
         "targets": {"ratio_min": TARGET_RATIO, "startup_s_max": TARGET_STARTUP_S,
                     "idle_rss_mb_max": TARGET_RSS_MB, "auth_errors_max": 0,
                     "key_project_ratio_min": TARGET_KEY_PROJECT_RATIO,
-                    "key_project_errors_max": 0},
+                    "key_project_errors_max": 0,
+                    "instances_ratio_min": TARGET_INSTANCES_RATIO, "instances_errors_max": 0,
+                    "create_ratio_max": TARGET_CREATE_RATIO},
         "seed": {"users": seeded.users, "api_keys": seeded.api_keys,
                  "projects": seeded.projects, "service_users": SEED_SERVICE_USERS,
-                 "key_rate_limit_rpm": BENCH_KEY_RPM, "seconds": seeded.seconds},
+                 "key_rate_limit_rpm": BENCH_KEY_RPM, "instances": seeded.instances,
+                 "engines": seeded.engines, "seconds": seeded.seconds},
+        "create_definition": CREATE_DEFINITION,
+        "creates": [asdict(sample) for sample in creates],
         "checks": {row.metric: row.ok for row in rows if row.ok is not None},
         "all_ok": all(row.ok for row in rows if row.ok is not None),
         "startup_samples_s": startup,
@@ -793,8 +1376,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark the appliance's health, login, /auth/me and "
-                    "GET project (API key) endpoints, start-up and memory.")
+        description="Benchmark the appliance's health, login, /auth/me, GET project and "
+                    "GET instances (API key) endpoints, create-to-running on Incus and "
+                    "Docker, start-up and memory.")
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of each measured wrk run (default 10)")
     parser.add_argument("--warmup", type=int, default=2,
@@ -812,11 +1396,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="extra start-ups timed besides the load server's (default 2)")
     parser.add_argument("--idle", type=float, default=2.0,
                         help="seconds the appliance rests before its RSS is read (default 2)")
+    parser.add_argument("--create-rounds", type=int, default=5,
+                        help="alternating engine/appliance creates per engine after a "
+                             "warm-up one (default 5; 0 skips them)")
+    parser.add_argument("--engines", default=",".join(CREATE_ENGINES),
+                        help="engines to create on, comma-separated (default "
+                             f"{','.join(CREATE_ENGINES)})")
+    parser.add_argument("--job-poll", type=float, default=JOB_POLL_S,
+                        help="seconds between polls of a create job and of Incus's state "
+                             f"(default {JOB_POLL_S})")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results.json",
                         help="JSON results file (default bench-results.json in the repo)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any target is missed")
     args = parser.parse_args(argv)
+    args.engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    if not set(args.engines) <= set(CREATE_ENGINES) or args.create_rounds < 0:
+        parser.error(f"--engines takes {' and '.join(CREATE_ENGINES)}; --create-rounds "
+                     "must be >= 0")
+    if not 0 < args.job_poll <= 1:
+        parser.error("--job-poll must be between 0 and 1 s")
     if args.auth_duration is None:
         args.auth_duration = min(args.duration, AUTH_DURATION_MAX)
     if (min(args.duration, args.rounds, args.auth_duration, args.auth_rounds) < 1
@@ -855,7 +1454,7 @@ def main(argv: list[str]) -> int:
     report["run"]["loadavg_1min_before"] = load_before
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(format_table(rows_for(report["metrics"])))
+    print(format_table(rows_for(report["metrics"], args.strict)))
     print(f"\nwall time {report['run']['wall_s']} s; results in {args.output}")
     if args.strict and not report["all_ok"]:
         return 1
