@@ -81,5 +81,5 @@ def add_rate_headers(response: Response) -> Response:
     quota = g.get("rate_quota")
     if quota is not None:
         for name, value in quota.headers().items():
-            response.headers.setdefault(name, value)
+            response.headers[name] = value
     return response

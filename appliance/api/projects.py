@@ -31,9 +31,11 @@ class ProjectOut(Schema):
     @classmethod
     def of(cls, found: Access) -> ProjectOut:
         project = found.project
-        return cls(id=project.id, name=project.name, is_default=project.is_default,
-                   role=found.role, created_at=project.created_at,
-                   updated_at=project.updated_at)
+        # Built from typed model fields: construct without re-validating (a hot path).
+        return cls.model_construct(id=project.id, name=project.name,
+                                   is_default=project.is_default, role=found.role,
+                                   created_at=project.created_at,
+                                   updated_at=project.updated_at)
 
 
 class ProjectList(Schema):

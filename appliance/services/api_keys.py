@@ -262,8 +262,30 @@ def revoke_project_key(principal: Principal, project_id: str, key_id: str,
 # Authentication --------------------------------------------------------------------
 
 
-def _ip_allowed(key: ApiKey, ip: str) -> bool:
-    networks = allowed_networks(key)
+@dataclass(frozen=True)
+class KeyFacts:
+    """What authenticating a key needs, read once and cached (see services/authcache)."""
+
+    id: str
+    secret_hash: str
+    revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    previous_valid_until: dt.datetime | None
+    rate_limit_rpm: int | None
+    networks: tuple  # parsed ip_network objects; empty: any address
+    user: User
+    principal: Principal
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyFacts:
+        networks = tuple(ipaddress.ip_network(n) for n in allowed_networks(key))
+        return cls(key.id, key.secret_hash, key.revoked_at, key.expires_at,
+                   key.previous_valid_until, key.rate_limit_rpm, networks, key.user,
+                   Principal(key.user, None, "api_key", scopes_of(key), key.id,
+                             key.project_id))
+
+
+def _ip_allowed(networks: tuple, ip: str) -> bool:
     if not networks:
         return True
     try:
@@ -272,21 +294,28 @@ def _ip_allowed(key: ApiKey, ip: str) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return any(address in ipaddress.ip_network(network) for network in networks)
+    return any(address in network for network in networks)
 
 
-def authenticate(secret: str, ip: str) -> tuple[Principal, ApiKey]:
-    """The principal an API key stands for, or 401 (unknown, revoked, expired, rotated
-    out) / 403 (owner suspended, address not allowed)."""
-    digest = hash_token(secret)
-    key = authcache.get(("key", digest))
-    if key is None:
+def _facts(digest: str) -> KeyFacts | None:
+    facts = authcache.get(("key", digest))
+    if facts is None:
         gen = authcache.generation()
         key = (ApiKey.select(ApiKey, User).join(User)
                .where((ApiKey.secret_hash == digest) | (ApiKey.previous_hash == digest))
                .first())
-        if key is not None:
-            authcache.put(("key", digest), key, gen)
+        if key is None:
+            return None
+        facts = KeyFacts.of(key)
+        authcache.put(("key", digest), facts, gen)
+    return facts
+
+
+def authenticate(secret: str, ip: str) -> tuple[Principal, KeyFacts]:
+    """The principal an API key stands for, or 401 (unknown, revoked, expired, rotated
+    out) / 403 (owner suspended, address not allowed)."""
+    digest = hash_token(secret)
+    key = _facts(digest)
     if key is None:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
     now = clock.now()
@@ -299,12 +328,11 @@ def authenticate(secret: str, ip: str) -> tuple[Principal, ApiKey]:
         raise Unauthorized("This API key was rotated; use its new secret.",
                            code="api_key_rotated")
     require_active(key.user)
-    if not _ip_allowed(key, ip):
+    if not _ip_allowed(key.networks, ip):
         raise Forbidden("This API key may not be used from this address.",
                         code="ip_not_allowed", details={"ip": ip})
     _count_use(key.id, now, ip)
-    principal = Principal(key.user, None, "api_key", scopes_of(key), key.id, key.project_id)
-    return principal, key
+    return key.principal, key
 
 
 # Usage counting --------------------------------------------------------------------
