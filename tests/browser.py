@@ -173,3 +173,27 @@ def link_in(text: str, path: str) -> str:
     match = re.search(rf"https?://\S+{re.escape(path)}\S*", text)
     assert match, f"no {path} link in:\n{text}"
     return match.group(0)
+
+
+def running(appliance: ApplianceServer):
+    """Yield a started `appliance`; stop it afterwards and fail on a traceback in its log.
+
+    The body of a module-scoped `server` fixture: `yield from running(ApplianceServer(...))`.
+    """
+    try:
+        appliance.wait()
+    except AssertionError:
+        print(appliance.stop())
+        raise
+    yield appliance
+    log = appliance.stop()
+    assert "Traceback" not in log, log
+
+
+def create_admin_from_shell(workdir: Path, data: Path, email: str, name: str,
+                            password: str) -> None:
+    """An administrator made with `appliance create-admin`, as an operator would."""
+    subprocess.run([sys.executable, "-m", "appliance", "create-admin", "--email", email,
+                    "--name", name, "--data-dir", str(data)],
+                   env={"APPLIANCE_ADMIN_PASSWORD": password, "PATH": ""}, check=True,
+                   capture_output=True, cwd=workdir)

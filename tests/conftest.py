@@ -119,3 +119,29 @@ def serve(tmp_path):
     for server in servers:
         if server.process.poll() is None:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium driven by Playwright (see tests/browser.py), one per module."""
+    from tests.browser import launch_chromium, require_chromium
+
+    sync_playwright = require_chromium()
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh browser tab; the test fails when the page logged an error."""
+    from tests.browser import PageProblems, new_page
+
+    tab = new_page(chromium)
+    problems = PageProblems(tab)
+    yield tab
+    tab.context.close()
+    assert problems.errors == []

@@ -17,12 +17,9 @@ from aiosmtpd.controller import Controller
 from appliance.services.mfa import qr_svg
 from tests.browser import (
     ApplianceServer,
-    PageProblems,
     Screenshots,
-    launch_chromium,
     link_in,
-    new_page,
-    require_chromium,
+    running,
     wait_for,
 )
 from tests.conftest import free_port
@@ -32,17 +29,6 @@ PASSWORD = "lantern orchard velvet 42"
 TOTP_STEP = 30
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    sync_playwright = require_chromium()
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +56,7 @@ def server(tmp_path_factory, smtp):
         "APPLIANCE_SMTP_SECURITY": "none",
         "APPLIANCE_SMTP_FROM": "Appliance <panel@example.org>",
     })
-    try:
-        appliance.wait()
-    except AssertionError:
-        print(appliance.stop())
-        raise
-    yield appliance
-    log = appliance.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def page(chromium):
-    tab = new_page(chromium)
-    problems = PageProblems(tab)
-    yield tab
-    tab.context.close()
-    assert problems.errors == []
+    yield from running(appliance)
 
 
 def mail_to(inbox: Inbox, address: str, subject_start: str):

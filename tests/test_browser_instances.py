@@ -14,18 +14,14 @@ are on screen long enough to be seen.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.browser import (
     ApplianceServer,
-    PageProblems,
     Screenshots,
-    launch_chromium,
-    new_page,
-    require_chromium,
+    create_admin_from_shell,
+    running,
 )
 from tests.test_browser_projects import PASSWORD, PHONE, sign_in, submit
 
@@ -36,42 +32,12 @@ ENGINE_SECONDS = 3.0  # how long the slowed simulated engine takes to create an 
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    sync_playwright = require_chromium()
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("browser-instances")
     data = workdir / "data"
-    subprocess.run([sys.executable, "-m", "appliance", "create-admin", "--email",
-                    "ada@example.com", "--name", "Ada Lovelace", "--data-dir", str(data)],
-                   env={"APPLIANCE_ADMIN_PASSWORD": PASSWORD, "PATH": ""}, check=True,
-                   capture_output=True, cwd=workdir)
+    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
     appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    try:
-        appliance.wait()
-    except AssertionError:
-        print(appliance.stop())
-        raise
-    yield appliance
-    log = appliance.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def page(chromium):
-    tab = new_page(chromium)
-    problems = PageProblems(tab)
-    yield tab
-    tab.context.close()
-    assert problems.errors == []
+    yield from running(appliance)
 
 
 def nav_link(page, name: str):

@@ -8,19 +8,15 @@ folder for a human to look at.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 import requests
 
 from tests.browser import (
     ApplianceServer,
-    PageProblems,
     Screenshots,
-    launch_chromium,
-    new_page,
-    require_chromium,
+    create_admin_from_shell,
+    running,
 )
 from tests.sshkeys import ED25519
 
@@ -31,43 +27,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    sync_playwright = require_chromium()
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("browser-projects")
     data = workdir / "data"
     # An administrator made from the shell, as an operator would on first install.
-    subprocess.run([sys.executable, "-m", "appliance", "create-admin", "--email",
-                    "ada@example.com", "--name", "Ada Lovelace", "--data-dir", str(data)],
-                   env={"APPLIANCE_ADMIN_PASSWORD": PASSWORD, "PATH": ""}, check=True,
-                   capture_output=True, cwd=workdir)
+    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
     appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    try:
-        appliance.wait()
-    except AssertionError:
-        print(appliance.stop())
-        raise
-    yield appliance
-    log = appliance.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def page(chromium):
-    tab = new_page(chromium)
-    problems = PageProblems(tab)
-    yield tab
-    tab.context.close()
-    assert problems.errors == []
+    yield from running(appliance)
 
 
 def submit(page, button_name: str, *, scope=None) -> int:
