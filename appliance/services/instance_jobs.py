@@ -23,6 +23,7 @@ from appliance.services.instances import engine_name
 
 log = logging.getLogger("appliance.instances")
 ADDRESS_WAIT = 20.0  # seconds a new instance is given to report an address
+ADDRESS_POLL = 0.05  # DHCP answers within about a second: look often
 T = TypeVar("T")
 
 
@@ -51,7 +52,7 @@ def _sync(instance: Instance, driver, *, wait_for_address: bool = False, **chang
     deadline = time.monotonic() + ADDRESS_WAIT
     while (wait_for_address and state.power == RUNNING and not state.addresses
            and time.monotonic() < deadline):
-        time.sleep(0.5)
+        time.sleep(ADDRESS_POLL)
         state = driver.state(instance.driver_ref)
     ipv4 = next((a for a in state.addresses if ":" not in a), None)
     ipv6 = next((a for a in state.addresses if ":" in a), None)
