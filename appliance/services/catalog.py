@@ -17,6 +17,7 @@ from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import App, Image, Instance, Plan
 from appliance.services import audit, clock, pagination
+from appliance.services.admin import require_admin
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
@@ -27,12 +28,6 @@ IMAGE_FIELDS = ("name", "family", "version", "min_disk_gb", "default_user", "des
                 "active")
 APP_FIELDS = ("name", "description", "env", "min_vcpus", "min_memory_mb", "min_disk_gb",
               "active")
-
-
-def _require_admin(principal: Principal) -> None:
-    from appliance.services.admin import require_admin
-
-    require_admin(principal)
 
 
 def _slug(slug: str) -> str:
@@ -99,7 +94,7 @@ def get_plan(plan_id: str, *, active: bool = True) -> Plan:
 
 
 def create_plan(principal: Principal, slug: str, ip: str = "", **values: Any) -> Plan:
-    _require_admin(principal)
+    require_admin(principal)
     _check_plan(values)
     now = clock.now()
     try:
@@ -115,7 +110,7 @@ def create_plan(principal: Principal, slug: str, ip: str = "", **values: Any) ->
 
 
 def update_plan(principal: Principal, plan_id: str, ip: str = "", **values: Any) -> Plan:
-    _require_admin(principal)
+    require_admin(principal)
     _check_plan(values)
     with database.atomic():
         plan = get_plan(plan_id, active=False)
@@ -127,7 +122,7 @@ def update_plan(principal: Principal, plan_id: str, ip: str = "", **values: Any)
 
 
 def delete_plan(principal: Principal, plan_id: str, ip: str = "") -> None:
-    _require_admin(principal)
+    require_admin(principal)
     with database.atomic():
         plan = get_plan(plan_id, active=False)
         if Instance.select().where(Instance.plan == plan).exists():
@@ -158,7 +153,7 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
     """An image every node of `engine` has (node-specific ones are discovered)."""
     from appliance.services.nodes import ENGINES
 
-    _require_admin(principal)
+    require_admin(principal)
     _check_text({"name": name, **values})
     name = " ".join(name.split())
     if engine not in ENGINES:
@@ -183,7 +178,7 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
 
 
 def update_image(principal: Principal, image_id: str, ip: str = "", **values: Any) -> Image:
-    _require_admin(principal)
+    require_admin(principal)
     _check_text(values)
     with database.atomic():
         image = get_image(image_id, active=False)
@@ -195,7 +190,7 @@ def update_image(principal: Principal, image_id: str, ip: str = "", **values: An
 
 
 def delete_image(principal: Principal, image_id: str, ip: str = "") -> None:
-    _require_admin(principal)
+    require_admin(principal)
     with database.atomic():
         image = get_image(image_id, active=False)
         in_use = (Instance.select().where(Instance.image == image).exists()
@@ -237,7 +232,7 @@ def _app_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(principal: Principal, slug: str, image_id: str, ip: str = "",
                **values: Any) -> App:
-    _require_admin(principal)
+    require_admin(principal)
     values = _app_values(values)
     now = clock.now()
     try:
@@ -256,7 +251,7 @@ def create_app(principal: Principal, slug: str, image_id: str, ip: str = "",
 
 
 def update_app(principal: Principal, slug: str, ip: str = "", **values: Any) -> App:
-    _require_admin(principal)
+    require_admin(principal)
     values = _app_values(values)
     with database.atomic():
         app = get_app(slug, active=False)
@@ -268,7 +263,7 @@ def update_app(principal: Principal, slug: str, ip: str = "", **values: Any) -> 
 
 
 def delete_app(principal: Principal, slug: str, ip: str = "") -> None:
-    _require_admin(principal)
+    require_admin(principal)
     with database.atomic():
         app = get_app(slug, active=False)
         app.delete_instance()

@@ -28,6 +28,7 @@ from appliance.drivers.base import DriverError
 from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from appliance.models import Image, Instance, Node, Plan
 from appliance.services import audit, clock, pagination
+from appliance.services.admin import require_admin
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
@@ -36,12 +37,6 @@ log = logging.getLogger("appliance.nodes")
 ENGINES = tuple(drivers.ENGINES)
 _ENDPOINT = re.compile(r"^(|unix:///\S+|https://\S+|tcp://\S+|fake://\S*)$")
 LIVE = ("creating", "running", "stopped", "failed", "deleting")
-
-
-def _require_admin(principal: Principal) -> None:
-    from appliance.services.admin import require_admin
-
-    require_admin(principal)
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ def register_node(principal: Principal, name: str, engine: str, endpoint: str, *
                   capacity: Capacity, options: dict[str, str] | None = None,
                   enabled: bool = True, ip: str = "") -> Node:
     """Register a node and check its health at once (an unreachable one is kept, unhealthy)."""
-    _require_admin(principal)
+    require_admin(principal)
     _check_fields(engine, endpoint, capacity, name)
     node = _insert(name.strip(), engine, endpoint, capacity=capacity, options=options or {},
                    enabled=enabled)
@@ -100,12 +95,12 @@ def _insert(name: str, engine: str, endpoint: str, *, capacity: Capacity,
 
 
 def list_nodes(principal: Principal, limit: int = 50, cursor: str | None = None):
-    _require_admin(principal)
+    require_admin(principal)
     return pagination.page(Node.select(), Node, limit, cursor)
 
 
 def get_node(principal: Principal, node_id: str) -> Node:
-    _require_admin(principal)
+    require_admin(principal)
     node = Node.get_or_none(Node.id == node_id)
     if node is None:
         raise NotFound("No such node.", code="node_not_found")

@@ -16,6 +16,7 @@ from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from appliance.models import LimitOverride, LimitRequest, Setting, User
 from appliance.services import audit, clock, pagination
+from appliance.services.admin import get_user, require_admin
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
@@ -120,8 +121,6 @@ def check(user: User, resource: str, amount: int = 1) -> None:
 
 
 def set_defaults(principal: Principal, values: dict[str, int], ip: str = "") -> dict[str, int]:
-    from appliance.services.admin import require_admin
-
     require_admin(principal)
     for name, value in values.items():
         _resource(name, field=name)
@@ -140,8 +139,6 @@ def set_defaults(principal: Principal, values: dict[str, int], ip: str = "") -> 
 def set_override(principal: Principal, user_id: str, resource: str, value: int | None,
                  ip: str = "") -> list[Limit]:
     """Set (or with None, remove) one account's limit for a resource."""
-    from appliance.services.admin import get_user, require_admin
-
     require_admin(principal)
     name = _resource(resource).name
     if value is not None:
@@ -203,8 +200,6 @@ def list_requests(principal: Principal, limit: int = 50, cursor: str | None = No
 
 def list_all_requests(principal: Principal, status: str | None = None, limit: int = 50,
                       cursor: str | None = None):
-    from appliance.services.admin import require_admin
-
     require_admin(principal)
     query = LimitRequest.select(LimitRequest, User).join(
         User, on=(LimitRequest.user == User.id))
@@ -216,8 +211,6 @@ def list_all_requests(principal: Principal, status: str | None = None, limit: in
 def decide(principal: Principal, request_id: str, approve: bool, note: str = "",
            ip: str = "") -> LimitRequest:
     """Approve (the requested limit becomes the account's override) or decline."""
-    from appliance.services.admin import require_admin
-
     require_admin(principal)
     note = (note or "").strip()[:1000]
     with database.atomic():
