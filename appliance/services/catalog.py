@@ -43,13 +43,13 @@ NUMBER_MAX = 1_000_000
 
 
 def _check_text(values: dict[str, Any]) -> None:
-    """Text fields: names are required, every one has a length limit (the dashboard and
-    the API both come through here)."""
+    """Normalise text fields in `values` (in place) and check them: names are required,
+    every one has a length limit (the dashboard and the API both come through here)."""
     for field, most in TEXT_LIMITS.items():
         if field not in values:
             continue
-        value = values[field] = " ".join(str(values[field]).split()) if field == "name" \
-            else str(values[field]).strip()
+        text = str(values[field])
+        value = values[field] = " ".join(text.split()) if field == "name" else text.strip()
         if field in ("name", "default_user") and not value:
             raise InvalidRequest(f"{field} cannot be empty.", field=field)
         if len(value) > most:
@@ -154,8 +154,9 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
     from appliance.services.nodes import ENGINES
 
     require_admin(principal)
-    _check_text({"name": name, **values})
-    name = " ".join(name.split())
+    values = {"name": name, **values}
+    _check_text(values)  # normalises in place
+    name = values.pop("name")
     if engine not in ENGINES:
         raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)}.", field="engine")
     if not ref.strip():
