@@ -57,6 +57,32 @@ def parse_str(value: str) -> str:
     return value.strip()
 
 
+def int_between(least: int, most: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = parse_int(value)
+        if not least <= number <= most:
+            raise ValueError(f"expected a whole number from {least} to {most}")
+        return number
+
+    return parse
+
+
+def parse_currency(value: str) -> str:
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise ValueError("expected a three-letter ISO 4217 currency code such as EUR")
+    return code
+
+
+def parse_amounts(value: str) -> str:
+    """Comma-separated amounts in minor units ("1000,200"), normalised, largest first."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    numbers = sorted({int_between(1, 1_000_000_000)(part) for part in parts}, reverse=True)
+    if len(numbers) > 10:
+        raise ValueError("expected at most 10 amounts")
+    return ",".join(str(number) for number in numbers)
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         lowered = value.strip().lower()
@@ -112,6 +138,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BASE_URL", "", parse_str,
             "Public URL of the dashboard, used in links sent by email; empty means "
             "http://HOST:PORT."),
+    Setting("WEBHOOKS_ALLOW_PRIVATE", False, parse_bool,
+            "Let webhooks reach private LAN addresses (10/8, 172.16/12, 192.168/16, "
+            "100.64/10, fc00::/7); loopback, link-local and metadata addresses never."),
     Setting("SMTP_HOST", "", parse_str,
             "SMTP server for outgoing mail; empty keeps mail in the outbox the admin reads."),
     Setting("SMTP_PORT", 587, parse_port, "SMTP server port."),
@@ -138,6 +167,21 @@ SETTINGS: tuple[Setting, ...] = (
             "API requests per minute of a signed-in user (access tokens)."),
     Setting("RATE_LIMIT_AUTH_PER_MINUTE", 60, parse_positive_int,
             "Requests per minute from one address to sign-in, signup and recovery endpoints."),
+    Setting("BILLING_CURRENCY", "EUR", parse_currency,
+            "Currency of every price, balance and invoice (ISO 4217 code); amounts are "
+            "integer minor units of it.", public=True),
+    Setting("BILLING_VAT_RATE_BP", 0, int_between(0, 10000),
+            "VAT rate on invoices in basis points (2000 = 20 %)."),
+    Setting("BILLING_MIN_BALANCE", 0, int_between(-1_000_000_000, 1_000_000_000),
+            "Balance (minor units) an account needs to create or resize an instance."),
+    Setting("BILLING_GRACE_HOURS", 72, int_between(0, 8760),
+            "Hours an account may stay at or below zero before its instances are stopped."),
+    Setting("BILLING_LOW_BALANCE_THRESHOLDS", "", parse_amounts,
+            "Low-balance alerts (comma-separated minor units) every new account starts with."),
+    Setting("BILLING_OPERATOR_NAME", "", parse_str,
+            "The operator's legal name on invoices; empty means SITE_NAME."),
+    Setting("BILLING_OPERATOR_ADDRESS", "", parse_str,
+            "The operator's postal address on invoices."),
 )
 
 _active: dict[str, Any] = {}

@@ -11,6 +11,16 @@ from appliance.models.accounts import (
     RefreshToken,
     User,
 )
+from appliance.models.billing import (
+    BillingAccount,
+    BillingAlert,
+    LedgerEntry,
+    PromoCode,
+    PromoRedemption,
+    UsageDaily,
+    UsageMeter,
+    UsageRecord,
+)
 from appliance.models.catalog import App, Image, Node, Plan
 from appliance.models.idempotency import IdempotencyRecord
 from appliance.models.instances import Instance, InstanceEvent, Job
@@ -20,8 +30,9 @@ from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 
 __all__ = [
-    "ApiKey", "App", "AuditLog", "AuthSession", "EmailToken", "IdempotencyRecord", "Image",
-    "Instance", "InstanceEvent", "Invite", "Job", "LimitOverride", "LimitRequest",
-    "MailOutbox", "Membership", "MfaFactor", "Node", "Plan", "Project", "RecoveryCode",
-    "RefreshToken", "Setting", "SshKey", "User",
+    "ApiKey", "App", "AuditLog", "AuthSession", "BillingAccount", "BillingAlert", "EmailToken",
+    "IdempotencyRecord", "Image", "Instance", "InstanceEvent", "Invite", "Job", "LedgerEntry",
+    "LimitOverride", "LimitRequest", "MailOutbox", "Membership", "MfaFactor", "Node", "Plan",
+    "Project", "PromoCode", "PromoRedemption", "RecoveryCode", "RefreshToken", "Setting",
+    "SshKey", "UsageDaily", "UsageMeter", "UsageRecord", "User",
 ]

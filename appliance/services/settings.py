@@ -12,7 +12,10 @@ from appliance.models import Setting
 from appliance.services import clock
 
 # Settings an admin may change from the dashboard; the rest need a restart.
-RUNTIME_SETTINGS = ("SITE_NAME", "SIGNUP")
+RUNTIME_SETTINGS = ("SITE_NAME", "SIGNUP", "BILLING_CURRENCY", "BILLING_VAT_RATE_BP",
+                    "BILLING_MIN_BALANCE", "BILLING_GRACE_HOURS",
+                    "BILLING_LOW_BALANCE_THRESHOLDS", "BILLING_OPERATOR_NAME",
+                    "BILLING_OPERATOR_ADDRESS")
 
 
 def get(config: dict[str, Any], name: str) -> Any:
