@@ -87,6 +87,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     app.json.sort_keys = False
 
     database = db.open_database(settings, data_dir)
+    if db.database.obj is not None:
+        db.release(db.database.obj)
     db.database.initialize(database)
     if migrate:
         db.migrate(database)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from appliance import create_app
 from appliance.drivers.base import DriverError
 from appliance.drivers.fake import FakeDriver
 from appliance.models import Job, Plan
-from appliance.services import clock, jobs
+from appliance.services import clock, instances, jobs
 from tests import sshkeys
 from tests.factories import (
     api,
@@ -381,3 +382,30 @@ def test_a_create_interrupted_before_the_start_is_made_again(app, client, owner,
     run_jobs(app)
     assert _get(client, owner, project, instance["id"])["status"] == "running"
     assert engine.state(ref).power == "running"
+
+
+def test_the_list_follows_every_change_even_from_another_connection(app, client, owner,  # noqa: PLR0917
+                                                                    project, catalog, data_dir):
+    """Pages are served from a cache kept under the project's listing version; any write
+    to the instances, their jobs or the catalog rows shown - from any connection - is seen
+    by the next request."""
+    instance = create_instance(app, client, owner, project, catalog)
+
+    def listed():
+        return api(client, "GET", _path(project), owner).get_json()["data"][0]
+
+    assert listed()["name"] == instance["name"] and listed()["job"] is None
+    path = _path(project, instance["id"])
+    assert api(client, "POST", path + "/stop", owner, json={}).status_code == 202
+    assert listed()["job"]["type"] == "instance.stop"
+    run_jobs(app)
+    assert listed()["job"] is None and listed()["status"] == "stopped"
+    with sqlite3.connect(data_dir / "appliance.db") as other:
+        other.execute("UPDATE instance SET ipv4 = '10.1.2.3' WHERE id = ?", (instance["id"],))
+        other.execute("UPDATE plan SET name = 'Renamed' WHERE slug = 'small'")
+    assert (listed()["ipv4"], listed()["plan"]["name"]) == ("10.1.2.3", "Renamed")
+    with app.app_context():
+        version = instances.listing_version(project)
+        with sqlite3.connect(data_dir / "appliance.db") as other:
+            other.execute("UPDATE node SET last_checked_at = '2026-01-01'")  # not shown
+        assert instances.listing_version(project) == version

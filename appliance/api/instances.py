@@ -200,11 +200,16 @@ def _accepted(started: Started):
 @bp.operation(BASE, summary="Instances of a project", tags=TAGS, query=InstanceQuery,
               response=InstanceList, auth=AUTH, errors=(403, 404))
 def list_instances(principal: Principal, project_id: str, query: InstanceQuery):
-    rows, cursor = instances.list_instances(principal, project_id, query.limit, query.cursor,
-                                            query.include_deleted)
-    running = instances.current_jobs([row.id for row in rows])
-    return page_body([InstanceOut.of(row, running.get(row.id)) for row in rows], query.limit,
-                     cursor)
+    body = instances.list_rendered(principal, project_id, query.limit, query.cursor,
+                                   query.include_deleted, _render_page)
+    return Response(body, mimetype="application/json")
+
+
+def _render_page(rows: list[Instance], running: dict[str, Job], limit: int,
+                 cursor: str | None) -> bytes:
+    return InstanceList.model_validate(page_body(
+        [InstanceOut.of(row, running.get(row.id)) for row in rows], limit, cursor)
+    ).model_dump_json().encode()
 
 
 @bp.operation(BASE, "POST", summary="Create an instance (202 with its job)", tags=TAGS,

@@ -15,9 +15,12 @@ import json
 import re
 import secrets
 import string
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from peewee import JOIN, IntegrityError
+from peewee import JOIN, IntegrityError, SqliteDatabase
 
 from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound
@@ -27,6 +30,7 @@ from appliance.services import (
     audit,
     catalog,
     clock,
+    events,
     jobs,
     nodes,
     pagination,
@@ -111,6 +115,7 @@ def _account_keys(principal: Principal, ids: list[str]) -> list[str]:
 def _event(instance: Instance | str, kind: str, message: str, job: Job | None = None) -> None:
     InstanceEvent.create(id=new_id("iev"), instance=instance, job=job, type=kind,
                          message=message, created_at=clock.now())
+    events.instance_event(instance, kind, message, job)
 
 
 def _enqueue(instance: Instance, job_type: str, principal: Principal, message: str,
@@ -222,10 +227,60 @@ def list_instances(principal: Principal, project_id: str, limit: int = 50,
                    cursor: str | None = None, include_deleted: bool = False):
     principal.require_scope("instances:read")
     projects.access(principal, project_id, projects.READ)
+    return _page(project_id, limit, cursor, include_deleted)
+
+
+def _page(project_id: str, limit: int, cursor: str | None, include_deleted: bool):
     query = _query(project_id)
     if not include_deleted:
         query = query.where(Instance.deleted_at.is_null())
     return pagination.page(query, Instance, limit, cursor)
+
+
+Render = Callable[[list[Instance], dict[str, Job], int, str | None], bytes]
+
+
+def list_rendered(principal: Principal, project_id: str, limit: int,  # noqa: PLR0917
+                  cursor: str | None, include_deleted: bool, render: Render) -> bytes:
+    """One page of the list as `render(rows, their running jobs, limit, next cursor)`
+    made it.
+
+    A page is kept under the project's listing version (migration 0005: triggers raise
+    it on every change to its instances, their jobs and the catalog rows shown) and
+    served again while the version stands. The version is read before the rows, so a
+    page is never older than the version it is kept under.
+    """
+    principal.require_scope("instances:read")
+    projects.access(principal, project_id, projects.READ)
+    key = (project_id, limit, cursor, include_deleted, render)
+    version = listing_version(project_id)
+    if version is not None:
+        cached = _pages.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+    rows, next_cursor = _page(project_id, limit, cursor, include_deleted)
+    body = render(rows, current_jobs([row.id for row in rows]), limit, next_cursor)
+    if version is not None:
+        with _pages_lock:
+            _pages[key] = (version, body)
+            _pages.move_to_end(key)
+            if len(_pages) > MAX_CACHED_PAGES:
+                _pages.popitem(last=False)
+    return body
+
+
+MAX_CACHED_PAGES = 256
+_pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
+_pages_lock = threading.Lock()
+
+
+def listing_version(project_id: str) -> int | None:
+    """The project's listing version; None where the database keeps none (not SQLite)."""
+    if not isinstance(database.obj, SqliteDatabase):
+        return None
+    row = database.execute_sql('SELECT "version" FROM "listing_version" '
+                               'WHERE "project_id" = ?', (project_id,)).fetchone()
+    return row[0] if row else 0
 
 
 def get_instance(principal: Principal, project_id: str, instance_id: str,
