@@ -172,6 +172,14 @@ class TestDockerDriver(DriverContract):
         assert driver.exec(ref, ["sh", "-c", "ls /.appliance-chpasswd-*"])[0] != 0
         assert "correct horse" not in str(self.inspect(driver, ref))
 
+    def test_a_password_for_a_user_the_image_lacks_fails_and_leaves_nothing(self, driver, image,
+                                                                           made):
+        spec = self.spec(image, user="nobody-here", ssh_keys=(), password="correct horse battery")
+        with pytest.raises(DriverError) as caught:
+            made.append(driver.create(spec))
+        assert caught.value.permanent and "chpasswd failed" in caught.value.message
+        assert driver.state(spec.name).power == MISSING
+
     def test_a_killed_instance_stays_stopped(self, driver, instance):
         driver.stop(instance, graceful=False)
         assert driver.state(instance).power == STOPPED

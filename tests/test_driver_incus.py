@@ -18,7 +18,7 @@ import time
 import pytest
 
 from appliance import drivers
-from appliance.drivers.base import RUNNING, DriverError, Limits
+from appliance.drivers.base import MISSING, RUNNING, DriverError, Limits
 from appliance.drivers.incus import IncusDriver, _addresses
 from tests.driver_contract import DriverContract, require_engine
 
@@ -125,6 +125,14 @@ class TestIncusDriver(DriverContract):
         assert code == 0 and line != unset
         assert line.split(":")[1][:1] not in ("", "*", "!")
         assert driver.exec(ref, ["sh", "-c", "ls /root/.appliance-chpasswd-*"])[0] != 0
+
+    def test_a_password_for_a_user_the_image_lacks_fails_and_leaves_nothing(self, driver, image,
+                                                                           made):
+        spec = self.spec(image, user="nobody-here", ssh_keys=(), password="correct horse battery")
+        with pytest.raises(DriverError) as caught:
+            made.append(driver.create(spec))
+        assert caught.value.permanent and "chpasswd failed" in caught.value.message
+        assert driver.state(spec.name).power == MISSING
 
     def test_a_graceful_stop_of_the_busybox_init_is_quick(self, driver, instance):
         self.running_address(driver, instance)

@@ -6,7 +6,8 @@ The endpoint is `unix:///var/run/docker.sock` (the default when it is empty) or
 against `ca_cert`, else the system's CAs). Other options: `timeout` (seconds per request,
 default 60), `stop_timeout` (seconds a reboot waits for a clean shutdown, default 30),
 `start_timeout` (seconds a create waits for the container to run, default 30) and
-`start_settle` (seconds a new container must keep running to count as started, 0.25).
+`start_settle` (seconds a new container must keep running to count as started, 0.15;
+setting the password counts).
 
 The ref of an instance is its container name, which is the spec's name; the hostname is
 the same. A container this driver did not create (no `appliance.managed=true` label) is
@@ -47,7 +48,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,7 +93,7 @@ class DockerDriver(Driver):
         self._timeout = float(self.options.get("timeout") or 60)
         self._stop_timeout = int(self.options.get("stop_timeout") or 30)
         self._start_timeout = float(self.options.get("start_timeout") or 30)
-        self._settle = float(self.options.get("start_settle") or 0.25)
+        self._settle = float(self.options.get("start_settle") or 0.15)
         self._base_url = endpoint or DEFAULT_ENDPOINT
         if not self._base_url.startswith(("unix://", "tcp://")):
             raise DriverError(f"a Docker endpoint is unix:///path or tcp://host:port, "
@@ -232,11 +233,12 @@ class DockerDriver(Driver):
                   USER: spec.user, KEYS: "\n".join(spec.ssh_keys), ENV: ",".join(spec.env)}
         container = self._create_container(spec.name, spec.image, spec.limits, labels=labels,
                                            env=dict(spec.env))
+        password = spec.password
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
-            self._start(container, settle=self._settle)
-            if spec.password is not None:
-                self._set_password(container, spec.user, spec.password)
+            self._start(container, settle=self._settle,
+                        meanwhile=None if password is None else
+                        lambda: self._set_password(container, spec.user, password))
         except DriverError:
             self._discard(container)  # a retry of the create starts from nothing
             raise
@@ -265,10 +267,14 @@ class DockerDriver(Driver):
         except DriverError:
             pass
 
-    def _start(self, container: Any, settle: float = 0.0) -> None:
+    def _start(self, container: Any, settle: float = 0.0,
+               meanwhile: Callable[[], None] | None = None) -> None:
         """Start; return once Docker reports it running. Permanent error when its init ends,
         watched `settle` s longer for a new container (Docker restarts a crashing init
-        within about 0.1 s, so this is best effort)."""
+        after 0.1 s, so this is best effort). `meanwhile` (setting the password) runs in
+        that time: a container that ends meanwhile is reported as such, not as the
+        failure of `meanwhile`."""
+        failure = None
         with self._errors(f"starting {container.name}"):
             container.start()
             deadline = time.monotonic() + self._start_timeout
@@ -277,11 +283,19 @@ class DockerDriver(Driver):
                 time.sleep(0.1)
                 container.reload()
             restarts = container.attrs.get("RestartCount")
-            if container.status == "running" and settle:
-                time.sleep(settle)
+            if container.status == "running" and (settle or meanwhile):
+                watched_until = time.monotonic() + settle
+                if meanwhile is not None:
+                    try:
+                        meanwhile()
+                    except DriverError as exc:
+                        failure = exc
+                time.sleep(max(0.0, watched_until - time.monotonic()))
                 container.reload()
             if container.status in ("running", "paused") and (
                     container.attrs.get("RestartCount") == restarts):
+                if failure is not None:
+                    raise failure
                 return
         status, code = container.status, (container.attrs.get("State") or {}).get("ExitCode")
         raise DriverError(f"{container.name} did not keep running ({status}, exit code {code}): "
@@ -487,7 +501,6 @@ class DockerDriver(Driver):
     def _set_password(self, container: Any, user: str, password: str) -> None:
         # The password goes through a root-only file, never through argv or the exec
         # records Docker keeps (docker inspect shows an exec's command line).
-        self._account(container, user)  # a permanent error when the image lacks the user
         name = f".appliance-chpasswd-{uuid.uuid4().hex[:8]}"
         self._put(container, "/", [(name, f"{user}:{password}\n".encode(), 0o600, 0, 0)])
         code, output = self._run(container, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '

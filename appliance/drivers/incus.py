@@ -481,17 +481,19 @@ class IncusDriver(Driver):
 
     def _set_password(self, ref: str, user: str, password: str) -> None:
         # The password goes through a root-only file, never through argv or the engine's
-        # operation records.
-        self._account(ref, user)  # a permanent error when the image lacks the user
+        # operation records; the command that reads it removes it. An unknown user is
+        # chpasswd's failure (permanent).
         path = f"/root/.appliance-chpasswd-{uuid.uuid4().hex[:8]}"
         self._push(ref, path, "0600", content=f"{user}:{password}\n".encode())
         try:
-            code, output = self.exec(ref, ["sh", "-c", 'chpasswd < "$1"', "sh", path])
-        finally:
+            code, output = self.exec(ref, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '
+                                           'exit $code', "sh", path])
+        except DriverError:
             try:
                 self._call("DELETE", self._files(ref, path))
             except DriverError:
                 pass
+            raise
         if code == 127:
             raise DriverError("the image has no chpasswd, so it cannot take a password",
                               permanent=True)
