@@ -44,7 +44,15 @@ def _tasks() -> list[Task]:
              "Check every node's engine and discover its images."),
         Task("reconcile_instances", 60, instance_jobs.reconcile_all,
              "Bring instance rows in line with what the engines report."),
+        Task("meter_usage", 300, _meter_usage,
+             "Record every started hour of usage and debit it (idempotent)."),
     ]
+
+
+def _meter_usage() -> object:
+    from appliance.services import metering
+
+    return metering.tick()
 
 
 def tasks() -> dict[str, Task]:

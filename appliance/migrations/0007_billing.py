@@ -79,6 +79,7 @@ def up(migrator, db):
         sku = CharField(max_length=60)
         month = CharField(max_length=7)
         month_amount = IntegerField(default=0)
+        closed = BooleanField(default=False)
 
         class Meta:
             primary_key = False

@@ -74,6 +74,7 @@ class UsageMeter(BaseModel):
     sku = CharField(max_length=60)
     month = CharField(max_length=7)  # YYYY-MM of last_hour
     month_amount = IntegerField(default=0)  # charged for (subject, sku) in that month
+    closed = BooleanField(default=False)  # the subject is gone and every hour is recorded
 
     class Meta:
         primary_key = False

@@ -129,7 +129,7 @@ def post_many(postings: Sequence[Posting]) -> dict[str, int]:
         raise RuntimeError("post_many must run inside ledger.durable()")
     running = balances(sorted({p.user_id for p in postings}))
     now = clock.now()
-    created = _db_time(now)
+    created = db_time(now)
     rows = []
     for p in postings:
         running[p.user_id] += p.amount
@@ -154,9 +154,9 @@ def insert_statement(table: str, columns: Sequence[str], suffix: str = "") -> st
     return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) {suffix}'  # noqa: S608
 
 
-def _db_time(value) -> str:
-    """A datetime as the UTC text peewee stores for UTCDateTimeField."""
-    return str(LedgerEntry.created_at.db_value(value))
+def db_time(value):
+    """An aware datetime as the database parameter a UTCDateTimeField stores."""
+    return LedgerEntry.created_at.db_value(value)
 
 
 def balances(user_ids: Sequence[str]) -> dict[str, int]:
