@@ -201,6 +201,27 @@ class DriverContract:
         driver.delete_backup(instance, backup)
         driver.delete_backup(instance, backup)  # again: nothing to do
 
+    def archive_exists(self, driver: Driver, archive_ref: str) -> bool:
+        """Whether the engine still holds the archive (each driver's module says how)."""
+        raise NotImplementedError
+
+    def test_an_archive_outlives_its_instance_and_is_not_offered(self, driver, image, made):
+        ref = driver.create(self.spec(image))
+        made.append(ref)
+        if not driver.capabilities().snapshots:
+            with pytest.raises(Unsupported):
+                driver.archive(ref, "final")
+            return
+        archive = driver.archive(ref, f"contract-{uuid.uuid4().hex[:8]}")
+        try:
+            driver.delete(ref)
+            assert self.archive_exists(driver, archive)
+            assert archive not in [found.ref for found in driver.images()]
+        finally:
+            driver.delete_archive(archive)
+        assert not self.archive_exists(driver, archive)
+        driver.delete_archive(archive)  # again: nothing to do
+
     def test_networks_attach_and_detach_repeat_harmlessly(self, driver, instance):
         if not driver.capabilities().networks:
             with pytest.raises(Unsupported):

@@ -47,6 +47,15 @@ class TestDockerDriver(DriverContract):
     def image(self):
         return IMAGE
 
+    def archive_exists(self, driver, archive_ref):
+        import docker.errors
+
+        try:
+            driver._client.images.get(archive_ref)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
     def inspect(self, driver, ref) -> dict:
         return driver._client.api.inspect_container(ref)
 

@@ -22,6 +22,9 @@ class TestFakeDriver(DriverContract):
     def image(self):
         return "fake/debian-12"
 
+    def archive_exists(self, driver, archive_ref):
+        return archive_ref in driver._node["archives"]
+
     def assert_limits(self, driver, ref, limits):
         assert driver._get(ref)["limits"] == limits
 

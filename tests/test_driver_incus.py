@@ -49,6 +49,13 @@ class TestIncusDriver(DriverContract):
     def image(self):
         return IMAGE
 
+    def archive_exists(self, driver, archive_ref):
+        try:
+            driver._call("GET", "/1.0/images/aliases/" + archive_ref.replace("/", "%2F"))
+        except DriverError:
+            return False
+        return True
+
     @pytest.fixture(scope="class")
     @classmethod
     def booted(cls, incus):

@@ -204,6 +204,16 @@ class Driver(ABC):
         """Publish the instance as an image; return the image ref."""
         raise Unsupported("snapshots")
 
+    def archive(self, ref: str, name: str) -> str:
+        """Keep a copy of the instance that outlives it (a final backup before a delete)
+        and that `images()` does not offer; return its ref. A name archived again is
+        replaced."""
+        raise Unsupported("snapshots")
+
+    def delete_archive(self, archive_ref: str) -> None:
+        """Remove an archive; no-op when gone."""
+        raise Unsupported("snapshots")
+
     # -- firewall and networks ---------------------------------------------------------
 
     def apply_firewall(self, ref: str, rules: list[FirewallRule]) -> None:

@@ -23,17 +23,15 @@ recorded in the label `appliance.disk_gb` (the size at creation: labels cannot c
 What the driver keeps on the container, so a rebuild can redo it: labels with the SSH
 keys (public keys only), the default user, the disk size and the names of the spec's
 environment variables (their values are in the container's config). The password is
-never stored, so a rebuild or restore leaves none. Backups are `docker commit`s to
-`appliance-backup/<ref>:<name>` (the filesystem, not volumes the image may declare);
-a restore recreates the container from one (tagged `appliance-restored/<ref>` while in
-use). Templates are commits to `appliance-template/<name>`; they carry the instance's
-environment. A rebuild or restore makes a new container under a temporary name, swaps
-the names, then removes the old one, so a failure leaves the instance as it was.
+never stored, so a rebuild or restore leaves none. Backups, templates and archives are
+`docker commit`s (the filesystem, not volumes the image may declare) and private networks
+are user-defined bridges: see `_docker_extra.py`. A rebuild or restore makes a new
+container under a temporary name, swaps the names, then removes the old one, so a failure
+leaves the instance as it was.
 
 Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid settings,
 a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
-escapes. Private networks are internal user-defined bridges (a rebuild reattaches the
-instance, with new addresses on them). Firewalls are not supported yet.
+escapes. Firewalls are not supported yet.
 
 Costs: `state` of a running instance asks for a one-shot stats sample, which Docker can
 take up to a second to give (its collector's tick). `exec` output is stdout and stderr
@@ -42,9 +40,7 @@ as they arrive on two pipes, so lines of the two are not kept in order.
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 import threading
 import time
 import uuid
@@ -58,6 +54,17 @@ import docker.tls
 import docker.types
 import requests
 
+from appliance.drivers._docker_extra import (
+    ARCHIVES,
+    BACKUPS,
+    INSTANCE,
+    MANAGED,
+    RESTORED,
+    DockerCopies,
+    DockerFiles,
+    DockerNetworks,
+    _networks,
+)
 from appliance.drivers.base import (
     MISSING,
     RUNNING,
@@ -73,19 +80,15 @@ from appliance.drivers.base import (
 )
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
-MANAGED, INSTANCE = "appliance.managed", "appliance.instance"
 DISK, USER, KEYS, ENV = "appliance.disk_gb", "appliance.user", "appliance.ssh_keys", "appliance.env"
-BACKUPS, RESTORED, TEMPLATES = "appliance-backup", "appliance-restored", "appliance-template"
 # Docker statuses: running, paused and restarting count as powered on.
 _ON = ("running", "paused", "restarting")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _PERMANENT_SDK_ERRORS = (docker.errors.InvalidArgument, docker.errors.InvalidRepository,
                          docker.errors.InvalidVersion, docker.errors.TLSParameterError,
                          docker.errors.NullResource)
 
 
-class DockerDriver(Driver):
+class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
     engine = "docker"
 
     def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
@@ -200,7 +203,7 @@ class DockerDriver(Driver):
         found = []
         for image in listed:
             tags = [tag for tag in image.tags
-                    if not tag.startswith((BACKUPS + "/", RESTORED + "/"))]
+                    if not tag.startswith((BACKUPS + "/", RESTORED + "/", ARCHIVES + "/"))]
             if not tags:
                 continue
             labels = image.labels or {}
@@ -464,53 +467,6 @@ class DockerDriver(Driver):
 
     # -- inside the instance -----------------------------------------------------------
 
-    def _account(self, container: Any, user: str) -> tuple[int, int, str]:
-        """(uid, gid, home) of `user`, read from the container's /etc/passwd."""
-        passwd = ""
-        with self._errors(f"reading /etc/passwd of {container.name}"):
-            try:
-                chunks, _ = container.get_archive("/etc/passwd")
-                with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-                    member = tar.next()
-                    handle = tar.extractfile(member) if member is not None else None
-                    passwd = handle.read().decode("utf-8", "replace") if handle else ""
-            except docker.errors.NotFound:
-                pass
-        for line in passwd.splitlines():
-            fields = line.split(":")
-            if len(fields) >= 6 and fields[0] == user and fields[2].isdigit():
-                return int(fields[2]), int(fields[3] or 0), fields[5] or "/"
-        if user == "root":
-            return 0, 0, "/root"
-        raise DriverError(f"the image has no user {user}", permanent=True)
-
-    def _put(self, container: Any, directory: str, entries: list[tuple]) -> None:
-        """Write (name, content or None for a directory, mode, uid, gid) under `directory`."""
-        with self._errors(f"writing into {container.name}"):
-            if not container.put_archive(directory, _tar(entries)):
-                raise DriverError(f"Docker did not write into {directory} of {container.name}")
-
-    def _install_ssh_keys(self, container: Any, user: str, keys: tuple[str, ...]) -> None:
-        if not keys:
-            return
-        uid, gid, home = self._account(container, user)
-        content = "".join(key.strip() + "\n" for key in keys).encode()
-        self._put(container, home, [(".ssh", None, 0o700, uid, gid),
-                                    (".ssh/authorized_keys", content, 0o600, uid, gid)])
-
-    def _set_password(self, container: Any, user: str, password: str) -> None:
-        # The password goes through a root-only file, never through argv or the exec
-        # records Docker keeps (docker inspect shows an exec's command line).
-        name = f".appliance-chpasswd-{uuid.uuid4().hex[:8]}"
-        self._put(container, "/", [(name, f"{user}:{password}\n".encode(), 0o600, 0, 0)])
-        code, output = self._run(container, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '
-                                             'exit $code', "sh", "/" + name], 30, user="0")
-        if code in (126, 127):
-            raise DriverError("the image has no chpasswd, so it cannot take a password",
-                              permanent=True)
-        if code != 0:
-            raise DriverError(f"chpasswd failed ({code}): {output.strip()}", permanent=True)
-
     def logs(self, ref: str, lines: int = 200) -> str:
         container = self._get(ref)
         return self._tail(container, lines) if lines > 0 else ""
@@ -543,108 +499,6 @@ class DockerDriver(Driver):
             raise outcome["error"]
         result = outcome["result"]
         return int(result.exit_code or 0), (result.output or b"").decode("utf-8", "replace")
-
-    # -- backups and templates ---------------------------------------------------------
-
-    def snapshot(self, ref: str, name: str) -> str:
-        """Commit the container (paused meanwhile) to `appliance-backup/<ref>:<name>`."""
-        if not _TAG.fullmatch(name):
-            raise DriverError(f"{name!r} cannot name a Docker backup", permanent=True)
-        container = self._get(ref)
-        repository = f"{BACKUPS}/{ref.lower()}"
-        previous = self._commit(container, repository, name)
-        self._remove_image(previous, untagged_only=True)
-        return f"{repository}:{name}"
-
-    def _commit(self, container: Any, repository: str, tag: str) -> str | None:
-        """Commit (pausing the container meanwhile); return the id of the image the tag
-        named before, which the caller removes once nothing uses it."""
-        previous = self._image_id(f"{repository}:{tag}")
-        with self._errors(f"committing {container.name}"):
-            # Containers anyone makes from the image must not pass for the instance.
-            image = container.commit(repository=repository, tag=tag, pause=True,
-                                     changes=[f'LABEL {MANAGED}="" {INSTANCE}=""'])
-        return previous if previous != image.id else None
-
-    def _image_id(self, image: str) -> str | None:
-        with self._errors(f"looking up the image {image}"):
-            try:
-                return self._client.images.get(image).id
-            except docker.errors.NotFound:
-                return None
-
-    def restore(self, ref: str, backup_ref: str) -> None:
-        """Recreate the instance from the backup (it is started)."""
-        repository = f"{BACKUPS}/{ref.lower()}"
-        if not backup_ref.startswith(repository + ":"):
-            raise DriverError(f"no backup {backup_ref} of {ref}", permanent=True)
-        backup = self._require_image(backup_ref, "backup")
-        self._get(ref)
-        restored = f"{RESTORED}/{ref.lower()}"
-        previous = self._image_id(f"{restored}:latest")
-        with self._errors(f"restoring {backup_ref}"):
-            backup.tag(restored, "latest")  # the container's image outlives the backup
-        self._recreate(ref, f"{restored}:latest")
-        self._remove_image(previous if previous != backup.id else None, untagged_only=True)
-
-    def delete_backup(self, ref: str, backup_ref: str) -> None:
-        if backup_ref.startswith(f"{BACKUPS}/{ref.lower()}:"):
-            self._remove_image(backup_ref)
-
-    def export_template(self, ref: str, name: str) -> str:
-        """Commit the instance (it keeps running) as `appliance-template/<name>`; exporting
-        a name again moves it. The template carries the instance's environment."""
-        if not _REPOSITORY.fullmatch(name.lower()):
-            raise DriverError(f"{name!r} cannot name a Docker image", permanent=True)
-        repository = f"{TEMPLATES}/{name.lower()}"
-        previous = self._commit(self._get(ref), repository, "latest")
-        self._remove_image(previous, untagged_only=True)
-        return repository
-
-    # -- private networks --------------------------------------------------------------
-
-    def create_network(self, name: str, cidr: str) -> str:
-        """An internal user-defined bridge `name` on `cidr` (the default bridge stays the
-        way out); its ref is the name. Creating it again returns it as it is."""
-        if self._network(name, missing_ok=True) is not None:
-            return name
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=cidr)])
-        with self._errors(f"creating the network {name}"):
-            self._client.networks.create(name, driver="bridge", ipam=ipam, internal=True,
-                                         check_duplicate=True, labels={MANAGED: "true"})
-        return name
-
-    def _network(self, network_ref: str, missing_ok: bool = False) -> Any:
-        with self._errors(f"looking up the network {network_ref}"):
-            try:
-                network = self._client.networks.get(network_ref)
-            except docker.errors.NotFound:
-                network = None
-        if network is None or network.name != network_ref or (
-                network.attrs.get("Labels") or {}).get(MANAGED) != "true":
-            if missing_ok:
-                return None
-            raise DriverError(f"no network {network_ref}", permanent=True)
-        return network
-
-    def delete_network(self, network_ref: str) -> None:
-        """Remove the network; a permanent error while instances are attached."""
-        network = self._network(network_ref, missing_ok=True)
-        if network is not None:
-            with self._errors(f"deleting the network {network_ref}"):
-                network.remove()
-
-    def attach(self, ref: str, network_ref: str) -> None:
-        network, container = self._network(network_ref), self._get(ref)
-        if network_ref not in _networks(container):
-            with self._errors(f"attaching {ref} to {network_ref}"):
-                network.connect(container)
-
-    def detach(self, ref: str, network_ref: str) -> None:
-        container = self._get(ref)
-        if network_ref in _networks(container):
-            with self._errors(f"detaching {ref} from {network_ref}"):
-                self._network(network_ref).disconnect(container)
 
     def close(self) -> None:
         with self._lock:
@@ -679,10 +533,6 @@ def _limits_of(container: Any) -> Limits:
                   disk_gb=int(disk) if disk.isdigit() else 0)
 
 
-def _networks(container: Any) -> dict:
-    return (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-
-
 def _addresses(networks: dict) -> tuple[str, ...]:
     """IPv4 addresses (the default bridge's first), then global IPv6 ones."""
     names = sorted(networks, key=lambda name: (name != "bridge", name))
@@ -690,18 +540,3 @@ def _addresses(networks: dict) -> tuple[str, ...]:
     ipv6 = [networks[name].get("GlobalIPv6Address") for name in names]
     return tuple(address for address in ipv4 + ipv6
                  if address and not address.startswith(("127.", "169.254.", "fe80", "::1")))
-
-
-def _tar(entries: list[tuple]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, content, mode, uid, gid in entries:
-            info = tarfile.TarInfo(name)
-            info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, int(time.time())
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()

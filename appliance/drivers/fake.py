@@ -42,6 +42,7 @@ def _node(endpoint: str) -> dict:
     with _lock:
         return _nodes.setdefault(endpoint, {
             "instances": {}, "networks": {}, "images": {i.ref: i for i in IMAGES},
+            "archives": {},
             "serial": itertools.count(1)})
 
 
@@ -208,6 +209,14 @@ class FakeDriver(Driver):
         image_ref = f"fake/template-{name}"
         self._node["images"][image_ref] = ImageInfo(image_ref, f"Template of {instance['name']}")
         return image_ref
+
+    def archive(self, ref: str, name: str) -> str:
+        archive_ref = f"fake/archive-{name}"
+        self._node["archives"][archive_ref] = dict(self._get(ref))
+        return archive_ref
+
+    def delete_archive(self, archive_ref: str) -> None:
+        self._node["archives"].pop(archive_ref, None)
 
     def apply_firewall(self, ref: str, rules: list[FirewallRule]) -> None:
         self._get(ref)["firewall"] = list(rules)

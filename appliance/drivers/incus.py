@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from appliance.drivers._http import unix_session
+from appliance.drivers._incus_extra import ARCHIVE_PREFIX, IncusCopies, _NotFound, _q
 from appliance.drivers.base import (
     MISSING,
     RUNNING,
@@ -53,22 +54,10 @@ from appliance.drivers.base import (
 DEFAULT_SOCKET = "/var/lib/incus/unix.socket"
 KEYS_CONFIG = "user.appliance.ssh-keys"
 USER_CONFIG = "user.appliance.user"
-TEMPLATE_PREFIX = "appliance-template/"
 CONSOLE_KEEP = 256 * 1024  # bytes of console output kept per instance
 _TRANSIENT_WORDS = ("timeout", "timed out", "deadline", "busy", "try again", "temporar")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-class _NotFound(DriverError):
-    """The engine answered 404: permanent, and the callers that expect it catch it."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, permanent=True)
-
-
-def _q(name: str) -> str:
-    return quote(name, safe="")
 
 
 def _size_bytes(size: str) -> int | None:
@@ -96,7 +85,7 @@ def _operation_failure(operation: dict, what: str) -> DriverError:
     return DriverError(f"{what}: {message}", permanent=not transient)
 
 
-class IncusDriver(Driver):
+class IncusDriver(IncusCopies, Driver):
     engine = "incus"
 
     def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
@@ -265,6 +254,8 @@ class IncusDriver(Driver):
                 continue
             properties = image.get("properties") or {}
             for alias in image.get("aliases") or []:
+                if alias["name"].startswith(ARCHIVE_PREFIX):
+                    continue
                 found.append(ImageInfo(
                     alias["name"], alias.get("description") or properties.get("description", ""),
                     properties.get("os", ""), properties.get("release", ""), image.get("size")))
@@ -537,60 +528,6 @@ class IncusDriver(Driver):
             except _NotFound:
                 pass
         return int(result["return"]), output.decode("utf-8", "replace")
-
-    # -- backups and templates ---------------------------------------------------------
-
-    def snapshot(self, ref: str, name: str) -> str:
-        self._call("POST", f"/1.0/instances/{_q(ref)}/snapshots", json={"name": name},
-                   wait=self._create_timeout, what=f"snapshotting {ref}")
-        return f"{ref}/{name}"
-
-    def restore(self, ref: str, backup_ref: str) -> None:
-        name = backup_ref.rpartition("/")[2]
-        try:
-            self._call("GET", f"/1.0/instances/{_q(ref)}/snapshots/{_q(name)}")
-        except _NotFound:
-            raise DriverError(f"no backup {backup_ref}", permanent=True) from None
-        self._call("PUT", f"/1.0/instances/{_q(ref)}", json={"restore": name},
-                   wait=self._create_timeout, what=f"restoring {backup_ref}")
-
-    def delete_backup(self, ref: str, backup_ref: str) -> None:
-        name = backup_ref.rpartition("/")[2]
-        try:
-            self._call("DELETE", f"/1.0/instances/{_q(ref)}/snapshots/{_q(name)}",
-                       wait=self._create_timeout, what=f"deleting {backup_ref}")
-        except _NotFound:
-            pass
-
-    def export_template(self, ref: str, name: str) -> str:
-        """Publish a snapshot of the instance (it keeps running) as an image aliased
-        `appliance-template/<name>`; exporting a name again moves the alias."""
-        alias = TEMPLATE_PREFIX + name
-        snapshot = f"appliance-export-{uuid.uuid4().hex[:8]}"
-        self.snapshot(ref, snapshot)
-        try:
-            published = self._call(
-                "POST", "/1.0/images", wait=self._create_timeout, what=f"publishing {ref}",
-                json={"source": {"type": "snapshot", "name": f"{ref}/{snapshot}"},
-                      "properties": {"description": f"Template {name} (from {ref})"}})
-        finally:
-            self.delete_backup(ref, snapshot)
-        fingerprint = published["fingerprint"]
-        description = f"Template {name} (from {ref})"
-        try:
-            old = self._call("GET", f"/1.0/images/aliases/{_q(alias)}")
-        except _NotFound:
-            self._call("POST", "/1.0/images/aliases",
-                       json={"name": alias, "target": fingerprint, "description": description})
-            return alias
-        self._call("PUT", f"/1.0/images/aliases/{_q(alias)}",
-                   json={"target": fingerprint, "description": description})
-        if old.get("target") and old["target"] != fingerprint:
-            try:
-                self._call("DELETE", f"/1.0/images/{old['target']}")
-            except DriverError:
-                pass  # still used by another alias: it stays
-        return alias
 
     def close(self) -> None:
         self._session.close()
