@@ -46,6 +46,8 @@ def _tasks() -> list[Task]:
              "Bring instance rows in line with what the engines report."),
         Task("meter_usage", 300, _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
+        Task("enforce_billing", 300, _enforce_billing,
+             "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
     ]
 
 
@@ -53,6 +55,12 @@ def _meter_usage() -> object:
     from appliance.services import metering
 
     return metering.tick()
+
+
+def _enforce_billing() -> object:
+    from appliance.services import billing
+
+    return billing.enforce()
 
 
 def tasks() -> dict[str, Task]:

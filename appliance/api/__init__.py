@@ -12,6 +12,8 @@ def init_app(app: Flask) -> None:
         admin,
         api_keys,
         auth,
+        billing,
+        billing_admin,
         catalog,
         instances,
         principal,
@@ -29,3 +31,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(catalog.bp, url_prefix=API_PREFIX)
     app.register_blueprint(instances.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)

@@ -121,3 +121,14 @@ def _notify_low_balance(user: User, alert: BillingAlert, balance: int) -> None:
     """
     log.info("low balance: account %s is at %s, below its alert at %s", user.id, balance,
              alert.threshold)
+
+
+def _notify_grace_started(user: User, grace_ends_at) -> None:
+    """The hook called when an account reaches zero with priced instances (inside the
+    enforcement transaction); the events issue wires a `billing.grace_started` event."""
+    log.info("account %s is out of credit: grace period until %s", user.id, grace_ends_at)
+
+
+def _notify_suspended(user: User, reason: str) -> None:
+    """The hook called when an account is suspended (`billing.suspended` event later)."""
+    log.warning("account %s suspended (%s): its instances are being stopped", user.id, reason)

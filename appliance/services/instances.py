@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from peewee import JOIN, IntegrityError, SqliteDatabase
 
 from appliance.db import database
-from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
 from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Plan, Project
 from appliance.models import SshKey as AccountSshKey
 from appliance.services import (
     audit,
+    billing,
     catalog,
     clock,
     events,
@@ -158,6 +159,7 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
         quotas.check(owner, "instances", 1)
         quotas.check(owner, "vcpus", plan.vcpus)
         quotas.check(owner, "memory_mb", plan.memory_mb)
+        billing.require_can_provision(owner.id)
         node = nodes.place(plan, image)
         generated = _generate_password() if password is None else None
         now = clock.now()
@@ -346,9 +348,10 @@ def _operable(principal: Principal, project_id: str, instance_id: str,
               scope: str = "instances:write") -> Instance:
     principal.require_scope(scope)
     instance = get_instance(principal, project_id, instance_id, projects.OPERATE)
-    if instance.suspended_at is not None:
-        raise Conflict("This instance is suspended for billing; top up to use it again.",
-                       code="instance_suspended")
+    # Suspended for billing: stopped and kept; it may only be deleted until a top-up.
+    if instance.suspended_at is not None and scope != "instances:delete":
+        raise PaymentRequired("This instance is suspended for billing; top up to use it "
+                              "again.", details={"reason": "suspended"})
     return instance
 
 
@@ -421,6 +424,7 @@ def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str
         owner = _owner(Project.get_by_id(project_id))
         quotas.check(owner, "vcpus", max(0, plan.vcpus - current.vcpus))
         quotas.check(owner, "memory_mb", max(0, plan.memory_mb - current.memory_mb))
+        billing.require_can_provision(owner.id)
         free = nodes.free_capacity(instance.node)
         if (free.vcpus < plan.vcpus - current.vcpus
                 or free.memory_mb < plan.memory_mb - current.memory_mb

@@ -1,0 +1,341 @@
+"""Usage and billing over JSON: the caller's own account.
+
+Money is integer minor units with a `currency` field. Reading needs `billing:read` /
+`usage:read` on a key, changing `billing:write`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from flask import Response, stream_with_context
+from pydantic import Field
+
+from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
+from appliance.models import BillingAccount, BillingAlert, LedgerEntry
+from appliance.models.billing import LEDGER_TYPES
+from appliance.services import billing, billing_state, clock, ledger, promo, usage
+from appliance.services.sessions import Principal
+
+bp = ApiBlueprint("billing_api", __name__)
+TAGS = ("billing",)
+USAGE_TAGS = ("usage",)
+AUTH = USER_OR_KEY
+LedgerType = Literal["grant", "topup", "promo", "usage", "adjustment", "refund"]
+assert set(LEDGER_TYPES) == set(LedgerType.__args__)  # one list of types
+
+
+class ReadinessOut(Schema):
+    can_provision: bool
+    reason: Literal["suspended", "below_minimum_balance", "spend_cap_reached"] | None
+    shortfall: int = Field(description="Minor units missing to reach the minimum balance.")
+
+
+class BillingOut(Schema):
+    balance: int
+    currency: str
+    burn_rate_per_day: int = Field(description="Usage of the last 24 hours.")
+    month_to_date: int
+    projected_run_out_at: dt.datetime | None = Field(
+        description="When the balance reaches zero at the current burn rate; null when "
+                    "nothing is burning or nothing is left.")
+    hours_left: float | None
+    spend_cap: int | None
+    minimum_balance: int
+    provisioning: ReadinessOut
+    status: Literal["active", "grace", "suspended"]
+    grace_ends_at: dt.datetime | None
+    suspended_at: dt.datetime | None
+    suspended_reason: str | None
+
+
+class CreditOut(Schema):
+    id: int
+    type: LedgerType
+    amount: int
+    balance_after: int
+    currency: str
+    reference: str
+    note: str
+    project_id: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, entry: LedgerEntry, currency: str) -> CreditOut:
+        return cls(id=entry.id, type=entry.type, amount=entry.amount,
+                   balance_after=entry.balance_after, currency=currency,
+                   reference=entry.reference, note=entry.note, project_id=entry.project_id,
+                   created_at=entry.created_at)
+
+
+class CreditList(Schema):
+    data: list[CreditOut]
+    page: PageInfo
+
+
+class CreditQuery(ListQuery):
+    type: LedgerType | None = None
+
+
+class PromoIn(Schema):
+    code: str = Field(min_length=1, max_length=100,
+                      description="Trimmed and case-insensitive.")
+
+
+class PromoOut(Schema):
+    credit: CreditOut
+    balance: int
+    currency: str
+
+
+class AlertOut(Schema):
+    id: str
+    threshold: int
+    currency: str
+    armed: bool = Field(description="False after it fired, until the balance is back at or "
+                                    "above the threshold.")
+    fired_at: dt.datetime | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, alert: BillingAlert, currency: str) -> AlertOut:
+        return cls(id=alert.id, threshold=alert.threshold, currency=currency,
+                   armed=alert.armed, fired_at=alert.fired_at, created_at=alert.created_at)
+
+
+class AlertList(Schema):
+    data: list[AlertOut]
+
+
+class AlertIn(Schema):
+    threshold: int = Field(ge=1, le=ledger.MAX_AMOUNT,
+                           description="Alert when the balance falls below this.")
+
+
+class SettingsOut(Schema):
+    spend_cap: int | None = Field(description="Per calendar month; null: none.")
+    invoice_name: str
+    invoice_address: str
+    vat_id: str
+    currency: str
+
+    @classmethod
+    def of(cls, account: BillingAccount) -> SettingsOut:
+        return cls(spend_cap=account.spend_cap, invoice_name=account.invoice_name,
+                   invoice_address=account.invoice_address, vat_id=account.vat_id,
+                   currency=billing_state.currency())
+
+
+class SettingsIn(Schema):
+    spend_cap: int | None = Field(None, ge=0, le=ledger.MAX_AMOUNT)
+    invoice_name: str = Field("", max_length=200)
+    invoice_address: str = Field("", max_length=1000)
+    vat_id: str = Field("", max_length=40)
+
+
+class SpendCapIn(Schema):
+    spend_cap: int | None = Field(ge=0, le=ledger.MAX_AMOUNT,
+                                  description="Minor units per calendar month; null: none.")
+
+
+@bp.operation("/billing", summary="Balance, burn rate, run-out and readiness", tags=TAGS,
+              response=BillingOut, auth=AUTH)
+def overview(principal: Principal):
+    found = billing.overview(principal)
+    ready = found.readiness
+    return BillingOut(
+        balance=found.balance, currency=found.currency,
+        burn_rate_per_day=found.burn_rate_per_day, month_to_date=found.month_to_date,
+        projected_run_out_at=found.projected_run_out_at, hours_left=found.hours_left,
+        spend_cap=found.spend_cap, minimum_balance=found.minimum_balance,
+        provisioning=ReadinessOut(can_provision=ready.can_provision, reason=ready.reason,
+                                  shortfall=ready.shortfall),
+        status=found.status, grace_ends_at=found.grace_ends_at,
+        suspended_at=found.suspended_at, suspended_reason=found.suspended_reason)
+
+
+@bp.operation("/billing/credits", summary="Your credit ledger, newest first", tags=TAGS,
+              query=CreditQuery, response=CreditList, auth=AUTH)
+def credits(principal: Principal, query: CreditQuery):
+    rows, cursor = billing.list_credits(principal, query.limit, query.cursor, query.type)
+    currency = billing_state.currency()
+    return page_body([CreditOut.of(row, currency) for row in rows], query.limit, cursor)
+
+
+def csv_response(chunks, filename: str) -> Response:
+    return Response(stream_with_context(chunks), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.operation("/billing/credits/statement.csv", summary="Your whole ledger as CSV", tags=TAGS,
+              auth=AUTH, produces="text/csv")
+def statement(principal: Principal):
+    return csv_response(billing.statement_csv(principal), "statement.csv")
+
+
+@bp.operation("/billing/promo", "POST", summary="Redeem a promo code", tags=TAGS,
+              body=PromoIn, response=PromoOut, status=201, auth=AUTH, errors=(404, 409),
+              description="404 `promo_not_found`; 409 `promo_inactive`, `promo_expired`, "
+                          "`promo_already_redeemed` or `promo_used_up`.")
+def redeem_promo(principal: Principal, body: PromoIn):
+    entry = promo.redeem(principal, body.code, ip=client_ip())
+    currency = billing_state.currency()
+    return PromoOut(credit=CreditOut.of(entry, currency), balance=entry.balance_after,
+                    currency=currency)
+
+
+@bp.operation("/billing/alerts", summary="Your low-balance alerts", tags=TAGS,
+              response=AlertList, auth=AUTH)
+def list_alerts(principal: Principal):
+    currency = billing_state.currency()
+    return {"data": [AlertOut.of(a, currency) for a in billing.list_alerts(principal)]}
+
+
+@bp.operation("/billing/alerts", "POST", summary="Add a low-balance alert", tags=TAGS,
+              body=AlertIn, response=AlertOut, status=201, auth=AUTH, errors=(409,))
+def create_alert(principal: Principal, body: AlertIn):
+    alert = billing.create_alert(principal, body.threshold, ip=client_ip())
+    return AlertOut.of(alert, billing_state.currency())
+
+
+@bp.operation("/billing/alerts/<alert_id>", "DELETE", summary="Delete a low-balance alert",
+              tags=TAGS, status=204, auth=AUTH, errors=(404,))
+def delete_alert(principal: Principal, alert_id: str):
+    billing.delete_alert(principal, alert_id, ip=client_ip())
+    return None, 204
+
+
+@bp.operation("/billing/settings", summary="Your spend cap and invoice details", tags=TAGS,
+              response=SettingsOut, auth=AUTH)
+def get_settings(principal: Principal):
+    return SettingsOut.of(billing.account_settings(principal))
+
+
+@bp.operation("/billing/settings", "PUT", summary="Replace your billing settings", tags=TAGS,
+              body=SettingsIn, response=SettingsOut, auth=AUTH)
+def put_settings(principal: Principal, body: SettingsIn):
+    return SettingsOut.of(billing.update_settings(
+        principal, spend_cap=body.spend_cap, invoice_name=body.invoice_name,
+        invoice_address=body.invoice_address, vat_id=body.vat_id, ip=client_ip()))
+
+
+@bp.operation("/billing/spend-cap", "PATCH", summary="Set or clear your monthly spend cap",
+              tags=TAGS, body=SpendCapIn, response=SettingsOut, auth=AUTH)
+def set_spend_cap(principal: Principal, body: SpendCapIn):
+    return SettingsOut.of(billing.set_spend_cap(principal, body.spend_cap, ip=client_ip()))
+
+
+# Usage --------------------------------------------------------------------------------
+
+
+class ProjectFilter(Schema):
+    project_id: str | None = Field(None, max_length=40)
+
+
+class UsageSummaryOut(Schema):
+    days: int
+    since: dt.date
+    active_instances: int
+    instance_hours: int
+    amount: int
+    currency: str
+
+
+class ChartQuery(ProjectFilter):
+    days: int = Field(30, ge=1, le=usage.MAX_CHART_DAYS)
+
+
+class ChartPoint(Schema):
+    date: dt.date
+    quantity: int
+    amount: int
+
+
+class ChartOut(Schema):
+    days: int
+    currency: str
+    data: list[ChartPoint]
+
+
+class RangeQuery(ProjectFilter):
+    date_from: dt.date | None = Field(None, description="First UTC day (default: 30 days ago).")
+    date_to: dt.date | None = Field(None, description="Last UTC day (default: today).")
+
+
+class DailyRow(Schema):
+    date: dt.date
+    project_id: str | None
+    resource: str
+    sku: str
+    quantity: int
+    amount: int
+
+
+class DailyOut(Schema):
+    date_from: dt.date
+    date_to: dt.date
+    currency: str
+    data: list[DailyRow]
+
+
+class ResourceRow(Schema):
+    resource: str
+    sku: str
+    quantity: int
+    amount: int
+
+
+class ResourcesOut(Schema):
+    month: str
+    currency: str
+    total: int
+    data: list[ResourceRow]
+
+
+@bp.operation("/usage", summary="The last 30 days of usage", tags=USAGE_TAGS,
+              query=ProjectFilter, response=UsageSummaryOut, auth=AUTH, errors=(404,))
+def usage_summary(principal: Principal, query: ProjectFilter):
+    return usage.summary(principal, query.project_id)
+
+
+@bp.operation("/usage/chart", summary="Usage per day (zeros filled), oldest first",
+              tags=USAGE_TAGS, query=ChartQuery, response=ChartOut, auth=AUTH, errors=(404,))
+def usage_chart(principal: Principal, query: ChartQuery):
+    points = usage.chart(principal, query.days, query.project_id)
+    return ChartOut(days=query.days, currency=billing_state.currency(),
+                    data=[ChartPoint(date=p.day, quantity=p.quantity, amount=p.amount)
+                          for p in points])
+
+
+@bp.operation("/usage/daily", summary="Usage per day, project, resource and SKU",
+              tags=USAGE_TAGS, query=RangeQuery, response=DailyOut, auth=AUTH, errors=(404,))
+def usage_daily(principal: Principal, query: RangeQuery):
+    date_from, date_to = usage.check_range(query.date_from, query.date_to)
+    lines = usage.daily(principal, date_from, date_to, query.project_id)
+    return DailyOut(date_from=date_from, date_to=date_to, currency=billing_state.currency(),
+                    data=[DailyRow(date=line.day, project_id=line.project_id,
+                                   resource=line.resource, sku=line.sku,
+                                   quantity=line.quantity, amount=line.amount)
+                          for line in lines])
+
+
+@bp.operation("/usage/resources", summary="This month by resource and SKU, biggest first",
+              tags=USAGE_TAGS, query=ProjectFilter, response=ResourcesOut, auth=AUTH,
+              errors=(404,))
+def usage_resources(principal: Principal, query: ProjectFilter):
+    lines = usage.by_resource(principal, query.project_id)
+    return ResourcesOut(month=billing.month_start(clock.now()).strftime("%Y-%m"),
+                        currency=billing_state.currency(),
+                        total=sum(line.amount for line in lines),
+                        data=[ResourceRow(resource=line.resource, sku=line.sku,
+                                          quantity=line.quantity, amount=line.amount)
+                              for line in lines])
+
+
+@bp.operation("/usage/export.csv", summary="Hourly usage records as CSV", tags=USAGE_TAGS,
+              query=RangeQuery, auth=AUTH, produces="text/csv", errors=(404,))
+def usage_export(principal: Principal, query: RangeQuery):
+    chunks = usage.export_csv(principal, query.date_from, query.date_to, query.project_id)
+    return csv_response(chunks, "usage.csv")
