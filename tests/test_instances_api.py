@@ -409,3 +409,55 @@ def test_the_list_follows_every_change_even_from_another_connection(app, client,
         with sqlite3.connect(data_dir / "appliance.db") as other:
             other.execute("UPDATE node SET last_checked_at = '2026-01-01'")  # not shown
         assert instances.listing_version(project) == version
+
+
+def test_a_delete_can_keep_a_final_backup_that_outlives_the_instance(app, client, owner,
+                                                                     project, catalog):
+    instance = create_instance(app, client, owner, project, catalog)
+    path = _path(project, instance["id"])
+    response = api(client, "DELETE", path + "?final_backup=true", owner)
+    assert response.status_code == 202 and response.get_json()["job"]["progress"]["total"] == 3
+    run_jobs(app)
+    assert api(client, "GET", path, owner).status_code == 404
+    backups = api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"]
+    assert [(b["instance_name"], b["status"], b["kind"]) for b in backups] == [
+        (instance["name"], "available", "final")]
+    engine = FakeDriver("fake://tests")
+    archive = "fake/archive-final-" + backups[0]["id"].removeprefix("bak_")
+    assert archive in engine._node["archives"]
+    one = f"/projects/{project}/backups/{backups[0]['id']}"
+    assert api(client, "DELETE", one, owner).status_code == 204
+    assert archive not in engine._node["archives"]
+    assert api(client, "GET", one, owner).get_json()["error"]["code"] == "backup_not_found"
+    assert api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"] == []
+
+
+def test_a_final_backup_that_fails_deletes_nothing(app, client, owner, project, catalog,  # noqa: PLR0917
+                                                   monkeypatch):
+    instance = create_instance(app, client, owner, project, catalog)
+    path = _path(project, instance["id"])
+
+    def broken(self, ref, name):
+        raise DriverError("the archive store is full", permanent=True)
+
+    monkeypatch.setattr(FakeDriver, "archive", broken)
+    assert api(client, "DELETE", path + "?final_backup=true", owner).status_code == 202
+    run_jobs(app)
+    assert _get(client, owner, project, instance["id"])["status"] == "running"
+    backup = api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"][0]
+    assert backup["status"] == "failed" and "archive store is full" in backup["error"]
+
+
+def test_a_final_backup_needs_an_engine_with_snapshots(app, client, owner, project, catalog,  # noqa: PLR0917
+                                                       monkeypatch):
+    from appliance.drivers.base import Capabilities
+
+    instance = create_instance(app, client, owner, project, catalog)
+    monkeypatch.setattr(FakeDriver, "capabilities", lambda self: Capabilities())
+    response = api(client, "DELETE", _path(project, instance["id"]) + "?final_backup=true",
+                   owner)
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert (error["code"], error["details"]["capability"]) == ("unsupported", "snapshots")
+    assert _get(client, owner, project, instance["id"])["status"] == "running"
+    assert api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"] == []

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from appliance.services import projects
+from appliance.models import Backup, Instance
+from appliance.services import clock, projects
+from appliance.services.ids import new_id
 from tests import sshkeys
 from tests.factories import (
     add_member,
@@ -89,6 +91,9 @@ ROUTES = [
     ("GET", I + "/events", "viewer", None, 200, None),
     ("GET", I + "/logs", "viewer", None, 200, None),
     ("GET", "/projects/{project_id}/jobs", "viewer", None, 200, None),
+    ("GET", "/projects/{project_id}/backups", "viewer", None, 200, None),
+    ("GET", "/projects/{project_id}/backups/{backup_id}", "viewer", None, 200, None),
+    ("DELETE", "/projects/{project_id}/backups/{backup_id}", "member", None, 204, None),
     ("GET", "/projects/{project_id}/jobs/{job_id}", "viewer", None, 200, None),
 ]
 
@@ -106,7 +111,19 @@ def _world(app, client, team, catalog, state=None) -> dict[str, str]:
         run_jobs(app)
     return {"project_id": project, "user_id": _target_id(client, team),
             "key_id": target_key["id"], "instance_id": instance,
-            "job_id": created.get_json()["job"]["id"], **catalog}
+            "job_id": created.get_json()["job"]["id"], "backup_id": _backup(app, instance),
+            **catalog}
+
+
+def _backup(app, instance_id: str) -> str:
+    """A final backup row of the instance (no engine object: deleting it is row-only)."""
+    with app.app_context():
+        instance = Instance.get_by_id(instance_id)
+        now = clock.now()
+        return Backup.create(id=new_id("bak"), project=instance.project_id, instance=instance,
+                             instance_name=instance.name, node=instance.node_id, kind="final",
+                             status="available", size_gb=1, created_at=now,
+                             updated_at=now).id
 
 
 def _fill(value, names: dict[str, str]):

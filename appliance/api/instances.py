@@ -239,10 +239,19 @@ def rename_instance(principal: Principal, project_id: str, instance_id: str, bod
                                            ip=client_ip()))
 
 
+class DeleteQuery(Schema):
+    final_backup: bool = Field(False, description="Keep an archive of the instance on its "
+                               "engine first (GET .../backups); 409 unsupported when the "
+                               "engine has no snapshots. If it fails nothing is deleted.")
+
+
 @bp.operation(ONE, "DELETE", summary="Delete an instance (202 with its job)", tags=TAGS,
-              response=InstanceAccepted, status=202, auth=AUTH, errors=ERRORS)
-def delete_instance(principal: Principal, project_id: str, instance_id: str):
-    return _accepted(instances.delete(principal, project_id, instance_id, ip=client_ip()))
+              query=DeleteQuery, response=InstanceAccepted, status=202, auth=AUTH,
+              errors=(*ERRORS, 503))
+def delete_instance(principal: Principal, project_id: str, instance_id: str,
+                    query: DeleteQuery):
+    return _accepted(instances.delete(principal, project_id, instance_id, ip=client_ip(),
+                                      final_backup=query.final_backup))
 
 
 def _power_view(action: str):

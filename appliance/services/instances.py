@@ -28,6 +28,7 @@ from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Pla
 from appliance.models import SshKey as AccountSshKey
 from appliance.services import (
     audit,
+    backups,
     billing,
     catalog,
     clock,
@@ -393,11 +394,26 @@ def rename(principal: Principal, project_id: str, instance_id: str, name: str,
     return get_instance(principal, project_id, instance_id)
 
 
-def delete(principal: Principal, project_id: str, instance_id: str, ip: str = "") -> Started:
+def delete(principal: Principal, project_id: str, instance_id: str, ip: str = "",
+           final_backup: bool = False) -> Started:
+    """Destroy it; with `final_backup`, first keep an archive of it (services/backups.py)."""
+    from appliance.services.instance_jobs import engine_call
+
     with database.atomic():
         instance = _operable(principal, project_id, instance_id, "instances:delete")
         _require_state(instance, ("running", "stopped", "failed"), "delete")
-        job = _enqueue(instance, "instance.delete", principal, "Deleting", total_steps=2)
+        params = {}
+        if final_backup:
+            principal.require_scope("backups:write")
+            if not instance.driver_ref:
+                raise Conflict("This instance was never made on its engine: there is "
+                               "nothing to back up.", code="invalid_state",
+                               details={"status": instance.status})
+            driver = nodes.driver_for(instance.node)
+            engine_call(lambda: driver.capabilities().require("snapshots"))
+            params["backup_id"] = backups.begin_final(instance, principal).id
+        job = _enqueue(instance, "instance.delete", principal, "Deleting",
+                       total_steps=3 if final_backup else 2, **params)
         Instance.update(status="deleting", updated_at=clock.now()).where(
             Instance.id == instance.id).execute()
         _event(instance, "instance.delete_requested", f"Deleted by {principal.user.email}",
