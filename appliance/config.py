@@ -182,6 +182,9 @@ SETTINGS: tuple[Setting, ...] = (
             "The operator's legal name on invoices; empty means SITE_NAME."),
     Setting("BILLING_OPERATOR_ADDRESS", "", parse_str,
             "The operator's postal address on invoices."),
+    Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
+            "How often the metering tick records started hours (each hour is counted once "
+            "however often it runs)."),
 )
 
 _active: dict[str, Any] = {}
