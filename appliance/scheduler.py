@@ -32,7 +32,7 @@ class Task:
 
 
 def _tasks() -> list[Task]:
-    from appliance.services import api_keys, idempotency, instance_jobs, mail, nodes
+    from appliance.services import api_keys, dispatcher, idempotency, instance_jobs, mail, nodes
 
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
@@ -44,10 +44,12 @@ def _tasks() -> list[Task]:
              "Check every node's engine and discover its images."),
         Task("reconcile_instances", 60, instance_jobs.reconcile_all,
              "Bring instance rows in line with what the engines report."),
-        Task("meter_usage", _metering_interval(), _meter_usage,
+        Task("meter_usage", 300, _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
         Task("enforce_billing", 300, _enforce_billing,
              "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
+        Task("webhook_sweep", 30, dispatcher.sweep,
+             "Wake the webhook dispatcher; forget rotated-out webhook secrets."),
     ]
 
 
@@ -55,15 +57,6 @@ def _meter_usage() -> object:
     from appliance.services import metering
 
     return metering.tick()
-
-
-def _metering_interval() -> int:
-    from appliance import config
-
-    try:
-        return config.active()["METERING_INTERVAL_SECONDS"]
-    except config.ConfigError:  # no app built yet: the default
-        return config.SETTINGS_BY_NAME["METERING_INTERVAL_SECONDS"].default
 
 
 def _enforce_billing() -> object:
@@ -95,12 +88,14 @@ def start(app: Flask) -> BackgroundScheduler:
 
     On the very first start (no node yet) a reachable local engine is registered.
     """
-    from appliance.services import jobs, nodes
+    from appliance.services import dispatcher, jobs, nodes
 
     with app.app_context(), database.connection_context():
         nodes.register_local_engine()
     runner = app.extensions["job_runner"] = jobs.Runner(app)
     runner.start()
+    app.extensions["webhook_dispatcher"] = dispatcher.Dispatcher(app)
+    app.extensions["webhook_dispatcher"].start()
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
     for task in _tasks():
@@ -123,4 +118,7 @@ def stop(app: Flask) -> None:
     runner = app.extensions.pop("job_runner", None)
     if runner is not None:
         runner.stop()
+    webhook_dispatcher = app.extensions.pop("webhook_dispatcher", None)
+    if webhook_dispatcher is not None:
+        webhook_dispatcher.stop()
     _guarded(app, "flush_key_usage")

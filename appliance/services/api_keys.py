@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from appliance.db import database
 from appliance.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from appliance.models import ApiKey, Membership, Project, User
-from appliance.services import audit, authcache, clock, pagination, projects, quotas
+from appliance.services import audit, authcache, clock, events, pagination, projects, quotas
 from appliance.services.ids import hash_token, new_id
 from appliance.services.sessions import SCOPES, Principal, require_active
 
@@ -161,6 +161,7 @@ def create_key(principal: Principal, name: str, scopes: list[str], *,
         audit.record("api_key.created", actor=principal.user, target_type="api_key",
                      target_id=key.id, ip=ip, name=name, scopes=clean_scopes,
                      project_id=project_id)
+        events.api_key_event("api_key.created", key, principal.user.id)
     return NewSecret(key, secret)
 
 
@@ -198,6 +199,7 @@ def _revoke(principal: Principal, key: ApiKey, ip: str) -> ApiKey:
                                                        ApiKey.revoked_at.is_null()).execute()
         audit.record("api_key.revoked", actor=principal.user, target_type="api_key",
                      target_id=key.id, ip=ip, owner=key.user_id)
+        events.api_key_event("api_key.revoked", key, principal.user.id)
     return key
 
 

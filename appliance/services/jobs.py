@@ -29,7 +29,7 @@ from appliance.db import database
 from appliance.drivers.base import DriverError
 from appliance.errors import ApplianceError
 from appliance.models import Job
-from appliance.services import clock
+from appliance.services import clock, events
 from appliance.services.ids import new_id
 
 log = logging.getLogger("appliance.jobs")
@@ -164,6 +164,7 @@ def run(job: Job) -> None:
         with database.atomic():
             Job.update(status="succeeded", finished_at=clock.now(), lease_until=None,
                        step=job.total_steps, message="Done").where(Job.id == job.id).execute()
+            events.job_finished(job.id)
 
 
 def _fail(job: Job, handler: Handler | None, message: str, code: str) -> None:
@@ -171,6 +172,7 @@ def _fail(job: Job, handler: Handler | None, message: str, code: str) -> None:
         Job.update(status="failed", finished_at=clock.now(), lease_until=None,
                    error=message, error_code=code, message="Failed").where(
             Job.id == job.id).execute()
+        events.job_finished(job.id)
     if handler is not None and handler.on_failure is not None:
         try:
             handler.on_failure(job, message)

@@ -17,7 +17,7 @@ from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import ApiKey, Membership, Project, User
 from appliance.models.projects import ROLES
-from appliance.services import audit, authcache, clock, pagination
+from appliance.services import audit, authcache, clock, events, pagination
 from appliance.services.ids import new_id
 from appliance.services.sessions import Principal
 
@@ -248,6 +248,9 @@ def add_member(principal: Principal, project_id: str, email: str, role: str,
                            details={"field": "email"}) from None
         audit.record("project.member_added", actor=principal.user, target_type="project",
                      target_id=project_id, ip=ip, user_id=user.id, role=role)
+        events.emit("member.added", project_id=project_id, user_id=user.id, data={
+            "project_id": project_id, "user_id": user.id, "email": user.email, "role": role,
+            "actor_id": principal.user.id})
     member.user = user
     return member
 
@@ -287,6 +290,9 @@ def remove_member(principal: Principal, project_id: str, user_id: str, ip: str =
         Membership.delete().where(Membership.id == member.id).execute()
         audit.record("project.member_removed", actor=principal.user, target_type="project",
                      target_id=project_id, ip=ip, user_id=user_id)
+        events.emit("member.removed", project_id=project_id, user_id=user_id, data={
+            "project_id": project_id, "user_id": user_id, "role": member.role,
+            "actor_id": principal.user.id})
 
 
 def member_count(project_id: str) -> int:

@@ -15,7 +15,7 @@ from appliance.services import clock
 RUNTIME_SETTINGS = ("SITE_NAME", "SIGNUP", "BILLING_CURRENCY", "BILLING_VAT_RATE_BP",
                     "BILLING_MIN_BALANCE", "BILLING_GRACE_HOURS",
                     "BILLING_LOW_BALANCE_THRESHOLDS", "BILLING_OPERATOR_NAME",
-                    "BILLING_OPERATOR_ADDRESS")
+                    "BILLING_OPERATOR_ADDRESS", "WEBHOOKS_ALLOW_PRIVATE")
 
 
 def get(config: dict[str, Any], name: str) -> Any:

@@ -1,0 +1,371 @@
+"""Webhook deliveries: sending one, the retry schedule, the log, redelivery and tests.
+
+A delivery is a row (queued by services/webhooks.fan_out in the event's transaction). It
+is claimed with a conditional UPDATE that sets a lease and counts the attempt, the
+attempt is logged *before* the request goes out (so the log never shows fewer requests
+than a receiver saw, even after `kill -9`), and the outcome is written afterwards:
+
+- a 2xx within 15 s: succeeded;
+- 410 Gone: failed, and the webhook is disabled at once;
+- anything else (3xx - redirects are never followed -, 4xx, 5xx, a timeout, a refused
+  connection, an address the SSRF guard refuses): tried again after 5 s, 5 min, 30 min,
+  2 h, 5 h, 10 h and 10 h (each +-10 %), then failed. A 429 or 503 with Retry-After
+  (seconds or an HTTP date) waits that long instead, up to 10 hours.
+
+A webhook whose deliveries have failed for five days without a success in between is
+disabled, and a `webhook.disabled` event tells its owner. The body is
+`{"type", "timestamp", "data"}` signed per Standard Webhooks (services/signing.py);
+`webhook-id` is the event's id on every attempt and on redeliveries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import random
+from dataclasses import dataclass
+
+from appliance import __version__
+from appliance.db import database
+from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
+from appliance.services import clock, events, pagination, signing, ssrf, webhooks
+from appliance.services.ids import new_id
+from appliance.services.sessions import Principal
+
+log = logging.getLogger("appliance.webhooks")
+
+# Seconds to wait before attempt n+1 (the first goes at once): 8 attempts in about 28 h.
+SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+JITTER = 0.10
+TIMEOUT = 15.0
+LEASE = dt.timedelta(seconds=60)  # longer than TIMEOUT: a live attempt never loses it
+DISABLE_AFTER = dt.timedelta(days=5)
+MAX_RETRY_AFTER = dt.timedelta(hours=10)
+EXCERPT_BYTES = 2048
+STATUSES = ("pending", "succeeded", "failed")
+USER_AGENT = f"appliance-webhooks/{__version__}"
+INTERRUPTED = "The appliance stopped during this attempt; it is tried again."
+
+
+@dataclass
+class _Answer:
+    """What the endpoint said (or why it said nothing)."""
+
+    status_code: int | None = None
+    excerpt: str = ""
+    error: str | None = None
+    duration_ms: int = 0
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to."""
+
+    delivery_id: str
+    status: str  # the delivery's status afterwards: pending | succeeded | failed
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+def payload(event: Event) -> bytes:
+    """The body every attempt of `event` sends, byte for byte the same."""
+    return json.dumps({"type": event.type, "timestamp": clock.isoformat(event.created_at),
+                       "data": events.data_of(event)}, separators=(",", ":")).encode()
+
+
+def retry_delay(attempt: int, retry_after: dt.timedelta | None = None) -> dt.timedelta | None:
+    """How long after failed attempt number `attempt` (1-based) the next one goes; None
+    when the schedule is used up. Retry-After, when given, replaces the step."""
+    if attempt >= len(SCHEDULE):
+        return None
+    if retry_after is not None:
+        return min(max(retry_after, dt.timedelta(seconds=1)), MAX_RETRY_AFTER)
+    step = SCHEDULE[attempt]
+    return dt.timedelta(seconds=step * random.uniform(1 - JITTER, 1 + JITTER))  # noqa: S311
+
+
+def parse_retry_after(value: str | None, now: dt.datetime) -> dt.timedelta | None:
+    """Retry-After as seconds or an HTTP date (RFC 9110); None when absent or malformed."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return dt.timedelta(seconds=min(int(value), int(MAX_RETRY_AFTER.total_seconds())))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(when - now, dt.timedelta(0))
+
+
+# Claiming ----------------------------------------------------------------------------
+
+
+def _due(now: dt.datetime):
+    return ((WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
+            & (WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < now)))
+
+
+def due_deliveries(limit: int = 50, exclude_webhooks=()) -> list[tuple[str, str]]:
+    """(delivery id, webhook id) of deliveries due now to active webhooks, oldest first,
+    skipping the webhooks in `exclude_webhooks` (those with enough in flight)."""
+    now = clock.now()
+    query = (WebhookDelivery.select(WebhookDelivery.id, WebhookDelivery.webhook)
+             .join(Webhook).where(_due(now), Webhook.status == "active"))
+    if exclude_webhooks:
+        query = query.where(WebhookDelivery.webhook.not_in(list(exclude_webhooks)))
+    query = query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)
+    return [(row.id, row.webhook_id) for row in query]
+
+
+def next_due_at() -> dt.datetime | None:
+    """When the earliest pending delivery to an active webhook comes due."""
+    row = (WebhookDelivery.select(WebhookDelivery.next_attempt_at).join(Webhook)
+           .where(WebhookDelivery.status == "pending", Webhook.status == "active",
+                  WebhookDelivery.next_attempt_at.is_null(False))
+           .order_by(WebhookDelivery.next_attempt_at).first())
+    return row.next_attempt_at if row is not None else None
+
+
+def claim(delivery_id: str, *, test: bool = False) -> bool:
+    """Take a due delivery for one attempt (lease + attempt count); False when another
+    worker has it or it is not due. Test deliveries have no due time: `test=True`."""
+    now = clock.now()
+    if test:
+        due = (WebhookDelivery.status == "pending") & (
+            WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < now))
+    else:
+        due = _due(now)
+    with database.atomic():
+        claimed = (WebhookDelivery.update(lease_until=now + LEASE,
+                                          attempts=WebhookDelivery.attempts + 1)
+                   .where(WebhookDelivery.id == delivery_id, due).execute())
+    return claimed == 1
+
+
+def recover_interrupted() -> int:
+    """Start-up: deliveries a previous process had claimed are due again at once, and
+    attempts it left unfinished are logged as interrupted. Only one process delivers."""
+    now = clock.now()
+    with database.atomic():
+        WebhookAttempt.update(error=INTERRUPTED).where(
+            WebhookAttempt.status_code.is_null(), WebhookAttempt.error.is_null()).execute()
+        return WebhookDelivery.update(lease_until=now - dt.timedelta(seconds=1)).where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.lease_until.is_null(False)).execute()
+
+
+# Attempting --------------------------------------------------------------------------
+
+
+def attempt(delivery_id: str) -> Outcome:
+    """Send one claimed delivery and record the outcome (see the module docstring)."""
+    delivery = WebhookDelivery.get_by_id(delivery_id)
+    webhook = Webhook.get_by_id(delivery.webhook_id)
+    event = Event.get_by_id(delivery.event_id)
+    number = delivery.attempts
+    started = clock.now()
+    with database.atomic():
+        row = WebhookAttempt.create(delivery=delivery.id, number=number, started_at=started)
+    answer = _send(delivery, webhook, event, started)
+    return _record(delivery, webhook, row.id, answer)
+
+
+def _send(delivery: WebhookDelivery, webhook: Webhook, event: Event,
+          started: dt.datetime) -> _Answer:
+    secrets = webhooks.signing_secrets(webhook, started)
+    if not secrets:
+        return _Answer(error="The signing secret cannot be read (the appliance's SECRET_KEY "
+                             "changed); rotate the webhook's secret.")
+    body = payload(event)
+    sent = {**signing.headers(secrets, delivery.msg_id, int(started.timestamp()), body),
+            "User-Agent": USER_AGENT}
+    answer = _Answer()
+    try:
+        response = ssrf.post(webhook.url, body, sent, timeout=TIMEOUT,
+                             allow_private=webhooks.allow_private(), max_excerpt=EXCERPT_BYTES)
+        answer = _Answer(response.status, response.body_excerpt[:EXCERPT_BYTES], None,
+                         response.duration_ms, response.headers)
+    except ssrf.UnsafeURL as exc:
+        answer.error = f"Refused by the SSRF guard: {exc.message}"
+    except ssrf.DeliveryError as exc:
+        answer.error = str(exc)
+    except Exception:  # a bug must not leave the delivery leased forever
+        log.exception("webhook delivery %s crashed", delivery.id)
+        answer.error = "An internal error stopped this attempt; the log has the details."
+    if not answer.duration_ms:
+        answer.duration_ms = round((clock.now() - started).total_seconds() * 1000)
+    code = answer.status_code
+    if code is not None and not 200 <= code < 300:
+        answer.error = f"HTTP {code}" + (" (redirects are not followed)"
+                                         if 300 <= code < 400 else "")
+    return answer
+
+
+def _record(delivery: WebhookDelivery, webhook: Webhook, attempt_id: int,
+            answer: _Answer) -> Outcome:
+    now = clock.now()
+    number = delivery.attempts
+    status_code, error, headers = answer.status_code, answer.error, answer.headers or {}
+    is_test = delivery.trigger == "test"
+    ok = status_code is not None and 200 <= status_code < 300
+    status, next_at, disable = "pending", None, None
+    if ok:
+        status = "succeeded"
+    elif status_code == 410 and not is_test:
+        status, disable = "failed", "The endpoint answered 410 Gone."
+    else:
+        retry_after = None
+        if status_code in (429, 503):
+            retry_after = parse_retry_after(headers.get("retry-after"), now)
+        delay = None if is_test else retry_delay(number, retry_after)
+        if delay is None:
+            status = "failed"
+        else:
+            next_at = now + delay
+    with database.atomic():
+        WebhookAttempt.update(duration_ms=answer.duration_ms, status_code=status_code,
+                              response_excerpt=answer.excerpt, error=error).where(
+            WebhookAttempt.id == attempt_id).execute()
+        WebhookDelivery.update(
+            status=status, lease_until=None, last_status_code=status_code,
+            last_error=error, next_attempt_at=next_at if status == "pending" else None,
+            finished_at=now if status != "pending" else None,
+        ).where(WebhookDelivery.id == delivery.id).execute()
+        if not is_test:
+            if ok:
+                Webhook.update(failing_since=None).where(
+                    Webhook.id == webhook.id, Webhook.failing_since.is_null(False)).execute()
+            else:
+                since = webhook.failing_since
+                if since is None:
+                    Webhook.update(failing_since=now).where(
+                        Webhook.id == webhook.id, Webhook.failing_since.is_null()).execute()
+                elif disable is None and now - since >= DISABLE_AFTER:
+                    disable = "Every delivery failed for 5 days."
+            if disable is not None:
+                disable_webhook(webhook.id, disable)
+    return Outcome(delivery.id, status, status_code, error, answer.duration_ms)
+
+
+def disable_webhook(webhook_id: str, reason: str) -> bool:
+    """Disable a webhook (inside a transaction): its pending deliveries fail, and a
+    `webhook.disabled` event tells its owner. False when it was not active."""
+    now = clock.now()
+    changed = Webhook.update(status="disabled", disabled_reason=reason, updated_at=now).where(
+        Webhook.id == webhook_id, Webhook.status != "disabled").execute()
+    if not changed:
+        return False
+    WebhookDelivery.update(status="failed", finished_at=now, lease_until=None,
+                           next_attempt_at=None,
+                           last_error="The webhook was disabled before this was delivered.",
+                           ).where(WebhookDelivery.webhook == webhook_id,
+                                   WebhookDelivery.status == "pending",
+                                   WebhookDelivery.lease_until.is_null()
+                                   | (WebhookDelivery.lease_until < now)).execute()
+    webhook = Webhook.get_by_id(webhook_id)
+    log.warning("webhook %s (%s) disabled: %s", webhook.id, webhook.url, reason)
+    events.emit("webhook.disabled", user_id=webhook.user_id,
+                data={"webhook_id": webhook.id, "url": webhook.url, "reason": reason})
+    return True
+
+
+def deliver_due(max_deliveries: int | None = None) -> int:
+    """Claim and send due deliveries in this thread, one by one, until none is due;
+    return how many attempts were made. (The dispatcher does this on a thread pool.)"""
+    sent = 0
+    while max_deliveries is None or sent < max_deliveries:
+        rows = due_deliveries()
+        progressed = False
+        for delivery_id, _ in rows:
+            if claim(delivery_id):
+                attempt(delivery_id)
+                sent += 1
+                progressed = True
+                if max_deliveries is not None and sent >= max_deliveries:
+                    return sent
+        if not progressed:
+            return sent
+    return sent
+
+
+# The log, redelivery and tests ----------------------------------------------------------
+
+
+def list_deliveries(principal: Principal, webhook_id: str, status: str | None = None,
+                    limit: int = pagination.DEFAULT_LIMIT,
+                    cursor: str | None = None) -> tuple[list[WebhookDelivery], str | None]:
+    """A webhook's deliveries, newest first, optionally of one status."""
+    webhook = webhooks.get_webhook(principal, webhook_id)
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"status is one of {', '.join(STATUSES)}.", field="status")
+    query = (WebhookDelivery.select(WebhookDelivery, Event).join(Event)
+             .where(WebhookDelivery.webhook == webhook.id))
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    return pagination.page(query, WebhookDelivery, limit, cursor)
+
+
+def get_delivery(principal: Principal, webhook_id: str,
+                 delivery_id: str) -> tuple[WebhookDelivery, list[WebhookAttempt]]:
+    """One delivery of the caller's webhook with its attempts, first to last."""
+    webhook = webhooks.get_webhook(principal, webhook_id)
+    delivery = (WebhookDelivery.select(WebhookDelivery, Event).join(Event)
+                .where(WebhookDelivery.id == delivery_id,
+                       WebhookDelivery.webhook == webhook.id).first())
+    if delivery is None:
+        raise NotFound("No such delivery.", code="delivery_not_found")
+    attempts = list(WebhookAttempt.select().where(WebhookAttempt.delivery == delivery.id)
+                    .order_by(WebhookAttempt.number, WebhookAttempt.id))
+    return delivery, attempts
+
+
+def attempts_of(delivery_ids: list[str]) -> dict[str, list[WebhookAttempt]]:
+    found: dict[str, list[WebhookAttempt]] = {i: [] for i in delivery_ids}
+    for row in (WebhookAttempt.select().where(WebhookAttempt.delivery.in_(delivery_ids))
+                .order_by(WebhookAttempt.number, WebhookAttempt.id)):
+        found[row.delivery_id].append(row)
+    return found
+
+
+def redeliver(principal: Principal, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+    """Queue the event of a delivery again, as a new delivery with the same webhook-id.
+    409 `webhook_disabled` while the webhook is disabled (resume it first)."""
+    with database.atomic():
+        webhook = webhooks._writable(principal, webhook_id)
+        original, _ = get_delivery(principal, webhook_id, delivery_id)
+        if webhook.status == "disabled":
+            raise Conflict("This webhook is disabled; resume it first.",
+                           code="webhook_disabled")
+        now = clock.now()
+        delivery = WebhookDelivery.create(
+            id=new_id("dlv"), webhook=webhook.id, event=original.event_id,
+            msg_id=original.msg_id, trigger="redelivery", status="pending",
+            next_attempt_at=now, created_at=now)
+    webhooks.wake()
+    return WebhookDelivery.select(WebhookDelivery, Event).join(Event).where(
+        WebhookDelivery.id == delivery.id).get()
+
+
+def send_test(principal: Principal, webhook_id: str) -> tuple[WebhookDelivery, Outcome]:
+    """Send a `webhook.test` event to this webhook only, now, once, and report how it
+    went. Whatever the answer, the webhook's state does not change."""
+    with database.atomic():
+        webhook = webhooks._writable(principal, webhook_id)
+        event = events.emit("webhook.test", user_id=webhook.user_id, data={
+            "webhook_id": webhook.id, "message": "This is a test event."})
+        delivery = WebhookDelivery.create(
+            id=new_id("dlv"), webhook=webhook.id, event=event.id, msg_id=event.id,
+            trigger="test", status="pending", next_attempt_at=None, created_at=clock.now())
+    if not claim(delivery.id, test=True):  # nobody else claims test deliveries
+        raise Conflict("The test is already being sent.", code="operation_in_progress")
+    outcome = attempt(delivery.id)
+    return WebhookDelivery.select(WebhookDelivery, Event).join(Event).where(
+        WebhookDelivery.id == delivery.id).get(), outcome
