@@ -44,7 +44,7 @@ def _tasks() -> list[Task]:
              "Check every node's engine and discover its images."),
         Task("reconcile_instances", 60, instance_jobs.reconcile_all,
              "Bring instance rows in line with what the engines report."),
-        Task("meter_usage", 300, _meter_usage,
+        Task("meter_usage", _metering_interval(), _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
         Task("enforce_billing", 300, _enforce_billing,
              "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
@@ -57,6 +57,15 @@ def _meter_usage() -> object:
     from appliance.services import metering
 
     return metering.tick()
+
+
+def _metering_interval() -> int:
+    from appliance import config
+
+    try:
+        return config.active()["METERING_INTERVAL_SECONDS"]
+    except config.ConfigError:  # no app built yet: the default
+        return config.SETTINGS_BY_NAME["METERING_INTERVAL_SECONDS"].default
 
 
 def _enforce_billing() -> object:

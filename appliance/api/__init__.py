@@ -12,11 +12,13 @@ def init_app(app: Flask) -> None:
         admin,
         api_keys,
         auth,
+        backups,
         billing,
         billing_admin,
         catalog,
         events,
         instances,
+        invoices,
         principal,
         projects,
         system,
@@ -33,6 +35,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(catalog.bp, url_prefix=API_PREFIX)
     app.register_blueprint(instances.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(invoices.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(backups.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)

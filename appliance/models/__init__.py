@@ -11,6 +11,7 @@ from appliance.models.accounts import (
     RefreshToken,
     User,
 )
+from appliance.models.backups import Backup
 from appliance.models.billing import (
     BillingAccount,
     BillingAlert,
@@ -25,6 +26,7 @@ from appliance.models.catalog import App, Image, Node, Plan
 from appliance.models.events import Event
 from appliance.models.idempotency import IdempotencyRecord
 from appliance.models.instances import Instance, InstanceEvent, Job
+from appliance.models.invoices import Invoice, InvoiceCounter, InvoiceLine, InvoiceRun, StripeTopup
 from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
 from appliance.models.projects import Membership, Project
@@ -32,10 +34,11 @@ from appliance.models.settings import Setting
 from appliance.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery
 
 __all__ = [
-    "ApiKey", "App", "AuditLog", "AuthSession", "BillingAccount", "BillingAlert", "EmailToken",
-    "IdempotencyRecord", "Image", "Instance", "InstanceEvent", "Invite", "Job", "LedgerEntry",
-    "LimitOverride", "LimitRequest", "MailOutbox", "Membership", "MfaFactor", "Node", "Plan",
-    "Project", "PromoCode", "PromoRedemption", "RecoveryCode", "RefreshToken", "Setting",
-    "SshKey", "UsageDaily", "UsageMeter", "UsageRecord", "User",
+    "ApiKey", "App", "AuditLog", "AuthSession", "Backup", "BillingAccount", "BillingAlert",
+    "EmailToken", "IdempotencyRecord", "Image", "Instance", "InstanceEvent", "Invite", "Job",
+    "LedgerEntry", "LimitOverride", "LimitRequest", "MailOutbox", "Membership", "MfaFactor",
+    "Node", "Plan", "Project", "PromoCode", "PromoRedemption", "RecoveryCode", "RefreshToken",
+    "Setting", "SshKey", "UsageDaily", "UsageMeter", "UsageRecord", "User",
 ]
+__all__ += ["Invoice", "InvoiceCounter", "InvoiceLine", "InvoiceRun", "StripeTopup"]
 __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]

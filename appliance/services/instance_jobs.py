@@ -17,7 +17,7 @@ from appliance.db import database
 from appliance.drivers.base import MISSING, RUNNING, DriverError, InstanceSpec, Limits
 from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.models import Image, Instance, InstanceEvent, Job, Plan
-from appliance.services import clock, events, jobs, nodes, sealing
+from appliance.services import backups, clock, events, jobs, nodes, sealing
 from appliance.services.ids import new_id
 from appliance.services.instances import engine_name
 
@@ -139,9 +139,14 @@ def _resync_after_failure(job: Job, error: str) -> None:
 
 def delete(job: Job, progress: jobs.Progress) -> None:
     instance = _instance(job)
+    backup_id = json.loads(job.params).get("backup_id")
     if instance.driver_ref:
-        progress(1, "Destroying on the engine")
-        nodes.driver_for(instance.node).delete(instance.driver_ref)
+        driver = nodes.driver_for(instance.node)
+        if backup_id:
+            progress(1, "Keeping a final backup")
+            backups.take(backup_id, instance, driver)
+        progress(2 if backup_id else 1, "Destroying on the engine")
+        driver.delete(instance.driver_ref)
     now = clock.now()
     with database.atomic():
         Instance.update(status="deleted", power_state="missing", deleted_at=now, ipv4=None,
@@ -218,7 +223,14 @@ for _action, _event_type, _done in (("start", "instance.started", "Started"),
                                     ("reset", "instance.rebooted", "Reset")):
     jobs.register(f"instance.{_action}", _power(_action, _event_type, _done),
                   _resync_after_failure)
-jobs.register("instance.delete", delete, _resync_after_failure)
+def _delete_failed(job: Job, error: str) -> None:
+    backup_id = json.loads(job.params).get("backup_id")
+    if backup_id:
+        backups.mark_failed(backup_id, error)
+    _resync_after_failure(job, error)
+
+
+jobs.register("instance.delete", delete, _delete_failed)
 jobs.register("instance.resize", resize, _resync_after_failure)
 jobs.register("instance.rebuild", rebuild, _resync_after_failure)
 jobs.register("instance.password", set_password, _resync_after_failure)
