@@ -18,7 +18,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import catalog, nodes
-from appliance.web.instances import DISPLAY_CURRENCY
+from appliance.web.instances import display_currency
 from appliance.web.projects import every_page
 from appliance.web.session import admin_required, current_principal
 
@@ -60,7 +60,7 @@ def _money(name: str) -> int:
         amount = None
     if amount is None or not amount.is_finite() or amount < 0 or amount != amount.quantize(
             Decimal("0.01")) or amount > 10**10:
-        raise InvalidRequest(f"Enter an amount in {DISPLAY_CURRENCY} like 0.05 (at most two "
+        raise InvalidRequest(f"Enter an amount in {display_currency()} like 0.05 (at most two "
                              "decimals).", field=name)
     return int(amount * 100)
 

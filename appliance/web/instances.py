@@ -21,7 +21,7 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
-from appliance.services import catalog, instances, projects, quotas, ssh_keys
+from appliance.services import billing_state, catalog, instances, projects, quotas, ssh_keys
 from appliance.web.projects import every_page, render_fragment_or_page
 from appliance.web.session import current_principal, login_required
 
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instances")
 
-# Prices are integer minor units of the billing currency. There is no currency setting
-# yet: the billing issue replaces this constant with the operator's setting.
-DISPLAY_CURRENCY = "EUR"
 # Statuses that end by themselves: the pages keep polling while an instance has one.
 SETTLING = ("creating", "deleting")
 QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb")
@@ -45,11 +42,16 @@ STOP_POLLING = 286
 # Formatting, for the templates --------------------------------------------------------
 
 
+def display_currency() -> str:
+    """Prices are integer minor units of the operator's billing currency (a setting)."""
+    return billing_state.currency()
+
+
 def money(minor: int) -> str:
     """Integer minor units as an amount with two decimals and the currency code."""
     sign = "-" if minor < 0 else ""
     whole, cents = divmod(abs(minor), 100)
-    return f"{sign}{whole}.{cents:02d} {DISPLAY_CURRENCY}"
+    return f"{sign}{whole}.{cents:02d} {display_currency()}"
 
 
 def memory(megabytes: int) -> str:
@@ -70,7 +72,7 @@ def job_percent(job: Job) -> int:
 @bp.app_context_processor
 def _formatting() -> dict:
     return {"money": money, "memory": memory, "job_percent": job_percent,
-            "currency": DISPLAY_CURRENCY}
+            "currency": display_currency()}
 
 
 def _polled(view):
