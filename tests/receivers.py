@@ -53,7 +53,7 @@ class Answer:
 class Receiver:
     """Records every POST; answers with the queued answers, then with `default`."""
 
-    def __init__(self, default: Answer | None = None) -> None:
+    def __init__(self, default: Answer | None = None, port: int = 0) -> None:
         self.received: list[Received] = []
         self.answers: list[Answer] = []
         self.default = default or Answer()
@@ -84,7 +84,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
