@@ -83,6 +83,14 @@ def parse_amounts(value: str) -> str:
     return ",".join(str(number) for number in numbers)
 
 
+def parse_http_url(value: str) -> str:
+    """An http(s) URL without a trailing slash; empty stays empty."""
+    url = value.strip().rstrip("/")
+    if url and not (url.startswith(("http://", "https://")) and len(url.split("/")[2]) > 0):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         lowered = value.strip().lower()
@@ -185,6 +193,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
             "How often the metering tick records started hours (each hour is counted once "
             "however often it runs)."),
+    Setting("STRIPE_SECRET_KEY", "", parse_str,
+            "Stripe secret API key (sk_...); empty turns Stripe top-ups off.", secret=True),
+    Setting("STRIPE_WEBHOOK_SECRET", "", parse_str,
+            "Signing secret (whsec_...) of the Stripe webhook endpoint "
+            "/api/v1/billing/stripe/webhook.", secret=True),
+    Setting("STRIPE_API_BASE", "https://api.stripe.com", parse_http_url,
+            "Base URL of Stripe's API (a stand-in's, for tests)."),
 )
 
 _active: dict[str, Any] = {}

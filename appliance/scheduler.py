@@ -11,6 +11,7 @@ that runs late, twice, or in two processes does no harm.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Task:
     seconds: int
     run: Callable[[], object]
     help: str
+    at_start: bool = False  # also run once right after start-up (catching up a downtime)
 
 
 def _tasks() -> list[Task]:
@@ -46,6 +48,8 @@ def _tasks() -> list[Task]:
              "Bring instance rows in line with what the engines report."),
         Task("meter_usage", _metering_interval(), _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
+        Task("issue_invoices", 3600, _issue_invoices,
+             "Issue last month's invoices once it has ended (idempotent).", at_start=True),
         Task("enforce_billing", 300, _enforce_billing,
              "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
         Task("webhook_sweep", 30, dispatcher.sweep,
@@ -72,6 +76,12 @@ def _enforce_billing() -> object:
     from appliance.services import billing
 
     return billing.enforce()
+
+
+def _issue_invoices() -> object:
+    from appliance.services import invoices
+
+    return invoices.generate_due()
 
 
 def tasks() -> dict[str, Task]:
@@ -108,8 +118,9 @@ def start(app: Flask) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
     for task in _tasks():
+        first = {"next_run_time": dt.datetime.now(dt.UTC)} if task.at_start else {}
         scheduler.add_job(_guarded, "interval", seconds=task.seconds, args=(app, task.name),
-                          id=task.name, name=task.help)
+                          id=task.name, name=task.help, **first)
     # Enqueueing wakes the runner at once; this sweep catches retries that came due.
     scheduler.add_job(runner.wake, "interval", seconds=5, id="run_due_jobs",
                       name="Run jobs whose retry delay has passed.")
