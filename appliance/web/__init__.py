@@ -23,7 +23,17 @@ def _before() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from appliance.web import account, admin, auth, catalog, instances, keys, pages, projects
+    from appliance.web import (
+        account,
+        admin,
+        auth,
+        catalog,
+        instances,
+        keys,
+        pages,
+        projects,
+        webhooks,
+    )
 
     http.add_hooks(app, _before, session.finish_response)
     app.register_blueprint(pages.bp)
@@ -34,4 +44,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)
     app.register_blueprint(catalog.bp)
+    app.register_blueprint(webhooks.bp)
     app.context_processor(pages.site_context)
