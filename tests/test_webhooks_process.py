@@ -100,19 +100,23 @@ def test_a_kill_with_deliveries_pending_loses_none(tmp_path, monkeypatch):
                                          "api_key.created")}
     assert len(event_ids) == EVENTS
     for name, receiver in (("up", up), ("down", down)):
-        webhook = hooks[name]["webhook"]["id"]
-        received = Counter(request.msg_id for request in receiver.received)
-        assert set(received) == event_ids, name  # every event, under its own webhook-id
-        assert all(signed_by(hooks[name]["secret"], r) for r in receiver.received)
-        attempts = _rows(db_path, "SELECT d.msg_id, a.status_code, a.error "
-                                  "FROM webhook_attempt a JOIN webhook_delivery d "
-                                  "ON a.delivery_id = d.id WHERE d.webhook_id = ?", webhook)
-        answered = Counter(msg for msg, status, _ in attempts if status is not None)
-        interrupted = Counter(msg for msg, status, error in attempts
-                              if status is None and (error or "").startswith(INTERRUPTED_PREFIX))
-        for msg_id in event_ids:
-            # An attempt cut off by the kill may or may not have reached the receiver;
-            # every other one is in the log exactly as the receiver saw it.
-            assert answered[msg_id] <= received[msg_id] <= answered[msg_id] + interrupted[msg_id]
+        _check_receiver(db_path, hooks[name], receiver, event_ids)
     statuses = _rows(db_path, "SELECT status, COUNT(*) FROM webhook_delivery GROUP BY status")
     assert dict(statuses) == {"succeeded": 2 * EVENTS}
+
+
+def _check_receiver(db_path, created: dict, receiver: Receiver, event_ids: set[str]) -> None:
+    received = Counter(request.msg_id for request in receiver.received)
+    assert set(received) == event_ids  # every event, under its own webhook-id
+    assert all(signed_by(created["secret"], r) for r in receiver.received)
+    attempts = _rows(db_path, "SELECT d.msg_id, a.status_code, a.error "
+                              "FROM webhook_attempt a JOIN webhook_delivery d "
+                              "ON a.delivery_id = d.id WHERE d.webhook_id = ?",
+                     created["webhook"]["id"])
+    answered = Counter(msg for msg, status, _ in attempts if status is not None)
+    interrupted = Counter(msg for msg, status, error in attempts
+                          if status is None and (error or "").startswith(INTERRUPTED_PREFIX))
+    for msg_id in event_ids:
+        # An attempt cut off by the kill may or may not have reached the receiver; every
+        # other one is in the log exactly as the receiver saw it.
+        assert answered[msg_id] <= received[msg_id] <= answered[msg_id] + interrupted[msg_id]
