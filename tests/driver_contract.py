@@ -180,6 +180,18 @@ class DriverContract:
         code, output = driver.exec(instance, ["cat", "/root/.ssh/authorized_keys"])
         assert code == 0 and SSH_KEY in output
 
+    def secret_of(self, driver: Driver, ref: str) -> str:
+        """What stands for root's password on the engine (its /etc/shadow line)."""
+        return driver.exec(ref, ["grep", "^root:", "/etc/shadow"])[1]
+
+    def test_a_password_can_be_set_on_a_running_instance(self, driver, instance):
+        before = self.secret_of(driver, instance)
+        driver.set_password(instance, "root", "another horse battery")
+        assert self.secret_of(driver, instance) != before
+        with pytest.raises(DriverError) as caught:
+            driver.set_password(instance, "root", "two\nlines")
+        assert caught.value.permanent
+
     def test_logs_are_text(self, driver, instance):
         if not driver.capabilities().console:
             with pytest.raises(Unsupported):

@@ -70,13 +70,26 @@ class DockerFiles:
         self._put(container, home, [(".ssh", None, 0o700, uid, gid),
                                     (".ssh/authorized_keys", content, 0o600, uid, gid)])
 
+    def set_password(self, ref: str, user: str, password: str) -> None:
+        self._set_password(self._get(ref), user, password)
+
     def _set_password(self, container: Any, user: str, password: str) -> None:
-        # The password goes through a root-only file, never through argv or the exec
-        # records Docker keeps (docker inspect shows an exec's command line).
+        self._apply_password(container, self._stage_password(container, user, password))
+
+    def _stage_password(self, container: Any, user: str, password: str) -> str:
+        """Write `user:password` to a root-only file (a created container takes it too);
+        the password never goes through argv or the exec records Docker keeps (docker
+        inspect shows an exec's command line)."""
+        if "\n" in password or not password:
+            raise DriverError("a password is one non-empty line", permanent=True)
         name = f".appliance-chpasswd-{uuid.uuid4().hex[:8]}"
         self._put(container, "/", [(name, f"{user}:{password}\n".encode(), 0o600, 0, 0)])
+        return "/" + name
+
+    def _apply_password(self, container: Any, path: str) -> None:
+        """Feed the staged file to chpasswd in the running container, which removes it."""
         code, output = self._run(container, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '
-                                             'exit $code', "sh", "/" + name], 30, user="0")
+                                             'exit $code', "sh", path], 30, user="0")
         if code in (126, 127):
             raise DriverError("the image has no chpasswd, so it cannot take a password",
                               permanent=True)

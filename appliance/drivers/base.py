@@ -188,6 +188,11 @@ class Driver(ABC):
         may interleave in any order)."""
         raise Unsupported("exec")
 
+    def set_password(self, ref: str, user: str, password: str) -> None:
+        """Set `user`'s password inside the running instance; the password appears in no
+        command line and no engine record. Permanent error for an unknown user."""
+        raise Unsupported("exec")
+
     # -- backups and templates ---------------------------------------------------------
 
     def snapshot(self, ref: str, name: str) -> str:

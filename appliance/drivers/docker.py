@@ -33,8 +33,8 @@ Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid se
 a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
 escapes. Firewalls are not supported yet.
 
-Costs: `state` of a running instance asks for a one-shot stats sample, which Docker can
-take up to a second to give (its collector's tick). `exec` output is stdout and stderr
+Costs: `state` is one inspect (no usage figures: a stats sample takes up to a second).
+`exec` output is stdout and stderr
 as they arrive on two pipes, so lines of the two are not kept in order.
 """
 
@@ -236,12 +236,13 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
                   USER: spec.user, KEYS: "\n".join(spec.ssh_keys), ENV: ",".join(spec.env)}
         container = self._create_container(spec.name, spec.image, spec.limits, labels=labels,
                                            env=dict(spec.env))
-        password = spec.password
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
+            staged = (None if spec.password is None else
+                      self._stage_password(container, spec.user, spec.password))
             self._start(container, settle=self._settle,
-                        meanwhile=None if password is None else
-                        lambda: self._set_password(container, spec.user, password))
+                        meanwhile=None if staged is None else
+                        lambda: self._apply_password(container, staged))
         except DriverError:
             self._discard(container)  # a retry of the create starts from nothing
             raise
@@ -344,22 +345,15 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         self._start(self._get(ref))
 
     def state(self, ref: str) -> InstanceState:
+        """Power and addresses from the container's inspect data. No usage figures: a
+        stats sample takes Docker up to a second per container (its collector's tick),
+        which a reconcile of many instances cannot afford."""
         container = self._find(ref)
         if container is None:
             return InstanceState(MISSING)
         if not self._is_on(container):
             return InstanceState(STOPPED)
-        cpu = memory = None
-        try:
-            with self._errors(f"reading the usage of {ref}"):
-                stats = container.stats(stream=False, one_shot=True)
-            cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
-            memory = (stats.get("memory_stats") or {}).get("usage")
-        except DriverError:
-            pass  # usage is a nicety; the power state and addresses are what matter
-        return InstanceState(RUNNING, _addresses(_networks(container)),
-                             cpu_seconds=cpu / 1e9 if cpu is not None else None,
-                             memory_bytes=memory)
+        return InstanceState(RUNNING, _addresses(_networks(container)))
 
     def delete(self, ref: str) -> None:
         """Remove the container (and any left over by an interrupted rebuild) and its

@@ -210,6 +210,14 @@ class FakeDriver(Driver):
         self._node["images"][image_ref] = ImageInfo(image_ref, f"Template of {instance['name']}")
         return image_ref
 
+    def set_password(self, ref: str, user: str, password: str) -> None:
+        instance = self._get(ref)
+        if "\n" in password or not password:
+            raise DriverError("a password is one non-empty line", permanent=True)
+        if instance["power"] != RUNNING:
+            raise DriverError(f"{ref} is not running", permanent=True)
+        instance["password"] = password
+
     def archive(self, ref: str, name: str) -> str:
         archive_ref = f"fake/archive-{name}"
         self._node["archives"][archive_ref] = dict(self._get(ref))

@@ -470,6 +470,13 @@ class IncusDriver(IncusCopies, Driver):
         self._push(ref, f"{directory}/authorized_keys", "0600", owner=(uid, gid),
                    content="".join(key.strip() + "\n" for key in keys).encode())
 
+    def set_password(self, ref: str, user: str, password: str) -> None:
+        if "\n" in password or not password:
+            raise DriverError("a password is one non-empty line", permanent=True)
+        if self._known_power(ref) != RUNNING:
+            raise DriverError(f"{ref} is not running", permanent=True)
+        self._set_password(ref, user, password)
+
     def _set_password(self, ref: str, user: str, password: str) -> None:
         # The password goes through a root-only file, never through argv or the engine's
         # operation records; the command that reads it removes it. An unknown user is

@@ -187,14 +187,7 @@ def set_password(job: Job, progress: jobs.Progress) -> None:
     instance = _instance(job)
     password = sealing.unseal(json.loads(job.params)["password"])
     driver = nodes.driver_for(instance.node)
-    driver.capabilities().require("exec")
-    user = instance.image.default_user
-    # The secret travels as an argument, never spliced into the script.
-    code, output = driver.exec(instance.driver_ref,
-                               ["sh", "-c", 'printf "%s\n" "$1" | chpasswd', "sh",
-                                f"{user}:{password}"])
-    if code != 0:
-        raise DriverError(f"chpasswd failed: {output.strip()[:200]}", permanent=True)
+    driver.set_password(instance.driver_ref, instance.image.default_user, password)
     _event(instance.id, "instance.password_set", "Password changed", job)
 
 
