@@ -11,7 +11,7 @@ import time
 import pytest
 
 from appliance.models import Event, Webhook, WebhookDelivery
-from appliance.services import clock, deliveries, dispatcher, events, settings
+from appliance.services import clock, deliveries, dispatcher, events, settings, ssrf
 from tests.factories import api, bearer, create_key, login, make_user
 from tests.receivers import Answer, Receiver, allow_loopback, signed_by, verify_now
 
@@ -393,3 +393,45 @@ def test_update_and_delete(app, client, owner, receiver):
     assert api(client, "DELETE", one, owner["auth"]).status_code == 204
     assert api(client, "GET", one, owner["auth"]).status_code == 404
     assert delivery_rows(app, webhook["id"]) == []
+
+
+STRICT_REFUSAL = ssrf._refusal  # production's check, kept before any test patches it
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "169.254.169.254", "10.0.0.1",
+                                     "64:ff9b::7f00:1", "2002:7f00:1::", "0.0.0.0",  # noqa: S104
+                                     "fe80::1", "224.0.0.1"])
+def test_names_resolving_to_unsafe_addresses_are_refused(client, owner, monkeypatch,
+                                                         address):
+    monkeypatch.setattr(ssrf, "_refusal", STRICT_REFUSAL)
+    monkeypatch.setattr(ssrf, "resolve", lambda host, port: ["93.184.215.14", address])
+    response = api(client, "POST", "/webhooks", owner["auth"],
+                   json={"url": "https://hooks.example.test/in"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "webhook_invalid_url" and error["details"]["field"] == "url"
+    assert address in error["message"]
+
+
+def test_a_name_that_later_resolves_somewhere_unsafe_fails_at_delivery(app, client, owner,
+                                                                      monkeypatch):
+    monkeypatch.setattr(ssrf, "_refusal", STRICT_REFUSAL)
+    answers = {"hooks.example.test": ["93.184.215.14"]}
+    monkeypatch.setattr(ssrf, "resolve", lambda host, port: answers[host])
+    webhook, _ = create_webhook(client, owner["auth"], "https://hooks.example.test/in")
+    answers["hooks.example.test"] = ["169.254.169.254"]  # DNS rebinding
+    emit(app, owner["id"])
+    deliver(app)
+    [row] = delivery_rows(app, webhook["id"])
+    assert row.status == "pending" and row.last_status_code is None
+    assert "SSRF guard" in row.last_error and "metadata" in row.last_error
+
+
+def test_a_redirect_to_loopback_is_not_followed(app, client, owner, receiver):
+    webhook, _ = create_webhook(client, owner["auth"], receiver.url)
+    receiver.answer(Answer(307, {"Location": "http://127.0.0.1:8080/admin"}))
+    emit(app, owner["id"])
+    deliver(app)
+    assert len(receiver.received) == 1
+    [row] = delivery_rows(app, webhook["id"])
+    assert row.last_status_code == 307 and row.status == "pending"
