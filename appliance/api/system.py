@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import current_app, jsonify
+from peewee import SqliteDatabase
 
 from appliance import __version__
 from appliance.api.schema import API_VERSION, ApiBlueprint, Schema, openapi_document
@@ -59,13 +62,18 @@ def health():
               response=DatabaseHealth, errors=(503,))
 def health_db():
     try:
+        # A pooled SQLite connection keeps working on a file deleted under it: look.
+        if isinstance(database.obj, SqliteDatabase) and not os.path.exists(
+                database.obj.database):
+            raise FileNotFoundError(database.obj.database)
         database.execute_sql("SELECT 1").fetchone()
         applied = database.execute_sql("SELECT COUNT(*) FROM schema_migration").fetchone()[0]
     except Exception as exc:  # whatever the driver raises, the database is down for us
         current_app.logger.warning("database health check failed: %s", exc)
         raise ServiceUnavailable("The database cannot be queried.",
                                  code="database_unavailable") from None
-    engine = type(database.obj).__name__.replace("Database", "").lower()
+    engine = (type(database.obj).__name__.removeprefix("Pooled").replace("Database", "")
+              .lower())
     return {"ok": True, "engine": engine, "migrations_applied": applied}
 
 
