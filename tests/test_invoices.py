@@ -369,3 +369,51 @@ def test_admins_list_every_invoice_and_filter_by_account(app, client, issued, pe
     assert {i["user_id"] for i in bobs["data"]} == {people["bob"].id}
     refused = api(client, "GET", "/admin/invoices", _auth(client, "ada"))
     assert refused.status_code == 403
+
+
+# On the dashboard -----------------------------------------------------------------------
+
+
+def test_the_dashboard_lists_invoices_and_shows_one_with_downloads(app, issued):
+    from tests.test_web_projects import Browser
+
+    ada = Browser(app, "ada@example.test")
+    listed = ada.page("/billing/invoices")
+    invoice = issued["ada"]
+    assert "2025-000001" in listed and "2025-000003" in listed
+    assert f'href="/billing/invoices/{invoice.id}.pdf"' in listed
+    assert 'href="/billing/invoices"' in listed  # the nav link
+    shown = ada.page(f"/billing/invoices/{invoice.id}")
+    assert "Invoice 2025-000001" in shown
+    assert "Instance hours, plan Std (std)" in shown and "500.00 EUR" in shown
+    assert "monthly cap" in shown
+    pdf = ada.get(f"/billing/invoices/{invoice.id}.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-")
+    csv_file = ada.get(f"/billing/invoices/{invoice.id}.csv")
+    assert csv_file.get_data(as_text=True).startswith("number,period_start")
+    assert "Buy credit" not in listed  # no Stripe configured
+
+
+def test_the_dashboard_gives_404_for_another_users_invoice(app, issued):
+    from tests.test_web_projects import Browser
+
+    bob = Browser(app, "bob@example.test")
+    for suffix in ("", ".pdf", ".csv"):
+        assert bob.get(f"/billing/invoices/{issued['ada'].id}{suffix}").status_code == 404
+
+
+def test_names_typed_by_users_are_escaped_on_the_invoice_page(app, client, people):
+    from tests.test_web_projects import EVIL, EVIL_ESCAPED, Browser
+
+    with app.app_context(), database.connection_context():
+        node, image = make_node_and_image()
+        with database.atomic():
+            billing_state.ensure_accounts([people["ada"].id])
+            BillingAccount.update(invoice_name=EVIL).execute()
+        _instance({"node": node, "image": image, **people}, "ada", make_plan())
+        metering.tick()
+        clock.freeze(APRIL_1)
+        invoices.generate_due()
+        invoice = Invoice.get()
+    page = Browser(app, "ada@example.test").page(f"/billing/invoices/{invoice.id}")
+    assert EVIL not in page and EVIL_ESCAPED in page

@@ -124,8 +124,8 @@ def test_a_top_up_creates_a_checkout_session(client, user, auth, stripe):
     assert form["line_items[0][quantity]"] == "1"
     assert form["client_reference_id"] == user.id
     assert (form["metadata[user_id]"], form["metadata[amount]"]) == (user.id, "2500")
-    assert form["success_url"].startswith("https://panel.example.test/billing?topup=success")
-    assert form["cancel_url"].startswith("https://panel.example.test/billing")
+    assert form["success_url"] == "https://panel.example.test/billing/invoices?topup=success"
+    assert form["cancel_url"] == "https://panel.example.test/billing/invoices?topup=cancelled"
 
 
 def test_a_repeated_idempotency_key_makes_one_session(client, auth, stripe):
@@ -235,3 +235,21 @@ def test_a_signed_body_that_is_no_event_is_a_400(client):
     response = _deliver(client, b'{"hello": "world"}')
     assert response.status_code == 400
     assert response.get_json()["error"]["details"]["field"] == "body"
+
+
+def test_the_dashboard_form_sends_the_buyer_to_checkout(app, user, stripe):
+    from tests.test_web_projects import Browser
+
+    browser = Browser(app, user.email)
+    page = browser.page("/billing/invoices")
+    assert "Buy credit" in page
+    response = browser.post("/billing/top-up", {"amount": "25.50"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "https://checkout.stripe.test/c/pay/cs_test_1"
+    assert stripe.requests[0]["form"]["line_items[0][price_data][unit_amount]"] == "2550"
+    refused = browser.post("/billing/top-up", {"amount": "0.005"})
+    assert refused.status_code == 400
+    assert 'aria-invalid="true"' in refused.get_data(as_text=True)
+    assert len(stripe.requests) == 1
+    back = browser.page("/billing/invoices?topup=success")
+    assert "as soon as Stripe confirms" in back

@@ -94,8 +94,8 @@ def create_checkout(principal: Principal, amount: int) -> Checkout:
     user = principal.user
     form = {
         "mode": "payment",
-        "success_url": link("/billing?topup=success&session_id={CHECKOUT_SESSION_ID}"),
-        "cancel_url": link("/billing?topup=cancelled"),
+        "success_url": link("/billing/invoices?topup=success"),
+        "cancel_url": link("/billing/invoices?topup=cancelled"),
         "client_reference_id": user.id,
         "customer_email": user.email,
         "line_items[0][quantity]": "1",

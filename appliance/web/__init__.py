@@ -29,6 +29,7 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         instances,
+        invoices,
         keys,
         pages,
         projects,
@@ -43,6 +44,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)
+    app.register_blueprint(invoices.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(webhooks.bp)
     app.context_processor(pages.site_context)
