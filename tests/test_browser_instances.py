@@ -194,3 +194,30 @@ def test_nodes_plans_and_an_instance_in_a_browser(page, server):
         page.goto(path)
         assert fits_the_phone(page), name
         shots.take(page, f"phone-{name}")
+
+    # Deleted with a final backup: the backup is listed, and can be deleted in turn.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    delete_keeping_a_final_backup(page, instance_url, shots)
+
+
+def delete_keeping_a_final_backup(page, instance_url: str, shots: Screenshots) -> None:
+    page.goto(instance_url)
+    danger = page.locator("#delete")
+    danger.get_by_text("Delete\u2026").click()
+    danger.get_by_label("Type web-1 to confirm").fill("web-1")
+    danger.get_by_label("Keep a final backup").check()
+    shots.take(page, "delete-with-final-backup")
+    danger.get_by_role("button", name="Delete this instance").click()
+    page.get_by_text("Deleting web-1.").wait_for()
+    page.get_by_role("link", name="Backups").click()
+    row = page.locator("tr", has_text="web-1")
+    for _ in range(int(ENGINE_SECONDS * 5)):  # the delete job archives, then destroys
+        if row.locator(".badge", has_text="available").count():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert row.locator(".badge", has_text="available").is_visible()
+    shots.take(page, "backups")
+    row.get_by_text("Delete\u2026").click()
+    row.get_by_role("button", name="Delete this backup").click()
+    page.get_by_text("No backups in this project.").wait_for()

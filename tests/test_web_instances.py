@@ -321,6 +321,24 @@ def test_deleting_needs_the_typed_name_then_the_list_shows_it_going(app, ada, pr
     assert gone.status_code == 286 and "No such instance." in gone.get_data(as_text=True)
 
 
+def test_a_delete_can_keep_a_final_backup_shown_on_the_backups_page(app, ada, project,
+                                                                     catalog):
+    create(ada, project, catalog, name="keep-me")
+    run_jobs(app)
+    instance_id = created_id(app, "keep-me")
+    assert 'name="final_backup"' in ada.page(base(project, instance_id))
+    deleted = ada.post(base(project, instance_id) + "/delete",
+                       {"confirm_name": "keep-me", "final_backup": "on"})
+    assert deleted.status_code == 302
+    run_jobs(app)
+    page = ada.page(f"/projects/{project}/backups")
+    assert "keep-me" in page and ">available<" in page
+    backup_id = re.search(r"/backups/(bak_[0-9a-z]+)/delete", page).group(1)
+    gone = ada.post(f"/projects/{project}/backups/{backup_id}/delete", {})
+    assert gone.status_code == 302
+    assert "No backups in this project." in ada.page(gone.headers["Location"])
+
+
 def test_rename_resize_and_rebuild(app, ada, project, catalog):
     create(ada, project, catalog)
     run_jobs(app)

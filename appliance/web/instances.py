@@ -369,7 +369,8 @@ def delete(project_id: str, instance_id: str):
         if typed != instance.name:
             raise InvalidRequest("Type the instance's name exactly to confirm.",
                                  field="confirm_name")
-        instances.delete(principal, project_id, instance_id, ip=client_ip())
+        instances.delete(principal, project_id, instance_id, ip=client_ip(),
+                         final_backup=bool(request.form.get("final_backup")))
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "delete")
     return redirect(url_for("instances.index", project_id=project_id,
