@@ -27,6 +27,7 @@ def init_app(app: Flask) -> None:
         account,
         admin,
         auth,
+        backups,
         catalog,
         instances,
         invoices,
@@ -44,6 +45,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)
+    app.register_blueprint(backups.bp)
     app.register_blueprint(invoices.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(webhooks.bp)
