@@ -134,20 +134,36 @@ def next_due_at() -> dt.datetime | None:
     return row.next_attempt_at if row is not None else None
 
 
-def claim(delivery_id: str, *, test: bool = False) -> bool:
-    """Take a due delivery for one attempt (lease + attempt count); False when another
-    worker has it or it is not due. Test deliveries have no due time: `test=True`."""
+def claim_many(delivery_ids: list[str], *, test: bool = False) -> list[str]:
+    """Take due deliveries for one attempt each, in one transaction: lease, attempt
+    count, and the attempt logged (unfinished) before any request goes out. Returns the
+    ones taken; the others another worker has, or they are not due. Test deliveries have
+    no due time: `test=True`."""
     now = clock.now()
     if test:
         due = (WebhookDelivery.status == "pending") & (
             WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < now))
     else:
         due = _due(now)
+    claimed = []
     with database.atomic():
-        claimed = (WebhookDelivery.update(lease_until=now + LEASE,
-                                          attempts=WebhookDelivery.attempts + 1)
-                   .where(WebhookDelivery.id == delivery_id, due).execute())
-    return claimed == 1
+        for delivery_id in delivery_ids:
+            changed = (WebhookDelivery.update(lease_until=now + LEASE,
+                                              attempts=WebhookDelivery.attempts + 1)
+                       .where(WebhookDelivery.id == delivery_id, due).execute())
+            if changed == 1:
+                claimed.append(delivery_id)
+        if claimed:
+            WebhookAttempt.insert_many([
+                {"delivery": row.id, "number": row.attempts, "started_at": now}
+                for row in WebhookDelivery.select(WebhookDelivery.id, WebhookDelivery.attempts)
+                .where(WebhookDelivery.id.in_(claimed))]).execute()
+    return claimed
+
+
+def claim(delivery_id: str, *, test: bool = False) -> bool:
+    """`claim_many` of one delivery."""
+    return bool(claim_many([delivery_id], test=test))
 
 
 def recover_interrupted() -> int:
@@ -165,17 +181,25 @@ def recover_interrupted() -> int:
 # Attempting --------------------------------------------------------------------------
 
 
+# What an attempt reads (only these: building a query of every column costs more than
+# running it).
+_ATTEMPT_COLUMNS = (
+    WebhookDelivery.id, WebhookDelivery.webhook, WebhookDelivery.event,
+    WebhookDelivery.msg_id, WebhookDelivery.trigger, WebhookDelivery.attempts,
+    Webhook.id, Webhook.user, Webhook.url, Webhook.secret_sealed,
+    Webhook.previous_secret_sealed, Webhook.previous_valid_until, Webhook.failing_since,
+    Event.id, Event.type, Event.data, Event.created_at,
+)
+
+
 def attempt(delivery_id: str) -> Outcome:
     """Send one claimed delivery and record the outcome (see the module docstring)."""
-    delivery = WebhookDelivery.get_by_id(delivery_id)
-    webhook = Webhook.get_by_id(delivery.webhook_id)
-    event = Event.get_by_id(delivery.event_id)
-    number = delivery.attempts
+    delivery = (WebhookDelivery.select(*_ATTEMPT_COLUMNS)
+                .join(Webhook).switch(WebhookDelivery).join(Event)
+                .where(WebhookDelivery.id == delivery_id).get())
     started = clock.now()
-    with database.atomic():
-        row = WebhookAttempt.create(delivery=delivery.id, number=number, started_at=started)
-    answer = _send(delivery, webhook, event, started)
-    return _record(delivery, webhook, row.id, answer)
+    answer = _send(delivery, delivery.webhook, delivery.event, started)
+    return _record(delivery, delivery.webhook, started, answer)
 
 
 def _send(delivery: WebhookDelivery, webhook: Webhook, event: Event,
@@ -190,7 +214,8 @@ def _send(delivery: WebhookDelivery, webhook: Webhook, event: Event,
     answer = _Answer()
     try:
         response = ssrf.post(webhook.url, body, sent, timeout=TIMEOUT,
-                             allow_private=webhooks.allow_private(), max_excerpt=EXCERPT_BYTES)
+                             allow_private=webhooks.allow_private(cached=True),
+                             max_excerpt=EXCERPT_BYTES)
         answer = _Answer(response.status, response.body_excerpt[:EXCERPT_BYTES], None,
                          response.duration_ms, response.headers)
     except ssrf.UnsafeURL as exc:
@@ -209,7 +234,7 @@ def _send(delivery: WebhookDelivery, webhook: Webhook, event: Event,
     return answer
 
 
-def _record(delivery: WebhookDelivery, webhook: Webhook, attempt_id: int,
+def _record(delivery: WebhookDelivery, webhook: Webhook, started: dt.datetime,
             answer: _Answer) -> Outcome:
     now = clock.now()
     number = delivery.attempts
@@ -231,28 +256,34 @@ def _record(delivery: WebhookDelivery, webhook: Webhook, attempt_id: int,
         else:
             next_at = now + delay
     with database.atomic():
-        WebhookAttempt.update(duration_ms=answer.duration_ms, status_code=status_code,
-                              response_excerpt=answer.excerpt, error=error).where(
-            WebhookAttempt.id == attempt_id).execute()
+        WebhookAttempt.update(started_at=started, duration_ms=answer.duration_ms,
+                              status_code=status_code, response_excerpt=answer.excerpt,
+                              error=error).where(WebhookAttempt.delivery == delivery.id,
+                                                 WebhookAttempt.number == number).execute()
         WebhookDelivery.update(
             status=status, lease_until=None, last_status_code=status_code,
             last_error=error, next_attempt_at=next_at if status == "pending" else None,
             finished_at=now if status != "pending" else None,
         ).where(WebhookDelivery.id == delivery.id).execute()
         if not is_test:
-            if ok:
-                Webhook.update(failing_since=None).where(
-                    Webhook.id == webhook.id, Webhook.failing_since.is_null(False)).execute()
-            else:
-                since = webhook.failing_since
-                if since is None:
-                    Webhook.update(failing_since=now).where(
-                        Webhook.id == webhook.id, Webhook.failing_since.is_null()).execute()
-                elif disable is None and now - since >= DISABLE_AFTER:
-                    disable = "Every delivery failed for 5 days."
-            if disable is not None:
-                disable_webhook(webhook.id, disable)
+            _track_health(webhook, ok, now, disable)
     return Outcome(delivery.id, status, status_code, error, answer.duration_ms)
+
+
+def _track_health(webhook: Webhook, ok: bool, now: dt.datetime, disable: str | None) -> None:
+    """A success ends a run of failures; five days of them (or a 410) disable."""
+    if ok:
+        if webhook.failing_since is not None:
+            Webhook.update(failing_since=None).where(Webhook.id == webhook.id).execute()
+        return
+    since = webhook.failing_since
+    if since is None:
+        Webhook.update(failing_since=now).where(
+            Webhook.id == webhook.id, Webhook.failing_since.is_null()).execute()
+    elif disable is None and now - since >= DISABLE_AFTER:
+        disable = "Every delivery failed for 5 days."
+    if disable is not None:
+        disable_webhook(webhook.id, disable)
 
 
 def disable_webhook(webhook_id: str, reason: str) -> bool:

@@ -92,22 +92,26 @@ class Dispatcher:
                 busy = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
             if free <= 0:
                 return
-            launched = 0
-            for delivery_id, webhook_id in deliveries.due_deliveries(
-                    limit=free * 4, exclude_webhooks=busy):
-                with self._lock:
-                    if self._free <= 0:
+            # What the free workers can take without passing an endpoint's limit.
+            wanted: dict[str, str] = {}
+            counts: dict[str, int] = {}
+            due = deliveries.due_deliveries(limit=free * 4, exclude_webhooks=busy)
+            with self._lock:
+                for delivery_id, webhook_id in due:
+                    if len(wanted) >= free:
                         break
-                    if self._in_flight.get(webhook_id, 0) >= self.per_endpoint:
-                        continue
-                if not deliveries.claim(delivery_id):
-                    continue
+                    taken = self._in_flight.get(webhook_id, 0) + counts.get(webhook_id, 0)
+                    if taken < self.per_endpoint:
+                        wanted[delivery_id] = webhook_id
+                        counts[webhook_id] = counts.get(webhook_id, 0) + 1
+            claimed = deliveries.claim_many(list(wanted)) if wanted else []
+            for delivery_id in claimed:
+                webhook_id = wanted[delivery_id]
                 with self._lock:
                     self._free -= 1
                     self._in_flight[webhook_id] += 1
                 self.pool.submit(self._run, delivery_id, webhook_id)
-                launched += 1
-            if not launched:
+            if not claimed:
                 return
 
     def _wait_seconds(self) -> float:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,7 +55,10 @@ STATUSES = ("active", "paused", "disabled")
 # Sent only to the webhook being tested; subscribing to it changes nothing.
 TARGETED_TYPES = ("webhook.test",)
 
+SETTING_TTL = 2.0
+
 _wakers: list[Callable[[], None]] = []
+_allow_private_cache: list = []  # [database, monotonic time read, value]
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,17 @@ def wake() -> None:
         waker()
 
 
-def allow_private() -> bool:
-    """The operator's setting: may webhooks reach private LAN addresses?"""
-    return bool(settings.get(config.active(), "WEBHOOKS_ALLOW_PRIVATE"))
+def allow_private(*, cached: bool = False) -> bool:
+    """The operator's setting: may webhooks reach private LAN addresses? With `cached`
+    (deliveries) it is read at most every SETTING_TTL seconds: a change applies within
+    that."""
+    now, source = time.monotonic(), id(database.obj)
+    found = _allow_private_cache
+    if cached and found and found[0] == source and now - found[1] < SETTING_TTL:
+        return found[2]
+    value = bool(settings.get(config.active(), "WEBHOOKS_ALLOW_PRIVATE"))
+    _allow_private_cache[:] = [source, now, value]
+    return value
 
 
 # Validation --------------------------------------------------------------------------
