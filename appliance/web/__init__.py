@@ -28,6 +28,8 @@ def init_app(app: Flask) -> None:
         admin,
         auth,
         backups,
+        billing,
+        billing_admin,
         catalog,
         instances,
         invoices,
@@ -47,6 +49,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(instances.bp)
     app.register_blueprint(backups.bp)
     app.register_blueprint(invoices.bp)
+    app.register_blueprint(billing.bp)
+    app.register_blueprint(billing_admin.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(webhooks.bp)
     app.context_processor(pages.site_context)

@@ -16,7 +16,9 @@ bp = Blueprint("account", __name__)
 @bp.get("/dashboard")
 @login_required
 def overview():
-    return render_template("dashboard/overview.html")
+    from appliance.web.billing import overview_cards
+
+    return render_template("dashboard/overview.html", **overview_cards(current_principal()))
 
 
 def _account_page(status: int = 200, **context):

@@ -1,0 +1,265 @@
+"""Dashboard pages for the operator's billing: account balances, grants and adjustments,
+promo codes and the billing settings (under /admin/billing).
+
+The same service functions as the admin JSON API decide (services/billing.py, promo.py);
+they check that the caller is an administrator, and `admin_required` turns everyone else
+away first (403). Amounts are typed in the currency's major unit and sent to the
+services in minor units (web/billing.py's `money_field`).
+
+A grant is confirmed before it is posted: the first POST shows what would happen, and
+only the POST of the confirmation (`confirmed=yes`) moves credit. Deleting a promo code
+asks first as well (an open <details> box), which works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from appliance.api.principal import client_ip
+from appliance.config import parse_currency
+from appliance.errors import ApplianceError, InvalidRequest
+from appliance.services import billing, billing_state, promo
+from appliance.services.admin import get_user
+from appliance.services.billing import GRANT_TYPES
+from appliance.services.invoices import currency_exponent, format_money
+from appliance.web.billing import major, money_field, money_helpers
+from appliance.web.session import admin_required, current_principal
+
+bp = Blueprint("admin_billing", __name__, url_prefix="/admin/billing")
+
+PAGE = 25
+GRANT_LABELS = {"grant": "Grant (adds credit)",
+                "adjustment": "Adjustment (adds, or takes away with a minus sign)",
+                "refund": "Refund (adds credit back)"}
+
+
+def _failed(page, exc: ApplianceError, section: str, **context):
+    return page(exc.status, error=exc, error_field=exc.details.get("field"), section=section,
+                **context)
+
+
+def _whole(name: str, *, required: bool = False) -> int | None:
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        if required:
+            raise InvalidRequest("Enter a whole number.", field=name)
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest("Enter a whole number.", field=name) from None
+
+
+# Accounts and grants ----------------------------------------------------------------
+
+
+@bp.get("/")
+@admin_required
+def accounts():
+    q = request.args.get("q", "")
+    rows, next_cursor = billing.account_balances(current_principal(), q, PAGE,
+                                                 request.args.get("cursor") or None)
+    context = {"rows": rows, "next_cursor": next_cursor, "q": q,
+               **money_helpers(billing_state.currency())}
+    if request.headers.get("HX-Request") and request.args.get("part") == "table":
+        return render_template("admin/_billing_accounts.html", **context)
+    return render_template("admin/billing_accounts.html", **context)
+
+
+def _account_page(user_id: str, status: int = 200, **context):
+    principal = current_principal()
+    target = get_user(principal, user_id)
+    entries, next_cursor = billing.user_credits(principal, user_id, PAGE,
+                                                request.args.get("cursor") or None)
+    latest, _ = billing.user_credits(principal, user_id, 1)
+    context.setdefault("form", {})
+    context.setdefault("section", None)
+    return render_template(
+        "admin/billing_account.html", target=target, entries=entries, next_cursor=next_cursor,
+        balance=latest[0].balance_after if latest else 0, grant_labels=GRANT_LABELS,
+        **money_helpers(billing_state.currency()), **context), status
+
+
+@bp.get("/accounts/<user_id>")
+@admin_required
+def account(user_id: str):
+    return _account_page(user_id, notice=request.args.get("notice"))
+
+
+@bp.post("/accounts/<user_id>/credits")
+@admin_required
+def grant(user_id: str):
+    """Show the confirmation; post the entry once it is confirmed."""
+    form = request.form
+    kind = form.get("type", "grant")
+    try:
+        if kind not in GRANT_TYPES:
+            raise InvalidRequest(f"The type is one of {', '.join(GRANT_TYPES)}.", field="type")
+        amount = money_field("amount", billing_state.currency(),
+                             allow_negative=kind == "adjustment")
+        if form.get("confirmed") != "yes":
+            if not form.get("note", "").strip():
+                raise InvalidRequest("Say why; the account holder sees the note.",
+                                     field="note")
+            return _account_page(user_id, confirm={"type": kind, "amount": amount},
+                                 form=form, section="grant")
+        entry = billing.grant(current_principal(), user_id, amount, form.get("note", ""),
+                              type=kind, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(lambda status, **c: _account_page(user_id, status, **c), exc, "grant",
+                       form=form)
+    currency = billing_state.currency()
+    notice = (f"{kind.title()} of {format_money(entry.amount, currency)} posted; the balance "
+              f"is now {format_money(entry.balance_after, currency)}.")
+    return redirect(url_for("admin_billing.account", user_id=user_id, notice=notice))
+
+
+# Promo codes ------------------------------------------------------------------------
+
+
+def _promo_page(status: int = 200, **context):
+    rows, next_cursor = promo.list_codes(current_principal(), PAGE,
+                                         request.args.get("cursor") or None)
+    context.setdefault("form", {})
+    context.setdefault("section", None)
+    return render_template("admin/promo_codes.html", codes=rows, next_cursor=next_cursor,
+                           **money_helpers(billing_state.currency()), **context), status
+
+
+@bp.get("/promo-codes")
+@admin_required
+def promo_codes():
+    return _promo_page(notice=request.args.get("notice"))
+
+
+def _expires_at() -> dt.datetime | None:
+    """The last day a code works (UTC), as the midnight that ends it; None: never."""
+    raw = request.form.get("expires_at", "").strip()
+    if not raw:
+        return None
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest("Pick the last day the code works.", field="expires_at") from None
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+
+
+@bp.post("/promo-codes")
+@admin_required
+def create_promo_code():
+    form = request.form
+    try:
+        created = promo.create_code(
+            current_principal(), code=form.get("code", ""),
+            amount=money_field("amount", billing_state.currency()),
+            max_uses=_whole("max_uses"), once_per_user=bool(form.get("once_per_user")),
+            expires_at=_expires_at(), note=form.get("note", ""), ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(_promo_page, exc, "create", form=form)
+    return redirect(url_for("admin_billing.promo_codes",
+                            notice=f"Promo code {created.code.upper()} created."))
+
+
+@bp.post("/promo-codes/<promo_id>/active")
+@admin_required
+def set_promo_active(promo_id: str):
+    active = request.form.get("active") == "on"
+    try:
+        changed = promo.update_code(current_principal(), promo_id, active=active,
+                                    ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(_promo_page, exc, f"promo-{promo_id}")
+    state = "active again" if active else "deactivated"
+    return redirect(url_for("admin_billing.promo_codes",
+                            notice=f"Promo code {changed.code.upper()} {state}."))
+
+
+@bp.post("/promo-codes/<promo_id>/delete")
+@admin_required
+def delete_promo_code(promo_id: str):
+    try:
+        promo.delete_code(current_principal(), promo_id, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(_promo_page, exc, f"promo-{promo_id}")
+    return redirect(url_for("admin_billing.promo_codes", notice="Promo code deleted."))
+
+
+# Billing settings -------------------------------------------------------------------
+
+
+def _settings_page(status: int = 200, **context):
+    found = billing_state.operator_settings()
+    context.setdefault("form", {})
+    context.setdefault("section", None)
+    values = {"currency": found.currency, "vat_rate_bp": _percent(found.vat_rate_bp),
+              "min_balance": major(found.min_balance, found.currency),
+              "grace_hours": found.grace_hours,
+              "low_balance_thresholds": ", ".join(
+                  major(t, found.currency) for t in found.low_balance_thresholds),
+              "operator_name": found.operator_name,
+              "operator_address": found.operator_address}
+    return render_template("admin/billing_settings.html", values=values,
+                           **money_helpers(found.currency), **context), status
+
+
+def _percent(basis_points: int) -> str:
+    return f"{Decimal(basis_points) / 100:f}".rstrip("0").rstrip(".") or "0"
+
+
+def _basis_points() -> int:
+    raw = request.form.get("vat_rate_bp", "").strip().rstrip("%").strip() or "0"
+    try:
+        value = Decimal(raw) * 100
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite() or value != value.to_integral_value():
+        raise InvalidRequest("Enter the VAT rate in percent with at most two decimals, such as "
+                             "20 or 7.7.", field="vat_rate_bp")
+    return int(value)
+
+
+def _thresholds(currency: str) -> list[int]:
+    raw = request.form.get("low_balance_thresholds", "")
+    amounts = []
+    for part in raw.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        try:
+            minor = Decimal(part.strip()).scaleb(currency_exponent(currency))
+        except InvalidOperation:
+            minor = Decimal("NaN")
+        if not minor.is_finite() or minor != minor.to_integral_value() or minor < 1:
+            raise InvalidRequest("Enter amounts such as 10, 5.50 separated by commas.",
+                                 field="low_balance_thresholds")
+        amounts.append(int(minor))
+    return amounts
+
+
+@bp.get("/settings")
+@admin_required
+def settings():
+    return _settings_page(notice=request.args.get("notice"))
+
+
+@bp.post("/settings")
+@admin_required
+def save_settings():
+    form = request.form
+    try:
+        try:
+            currency = parse_currency(form.get("currency", ""))
+        except ValueError as exc:
+            raise InvalidRequest(f"{str(exc).capitalize()}.", field="currency") from None
+        values = {"currency": currency, "vat_rate_bp": _basis_points(),
+                  "min_balance": money_field("min_balance", currency, allow_negative=True),
+                  "grace_hours": _whole("grace_hours", required=True),
+                  "low_balance_thresholds": _thresholds(currency),
+                  "operator_name": form.get("operator_name", "").strip(),
+                  "operator_address": form.get("operator_address", "").strip()}
+        billing.set_operator_settings(current_principal(), values, ip=client_ip())
+    except ApplianceError as exc:
+        return _failed(_settings_page, exc, "settings", form=form)
+    return redirect(url_for("admin_billing.settings", notice="Billing settings saved."))
