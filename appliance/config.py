@@ -149,6 +149,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOKS_ALLOW_PRIVATE", False, parse_bool,
             "Let webhooks reach private LAN addresses (10/8, 172.16/12, 192.168/16, "
             "100.64/10, fc00::/7); loopback, link-local and metadata addresses never."),
+    Setting("EVENT_STREAMS_MAX", 0, int_between(0, 10_000),
+            "Live event streams (GET /api/v1/events/stream) open at once, in total; each "
+            "holds a server thread. 0 means half of THREADS (at least 1)."),
+    Setting("EVENT_STREAMS_PER_USER", 3, int_between(1, 1000),
+            "Live event streams one user may have open at once (one per dashboard tab)."),
+    Setting("EVENT_STREAM_SECONDS", 300, int_between(5, 86_400),
+            "How long a live event stream stays open before it ends (the browser "
+            "reconnects with Last-Event-ID)."),
     Setting("SMTP_HOST", "", parse_str,
             "SMTP server for outgoing mail; empty keeps mail in the outbox the admin reads."),
     Setting("SMTP_PORT", 587, parse_port, "SMTP server port."),

@@ -54,7 +54,23 @@ def _tasks() -> list[Task]:
              "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
         Task("webhook_sweep", 30, dispatcher.sweep,
              "Wake the webhook dispatcher; forget rotated-out webhook secrets."),
+        Task("mail_notifications", 60, _mail_notifications,
+             "Email the notifications that call for it (low balance, suspension, invoice)."),
+        Task("notify_expiring_keys", 86400, _notify_expiring_keys,
+             "Tell owners, once per key, of API keys expiring within 7 days.", at_start=True),
     ]
+
+
+def _mail_notifications() -> object:
+    from appliance.services import notifications
+
+    return notifications.send_pending_mail()
+
+
+def _notify_expiring_keys() -> object:
+    from appliance.services import notifications
+
+    return notifications.notify_expiring_keys()
 
 
 def _meter_usage() -> object:

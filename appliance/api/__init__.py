@@ -16,9 +16,11 @@ def init_app(app: Flask) -> None:
         billing,
         billing_admin,
         catalog,
+        event_stream,
         events,
         instances,
         invoices,
+        notifications,
         principal,
         projects,
         system,
@@ -39,5 +41,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(backups.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(event_stream.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(notifications.bp, url_prefix=API_PREFIX)
     app.register_blueprint(webhooks.bp, url_prefix=API_PREFIX)

@@ -29,6 +29,7 @@ from appliance.models.instances import Instance, InstanceEvent, Job
 from appliance.models.invoices import Invoice, InvoiceCounter, InvoiceLine, InvoiceRun, StripeTopup
 from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
+from appliance.models.notifications import Notification
 from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 from appliance.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery
@@ -42,3 +43,4 @@ __all__ = [
 ]
 __all__ += ["Invoice", "InvoiceCounter", "InvoiceLine", "InvoiceRun", "StripeTopup"]
 __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
+__all__ += ["Notification"]

@@ -114,21 +114,31 @@ def balances_changed(balances: dict[str, int]) -> None:
 
 
 def _notify_low_balance(user: User, alert: BillingAlert, balance: int) -> None:
-    """The hook a fired low-balance alert calls, inside the posting's transaction.
+    """The hook a fired low-balance alert calls, inside the posting's transaction: a
+    `billing.low_balance` event (webhooks, an in-app notification and an email)."""
+    from appliance.services import events  # late: events imports much more than models
 
-    The events issue wires `billing.low_balance` events (and so webhooks and in-app
-    notifications) here; until then the alert's `fired_at` and a log line record it.
-    """
     log.info("low balance: account %s is at %s, below its alert at %s", user.id, balance,
              alert.threshold)
+    events.emit("billing.low_balance", user_id=user.id, data={
+        "balance": balance, "threshold": alert.threshold, "currency": currency()})
 
 
 def _notify_grace_started(user: User, grace_ends_at) -> None:
     """The hook called when an account reaches zero with priced instances (inside the
-    enforcement transaction); the events issue wires a `billing.grace_started` event."""
+    enforcement transaction): a `billing.grace_started` event."""
+    from appliance.services import events
+
     log.info("account %s is out of credit: grace period until %s", user.id, grace_ends_at)
+    events.emit("billing.grace_started", user_id=user.id, data={
+        "currency": currency(), "grace_ends_at": clock.isoformat(grace_ends_at)})
 
 
 def _notify_suspended(user: User, reason: str) -> None:
-    """The hook called when an account is suspended (`billing.suspended` event later)."""
+    """The hook called when an account is suspended (inside the enforcement transaction):
+    a `billing.suspended` event with the balance and the reason (balance or spend_cap)."""
+    from appliance.services import events, ledger
+
     log.warning("account %s suspended (%s): its instances are being stopped", user.id, reason)
+    events.emit("billing.suspended", user_id=user.id, data={
+        "balance": ledger.balance(user.id), "currency": currency(), "reason": reason})

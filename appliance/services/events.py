@@ -14,8 +14,11 @@ a secret: only ids, names, states and messages.
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,8 @@ from appliance.services import clock, pagination
 from appliance.services.sessions import Principal
 
 TYPE_MAX = 60
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,11 @@ EVENT_TYPES: dict[str, EventType] = {
         {"balance": 450, "threshold": 500, "currency": "EUR"}),
     "billing.suspended": EventType(
         "The account ran out of credit; its instances were stopped.",
-        {"balance": -20, "currency": "EUR"}),
+        {"balance": -20, "currency": "EUR", "reason": "balance"}),
+    "billing.grace_started": EventType(
+        "The account is out of credit with priced instances: they are stopped when the "
+        "grace period ends, unless credit is added.",
+        {"currency": "EUR", "grace_ends_at": "2025-02-03T12:00:00Z"}),
     "billing.credited": EventType(
         "Credit was added to the account.",
         {"amount": 2000, "balance": 2450, "currency": "EUR", "source": "topup"}),
@@ -109,6 +118,12 @@ EVENT_TYPES: dict[str, EventType] = {
                      "scopes": ["instances:read"], "project_id": None,
                      "expires_at": None, "owner_id": "usr_1a2b3c4d5e6f7a8b9c0d"},
          "actor_id": "usr_1a2b3c4d5e6f7a8b9c0d"}),
+    "api_key.expiring": EventType(
+        "An API key expires within 7 days (told once per key).",
+        {"api_key": {"id": "key_9f8e7d6c5b4a39281706", "name": "ci",
+                     "scopes": ["instances:read"], "project_id": None,
+                     "expires_at": "2025-12-31T23:59:59Z",
+                     "owner_id": "usr_1a2b3c4d5e6f7a8b9c0d"}}),
     "member.added": EventType(
         "Someone was added to a project.",
         {"project_id": "prj_0a1b2c3d4e5f6a7b8c9d", "user_id": "usr_5d6e7f8a9b0c1d2e3f4a",
@@ -131,6 +146,34 @@ EVENT_TYPES: dict[str, EventType] = {
 # Instance timeline kinds that are not events under their own name (others are dropped).
 _INSTANCE_KINDS = {"instance.running": "instance.started",
                    "instance.missing": "instance.failed"}
+
+
+# Listeners: called with each new event inside its transaction (each in a savepoint; one
+# that raises is logged and rolled back alone, the change and its event still commit).
+# Notifications are made here; the live stream is woken. The modules that register are
+# imported on the first emit, so no caller has to remember to import them.
+Listener = Callable[[Event], None]
+_listeners: list[Listener] = []
+_LISTENER_MODULES = ("appliance.services.notifications", "appliance.services.event_stream")
+
+
+def listen(listener: Listener) -> Listener:
+    """Register `listener(event)` to run inside the transaction of every emit."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+def _run_listeners(event: Event) -> None:
+    for module in _LISTENER_MODULES:
+        importlib.import_module(module)  # registers on first import; then a dict lookup
+    for listener in list(_listeners):
+        try:
+            with database.atomic():
+                listener(event)
+        except Exception:
+            log.exception("event listener %s failed on %s %s", listener.__qualname__,
+                          event.type, event.id)
 
 
 def new_event_id() -> str:
@@ -156,6 +199,7 @@ def emit(type: str, *, data: dict[str, Any], project_id: str | None = None,
                              data=json.dumps(data, default=str, separators=(",", ":")),
                              created_at=clock.now())
         queued = webhooks.fan_out(event)
+        _run_listeners(event)
     if queued:
         webhooks.wake()
     return event
@@ -221,6 +265,9 @@ def _visible(principal: Principal):
                  .join(Project, on=(Membership.project == Project.id))
                  .where(Membership.user == principal.user.id, Project.deleted_at.is_null()))
     return (Event.user == principal.user.id) | Event.project.in_(member_of)
+
+
+visible_to = _visible  # the live stream (services/event_stream.py) reads by the same rule
 
 
 def check_type(type: str | None, field: str = "type") -> str | None:
