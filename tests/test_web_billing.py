@@ -386,3 +386,11 @@ def test_the_chart_scales_to_round_amounts_and_labels_today():
     assert charts.axis_amount(150, "EUR") == "1.5" and charts.axis_amount(1500, "JPY") == "1,500"
     assert charts.nice_step(1) == 1 and charts.nice_step(4000) == 1000
     assert charts.nice_step(4100) == 2000
+
+
+def test_the_top_up_form_shows_only_when_stripe_is_configured(make_app, ada):
+    assert 'id="top-up"' not in ada.page("/billing")
+    stripe_app = make_app(STRIPE_SECRET_KEY="sk_test_x", SESSION_IDLE_MINUTES=10_000)
+    html = Browser(stripe_app, "ada@example.test").page("/billing")
+    assert 'id="top-up"' in html and 'action="/billing/top-up"' in html
+    assert 'min="1.00"' in html and "Continue to payment" in html
