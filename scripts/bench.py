@@ -84,6 +84,13 @@ What it measures, each on 127.0.0.1 with processes started here and stopped at t
   command-line client, is reported as skipped, which misses a target only under
   `--strict`; a create that fails is an error and misses it.
 
+More parts live in their own modules, each documented there: `metering` (the metering
+tick for 10,000 instances) and `chart` (GET /usage/chart?days=90 over 10 million usage
+records), both beside the SQLite batched-insert rate measured in the same run, in
+scripts/bench_billing.py; `webhooks` (deliveries per second with 1,000 queued events,
+and the delay a dead endpoint adds to a healthy one) in scripts/bench_webhooks_served.py.
+All of the above is the part `core`; `--only` and `--skip` pick parts (default: all).
+
 The table has one row per metric with its target and whether it is met ("-" when the
 row has no target); every number, each wrk run included, is also written as JSON to
 `--output`. The exit status is 0 even when a target is missed, unless `--strict`.
@@ -167,6 +174,9 @@ TARGET_RSS_MB = 80.0
 TARGET_KEY_PROJECT_RATIO = 0.7
 TARGET_INSTANCES_RATIO = 0.5
 TARGET_CREATE_RATIO = 1.3
+# Parts of a run (--only / --skip): core is everything above; the others live in
+# scripts/bench_billing.py and scripts/bench_webhooks_served.py.
+PARTS = ("core", "metering", "chart", "webhooks")
 
 BASELINE_APP = f'''\
 """Baseline for scripts/bench: Flask with one route, on waitress like the appliance."""
@@ -1311,6 +1321,44 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The parts in `args.parts`: core (the above), metering, chart, webhooks."""
+    import bench_billing
+    import bench_webhooks_served
+
+    report = core_benchmark(args, work) if "core" in args.parts else {
+        "run": run_info(args), "metrics": {}, "targets": {}}
+    metrics = report["metrics"]
+    if {"metering", "chart"} & set(args.parts):
+        metrics["billing_insert_rows_per_s"] = bench_billing.insert_rate(work)
+        print(f"baseline: SQLite batched insert {metrics['billing_insert_rows_per_s']:,.0f} "
+              "rows/s", flush=True)
+    if "metering" in args.parts:
+        print(f"metering tick, {bench_billing.METERING_INSTANCES:,} instances:", flush=True)
+        metrics.update(bench_billing.measure_metering(work))
+    if "chart" in args.parts:
+        print("GET /usage/chart?days=90 over ~10 million usage records:", flush=True)
+        chart, runs = bench_billing.measure_chart(work, args.warmup)
+        metrics.update(chart)
+        report.setdefault("wrk_runs", []).extend(asdict(r) for r in runs)
+    if "webhooks" in args.parts:
+        metrics.update(bench_webhooks_served.measure(work))
+    report["targets"] |= bench_billing.TARGETS | bench_webhooks_served.TARGETS
+    rows = all_rows(metrics, args.strict)
+    report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
+    report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
+    report["table"] = [asdict(row) for row in rows]
+    return report
+
+
+def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
+    import bench_billing
+    import bench_webhooks_served
+
+    rows = rows_for(metrics, strict) if "ratio" in metrics else []
+    return rows + bench_billing.rows(metrics) + bench_webhooks_served.rows(metrics, strict)
+
+
+def core_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print("start-up (fresh data directories):", flush=True)
     startup = measure_startup(work, args.startup_runs)
     with contextlib.ExitStack() as stack:
@@ -1407,10 +1455,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              f"(default {JOB_POLL_S})")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results.json",
                         help="JSON results file (default bench-results.json in the repo)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="parts to run, comma-separated, from "
+                             f"{','.join(PARTS)} (default all)")
+    parser.add_argument("--skip", default="",
+                        help="parts not to run, comma-separated (e.g. chart,webhooks)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any target is missed")
     args = parser.parse_args(argv)
     args.engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    only, skip = ({p.strip() for p in text.split(",") if p.strip()}
+                  for text in (args.only, args.skip))
+    if not only | skip <= set(PARTS):
+        parser.error(f"--only and --skip take {', '.join(PARTS)}")
+    args.parts = tuple(p for p in PARTS if p in only - skip)
     if not set(args.engines) <= set(CREATE_ENGINES) or args.create_rounds < 0:
         parser.error(f"--engines takes {' and '.join(CREATE_ENGINES)}; --create-rounds "
                      "must be >= 0")
@@ -1454,7 +1512,7 @@ def main(argv: list[str]) -> int:
     report["run"]["loadavg_1min_before"] = load_before
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(format_table(rows_for(report["metrics"], args.strict)))
+    print(format_table(all_rows(report["metrics"], args.strict)))
     print(f"\nwall time {report['run']['wall_s']} s; results in {args.output}")
     if args.strict and not report["all_ok"]:
         return 1
@@ -1462,4 +1520,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # scripts/bench_*.py import `bench`: let them share this module (and its BenchError).
+    sys.modules.setdefault("bench", sys.modules[__name__])
     sys.exit(main(sys.argv[1:]))
