@@ -62,8 +62,12 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
     app = _build_app(data_dir, extra)
     settings = app.config["APPLIANCE"]
     try:
+        # channel_request_lookahead=1: waitress keeps reading a connection while its
+        # request runs, so a live event stream notices a client that left (and frees its
+        # thread) within a second instead of at its next failed write.
         server = create_server(app, host=settings["HOST"], port=settings["PORT"],
-                               threads=settings["THREADS"], ident="appliance")
+                               threads=settings["THREADS"], ident="appliance",
+                               channel_request_lookahead=1)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None

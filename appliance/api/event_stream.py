@@ -58,7 +58,8 @@ def _session_cookie() -> None:
                 "`webhooks:read`.")
 def stream(principal: Principal, query: StreamQuery):
     after = request.headers.get("Last-Event-ID") or query.last_event_id
-    opened = event_stream.open_stream(principal, after)
+    opened = event_stream.open_stream(principal, after,
+                                      request.environ.get("waitress.client_disconnected"))
     response = Response(opened, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
