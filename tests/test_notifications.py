@@ -290,3 +290,23 @@ def test_a_notification_rolls_back_with_its_event(app, client, team):
                 "id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}})
             raise RuntimeError("the change failed")
         assert Notification.select().count() == 0
+
+
+def test_the_dashboard_shows_the_bell_lists_and_marks_read(app, client, team):
+    from tests.test_web_auth import csrf_from, sign_in
+
+    _emit(app, "invoice.issued", user_id=team["owner_id"], data={"invoice": {
+        "id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}})
+    sign_in(client, "owner@example.test")
+    page = client.get("/keys").get_data(as_text=True)
+    csrf = csrf_from(page)
+    assert 'id="notification-bell"' in page and 'class="bell-count">1<' in page
+    assert "js/live.js" in page and "instance.ready" in page  # the stream's event types
+    listed = client.get("/notifications").get_data(as_text=True)
+    assert "Invoice 2025-000001 issued" in listed and "Mark read" in listed
+    notification = _listed(client, team["owner"])[0]
+    marked = client.post(f"/notifications/{notification['id']}/read",
+                         data={"csrf_token": csrf})
+    assert marked.status_code == 302
+    assert "bell-count" not in client.get("/notifications/bell").get_data(as_text=True)
+    assert _unread(client, team["owner"]) == 0

@@ -30,7 +30,8 @@ from tests.sshkeys import ED25519, RSA_2048
 from tests.test_web_projects import Browser, add, default_project_id, error_next_to
 
 HTMX = {"HX-Request": "true"}
-POLLING = 'hx-trigger="every 2s"'
+POLLING = 'hx-trigger="every 2s, instance-changed from:body delay:300ms"'
+LIVE_ONLY = 'hx-trigger="instance-changed from:body delay:300ms"'  # live.js, no polling
 MARKUP = "<b>x</b>"
 MARKUP_ESCAPED = "&lt;b&gt;x&lt;/b&gt;"
 
@@ -112,9 +113,10 @@ def test_the_list_polls_only_while_a_job_is_in_progress(app, ada, project, catal
 
     run_jobs(app)
     fragment = ada.get(base(project), headers=HTMX).get_data(as_text=True)
-    assert "hx-trigger" not in fragment  # nothing in progress: the last poll stops it
+    assert "every 2s" not in fragment  # nothing in progress: the last poll stops it
+    assert LIVE_ONLY in fragment  # but an instance event (static/js/live.js) refreshes it
     assert ">running<" in fragment and "10.99." in fragment
-    assert "hx-trigger" not in ada.page(base(project))
+    assert "every 2s" not in ada.page(base(project))
 
 
 def test_the_project_page_and_the_nav_lead_to_the_instances(app, ada, project):
@@ -249,7 +251,7 @@ def test_power_buttons_queue_jobs_and_the_page_shows_the_new_state(app, ada, pro
     assert POLLING in text and "Starting" in text
     run_jobs(app)
     poll = ada.get(base(project, instance_id) + "?part=state&poll=1", headers=HTMX)
-    assert "hx-trigger" not in poll.get_data(as_text=True)
+    assert "every 2s" not in poll.get_data(as_text=True)
     assert poll.headers["HX-Trigger"] == "instance-settled"  # events and console refresh
     assert status_of(app, instance_id) == ("running", "running")
 

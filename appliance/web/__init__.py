@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
         instances,
         invoices,
         keys,
+        notifications,
         pages,
         projects,
         webhooks,
@@ -53,4 +54,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(billing_admin.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(notifications.bp)
     app.context_processor(pages.site_context)
