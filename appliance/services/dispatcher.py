@@ -1,12 +1,14 @@
 """The webhook dispatcher of the serving process: a coordinator thread and a bounded pool.
 
-The coordinator claims due deliveries (services/deliveries.py) and hands each to a worker
-of a small pool (WORKERS threads), never more than PER_ENDPOINT at a time to one
-webhook, so a slow or dead endpoint holds at most PER_ENDPOINT workers for at most the
-15-second timeout while the others keep delivering. It sleeps until the next delivery
-comes due (at most SWEEP seconds) or until it is woken: by `webhooks.wake()` when events
-are queued (it then looks again every few milliseconds for a moment, because the
-transaction that queued them may not have committed yet), and when a worker finishes.
+The coordinator claims due deliveries in batches, one webhook's per batch
+(services/deliveries.py), and hands each batch to a worker of a small pool (WORKERS
+threads) that sends them one at a time, never more than PER_ENDPOINT batches at a time to
+one webhook; a batch ends at its first failure, so a slow or dead endpoint holds at most
+PER_ENDPOINT workers for about the 15-second timeout while the others keep delivering.
+It sleeps until the next delivery comes due (at most SWEEP seconds) or until it is woken:
+by `webhooks.wake()` when events are queued (it then looks again every few milliseconds
+for a moment, because the transaction that queued them may not have committed yet), and
+when a worker finishes.
 
 At start-up deliveries left claimed by a previous process (a crash, `kill -9`) are due
 again at once. `scheduler.start` starts the dispatcher and `scheduler.stop` stops it;
@@ -85,33 +87,25 @@ class Dispatcher:
             self._wakeup.clear()
 
     def _dispatch(self) -> None:
-        """Claim and hand out due deliveries while workers are free."""
+        """Hand out batches of due deliveries (deliveries.claim_batch) while workers are
+        free: one batch per worker, never more than `per_endpoint` to one webhook."""
         while not self._stopping:
             with self._lock:
                 free = self._free
                 busy = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
             if free <= 0:
                 return
-            # What the free workers can take without passing an endpoint's limit.
-            wanted: dict[str, str] = {}
-            counts: dict[str, int] = {}
-            due = deliveries.due_deliveries(limit=free * 4, exclude_webhooks=busy)
-            with self._lock:
-                for delivery_id, webhook_id in due:
-                    if len(wanted) >= free:
-                        break
-                    taken = self._in_flight.get(webhook_id, 0) + counts.get(webhook_id, 0)
-                    if taken < self.per_endpoint:
-                        wanted[delivery_id] = webhook_id
-                        counts[webhook_id] = counts.get(webhook_id, 0) + 1
-            claimed = deliveries.claim_many(list(wanted)) if wanted else []
-            for delivery_id in claimed:
-                webhook_id = wanted[delivery_id]
+            handed = 0
+            for webhook_id in deliveries.due_webhooks(limit=free, exclude_webhooks=busy):
+                batch = deliveries.claim_batch(webhook_id)
+                if batch is None:
+                    continue
                 with self._lock:
                     self._free -= 1
                     self._in_flight[webhook_id] += 1
-                self.pool.submit(self._run, delivery_id, webhook_id)
-            if not claimed:
+                self.pool.submit(self._run, batch)
+                handed += 1
+            if not handed:
                 return
 
     def _wait_seconds(self) -> float:
@@ -120,25 +114,26 @@ class Dispatcher:
         with self._lock:
             if self._free <= 0:
                 return SWEEP  # a finishing worker wakes the coordinator
-        due_at = deliveries.next_due_at()
+            busy = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
+        due_at = deliveries.next_due_at(exclude_webhooks=busy)
         if due_at is None:
             return SWEEP
         return min(max((due_at - clock.now()).total_seconds(), HURRY_POLL), SWEEP)
 
     # The workers -------------------------------------------------------------------
 
-    def _run(self, delivery_id: str, webhook_id: str) -> None:
+    def _run(self, batch: deliveries.Batch) -> None:
         try:
             with self.app.app_context(), database.connection_context():
-                deliveries.attempt(delivery_id)
+                deliveries.send_batch(batch, keep_going=lambda: not self._stopping)
         except Exception:
-            log.exception("webhook delivery %s failed to run", delivery_id)
+            log.exception("webhook deliveries to %s failed to run", batch.webhook_id)
         finally:
             with self._lock:
                 self._free += 1
-                self._in_flight[webhook_id] -= 1
-                if self._in_flight[webhook_id] <= 0:
-                    del self._in_flight[webhook_id]
+                self._in_flight[batch.webhook_id] -= 1
+                if self._in_flight[batch.webhook_id] <= 0:
+                    del self._in_flight[batch.webhook_id]
             self._wakeup.set()
 
 
