@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from appliance.models import Event, Webhook, WebhookDelivery
+from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
 from appliance.services import clock, deliveries, dispatcher, events, settings, ssrf
 from tests.factories import api, bearer, create_key, login, make_user
 from tests.receivers import Answer, Receiver, allow_loopback, signed_by, verify_now
@@ -277,6 +277,72 @@ def test_paused_webhooks_queue_nothing_new_and_hold_what_was_queued(app, client,
     assert deliver(app) == 0 and len(delivery_rows(app, webhook["id"])) == 1
     api(client, "POST", f"/webhooks/{webhook['id']}/resume", owner["auth"])
     assert deliver(app) == 1 and len(receiver.received) == 1
+
+
+def _attempt_counts(app, webhook_id) -> tuple[int, int]:
+    """(attempts the deliveries count, attempt rows logged) for a webhook."""
+    rows = delivery_rows(app, webhook_id)
+    with app.app_context():
+        logged = WebhookAttempt.select().where(
+            WebhookAttempt.delivery.in_([r.id for r in rows])).count()
+    return sum(r.attempts for r in rows), logged
+
+
+def test_a_failure_ends_a_batch_and_the_log_holds_only_what_was_sent(app, client, owner,
+                                                                     receiver):
+    clock.freeze(clock.now())
+    webhook, _ = create_webhook(client, owner["auth"], receiver.url)
+    receiver.answer(Answer(200), Answer(500))
+    for _ in range(6):
+        emit(app, owner["id"])
+    with app.app_context():
+        batch = deliveries.claim_batch(webhook["id"])
+        assert len(batch) == 6
+        outcomes = deliveries.send_batch(batch)
+    assert [o.status_code for o in outcomes] == [200, 500]
+    assert len(receiver.received) == 2
+    assert _attempt_counts(app, webhook["id"]) == (2, 2)  # the rest of the chunk taken back
+    rows = delivery_rows(app, webhook["id"])
+    untouched = [r for r in rows if r.attempts == 0]
+    assert len(untouched) == 4
+    assert all(r.status == "pending" and r.lease_until is None for r in untouched)
+    assert deliver(app) == 4 and len(receiver.received) == 6  # due again at once
+
+
+def test_a_batch_sends_nothing_another_worker_took_after_its_lease_ran_out(app, client,
+                                                                          owner, receiver):
+    clock.freeze(clock.now())
+    webhook, _ = create_webhook(client, owner["auth"], receiver.url)
+    for _ in range(3):
+        emit(app, owner["id"])
+    with app.app_context():
+        stalled = deliveries.claim_batch(webhook["id"])
+        assert deliveries.claim_batch(webhook["id"]) is None  # leased
+        clock.advance(deliveries.LEASE + dt.timedelta(seconds=1))
+        other = deliveries.claim_batch(webhook["id"])
+        assert len(stalled) == len(other) == 3
+        assert len(deliveries.send_batch(other)) == 3
+        assert deliveries.send_batch(stalled) == []
+    assert len(receiver.received) == 3
+    assert _attempt_counts(app, webhook["id"]) == (3, 3)
+    assert {r.status for r in delivery_rows(app, webhook["id"])} == {"succeeded"}
+
+
+def test_pausing_a_webhook_stops_its_batch(app, client, owner, receiver):
+    webhook, _ = create_webhook(client, owner["auth"], receiver.url)
+    for _ in range(3):
+        emit(app, owner["id"])
+    with app.app_context():
+        batch = deliveries.claim_batch(webhook["id"])
+    api(client, "POST", f"/webhooks/{webhook['id']}/pause", owner["auth"])
+    with app.app_context():
+        assert deliveries.send_batch(batch) == []
+    assert receiver.received == []
+    rows = delivery_rows(app, webhook["id"])
+    assert all(r.status == "pending" and r.lease_until is None and r.attempts == 0
+               for r in rows)
+    api(client, "POST", f"/webhooks/{webhook['id']}/resume", owner["auth"])
+    assert deliver(app) == 3
 
 
 def test_a_project_webhook_gets_only_that_projects_events(app, client, owner, receiver):
