@@ -11,7 +11,15 @@ import time
 import pytest
 
 from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
-from appliance.services import clock, deliveries, dispatcher, events, settings, ssrf
+from appliance.services import (
+    clock,
+    deliveries,
+    delivery_batches,
+    dispatcher,
+    events,
+    settings,
+    ssrf,
+)
 from tests.factories import api, bearer, create_key, login, make_user
 from tests.receivers import Answer, Receiver, allow_loopback, signed_by, verify_now
 
@@ -296,9 +304,9 @@ def test_a_failure_ends_a_batch_and_the_log_holds_only_what_was_sent(app, client
     for _ in range(6):
         emit(app, owner["id"])
     with app.app_context():
-        batch = deliveries.claim_batch(webhook["id"])
+        batch = delivery_batches.claim_batch(webhook["id"])
         assert len(batch) == 6
-        outcomes = deliveries.send_batch(batch)
+        outcomes = delivery_batches.send_batch(batch)
     assert [o.status_code for o in outcomes] == [200, 500]
     assert len(receiver.received) == 2
     assert _attempt_counts(app, webhook["id"]) == (2, 2)  # the rest of the chunk taken back
@@ -316,13 +324,13 @@ def test_a_batch_sends_nothing_another_worker_took_after_its_lease_ran_out(app, 
     for _ in range(3):
         emit(app, owner["id"])
     with app.app_context():
-        stalled = deliveries.claim_batch(webhook["id"])
-        assert deliveries.claim_batch(webhook["id"]) is None  # leased
+        stalled = delivery_batches.claim_batch(webhook["id"])
+        assert delivery_batches.claim_batch(webhook["id"]) is None  # leased
         clock.advance(deliveries.LEASE + dt.timedelta(seconds=1))
-        other = deliveries.claim_batch(webhook["id"])
+        other = delivery_batches.claim_batch(webhook["id"])
         assert len(stalled) == len(other) == 3
-        assert len(deliveries.send_batch(other)) == 3
-        assert deliveries.send_batch(stalled) == []
+        assert len(delivery_batches.send_batch(other)) == 3
+        assert delivery_batches.send_batch(stalled) == []
     assert len(receiver.received) == 3
     assert _attempt_counts(app, webhook["id"]) == (3, 3)
     assert {r.status for r in delivery_rows(app, webhook["id"])} == {"succeeded"}
@@ -333,10 +341,10 @@ def test_pausing_a_webhook_stops_its_batch(app, client, owner, receiver):
     for _ in range(3):
         emit(app, owner["id"])
     with app.app_context():
-        batch = deliveries.claim_batch(webhook["id"])
+        batch = delivery_batches.claim_batch(webhook["id"])
     api(client, "POST", f"/webhooks/{webhook['id']}/pause", owner["auth"])
     with app.app_context():
-        assert deliveries.send_batch(batch) == []
+        assert delivery_batches.send_batch(batch) == []
     assert receiver.received == []
     rows = delivery_rows(app, webhook["id"])
     assert all(r.status == "pending" and r.lease_until is None and r.attempts == 0

@@ -17,14 +17,7 @@ disabled, and a `webhook.disabled` event tells its owner. The body is
 `{"type", "timestamp", "data"}` signed per Standard Webhooks (services/signing.py);
 `webhook-id` is the event's id on every attempt and on redeliveries.
 
-The dispatcher sends in batches (`claim_batch`, `send_batch`): one worker takes up to
-BATCH due deliveries of one endpoint under one lease and sends them one at a time, so the
-per-endpoint bound still counts requests in flight. Each transaction writes the outcomes
-of the attempts just made and logs (lease, attempt count, attempt row) the next CHUNK
-before any of them goes out, so a delivery costs a fraction of a commit. The webhook's
-row (status, URL, secrets) is read again for every chunk and the URL is checked by the
-SSRF guard for every attempt. A failure, a paused or disabled webhook, or a stopping
-dispatcher ends the batch and releases what it had not started.
+The dispatcher sends in batches: services/delivery_batches.py.
 """
 
 from __future__ import annotations
@@ -34,8 +27,7 @@ import email.utils
 import json
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance import __version__
 from appliance.db import database
@@ -58,12 +50,10 @@ EXCERPT_BYTES = 2048
 STATUSES = ("pending", "succeeded", "failed")
 USER_AGENT = f"appliance-webhooks/{__version__}"
 INTERRUPTED = "The appliance stopped during this attempt; it is tried again."
-BATCH = 25  # deliveries of one endpoint one worker takes at a time
-CHUNK = 4  # attempts logged, and later their outcomes written, per transaction
 
 
 @dataclass
-class _Answer:
+class Answer:
     """What the endpoint said (or why it said nothing)."""
 
     status_code: int | None = None
@@ -86,10 +76,10 @@ class Outcome:
 
 def payload(event: Event) -> bytes:
     """The body every attempt of `event` sends, byte for byte the same."""
-    return _payload(event.type, event.created_at, event.data)
+    return payload_of(event.type, event.created_at, event.data)
 
 
-def _payload(event_type: str, created_at: dt.datetime, data: str | None) -> bytes:
+def payload_of(event_type: str, created_at: dt.datetime, data: str | None) -> bytes:
     return json.dumps({"type": event_type, "timestamp": clock.isoformat(created_at),
                        "data": json.loads(data or "{}")}, separators=(",", ":")).encode()
 
@@ -208,29 +198,29 @@ def attempt(delivery_id: str) -> Outcome:
                 .where(WebhookDelivery.id == delivery_id).get())
     webhook = delivery.webhook
     started = clock.now()
-    answer = _send(delivery.id, delivery.msg_id, webhook, payload(delivery.event),
+    answer = send_request(delivery.id, delivery.msg_id, webhook, payload(delivery.event),
                    started=started, secrets=webhooks.signing_secrets(webhook, started))
     with database.atomic():
-        outcome, disable = _write_outcome(delivery.id, delivery.trigger, delivery.attempts,
+        outcome, disable = write_outcome(delivery.id, delivery.trigger, delivery.attempts,
                                           webhook, started=started, answer=answer)
         if disable is not None:
             disable_webhook(webhook.id, disable)
     return outcome
 
 
-def _send(delivery_id: str, msg_id: str, webhook: Webhook, body: bytes, *,
-          started: dt.datetime, secrets: list[str]) -> _Answer:
+def send_request(delivery_id: str, msg_id: str, webhook: Webhook, body: bytes, *,
+          started: dt.datetime, secrets: list[str]) -> Answer:
     if not secrets:
-        return _Answer(error="The signing secret cannot be read (the appliance's SECRET_KEY "
+        return Answer(error="The signing secret cannot be read (the appliance's SECRET_KEY "
                              "changed); rotate the webhook's secret.")
     sent = {**signing.headers(secrets, msg_id, int(started.timestamp()), body),
             "User-Agent": USER_AGENT}
-    answer = _Answer()
+    answer = Answer()
     try:
         response = ssrf.post(webhook.url, body, sent, timeout=TIMEOUT,
                              allow_private=webhooks.allow_private(cached=True),
                              max_excerpt=EXCERPT_BYTES)
-        answer = _Answer(response.status, response.body_excerpt[:EXCERPT_BYTES], None,
+        answer = Answer(response.status, response.body_excerpt[:EXCERPT_BYTES], None,
                          response.duration_ms, response.headers)
     except ssrf.UnsafeURL as exc:
         answer.error = f"Refused by the SSRF guard: {exc.message}"
@@ -248,19 +238,19 @@ def _send(delivery_id: str, msg_id: str, webhook: Webhook, body: bytes, *,
     return answer
 
 
-def _ok(answer: _Answer) -> bool:
+def answered_ok(answer: Answer) -> bool:
     return answer.status_code is not None and 200 <= answer.status_code < 300
 
 
-def _write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook, *,
-                   started: dt.datetime, answer: _Answer) -> tuple[Outcome, str | None]:
+def write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook, *,
+                   started: dt.datetime, answer: Answer) -> tuple[Outcome, str | None]:
     """Inside a transaction: the attempt's log row, the delivery's new state and the
     webhook's health (`webhook.failing_since` is kept up to date in memory). Returns the
     outcome and why the webhook must now be disabled (the caller does it), if it must."""
     now = clock.now()
     status_code, error, headers = answer.status_code, answer.error, answer.headers or {}
     is_test = trigger == "test"
-    ok = _ok(answer)
+    ok = answered_ok(answer)
     status, next_at, disable = "pending", None, None
     if ok:
         status = "succeeded"
@@ -279,19 +269,19 @@ def _write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook
     database.execute_sql(
         "UPDATE webhook_attempt SET started_at = ?, duration_ms = ?, status_code = ?, "
         "response_excerpt = ?, error = ? WHERE delivery_id = ? AND number = ?",
-        (_stamp(started), answer.duration_ms, status_code, answer.excerpt, error,
+        (db_time(started), answer.duration_ms, status_code, answer.excerpt, error,
          delivery_id, number))
     database.execute_sql(
         "UPDATE webhook_delivery SET status = ?, lease_until = NULL, last_status_code = ?, "
         "last_error = ?, next_attempt_at = ?, finished_at = ? WHERE id = ?",
-        (status, status_code, error, _stamp(next_at) if status == "pending" else None,
-         _stamp(now) if status != "pending" else None, delivery_id))
+        (status, status_code, error, db_time(next_at) if status == "pending" else None,
+         db_time(now) if status != "pending" else None, delivery_id))
     if not is_test:
         disable = _track_health(webhook, ok, now, disable)
     return Outcome(delivery_id, status, status_code, error, answer.duration_ms), disable
 
 
-def _stamp(value: dt.datetime | None):
+def db_time(value: dt.datetime | None):
     """A time as the UTC datetime columns store it (what peewee would bind)."""
     return WebhookDelivery.next_attempt_at.db_value(value)
 
@@ -337,206 +327,12 @@ def disable_webhook(webhook_id: str, reason: str) -> bool:
     return True
 
 
-# Batches -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Queued:
-    """A delivery of a batch: what its requests need."""
-
-    id: str
-    msg_id: str
-    trigger: str
-    body: bytes
-    number: int = 0  # the attempt under way, once started
-
-
-@dataclass
-class Batch:
-    """Due deliveries of one webhook taken by one worker under one lease (`lease_until`
-    holds `lease` on each of them while nobody else has them)."""
-
-    webhook_id: str
-    lease: dt.datetime
-    deliveries: list[_Queued]
-    _secrets: dict[tuple, list[str]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.deliveries)
-
-
-@dataclass
-class _Sent:
-    delivery: _Queued
-    webhook: Webhook
-    started: dt.datetime
-    answer: _Answer
-
-
-def _due_sql(now: dt.datetime, exclude_webhooks) -> tuple[str, list]:
-    sql = ("FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id "
-           "WHERE d.status = 'pending' AND w.status = 'active' AND d.next_attempt_at <= ? "
-           "AND (d.lease_until IS NULL OR d.lease_until < ?) "
-           "AND d.webhook_id NOT IN (SELECT value FROM json_each(?))")
-    return sql, [_stamp(now), _stamp(now), json.dumps(list(exclude_webhooks))]
-
-
-def due_webhooks(limit: int = 50, exclude_webhooks=()) -> list[str]:
-    """Active webhooks with deliveries due now, the longest waiting first, leaving out
-    those in `exclude_webhooks` (the ones with enough in flight)."""
-    sql, params = _due_sql(clock.now(), exclude_webhooks)
-    rows = database.execute_sql(
-        f"SELECT d.webhook_id {sql} GROUP BY d.webhook_id "
-        "ORDER BY MIN(d.next_attempt_at) LIMIT ?", (*params, limit)).fetchall()
-    return [row[0] for row in rows]
-
-
-def claim_batch(webhook_id: str, limit: int = BATCH) -> Batch | None:
-    """Lease up to `limit` due deliveries of an active webhook, oldest first, in one
-    statement (nobody else can take them until the lease ends); None when none is due.
-    Nothing is attempted or logged yet: `send_batch` does that."""
-    now = clock.now()
-    lease = now + LEASE
-    with database.atomic():
-        rows = database.execute_sql(
-            "UPDATE webhook_delivery SET lease_until = ? WHERE id IN ("
-            " SELECT d.id FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id"
-            " WHERE d.webhook_id = ? AND w.status = 'active' AND d.status = 'pending'"
-            " AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
-            " ORDER BY d.next_attempt_at, d.id LIMIT ?)"
-            " RETURNING id, event_id, msg_id, trigger, next_attempt_at",
-            (_stamp(lease), webhook_id, _stamp(now), _stamp(now), limit)).fetchall()
-    if not rows:
-        return None
-    rows.sort(key=lambda row: (row[4], row[0]))
-    event_ids = list({row[1] for row in rows})
-    bodies = {event_id: _payload(kind, Event.created_at.python_value(created), data)
-              for event_id, kind, data, created in database.execute_sql(
-                  "SELECT id, type, data, created_at FROM event "
-                  "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(event_ids),))}
-    return Batch(webhook_id, lease, [_Queued(row[0], row[2], row[3], bodies[row[1]])
-                                     for row in rows])
-
-
-def send_batch(batch: Batch, keep_going: Callable[[], bool] = lambda: True) -> list[Outcome]:
-    """Send a claimed batch one delivery at a time, CHUNK attempts per transaction (see
-    the module docstring), and return the outcomes. It stops early - releasing what it
-    had not started, due again at once - after a failed attempt, when the webhook is no
-    longer active, or when `keep_going()` says so."""
-    queue = list(batch.deliveries)
-    sent: list[_Sent] = []
-    unsent: list[_Queued] = []
-    outcomes: list[Outcome] = []
-    while True:
-        going = (bool(queue) and not unsent and all(_ok(s.answer) for s in sent)
-                 and keep_going())
-        chunk, queue = (queue[:CHUNK], queue[CHUNK:]) if going else ([], queue)
-        written, started, webhook = _step(batch, sent, unsent, chunk, queue)
-        outcomes += written
-        sent, unsent = [], []
-        if not started:
-            if webhook is None or not chunk:
-                return outcomes  # _step released the queue
-            continue  # another worker had these (their lease had run out); go on
-        for delivery in started:
-            if sent and not _ok(sent[-1].answer):
-                unsent.append(delivery)  # not after a failure: _step takes its log back
-                continue
-            at = clock.now()
-            sent.append(_Sent(delivery, webhook, at, _send(
-                delivery.id, delivery.msg_id, webhook, delivery.body, started=at,
-                secrets=_signing_secrets(batch, webhook, at))))
-
-
-def _signing_secrets(batch: Batch, webhook: Webhook, at: dt.datetime) -> list[str]:
-    """webhooks.signing_secrets, unsealed once per batch for the same sealed values."""
-    key = (webhook.secret_sealed, webhook.previous_secret_sealed,
-           webhook.previous_valid_until is not None and webhook.previous_valid_until > at)
-    if key not in batch._secrets:
-        batch._secrets[key] = webhooks.signing_secrets(webhook, at)
-    return batch._secrets[key]
-
-
-def _step(batch: Batch, sent: list[_Sent], unsent: list[_Queued], chunk: list[_Queued],
-          queue: list[_Queued]) -> tuple[list[Outcome], list[_Queued], Webhook | None]:
-    """One transaction: record what was sent, take back the logged attempts that were not
-    sent (after a failure), then start `chunk` (lease, attempt count, log row) if the
-    webhook is still active. Returns the outcomes, the deliveries started and the webhook
-    as it is now (None when it is no longer active: the queue and the chunk were
-    released)."""
-    now = clock.now()
-    with database.atomic():
-        for delivery in unsent:
-            database.execute_sql("DELETE FROM webhook_attempt WHERE delivery_id = ? "
-                                 "AND number = ?", (delivery.id, delivery.number))
-            database.execute_sql("UPDATE webhook_delivery SET attempts = attempts - 1, "
-                                 "lease_until = NULL WHERE id = ?", (delivery.id,))
-        outcomes, disable = [], None
-        for item in sent:
-            outcome, reason = _write_outcome(item.delivery.id, item.delivery.trigger,
-                                             item.delivery.number, item.webhook,
-                                             started=item.started, answer=item.answer)
-            outcomes.append(outcome)
-            disable = disable or reason
-        webhook = _read_webhook(batch.webhook_id)
-        active = webhook is not None and webhook.status == "active" and disable is None
-        started: list[_Queued] = []
-        if active and chunk:
-            lease = now + LEASE + dt.timedelta(seconds=TIMEOUT * (len(chunk) - 1))
-            ids = [d.id for d in chunk]
-            numbers = dict(database.execute_sql(
-                "UPDATE webhook_delivery SET attempts = attempts + 1, lease_until = ? "
-                "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
-                "AND lease_until = ? RETURNING id, attempts",
-                (_stamp(lease), json.dumps(ids), _stamp(batch.lease))).fetchall())
-            started = [d for d in chunk if d.id in numbers]
-            for delivery in started:
-                delivery.number = numbers[delivery.id]
-            database.cursor().executemany(
-                "INSERT INTO webhook_attempt (delivery_id, number, started_at, duration_ms, "
-                "response_excerpt) VALUES (?, ?, ?, 0, '')",
-                [(d.id, d.number, _stamp(now)) for d in started])
-        else:
-            queue = chunk + queue
-        if not chunk or not active:
-            if queue:
-                database.execute_sql(
-                    "UPDATE webhook_delivery SET lease_until = NULL "
-                    "WHERE id IN (SELECT value FROM json_each(?)) AND lease_until = ?",
-                    (json.dumps([d.id for d in queue]), _stamp(batch.lease)))
-        if disable is not None:
-            disable_webhook(batch.webhook_id, disable)
-    return outcomes, started, webhook if active else None
-
-
-def _read_webhook(webhook_id: str) -> Webhook | None:
-    row = database.execute_sql(
-        "SELECT user_id, url, secret_sealed, previous_secret_sealed, previous_valid_until, "
-        "failing_since, status FROM webhook WHERE id = ?", (webhook_id,)).fetchone()
-    if row is None:
-        return None
-    return Webhook(id=webhook_id, user=row[0], url=row[1], secret_sealed=row[2],
-                   previous_secret_sealed=row[3],
-                   previous_valid_until=Webhook.previous_valid_until.python_value(row[4]),
-                   failing_since=Webhook.failing_since.python_value(row[5]), status=row[6])
-
-
 def deliver_due(max_deliveries: int | None = None) -> int:
-    """Claim and send due deliveries in this thread, batch by batch, until none is due;
-    return how many attempts were made. (The dispatcher does this on a thread pool.)"""
-    sent = 0
-    while max_deliveries is None or sent < max_deliveries:
-        progressed = False
-        for webhook_id in due_webhooks():
-            room = BATCH if max_deliveries is None else min(BATCH, max_deliveries - sent)
-            batch = claim_batch(webhook_id, room) if room > 0 else None
-            if batch is not None:
-                made = len(send_batch(batch))
-                sent += made
-                progressed = progressed or made > 0
-        if not progressed:
-            return sent
-    return sent
+    """Send due deliveries in this thread until none is due (tests, the CLI); the number
+    of attempts made. See services/delivery_batches.py."""
+    from appliance.services import delivery_batches
+
+    return delivery_batches.deliver_due(max_deliveries)
 
 
 # The log, redelivery and tests ----------------------------------------------------------

@@ -1,7 +1,7 @@
 """The webhook dispatcher of the serving process: a coordinator thread and a bounded pool.
 
 The coordinator claims due deliveries in batches, one webhook's per batch
-(services/deliveries.py), and hands each batch to a worker of a small pool (WORKERS
+(services/delivery_batches.py), and hands each batch to a worker of a small pool (WORKERS
 threads) that sends them one at a time, never more than PER_ENDPOINT batches at a time to
 one webhook; a batch ends at its first failure, so a slow or dead endpoint holds at most
 PER_ENDPOINT workers for about the 15-second timeout while the others keep delivering.
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from appliance.db import database
-from appliance.services import clock, deliveries, webhooks
+from appliance.services import clock, deliveries, delivery_batches, webhooks
 
 log = logging.getLogger("appliance.webhooks")
 
@@ -87,7 +87,7 @@ class Dispatcher:
             self._wakeup.clear()
 
     def _dispatch(self) -> None:
-        """Hand out batches of due deliveries (deliveries.claim_batch) while workers are
+        """Hand out batches of due deliveries (delivery_batches.claim_batch) while workers are
         free: one batch per worker, never more than `per_endpoint` to one webhook."""
         while not self._stopping:
             with self._lock:
@@ -96,8 +96,8 @@ class Dispatcher:
             if free <= 0:
                 return
             handed = 0
-            for webhook_id in deliveries.due_webhooks(limit=free, exclude_webhooks=busy):
-                batch = deliveries.claim_batch(webhook_id)
+            for webhook_id in delivery_batches.due_webhooks(limit=free, exclude_webhooks=busy):
+                batch = delivery_batches.claim_batch(webhook_id)
                 if batch is None:
                     continue
                 with self._lock:
@@ -122,10 +122,10 @@ class Dispatcher:
 
     # The workers -------------------------------------------------------------------
 
-    def _run(self, batch: deliveries.Batch) -> None:
+    def _run(self, batch: delivery_batches.Batch) -> None:
         try:
             with self.app.app_context(), database.connection_context():
-                deliveries.send_batch(batch, keep_going=lambda: not self._stopping)
+                delivery_batches.send_batch(batch, keep_going=lambda: not self._stopping)
         except Exception:
             log.exception("webhook deliveries to %s failed to run", batch.webhook_id)
         finally:
