@@ -21,7 +21,7 @@ class InvoiceRun(BaseModel):
     """A month whose invoices were all issued: later checks of that month stop here."""
 
     period_start = UTCDateTimeField(primary_key=True)
-    invoices = IntegerField()
+    invoices = IntegerField()  # how many the month has
     finished_at = UTCDateTimeField()
 
 

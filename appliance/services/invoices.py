@@ -105,6 +105,7 @@ def split_vat(total: int, vat_rate_bp: int) -> tuple[int, int]:
 class GenerateResult:
     periods: tuple[str, ...]  # YYYY-MM of the months looked at
     issued: int
+    failed: int = 0  # accounts whose invoice failed (logged; tried again next run)
 
 
 def generate_due(now: dt.datetime | None = None) -> GenerateResult:
@@ -116,18 +117,28 @@ def generate_due(now: dt.datetime | None = None) -> GenerateResult:
     from appliance.services import metering
 
     metering.tick(now)  # the month's last hours are in before they are summed
-    issued = 0
-    for period in periods:
+    issued = failed = 0
+    names = tuple(p.strftime("%Y-%m") for p in periods)
+    for period, name in zip(periods, names, strict=True):
         count = 0
         for user_id in accounts_to_invoice(period):
-            if issue(user_id, period, now) is not None:
-                count += 1
-        with ledger.durable():
-            InvoiceRun.insert(period_start=period, invoices=count,
-                              finished_at=now).on_conflict_ignore().execute()
+            try:
+                if issue(user_id, period, now) is not None:
+                    count += 1
+            except Exception:  # one account's failure must not hold up the others'
+                log.exception("invoices: the invoice of %s for %s failed", user_id, name)
+                failed += 1
         issued += count
-        log.info("invoices: %s issued for %s", count, period.strftime("%Y-%m"))
-    return GenerateResult(tuple(p.strftime("%Y-%m") for p in periods), issued)
+        log.info("invoices: %s issued for %s", count, name)
+        if failed:
+            # The month is not done: the next run tries again, and later months wait
+            # so that numbers keep following the months' order.
+            return GenerateResult(names, issued, failed)
+        with ledger.durable():
+            total = Invoice.select().where(Invoice.period_start == period).count()
+            InvoiceRun.insert(period_start=period, invoices=total,
+                              finished_at=now).on_conflict_ignore().execute()
+    return GenerateResult(names, issued)
 
 
 def _periods_due(last: dt.datetime) -> list[dt.datetime]:
