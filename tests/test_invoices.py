@@ -379,6 +379,13 @@ def test_admins_list_every_invoice_and_filter_by_account(app, client, issued, pe
     assert {i["user_id"] for i in bobs["data"]} == {people["bob"].id}
     refused = api(client, "GET", "/admin/invoices", _auth(client, "ada"))
     assert refused.status_code == 403
+    one = api(client, "GET", f"/admin/invoices/{issued['bob'].id}", admin).get_json()
+    assert (one["number"], len(one["lines"])) == (issued["bob"].number, 1)
+    pdf = api(client, "GET", f"/admin/invoices/{issued['bob'].id}.pdf", admin)
+    assert pdf.data.startswith(b"%PDF-")
+    assert api(client, "GET", "/admin/invoices/inv_nope", admin).status_code == 404
+    assert api(client, "GET", f"/admin/invoices/{issued['bob'].id}.pdf",
+               _auth(client, "ada")).status_code == 403
 
 
 # On the dashboard -----------------------------------------------------------------------

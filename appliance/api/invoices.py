@@ -139,6 +139,21 @@ def admin_list_invoices(principal: Principal, query: AdminInvoiceQuery):
     return page_body([InvoiceOut.of(row) for row in rows], query.limit, next_cursor)
 
 
+@bp.operation("/admin/invoices/<invoice_id>", summary="Any account's invoice with its lines",
+              tags=("admin",), response=InvoiceOut, auth=USER_OR_KEY, errors=(404,))
+def admin_get_invoice(principal: Principal, invoice_id: str):
+    invoice = invoices.admin_get_invoice(principal, invoice_id)
+    return InvoiceOut.of(invoice, invoices.lines_of(invoice))
+
+
+@bp.operation("/admin/invoices/<invoice_id>.pdf", summary="Any account's invoice as PDF",
+              tags=("admin",), auth=USER_OR_KEY, errors=(404,), produces="application/pdf")
+def admin_invoice_pdf(principal: Principal, invoice_id: str):
+    invoice = invoices.admin_get_invoice(principal, invoice_id)
+    return _download(invoice_pdf.render(invoice, invoices.lines_of(invoice)),
+                     "application/pdf", f"invoice-{invoice.number}.pdf")
+
+
 # Stripe top-ups -------------------------------------------------------------------------
 
 
