@@ -28,8 +28,8 @@ Both are printed next to a baseline measured in the same run:
   CHART_PROJECTS projects, and an API key of that account with `usage:read`). The usage
   is then what the tick would have written for CHART_HOURS (2,160: 90 days) hours of
   each instance, up to the current hour: 10,000,800 `usage_record` rows inserted by one
-  INSERT ... SELECT over a recursive CTE (hour by hour, as ticks append them; the table's
-  indexes dropped first and built again after), the `usage_daily` rollup rows computed
+  INSERT ... SELECT over a recursive CTE (instance by instance in id order, the indexes
+  in place: the fastest order measured here), the `usage_daily` rollup rows computed
   from the same instances and hours, and each instance's `usage_meter` row. Seeding
   runs before the server starts, with synchronous=OFF and a rollback journal (setup, not
   measured); its time is reported (aim under 60 s). Two checks make the data
@@ -292,18 +292,13 @@ def _bulk_usage(db_path: str, subjects: list[tuple[str, str, str]], sku: str, *,
     timings: dict[str, float] = {}
     try:
         # Setup, not what is measured: no fsync, a rollback journal instead of a WAL the
-        # size of the table, and a large cache for the index builds.
+        # size of the table, and a cache that holds the indexes.
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-1000000")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA threads=4")  # CREATE INDEX may sort on helper threads
-        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                               "AND tbl_name = 'usage_record' AND sql IS NOT NULL").fetchall()
         began = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
         conn.execute("CREATE TEMP TABLE bench_subject (user_id TEXT, project_id TEXT, "
                      "subject_id TEXT)")
         conn.executemany("INSERT INTO bench_subject VALUES (?, ?, ?)",
@@ -316,13 +311,12 @@ def _bulk_usage(db_path: str, subjects: list[tuple[str, str, str]], sku: str, *,
             "SELECT s.user_id, s.project_id, s.subject_id, 'instance', ?, "
             "datetime(?, '+' || h.n || ' hours'), 1, ?, ?, "
             "datetime(?, '+' || h.n || ' hours', '+10 minutes') "
-            "FROM h CROSS JOIN bench_subject s",
+            # Subject by subject in id order: the unique index is only appended to and
+            # the others take each subject's hours in a row. Measured here (2M rows): 2.5x
+            # faster than hour by hour, 1.6x faster than building the indexes afterwards.
+            "FROM (SELECT * FROM bench_subject ORDER BY subject_id) s CROSS JOIN h",
             (hours - 1, sku, start, CHART_PRICE, CHART_PRICE, start))
         timings["records_s"] = time.perf_counter() - began
-        began = time.perf_counter()
-        for _, sql in indexes:
-            conn.execute(sql)
-        timings["indexes_s"] = time.perf_counter() - began
         began = time.perf_counter()
         conn.executemany(
             "INSERT INTO usage_daily (user_id, project_id, day, resource, sku, quantity, "
@@ -414,7 +408,7 @@ def measure_chart(work: Path, warmup: int = 2, rounds: int = CHART_ROUNDS,
     seeded = _child("chart_in_child", str(data_dir))
     print(f"  seeded {seeded['records']:,} usage records in {seeded['seed_s']:.1f} s "
           f"(models {seeded['models_s']:.1f} s, records {seeded['records_s']:.1f} s, "
-          f"indexes {seeded['indexes_s']:.1f} s, rollup {seeded['rollup_s']:.1f} s); "
+          f"rollup {seeded['rollup_s']:.1f} s); "
           f"rollup consistent: {seeded['consistent']}, a tick then adds "
           f"{seeded['tick_records_after']}", flush=True)
     port = bench.free_port()
@@ -442,8 +436,8 @@ def measure_chart(work: Path, warmup: int = 2, rounds: int = CHART_ROUNDS,
     loaded = results[-1]
     metrics = {
         "chart_records": seeded["records"], "chart_seed_s": seeded["seed_s"],
-        "chart_seed_records_s": seeded["records_s"], "chart_seed_indexes_s":
-        seeded["indexes_s"], "chart_rollup_consistent": seeded["consistent"],
+        "chart_seed_records_s": seeded["records_s"],
+        "chart_rollup_consistent": seeded["consistent"],
         "chart_tick_records_after_seed": seeded["tick_records_after"],
         "chart_p50_ms": statistics.median(r.p50_ms for r in sequential),
         "chart_p99_ms": statistics.median(r.p99_ms for r in sequential),
