@@ -22,24 +22,25 @@ Both are printed next to a baseline measured in the same run:
   fails.
 
 * GET /api/v1/usage/chart?days=90 with 10 million usage records (`measure_chart`): a
-  child interpreter builds a data directory (migrations, then with the models: CHART_USERS
-  accounts, a plan priced so its monthly cap never binds, CHART_INSTANCES (4,630)
-  instances on the simulated node, the measured account owning every tenth one in
-  CHART_PROJECTS projects, and an API key of that account with `usage:read`). The usage
-  is then what the tick would have written for CHART_HOURS (2,160: 90 days) hours of
-  each instance, up to the current hour: 10,000,800 `usage_record` rows inserted by one
-  INSERT ... SELECT over a recursive CTE (instance by instance in id order, the indexes
-  in place: the fastest order measured here), the `usage_daily` rollup rows computed
-  from the same instances and hours, and each instance's `usage_meter` row. Seeding
-  runs before the server starts, with synchronous=OFF and a rollback journal (setup, not
-  measured); its time is reported (aim under 60 s). Two checks make the data
-  trustworthy: the sums of `usage_record` and `usage_daily` are equal, and a metering
-  tick at the seeding moment records nothing. Ledger entries are not seeded (the chart
-  never reads them). Then `appliance serve` runs on that directory and wrk loads the
-  chart with the key: one connection (sequential requests: the endpoint's own latency)
-  for CHART_ROUNDS rounds after a warm-up, the median p99 against TARGET_CHART_P99_MS
-  (50 ms); then 8 connections once for throughput (no target: at 8 connections on two
-  cores the latency is mostly queueing). Any answer but 200 fails the row.
+  child interpreter builds a data directory (migrations, then with the models:
+  CHART_USERS accounts, a plan priced so its monthly cap never binds, CHART_INSTANCES
+  (4,630) instances on the simulated node, the measured account owning every tenth one
+  in CHART_PROJECTS projects, and an API key of that account with `usage:read`). The
+  usage is then what the tick would have written for CHART_HOURS (2,160: 90 days) hours
+  of each instance, up to the current hour: 10,000,800 `usage_record` rows inserted by
+  one INSERT ... SELECT over a recursive CTE (instance by instance in id order, the
+  indexes in place: the fastest order measured here), the `usage_daily` rollup rows
+  computed from the same instances and hours, and each instance's `usage_meter` row.
+  Seeding runs before the server starts, with synchronous=OFF and a rollback journal; it
+  is set-up, not the appliance, so its time is shown against an aim of 60 s but is never
+  a missed target. Two checks make the data trustworthy: the sums of `usage_record` and
+  `usage_daily` are equal, and a metering tick at the seeding moment records nothing.
+  Ledger entries are not seeded (the chart never reads them). Then `appliance serve`
+  runs on that directory and wrk loads the chart with the key: one connection
+  (sequential requests: the endpoint's own latency) for CHART_ROUNDS rounds after a
+  warm-up, the median p99 against TARGET_CHART_P99_MS (50 ms); then 8 connections once
+  for throughput (no target: at 8 connections on two cores the latency is mostly
+  queueing). Any answer but 200 fails the row.
 """
 
 from __future__ import annotations
@@ -480,7 +481,7 @@ def rows(m: dict[str, Any]) -> list[Any]:
                 and m["chart_errors"] == 0)
         out.append(row("chart: usage records seeded",
                        f"{m['chart_records']:,} in {m['chart_seed_s']:.1f} s",
-                       f"< {TARGET_SEED_S:g} s", m["chart_seed_s"] < TARGET_SEED_S))
+                       f"(aim < {TARGET_SEED_S:g} s)", None))  # set-up, not the appliance
         out.append(row("chart: rollup = records, tick adds 0",
                        f"{m['chart_rollup_consistent']}, "
                        f"{m['chart_tick_records_after_seed']}", "True, 0",
@@ -499,5 +500,4 @@ def rows(m: dict[str, Any]) -> list[Any]:
     return out
 
 
-TARGETS = {"metering_tick_s_max": TARGET_TICK_S, "chart_p99_ms_max": TARGET_CHART_P99_MS,
-           "chart_seed_s_max": TARGET_SEED_S}
+TARGETS = {"metering_tick_s_max": TARGET_TICK_S, "chart_p99_ms_max": TARGET_CHART_P99_MS}
