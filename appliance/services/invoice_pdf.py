@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from fpdf import FPDF
+from fpdf import FPDF, FontFace
 
 from appliance.models import Invoice, InvoiceLine
 from appliance.services import clock
@@ -77,7 +77,8 @@ def render(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
     pdf.ln(4)
 
     pdf.line_of_text("Bill to", 10, bold=True)
-    for part in (invoice.buyer_name, *invoice.buyer_address.splitlines(), invoice.buyer_email):
+    email = invoice.buyer_email if invoice.buyer_email != invoice.buyer_name else ""
+    for part in (invoice.buyer_name, *invoice.buyer_address.splitlines(), email):
         if part.strip():
             pdf.line_of_text(part, 10)
     if invoice.buyer_vat_id:
@@ -85,23 +86,22 @@ def render(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
     pdf.ln(6)
 
     widths = (84, 18, 30, 42)
-    pdf.style(9, bold=True)
-    pdf.set_fill_color(235, 238, 242)
-    for width, title, align in zip(widths, ("Description", "Hours", "Unit price", "Amount"),
-                                   ("L", "R", "R", "R"), strict=True):
-        pdf.cell(width, 7, title, border="B", align=align, fill=True)
-    pdf.ln()
     pdf.style(9)
-    if not lines:
-        pdf.cell(sum(widths), 7, "No usage in this period.", border="B")
-        pdf.ln()
+    rows = [("Description", "Hours", "Unit price", "Amount")]
     for line in lines:
-        description = line.description + (" (monthly cap applied)" if line.cap_applied else "")
-        cells = (pdf.text_of(description), str(line.hours),
-                 format_money(line.unit_price, currency), format_money(line.amount, currency))
-        for width, value, align in zip(widths, cells, ("L", "R", "R", "R"), strict=True):
-            pdf.cell(width, 7, value, border="B", align=align)
-        pdf.ln()
+        rows.append((pdf.text_of(line.description
+                                 + (" (monthly cap applied)" if line.cap_applied else "")),
+                     str(line.hours), format_money(line.unit_price, currency),
+                     format_money(line.amount, currency)))
+    if not lines:
+        rows.append(("No usage in this period.", "", "", ""))
+    # A table wraps a long description inside its cell instead of over its neighbours.
+    headings = FontFace(emphasis="BOLD", fill_color=(235, 238, 242))
+    with pdf.table(width=sum(widths), col_widths=widths, align="LEFT", line_height=5.5,
+                   text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"), cell_fill_mode="NONE",
+                   borders_layout="HORIZONTAL_LINES", headings_style=headings) as table:
+        for row in rows:
+            table.row(row)
     pdf.ln(4)
 
     label_width, amount_width = sum(widths[:3]), widths[3]
