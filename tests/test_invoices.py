@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import threading
 
 import pytest
 from peewee import IntegrityError
@@ -224,6 +225,38 @@ def test_a_failure_part_way_rolls_back_the_number_with_the_invoice(world, monkey
     assert _numbers() == ["2025-000001", "2025-000002", "2025-000003"]
     assert Invoice.get(Invoice.number == "2025-000003").user_id == world["bob"].id
     assert InvoiceRun.get().invoices == 3
+
+
+@pytest.fixture
+def crowd(app):
+    return [make_user(app, f"u{n}@example.test") for n in range(30)]
+
+
+def test_schedulers_running_at_once_issue_each_invoice_once(app, crowd, world):
+    plan = make_plan(price=3)
+    for user in crowd:
+        make_instance(default_project_of(user.id), plan, world["node"], world["image"])
+    metering.tick()
+    clock.freeze(APRIL_1)
+    errors, results = [], []
+
+    def run():
+        try:
+            with app.app_context(), database.connection_context():
+                results.append(invoices.generate_due().issued)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(results) == 30
+    assert sorted(i.sequence for i in Invoice.select()) == list(range(1, 31))
+    assert len({i.user_id for i in Invoice.select()}) == 30
+    assert InvoiceRun.get().invoices == 30
 
 
 def test_issuing_records_an_invoice_issued_event(world):
