@@ -27,7 +27,8 @@ IMMEDIATE`), which looks for the account's invoice of the month first, and
 UNIQUE(user, period_start) refuses a second one anyway. A re-run, a restart after a
 crash, or a second scheduler issues only what is missing. When every account of a month
 is done, an `InvoiceRun` row records it, so the hourly check is one query until the
-next month ends.
+next month ends. An account whose invoice fails is logged and skipped; its month stays
+open (later months wait, so numbers follow the months) and the next run tries again.
 """
 
 from __future__ import annotations
