@@ -266,12 +266,12 @@ def write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook,
         else:
             next_at = now + delay
     # Raw SQL: on the delivery path peewee's query building cost more than SQLite.
-    database.execute_sql(
+    execute(
         "UPDATE webhook_attempt SET started_at = ?, duration_ms = ?, status_code = ?, "
         "response_excerpt = ?, error = ? WHERE delivery_id = ? AND number = ?",
         (db_time(started), answer.duration_ms, status_code, answer.excerpt, error,
          delivery_id, number))
-    database.execute_sql(
+    execute(
         "UPDATE webhook_delivery SET status = ?, lease_until = NULL, last_status_code = ?, "
         "last_error = ?, next_attempt_at = ?, finished_at = ? WHERE id = ?",
         (status, status_code, error, db_time(next_at) if status == "pending" else None,
@@ -279,6 +279,14 @@ def write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook,
     if not is_test:
         disable = _track_health(webhook, ok, now, disable)
     return Outcome(delivery_id, status, status_code, error, answer.duration_ms), disable
+
+
+def execute(sql: str, params=()):
+    """Raw SQL written with `?` placeholders, run in the database's own style (SQLite's
+    `?`, PostgreSQL's `%s`)."""
+    if database.param != "?":
+        sql = sql.replace("?", database.param)
+    return database.execute_sql(sql, params)
 
 
 def db_time(value: dt.datetime | None):

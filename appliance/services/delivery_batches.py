@@ -21,14 +21,13 @@ Raw SQL on purpose: on this path peewee's query building cost more than SQLite d
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.db import database
 from appliance.models import Event, Webhook
 from appliance.services import clock, deliveries, webhooks
-from appliance.services.deliveries import Outcome, db_time
+from appliance.services.deliveries import Outcome, db_time, execute
 
 BATCH = 25  # deliveries of one endpoint one worker takes at a time
 CHUNK = 4  # attempts logged, and later their outcomes written, per transaction
@@ -67,21 +66,23 @@ class _Sent:
     answer: deliveries.Answer
 
 
-def _due_sql(now: dt.datetime, exclude_webhooks) -> tuple[str, list]:
-    sql = ("FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id "
-           "WHERE d.status = 'pending' AND w.status = 'active' AND d.next_attempt_at <= ? "
-           "AND (d.lease_until IS NULL OR d.lease_until < ?) "
-           "AND d.webhook_id NOT IN (SELECT value FROM json_each(?))")
-    return sql, [db_time(now), db_time(now), json.dumps(list(exclude_webhooks))]
+def _marks(values: list) -> str:
+    """The placeholders of an IN list: values only ever travel as parameters."""
+    return ", ".join("?" * len(values))
 
 
 def due_webhooks(limit: int = 50, exclude_webhooks=()) -> list[str]:
     """Active webhooks with deliveries due now, the longest waiting first, leaving out
     those in `exclude_webhooks` (the ones with enough in flight)."""
-    sql, params = _due_sql(clock.now(), exclude_webhooks)
-    rows = database.execute_sql(
-        f"SELECT d.webhook_id {sql} GROUP BY d.webhook_id "
-        "ORDER BY MIN(d.next_attempt_at) LIMIT ?", (*params, limit)).fetchall()
+    now, excluded = db_time(clock.now()), list(exclude_webhooks)
+    leaving_out = f"AND d.webhook_id NOT IN ({_marks(excluded)}) " if excluded else ""
+    rows = execute(
+        "SELECT d.webhook_id FROM webhook_delivery d "  # noqa: S608 - placeholders only
+        "JOIN webhook w ON w.id = d.webhook_id "
+        "WHERE d.status = 'pending' AND w.status = 'active' AND d.next_attempt_at <= ? "
+        f"AND (d.lease_until IS NULL OR d.lease_until < ?) {leaving_out}"
+        "GROUP BY d.webhook_id ORDER BY MIN(d.next_attempt_at) LIMIT ?",
+        (now, now, *excluded, limit)).fetchall()
     return [row[0] for row in rows]
 
 
@@ -91,23 +92,28 @@ def claim_batch(webhook_id: str, limit: int = BATCH) -> Batch | None:
     Nothing is attempted or logged yet: `send_batch` does that."""
     now = clock.now()
     lease = now + deliveries.LEASE
+    stamp = db_time(now)
     with database.atomic():
-        rows = database.execute_sql(
+        # The outer conditions repeat the inner ones: a database that lets another claim
+        # run between the two (PostgreSQL's READ COMMITTED) re-checks them per row.
+        rows = execute(
             "UPDATE webhook_delivery SET lease_until = ? WHERE id IN ("
             " SELECT d.id FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id"
             " WHERE d.webhook_id = ? AND w.status = 'active' AND d.status = 'pending'"
             " AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
             " ORDER BY d.next_attempt_at, d.id LIMIT ?)"
+            " AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)"
             " RETURNING id, event_id, msg_id, trigger, next_attempt_at",
-            (db_time(lease), webhook_id, db_time(now), db_time(now), limit)).fetchall()
+            (db_time(lease), webhook_id, stamp, stamp, limit, stamp)).fetchall()
     if not rows:
         return None
     rows.sort(key=lambda row: (row[4], row[0]))
     event_ids = list({row[1] for row in rows})
-    bodies = {event_id: deliveries.payload_of(kind, Event.created_at.python_value(created), data)
-              for event_id, kind, data, created in database.execute_sql(
-                  "SELECT id, type, data, created_at FROM event "
-                  "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(event_ids),))}
+    found = execute("SELECT id, type, data, created_at FROM event "  # noqa: S608
+                    f"WHERE id IN ({_marks(event_ids)})", event_ids)
+    bodies = {event_id: deliveries.payload_of(kind, Event.created_at.python_value(created),
+                                              data)
+              for event_id, kind, data, created in found}
     return Batch(webhook_id, lease, [_Queued(row[0], row[2], row[3], bodies[row[1]])
                                      for row in rows])
 
@@ -161,15 +167,15 @@ def _step(batch: Batch, sent: list[_Sent], unsent: list[_Queued], chunk: list[_Q
     now = clock.now()
     with database.atomic():
         for delivery in unsent:
-            database.execute_sql("DELETE FROM webhook_attempt WHERE delivery_id = ? "
-                                 "AND number = ?", (delivery.id, delivery.number))
-            database.execute_sql("UPDATE webhook_delivery SET attempts = attempts - 1, "
-                                 "lease_until = NULL WHERE id = ?", (delivery.id,))
+            execute("DELETE FROM webhook_attempt WHERE delivery_id = ? AND number = ?",
+                    (delivery.id, delivery.number))
+            execute("UPDATE webhook_delivery SET attempts = attempts - 1, lease_until = NULL "
+                    "WHERE id = ?", (delivery.id,))
         outcomes, disable = [], None
         for item in sent:
-            outcome, reason = deliveries.write_outcome(item.delivery.id, item.delivery.trigger,
-                                             item.delivery.number, item.webhook,
-                                             started=item.started, answer=item.answer)
+            outcome, reason = deliveries.write_outcome(
+                item.delivery.id, item.delivery.trigger, item.delivery.number, item.webhook,
+                started=item.started, answer=item.answer)
             outcomes.append(outcome)
             disable = disable or reason
         webhook = _read_webhook(batch.webhook_id)
@@ -180,33 +186,33 @@ def _step(batch: Batch, sent: list[_Sent], unsent: list[_Queued], chunk: list[_Q
             lease = now + deliveries.LEASE + dt.timedelta(
                 seconds=deliveries.TIMEOUT * (len(chunk) - 1))
             ids = [d.id for d in chunk]
-            numbers = dict(database.execute_sql(
-                "UPDATE webhook_delivery SET attempts = attempts + 1, lease_until = ? "
-                "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
+            numbers = dict(execute(
+                "UPDATE webhook_delivery SET attempts = attempts + 1, "  # noqa: S608
+                f"lease_until = ? WHERE id IN ({_marks(ids)}) AND status = 'pending' "
                 "AND lease_until = ? RETURNING id, attempts",
-                (db_time(lease), json.dumps(ids), db_time(batch.lease))).fetchall())
+                (db_time(lease), *ids, db_time(batch.lease))).fetchall())
             started = [d for d in chunk if d.id in numbers]
             for delivery in started:
                 delivery.number = numbers[delivery.id]
-            database.cursor().executemany(
-                "INSERT INTO webhook_attempt (delivery_id, number, started_at, duration_ms, "
-                "response_excerpt) VALUES (?, ?, ?, 0, '')",
-                [(d.id, d.number, db_time(now)) for d in started])
+            for delivery in started:
+                execute("INSERT INTO webhook_attempt (delivery_id, number, started_at, "
+                        "duration_ms, response_excerpt) VALUES (?, ?, ?, 0, '')",
+                        (delivery.id, delivery.number, db_time(now)))
         else:
             queue = chunk + queue
         if not chunk or not active:
             if queue:
-                database.execute_sql(
-                    "UPDATE webhook_delivery SET lease_until = NULL "
-                    "WHERE id IN (SELECT value FROM json_each(?)) AND lease_until = ?",
-                    (json.dumps([d.id for d in queue]), db_time(batch.lease)))
+                ids = [d.id for d in queue]
+                execute("UPDATE webhook_delivery SET lease_until = NULL "  # noqa: S608
+                        f"WHERE id IN ({_marks(ids)}) AND lease_until = ?",
+                        (*ids, db_time(batch.lease)))
         if disable is not None:
             deliveries.disable_webhook(batch.webhook_id, disable)
     return outcomes, started, webhook if active else None
 
 
 def _read_webhook(webhook_id: str) -> Webhook | None:
-    row = database.execute_sql(
+    row = execute(
         "SELECT user_id, url, secret_sealed, previous_secret_sealed, previous_valid_until, "
         "failing_since, status FROM webhook WHERE id = ?", (webhook_id,)).fetchone()
     if row is None:
