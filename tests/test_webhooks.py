@@ -336,6 +336,21 @@ def test_a_batch_sends_nothing_another_worker_took_after_its_lease_ran_out(app, 
     assert {r.status for r in delivery_rows(app, webhook["id"])} == {"succeeded"}
 
 
+def test_a_stopping_dispatcher_ends_a_batch_between_two_requests(app, client, owner,
+                                                                 receiver):
+    webhook, _ = create_webhook(client, owner["auth"], receiver.url)
+    for _ in range(6):
+        emit(app, owner["id"])
+    with app.app_context():
+        batch = delivery_batches.claim_batch(webhook["id"])
+        outcomes = delivery_batches.send_batch(batch,
+                                               keep_going=lambda: not receiver.received)
+    assert len(outcomes) == len(receiver.received) == 1
+    assert _attempt_counts(app, webhook["id"]) == (1, 1)
+    rest = [r for r in delivery_rows(app, webhook["id"]) if r.status == "pending"]
+    assert len(rest) == 5 and all(r.lease_until is None and r.attempts == 0 for r in rest)
+
+
 def test_pausing_a_webhook_stops_its_batch(app, client, owner, receiver):
     webhook, _ = create_webhook(client, owner["auth"], receiver.url)
     for _ in range(3):

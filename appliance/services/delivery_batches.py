@@ -122,7 +122,7 @@ def send_batch(batch: Batch, keep_going: Callable[[], bool] = lambda: True) -> l
     """Send a claimed batch one delivery at a time, CHUNK attempts per transaction (see
     the module docstring), and return the outcomes. It stops early - releasing what it
     had not started, due again at once - after a failed attempt, when the webhook is no
-    longer active, or when `keep_going()` says so."""
+    longer active, or when `keep_going()` (asked before every request) says so."""
     queue = list(batch.deliveries)
     sent: list[_Sent] = []
     unsent: list[_Queued] = []
@@ -139,7 +139,7 @@ def send_batch(batch: Batch, keep_going: Callable[[], bool] = lambda: True) -> l
                 return outcomes  # _step released the queue
             continue  # another worker had these (their lease had run out); go on
         for delivery in started:
-            if sent and not deliveries.answered_ok(sent[-1].answer):
+            if (sent and not deliveries.answered_ok(sent[-1].answer)) or not keep_going():
                 unsent.append(delivery)  # not after a failure: _step takes its log back
                 continue
             at = clock.now()
