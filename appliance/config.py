@@ -153,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Live event streams (GET /api/v1/events/stream) open at once, in total; each "
             "holds a server thread. 0 means half of THREADS (at least 1)."),
     Setting("EVENT_STREAMS_PER_USER", 3, int_between(1, 1000),
-            "Live event streams one user may have open at once (one per dashboard tab)."),
+            "Live event streams one user may have open at once (one per dashboard tab); "
+            "a new one past it ends their oldest."),
     Setting("EVENT_STREAM_SECONDS", 300, int_between(5, 86_400),
             "How long a live event stream stays open before it ends (the browser "
             "reconnects with Last-Event-ID)."),

@@ -54,7 +54,8 @@ def create_project_and_switch_to_it(page, server, name: str) -> str:
     """Create the project on /projects, then reach it from another page with the switcher."""
     switcher = page.locator("details.switcher")
     assert switcher.locator(".switcher-name").inner_text() == "Default project"
-    page.get_by_role("link", name="Projects", exact=True).click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Projects",
+                                                            exact=True).click()
     page.wait_for_url(server.url + "/projects")
     new = page.locator("#new-project")
     new.get_by_label("Name").fill(name)

@@ -164,15 +164,14 @@ def test_a_reconnect_with_last_event_id_gets_only_later_events(served):
     assert [e["id"] for e in later] == sorted(e["id"] for e in later)
 
 
-def test_too_many_streams_are_429_per_user_and_in_total(served):
+def test_a_users_newest_stream_replaces_their_oldest_and_the_total_is_capped(served):
     ada, bob, cy = served.headers("ada"), served.headers("bob"), served.headers("cy")
-    first, second = served.stream(ada), served.stream(ada)
-    assert (first.response.status_code, second.response.status_code) == (200, 200)
-    third = served.stream(ada)
-    assert third.response.status_code == 429
-    assert int(third.response.headers["Retry-After"]) >= 1
-    error = third.response.json()["error"]
-    assert error["code"] == "too_many_streams" and error["details"]["scope"] == "user"
+    oldest, first = served.stream(ada), served.stream(ada)
+    assert (oldest.response.status_code, first.response.status_code) == (200, 200)
+    newest = served.stream(ada)  # past ada's cap of 2: her oldest stream ends instead
+    assert newest.response.status_code == 200
+    assert oldest.events.get(timeout=WAIT) is None  # the server ended it
+    assert ": replaced by a newer stream of yours" in oldest.comments
     assert served.stream(bob).response.status_code == 200
     full = served.stream(cy)
     assert full.response.status_code == 429

@@ -53,9 +53,9 @@ def _session_cookie() -> None:
                 "stream starts with the next event. A `: heartbeat` comment every 15 s; the "
                 "stream ends after EVENT_STREAM_SECONDS (default 300) and the client "
                 "reconnects. Each open stream holds a server thread, so they are capped "
-                "per user (EVENT_STREAMS_PER_USER) and in total (EVENT_STREAMS_MAX): past "
-                "either, 429 `too_many_streams` with Retry-After. API keys need "
-                "`webhooks:read`.")
+                "per user (EVENT_STREAMS_PER_USER: a new stream past it ends the user's "
+                "oldest one) and in total (EVENT_STREAMS_MAX: past it, 429 "
+                "`too_many_streams` with Retry-After). API keys need `webhooks:read`.")
 def stream(principal: Principal, query: StreamQuery):
     after = request.headers.get("Last-Event-ID") or query.last_event_id
     opened = event_stream.open_stream(principal, after,

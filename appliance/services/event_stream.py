@@ -15,9 +15,10 @@ Contract:
 - A stream ends after EVENT_STREAM_SECONDS (default 5 min); EventSource reconnects by
   itself with Last-Event-ID, so nothing is missed. This bounds how long one request holds
   a waitress thread - which is also why streams are capped: EVENT_STREAMS_PER_USER per
-  user and EVENT_STREAMS_MAX in total (default half of THREADS), beyond which opening a
-  stream is 429 `too_many_streams` with Retry-After, leaving threads for ordinary
-  requests.
+  user (a new stream past it ends the user's oldest one, which is told to wait a minute
+  before reconnecting) and EVENT_STREAMS_MAX in total (default half of THREADS), beyond
+  which opening a stream is 429 `too_many_streams` with Retry-After, leaving threads for
+  ordinary requests.
 - Waking: `events.emit` pokes this module (a listener) and every waiting stream reads at
   once. The poke comes inside the event's transaction, before its commit, so a poked
   stream keeps reading every 0.1 s for 2 s; otherwise it reads every second, which also
@@ -45,6 +46,7 @@ POLL_SECONDS = 1.0
 HURRY_SECONDS = 2.0
 HURRY_POLL_SECONDS = 0.1
 RETRY_MS = 3000  # what EventSource waits before reconnecting
+REPLACED_RETRY_MS = 60_000  # ... after its stream was replaced by a newer one
 BATCH = 100
 EVENT_ID = re.compile(r"^evt_[0-9a-f]{1,40}$")
 
@@ -64,41 +66,56 @@ _wake = _Wake()
 def _poke(event: Event) -> None:
     """Listener: an event was recorded; wake the streams (cheap, never touches the db)."""
     with _wake.changed:
-        _wake.generation += 1
         _wake.hurry_until = time.monotonic() + HURRY_SECONDS
+    _poke_all()
+
+
+def _poke_all() -> None:
+    with _wake.changed:
+        _wake.generation += 1
         _wake.changed.notify_all()
 
 
 class _Slots:
-    """Open streams per user and in total (in this process: each holds one of its threads)."""
+    """Open streams per user and in total (in this process: each holds one of its threads).
+
+    A user at their cap gets the new stream anyway and their oldest one is ended (it is
+    most likely a tab they navigated away from, whose going the server has not noticed
+    yet): the page in front of them is the one that updates. Past the total cap a new
+    stream is refused.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.by_user: dict[str, int] = {}
+        self.by_user: dict[str, list[EventStream]] = {}
 
     @property
     def total(self) -> int:
-        return sum(self.by_user.values())
+        return sum(len(streams) for streams in self.by_user.values())
 
-    def take(self, user_id: str, per_user: int, total: int) -> None:
+    def take(self, stream: EventStream, per_user: int, total: int) -> None:
+        user_id = stream.principal.user.id
         with self._lock:
-            if self.total >= total:
+            mine = self.by_user.setdefault(user_id, [])
+            live = [other for other in mine if not other.replaced]
+            if len(live) >= per_user:
+                live[0].replaced = True
+            elif self.total >= total:
+                if not mine:
+                    del self.by_user[user_id]
                 raise RateLimited(HEARTBEAT_SECONDS, "Too many live streams are open on this "
                                   "server; try again shortly.", code="too_many_streams",
                                   details={"limit": total, "scope": "server"})
-            if self.by_user.get(user_id, 0) >= per_user:
-                raise RateLimited(HEARTBEAT_SECONDS, f"You have {per_user} live streams open "
-                                  "already; close one (a dashboard tab) first.",
-                                  code="too_many_streams",
-                                  details={"limit": per_user, "scope": "user"})
-            self.by_user[user_id] = self.by_user.get(user_id, 0) + 1
+            mine.append(stream)
+        _poke_all()  # a replaced stream ends at once
 
-    def give_back(self, user_id: str) -> None:
+    def give_back(self, stream: EventStream) -> None:
+        user_id = stream.principal.user.id
         with self._lock:
-            left = self.by_user.get(user_id, 0) - 1
-            if left > 0:
-                self.by_user[user_id] = left
-            else:
+            mine = self.by_user.get(user_id, [])
+            if stream in mine:
+                mine.remove(stream)
+            if not mine:
                 self.by_user.pop(user_id, None)
 
 
@@ -143,6 +160,7 @@ class EventStream:
         self.after = after
         self.deadline = time.monotonic() + lifetime
         self._closed = False
+        self.replaced = False  # set when the user opened a stream past their cap
         self._chunks = self._generate()
 
     def __iter__(self) -> EventStream:
@@ -161,7 +179,7 @@ class EventStream:
         if not self._closed:
             self._closed = True
             self._chunks.close()
-            _slots.give_back(self.principal.user.id)
+            _slots.give_back(self)
 
     def _read(self) -> list[Event]:
         query = (Event.select().where(events.visible_to(self.principal), Event.id > self.after)
@@ -196,8 +214,13 @@ class EventStream:
             timeout = min(step, self.deadline - now,
                           max(0.0, last_beat + HEARTBEAT_SECONDS - now))
             with _wake.changed:
-                if _wake.generation == seen:
+                if _wake.generation == seen and not self.replaced:
                     _wake.changed.wait(timeout)
+            if self.replaced:
+                # The client reconnects after `retry`; a long one keeps an extra tab from
+                # taking the stream back at once from the page the user looks at.
+                yield f"retry: {REPLACED_RETRY_MS}\n: replaced by a newer stream of yours\n\n"
+                return
             if self.client_gone is not None and self.client_gone():
                 return
 
@@ -227,12 +250,14 @@ def open_stream(principal: Principal, last_event_id: str | None = None,
     `waitress.client_disconnected`): the stream then ends within a second.
 
     403 `scope_denied` for a key without `webhooks:read`; 400 for a malformed
-    Last-Event-ID; 429 `too_many_streams` (with Retry-After) past the caps.
+    Last-Event-ID; 429 `too_many_streams` (with Retry-After) past the total cap; past
+    the user's own cap their oldest stream is ended instead.
     """
     principal.require_scope("webhooks:read")
     after = check_last_event_id(last_event_id)
     per_user, total, lifetime = limits()
     if after is None:
         after = latest_event_id()
-    _slots.take(principal.user.id, per_user, total)
-    return EventStream(principal, after, lifetime, client_gone)
+    stream = EventStream(principal, after, lifetime, client_gone)
+    _slots.take(stream, per_user, total)
+    return stream

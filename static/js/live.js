@@ -5,7 +5,8 @@
 //   instance-changed       instance.*, job.*, backup.* (instance list and state card)
 //   instance-settled       job.* and instance.ready/failed (events and console cards)
 // The server ends a stream after a few minutes; EventSource reconnects by itself with
-// Last-Event-ID. A refused stream (429: too many tabs) is retried after a pause. Without
+// Last-Event-ID. A refused stream (429: the server is at its cap) is retried after a
+// pause; a stream replaced by a newer tab's waits the minute the server asks. Without
 // JavaScript the pages still work; they just do not follow along.
 (function () {
   "use strict";
