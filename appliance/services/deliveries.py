@@ -199,20 +199,21 @@ def attempt(delivery_id: str) -> Outcome:
     webhook = delivery.webhook
     started = clock.now()
     answer = send_request(delivery.id, delivery.msg_id, webhook, payload(delivery.event),
-                   started=started, secrets=webhooks.signing_secrets(webhook, started))
+                          started=started, secrets=webhooks.signing_secrets(webhook, started))
     with database.atomic():
         outcome, disable = write_outcome(delivery.id, delivery.trigger, delivery.attempts,
-                                          webhook, started=started, answer=answer)
+                                         webhook, started=started, answer=answer)
         if disable is not None:
             disable_webhook(webhook.id, disable)
     return outcome
 
 
 def send_request(delivery_id: str, msg_id: str, webhook: Webhook, body: bytes, *,
-          started: dt.datetime, secrets: list[str]) -> Answer:
+                 started: dt.datetime, secrets: list[str]) -> Answer:
+    """POST one signed attempt through the SSRF guard; what came back, never raising."""
     if not secrets:
         return Answer(error="The signing secret cannot be read (the appliance's SECRET_KEY "
-                             "changed); rotate the webhook's secret.")
+                            "changed); rotate the webhook's secret.")
     sent = {**signing.headers(secrets, msg_id, int(started.timestamp()), body),
             "User-Agent": USER_AGENT}
     answer = Answer()
@@ -221,7 +222,7 @@ def send_request(delivery_id: str, msg_id: str, webhook: Webhook, body: bytes, *
                              allow_private=webhooks.allow_private(cached=True),
                              max_excerpt=EXCERPT_BYTES)
         answer = Answer(response.status, response.body_excerpt[:EXCERPT_BYTES], None,
-                         response.duration_ms, response.headers)
+                        response.duration_ms, response.headers)
     except ssrf.UnsafeURL as exc:
         answer.error = f"Refused by the SSRF guard: {exc.message}"
     except ssrf.DeliveryError as exc:
@@ -243,7 +244,7 @@ def answered_ok(answer: Answer) -> bool:
 
 
 def write_outcome(delivery_id: str, trigger: str, number: int, webhook: Webhook, *,
-                   started: dt.datetime, answer: Answer) -> tuple[Outcome, str | None]:
+                  started: dt.datetime, answer: Answer) -> tuple[Outcome, str | None]:
     """Inside a transaction: the attempt's log row, the delivery's new state and the
     webhook's health (`webhook.failing_since` is kept up to date in memory). Returns the
     outcome and why the webhook must now be disabled (the caller does it), if it must."""
@@ -336,7 +337,7 @@ def disable_webhook(webhook_id: str, reason: str) -> bool:
 
 
 def deliver_due(max_deliveries: int | None = None) -> int:
-    """Send due deliveries in this thread until none is due (tests, the CLI); the number
+    """Send due deliveries in this thread until none is due (the tests do); the number
     of attempts made. See services/delivery_batches.py."""
     from appliance.services import delivery_batches
 
