@@ -203,13 +203,15 @@ def test_a_stream_heartbeats_ends_after_its_lifetime_and_gives_its_slot_back(
         app, monkeypatch):
     monkeypatch.setattr(event_stream, "HEARTBEAT_SECONDS", 0.2)
     monkeypatch.setattr(event_stream, "limits", lambda: (1, 1, 1.0))
-    user = make_user(app, "ada@example.test")
+    user, other = make_user(app, "ada@example.test"), make_user(app, "bob@example.test")
     with app.app_context():
         principal = Principal(user, None, "session")
-        stream = event_stream.open_stream(principal)
+        first = event_stream.open_stream(principal)
+        stream = event_stream.open_stream(principal)  # past her cap of 1: it replaces first
+        assert "replaced by a newer stream" in "".join(first)
         assert event_stream.open_streams() == 1
-        with pytest.raises(Exception, match="live streams"):
-            event_stream.open_stream(principal)
+        with pytest.raises(Exception, match="live streams are open on this server"):
+            event_stream.open_stream(Principal(other, None, "session"))  # the total of 1
         with database.atomic():
             events.emit("billing.credited", user_id=user.id, data={"amount": 1})
         started = time.monotonic()
