@@ -13,7 +13,14 @@ from flask import Response, stream_with_context
 from pydantic import Field
 
 from appliance.api.principal import USER_OR_KEY, client_ip
-from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
+from appliance.api.schema import (
+    ApiBlueprint,
+    ListQuery,
+    PageInfo,
+    QueryDate,
+    Schema,
+    page_body,
+)
 from appliance.models import BillingAccount, BillingAlert, LedgerEntry
 from appliance.models.billing import LEDGER_TYPES
 from appliance.services import billing, billing_state, clock, ledger, promo, usage
@@ -260,8 +267,9 @@ class ChartOut(Schema):
 
 
 class RangeQuery(ProjectFilter):
-    date_from: dt.date | None = Field(None, description="First UTC day (default: 30 days ago).")
-    date_to: dt.date | None = Field(None, description="Last UTC day (default: today).")
+    date_from: QueryDate | None = Field(None,
+                                        description="First UTC day (default: 30 days ago).")
+    date_to: QueryDate | None = Field(None, description="Last UTC day (default: today).")
 
 
 class DailyRow(Schema):

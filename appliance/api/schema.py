@@ -15,15 +15,16 @@ A view may also return a Flask `Response` (CSV, streams); it is passed through.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Flask, Response, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from appliance.errors import InvalidRequest, UnsupportedMediaType
@@ -36,6 +37,17 @@ class Schema(BaseModel):
     """Base of request and response models: unknown fields in a request are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _iso_date(value: Any) -> Any:
+    """A query string's date is YYYY-MM-DD, not a number read as a Unix time."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+# A calendar date in a query string.
+QueryDate = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 class ErrorDetail(Schema):
