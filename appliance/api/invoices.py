@@ -11,7 +11,7 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Invoice, InvoiceLine
-from appliance.services import invoice_pdf, invoices, stripe_topup
+from appliance.services import invoices, stripe_topup
 from appliance.services.sessions import Principal
 
 bp = ApiBlueprint("invoices_api", __name__)
@@ -117,7 +117,7 @@ def _download(body, mimetype: str, filename: str) -> Response:
               auth=USER_OR_KEY, errors=(404,), produces="application/pdf")
 def invoice_pdf_file(principal: Principal, invoice_id: str):
     invoice = invoices.get_invoice(principal, invoice_id)
-    return _download(invoice_pdf.render(invoice, invoices.lines_of(invoice)),
+    return _download(invoices.pdf(invoice),
                      "application/pdf", f"invoice-{invoice.number}.pdf")
 
 
@@ -150,7 +150,7 @@ def admin_get_invoice(principal: Principal, invoice_id: str):
               tags=("admin",), auth=USER_OR_KEY, errors=(404,), produces="application/pdf")
 def admin_invoice_pdf(principal: Principal, invoice_id: str):
     invoice = invoices.admin_get_invoice(principal, invoice_id)
-    return _download(invoice_pdf.render(invoice, invoices.lines_of(invoice)),
+    return _download(invoices.pdf(invoice),
                      "application/pdf", f"invoice-{invoice.number}.pdf")
 
 

@@ -347,3 +347,11 @@ def invoice_csv(invoice: Invoice) -> Iterator[str]:
 def _csv_safe(text: str) -> str:
     """Keep a spreadsheet from running a description as a formula (CSV injection)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def pdf(invoice: Invoice) -> bytes:
+    """The invoice as a PDF (services/invoice_pdf.py). fpdf2, with fontTools, costs a
+    quarter of a second and megabytes at start-up, so it is loaded by the first PDF."""
+    from appliance.services import invoice_pdf
+
+    return invoice_pdf.render(invoice, lines_of(invoice))

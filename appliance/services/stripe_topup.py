@@ -30,8 +30,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from appliance import config
 from appliance.errors import ApplianceError, InvalidRequest, ServiceUnavailable
 from appliance.models import StripeTopup, User
@@ -119,6 +117,8 @@ def create_checkout(principal: Principal, amount: int) -> Checkout:
 
 def _post_form(path: str, form: dict[str, str]) -> dict[str, Any]:
     """POST a form to Stripe's API and return the JSON answer (502 on any failure)."""
+    import requests  # only where Stripe is configured: not on every start-up
+
     try:
         response = requests.post(
             _setting("STRIPE_API_BASE") + path, data=form, timeout=TIMEOUT_SECONDS,

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from flask import Blueprint, Response, redirect, render_template, request
 
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import billing_state, invoice_pdf, invoices, stripe_topup
+from appliance.services import billing_state, invoices, stripe_topup
 from appliance.services.invoices import currency_exponent, format_money
 from appliance.web.session import current_principal, login_required
 
@@ -83,7 +83,7 @@ def _download(body, mimetype: str, filename: str) -> Response:
 @login_required
 def pdf(invoice_id: str):
     invoice = invoices.get_invoice(current_principal(), invoice_id)
-    return _download(invoice_pdf.render(invoice, invoices.lines_of(invoice)),
+    return _download(invoices.pdf(invoice),
                      "application/pdf", f"invoice-{invoice.number}.pdf")
 
 
