@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import sys
 
 from appliance import __version__
 
@@ -84,3 +86,13 @@ def test_no_view_or_hook_is_async(app):
     functions += app.teardown_appcontext_funcs
     functions += app.extensions["appliance_hooks"].before + app.extensions["appliance_hooks"].after
     assert functions and not [f for f in functions if inspect.iscoroutinefunction(f)]
+
+
+def test_heavy_libraries_wait_for_their_first_use(tmp_path):
+    """fpdf2 (invoice PDFs) and requests (Stripe) are not loaded at start-up: they cost
+    start-up time and idle memory (bench targets) for features most requests never use."""
+    script = ("import sys, appliance; appliance.create_app({'DATA_DIR': sys.argv[1]}); "
+              "print(sorted(m for m in ('fpdf', 'fontTools', 'stripe') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data")],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
