@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import shutil
+import subprocess
 import threading
 
 import pytest
@@ -338,6 +341,24 @@ def test_the_pdf_opens_and_shows_the_number_and_lines(client, issued):
     assert "516" in text and "1.00 EUR" in text and "500.00 EUR" in text
     assert "monthly cap applied" in text
     assert "Amount due" in text
+    # The same document as a PDF reader outside Python sees it.
+    shown = " ".join(pdftotext(response.data).split())
+    assert "Invoice 2025-000001" in shown and "Instance hours, plan Std (std)" in shown
+    assert "500.00 EUR" in shown
+
+
+def pdftotext(document: bytes) -> str:
+    """The text poppler's pdftotext reads; skipped here without it, failed under CI=true
+    (scripts/test-deps installs it)."""
+    tool = shutil.which("pdftotext")
+    if tool is None:
+        reason = "pdftotext is missing: run scripts/test-deps (Debian's poppler-utils)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    result = subprocess.run([tool, "-layout", "-", "-"], input=document, capture_output=True,
+                            timeout=60, check=True)
+    return result.stdout.decode()
 
 
 def test_user_strings_are_only_text_in_the_pdf(app, client, people):
