@@ -39,6 +39,9 @@ def _tasks() -> list[Task]:
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
              "Write API keys' counted uses (last_used_at, usage_count)."),
+        Task("sample_metrics", 60, _sample_metrics,
+             "Write counted API requests and running instances per account for the "
+             "dashboard charts; delete samples older than 8 days."),
         Task("retry_mail", 300, mail.retry_failed, "Re-send mail that failed."),
         Task("purge_idempotency", 3600, idempotency.purge_expired,
              "Delete Idempotency-Key records older than 24 hours."),
@@ -65,6 +68,12 @@ def _mail_notifications() -> object:
     from appliance.services import notifications
 
     return notifications.send_pending_mail()
+
+
+def _sample_metrics() -> object:
+    from appliance.services import dashboard_metrics
+
+    return dashboard_metrics.flush_samples()
 
 
 def _notify_expiring_keys() -> object:
@@ -147,7 +156,8 @@ def start(app: Flask) -> BackgroundScheduler:
 
 
 def stop(app: Flask) -> None:
-    """Stop the scheduler and run the tasks that must not lose work (key usage)."""
+    """Stop the scheduler and run the tasks that must not lose work (key usage, counted
+    API requests)."""
     scheduler = app.extensions.pop("scheduler", None)
     if scheduler is not None:
         scheduler.shutdown(wait=True)
@@ -158,3 +168,4 @@ def stop(app: Flask) -> None:
     if webhook_dispatcher is not None:
         webhook_dispatcher.stop()
     _guarded(app, "flush_key_usage")
+    _guarded(app, "sample_metrics")

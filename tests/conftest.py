@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from appliance import create_app
-from appliance.services import api_keys, authcache, clock, throttle
+from appliance.services import api_keys, authcache, clock, dashboard_metrics, throttle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,7 @@ def clean_environment(monkeypatch):
             monkeypatch.delenv(name)
     throttle.reset_all()
     api_keys.forget_pending_usage()
+    dashboard_metrics.forget_pending()
     authcache.invalidate()
     yield
     clock.reset()

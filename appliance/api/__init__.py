@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
         billing,
         billing_admin,
         catalog,
+        dashboard,
         event_stream,
         events,
         instances,
@@ -28,6 +29,7 @@ def init_app(app: Flask) -> None:
     )
 
     http.add_hooks(app, after=principal.add_rate_headers)
+    http.add_hooks(app, after=principal.count_api_request)
 
     app.register_blueprint(system.bp, url_prefix=API_PREFIX)
     app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
@@ -41,6 +43,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(backups.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(dashboard.bp, url_prefix=API_PREFIX)
     app.register_blueprint(event_stream.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(notifications.bp, url_prefix=API_PREFIX)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from appliance.errors import Forbidden, Unauthorized
-from appliance.services import api_keys, ratelimit, sessions
+from appliance.services import api_keys, dashboard_metrics, ratelimit, sessions
 from appliance.services.sessions import Principal
 
 # The `auth=` of an operation: who may call it.
@@ -82,4 +82,13 @@ def add_rate_headers(response: Response) -> Response:
     if quota is not None:
         for name, value in quota.headers().items():
             response.headers[name] = value
+    return response
+
+
+def count_api_request(response: Response) -> Response:
+    """after_request: count an authenticated API request for the caller's dashboard
+    metrics (in memory; the `sample_metrics` task writes the counts)."""
+    principal = g.get("principal")
+    if principal is not None and g.get("rate_quota") is not None:
+        dashboard_metrics.count_request(principal.user.id)
     return response
