@@ -92,7 +92,7 @@ def test_the_billing_page_shows_balance_run_out_burn_rate_chart_and_ledger(app, 
     assert 'id="balance">94.00 EUR<' in html  # six started hours of 1.00
     assert "Credits last about 16 days" in html  # 94.00 at 6.00 a day
     assert "6.00 EUR" in html  # burn rate per day and month to date
-    assert html.count("<svg") == 2  # the desktop and the phone chart
+    assert html.count("<svg") == 3  # the header's bell, the desktop and the phone chart
     assert re.search(r"<title>\w{3} 10 Mar 2025: 6.00 EUR</title>", html)
     assert 'viewBox="0 0 760 250"' in html and 'viewBox="0 0 320 210"' in html
     assert "welcome" in html and "+100.00 EUR" in html and "-1.00 EUR" in html
@@ -239,7 +239,7 @@ def test_the_usage_page_draws_7_30_or_90_days_and_exports_csv(app, ada, root, us
     _grant(root, users["ada"], "50")
     _run_usage(app, users["ada"], hours=3, price=250)
     html = ada.page("/usage")
-    assert html.count("<svg") == 2 and html.count("<rect") == 60
+    assert html.count("<svg") == 3 and html.count("<rect") == 60  # with the bell
     assert "10.00 EUR" in html  # four started hours of 2.50: the card, the table, the chart
     assert "<code>std</code>" in html and "instance" in html
     assert 'href="/usage/export.csv"' in html

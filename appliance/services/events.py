@@ -100,8 +100,10 @@ EVENT_TYPES: dict[str, EventType] = {
         "grace period ends, unless credit is added.",
         {"currency": "EUR", "grace_ends_at": "2025-02-03T12:00:00Z"}),
     "billing.credited": EventType(
-        "Credit was added to the account.",
-        {"amount": 2000, "balance": 2450, "currency": "EUR", "source": "topup"}),
+        "Credit was added to the account: a grant, top-up, promo code, refund or positive "
+        "adjustment. `reference_type` is the kind of reference (stripe, promo, grant, ...).",
+        {"amount": 2000, "currency": "EUR", "type": "topup", "balance_after": 2450,
+         "reference_type": "stripe", "entry_id": 42}),
     "invoice.issued": EventType(
         "A monthly invoice was issued.",
         {"invoice": {"id": "inv_0f1e2d3c4b5a69788796", "number": "2025-0001",

@@ -96,7 +96,9 @@ def post(user_id: str, type: str, amount: int, reference: str, *, note: str = ""
     before (then that earlier entry is returned and nothing moves).
 
     Raises InvalidRequest for an unknown type, a zero or oversized amount, or a bad
-    reference. Joins the caller's transaction when there is one.
+    reference. Joins the caller's transaction when there is one. A new credit (see
+    `is_credit`) records a `billing.credited` event in the same transaction; a repeated
+    reference records nothing.
     """
     posting = Posting(user_id, type, amount, reference, note, project_id, created_by)
     _check(posting)
@@ -112,8 +114,33 @@ def post(user_id: str, type: str, amount: int, reference: str, *, note: str = ""
                                    created_at=clock.now())
         billing_state.ensure_accounts([user_id])
         billing_state.balances_changed({user_id: entry.balance_after})
+        if is_credit(type, amount):
+            _credited(entry)
     entry.is_new = True
     return entry
+
+
+CREDIT_TYPES = frozenset({"grant", "topup", "promo", "refund", "adjustment"})
+
+
+def is_credit(type: str, amount: int) -> bool:
+    """Whether a posting adds credit: a grant, top-up, promo or refund, or a positive
+    adjustment (usage never does)."""
+    return type in CREDIT_TYPES and amount > 0
+
+
+def _credited(entry: LedgerEntry) -> None:
+    """The `billing.credited` event of a new credit, inside its posting's transaction.
+
+    The reference is reduced to its kind (`stripe`, `promo`, `grant`, ...): a promo
+    reference holds the code, which is not for webhooks.
+    """
+    from appliance.services import events  # late: events imports much more than models
+
+    events.emit("billing.credited", user_id=entry.user_id, data={
+        "amount": entry.amount, "currency": billing_state.currency(), "type": entry.type,
+        "balance_after": entry.balance_after,
+        "reference_type": entry.reference.split(":", 1)[0], "entry_id": entry.id})
 
 
 def post_many(postings: Sequence[Posting]) -> dict[str, int]:
@@ -121,12 +148,16 @@ def post_many(postings: Sequence[Posting]) -> dict[str, int]:
     inside the caller's durable transaction; return each account's new balance.
 
     A reference that exists after all makes the insert fail (IntegrityError) and the
-    whole transaction roll back, never a gap in a balance chain.
+    whole transaction roll back, never a gap in a balance chain. Meant for usage debits:
+    a credit in the batch is refused (ValueError) - post it with `post`, which records
+    its `billing.credited` event.
     """
     if not postings:
         return {}
     if database.transaction_depth() == 0:
         raise RuntimeError("post_many must run inside ledger.durable()")
+    if any(is_credit(p.type, p.amount) for p in postings):
+        raise ValueError("post_many takes debits only; post credits with ledger.post")
     running = balances(sorted({p.user_id for p in postings}))
     now = clock.now()
     created = db_time(now)
