@@ -158,6 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EVENT_STREAM_SECONDS", 300, int_between(5, 86_400),
             "How long a live event stream stays open before it ends (the browser "
             "reconnects with Last-Event-ID)."),
+    Setting("EVENT_RETENTION_DAYS", 90, int_between(1, 36_500),
+            "Days events, finished webhook deliveries (with their attempts) and read "
+            "notifications are kept before the daily purge deletes them."),
     Setting("SMTP_HOST", "", parse_str,
             "SMTP server for outgoing mail; empty keeps mail in the outbox the admin reads."),
     Setting("SMTP_PORT", 587, parse_port, "SMTP server port."),

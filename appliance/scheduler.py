@@ -61,6 +61,9 @@ def _tasks() -> list[Task]:
              "Email the notifications that call for it (low balance, suspension, invoice)."),
         Task("notify_expiring_keys", 86400, _notify_expiring_keys,
              "Tell owners, once per key, of API keys expiring within 7 days.", at_start=True),
+        Task("purge_old_events", 86400, _purge_old_events,
+             "Delete events, finished webhook deliveries and read notifications older "
+             "than EVENT_RETENTION_DAYS (in batches)."),
     ]
 
 
@@ -80,6 +83,12 @@ def _notify_expiring_keys() -> object:
     from appliance.services import notifications
 
     return notifications.notify_expiring_keys()
+
+
+def _purge_old_events() -> object:
+    from appliance.services import retention
+
+    return retention.purge_old()
 
 
 def _meter_usage() -> object:

@@ -1,0 +1,88 @@
+"""Retention: the event log, the webhook delivery log and read notifications are kept for
+EVENT_RETENTION_DAYS (default 90), then deleted by the daily `purge_old_events` task.
+
+What goes, once older than the retention period:
+
+- read notifications (by when they were made) whose email is not still waiting to go;
+  unread ones stay until they are read;
+- finished webhook deliveries (succeeded or failed, by when they finished) and their
+  attempts; a pending delivery stays whatever its age;
+- events that no remaining delivery refers to, so a pending delivery (or a recent
+  redelivery of an old event) keeps its event. Notifications of a deleted event keep
+  their text; their link to the event is cleared (the foreign key's SET NULL).
+
+Deletes run in batches of BATCH rows, each its own short write transaction with a pause
+between them, so a first purge of years of history never holds SQLite's write lock for
+long: requests and the job runner write in between. Safe to run twice or late.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from peewee import fn
+
+from appliance import config
+from appliance.db import database
+from appliance.models import Event, Notification, WebhookAttempt, WebhookDelivery
+from appliance.services import clock
+
+BATCH = 5000
+PAUSE_SECONDS = 0.05  # between batches: lets waiting writers take the lock
+
+log = logging.getLogger("appliance.retention")
+
+
+def cutoff() -> dt.datetime:
+    """The time before which rows are purged (now minus EVENT_RETENTION_DAYS)."""
+    return clock.now() - dt.timedelta(days=config.active()["EVENT_RETENTION_DAYS"])
+
+
+def purge_old(batch: int = BATCH) -> dict[str, int]:
+    """Delete what is past the retention period; return how many rows of each kind went."""
+    before = cutoff()
+    counts = {
+        "notifications": _in_batches(Notification, Notification.select(Notification.id).where(
+            Notification.read_at.is_null(False), Notification.created_at < before,
+            Notification.email_status.is_null() | Notification.email_status.not_in(
+                ("pending", "sending"))), batch),
+        "webhook_attempts": 0,
+        "webhook_deliveries": 0,
+    }
+    finished = WebhookDelivery.select(WebhookDelivery.id).where(
+        WebhookDelivery.status != "pending", WebhookDelivery.finished_at.is_null(False),
+        WebhookDelivery.finished_at < before)
+    while True:
+        with database.atomic():
+            ids = [row for (row,) in finished.limit(batch).tuples()]
+            if ids:
+                counts["webhook_attempts"] += (WebhookAttempt.delete()
+                                               .where(WebhookAttempt.delivery.in_(ids)).execute())
+                counts["webhook_deliveries"] += (WebhookDelivery.delete()
+                                                 .where(WebhookDelivery.id.in_(ids)).execute())
+        if len(ids) < batch:
+            break
+        time.sleep(PAUSE_SECONDS)
+    still_needed = WebhookDelivery.select(WebhookDelivery.id).where(
+        WebhookDelivery.event == Event.id)
+    counts["events"] = _in_batches(Event, Event.select(Event.id).where(
+        Event.created_at < before, ~fn.EXISTS(still_needed)), batch)
+    if any(counts.values()):
+        log.info("retention: purged %s (older than %s)", counts, clock.isoformat(before))
+    return counts
+
+
+def _in_batches(model: Any, ids: Any, batch: int) -> int:
+    """Delete the rows whose ids `ids` selects, `batch` at a time, one transaction each."""
+    total = 0
+    while True:
+        with database.atomic():
+            found = [row for (row,) in ids.limit(batch).tuples()]
+            if found:
+                total += model.delete().where(model.id.in_(found)).execute()
+        if len(found) < batch:
+            return total
+        time.sleep(PAUSE_SECONDS)
