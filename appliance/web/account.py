@@ -8,6 +8,7 @@ from appliance import config
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
 from appliance.services import accounts, mfa, sessions
+from appliance.web import overview_metrics
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("account", __name__)
@@ -17,8 +18,14 @@ bp = Blueprint("account", __name__)
 @login_required
 def overview():
     from appliance.web.billing import overview_cards
+    from appliance.web.projects import render_fragment_or_page
 
-    return render_template("dashboard/overview.html", **overview_cards(current_principal()))
+    principal = current_principal()
+    activity = overview_metrics.activity(principal,
+                                         overview_metrics.window_of(request.args.get("window")))
+    fragment = "dashboard/_activity.html" if request.args.get("part") == "activity" else None
+    return render_fragment_or_page("dashboard/overview.html", fragment,
+                                   **overview_cards(principal), **activity)
 
 
 def _account_page(status: int = 200, **context):

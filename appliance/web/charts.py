@@ -1,4 +1,5 @@
-"""Server-side SVG charts for the dashboard: the geometry of a bar chart of money per day.
+"""Server-side SVG charts for the dashboard: the geometry of bar charts (money per day;
+any whole-number series over time with `series_chart`).
 
 `bar_chart` turns points (a day and an amount in integer minor units) into a `BarChart`:
 bar rectangles, value-axis ticks on round amounts and a few day labels, all in the
@@ -14,9 +15,10 @@ CSS shows the one that fits (`.chart-narrow`, `.chart-wide`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from appliance.services.invoices import currency_exponent, format_money
 
@@ -91,11 +93,25 @@ def _day_label(day: dt.date) -> str:
 
 def bar_chart(points: Sequence[tuple[dt.date, int]], currency: str, size: Size) -> BarChart:
     """The geometry of a bar per day (oldest first) with amounts in minor units."""
+    return series_chart(
+        points, size, axis_label=lambda value: axis_amount(value, currency),
+        tooltip=lambda day, amount: f"{day:%a} {_day_label(day)} {day.year}: "
+                                    f"{format_money(amount, currency)}",
+        x_label=_day_label, empty_step=10 ** currency_exponent(currency),
+        currency=currency)
+
+
+def series_chart(points: Sequence[tuple[Any, int]], size: Size, *,
+                 axis_label: Callable[[int], str], tooltip: Callable[[Any, int], str],
+                 x_label: Callable[[Any], str], empty_step: int = 1,
+                 currency: str = "") -> BarChart:
+    """The geometry of a bar per point (oldest first, non-negative whole values): any
+    x (a day, the start of a bucket) labelled by `x_label`, values by `axis_label`."""
     amounts = [amount for _, amount in points]
     highest = max([*amounts, 0])
-    step = nice_step(highest) if highest > 0 else 10 ** currency_exponent(currency)
+    step = nice_step(highest) if highest > 0 else empty_step
     top_value = step * max(1, -(-highest // step))
-    labels = [axis_amount(step * i, currency) for i in range(top_value // step + 1)]
+    labels = [axis_label(step * i) for i in range(top_value // step + 1)]
     char = size.font * 0.62
     left = max(len(label) for label in labels) * char + 10
     top, right, bottom = size.font, size.width - 6, size.height - size.font * 2.2
@@ -114,8 +130,7 @@ def bar_chart(points: Sequence[tuple[dt.date, int]], currency: str, size: Size) 
             height = max(height, 1.5)
         bars.append(Bar(x=round(left + index * slot + gap / 2, 2), y=round(bottom - height, 2),
                         width=round(max(slot - gap, 0.8), 2), height=round(height, 2),
-                        tooltip=f"{day:%a} {_day_label(day)} {day.year}: "
-                                f"{format_money(amount, currency)}"))
+                        tooltip=tooltip(day, amount)))
     day_ticks = []
     if points:
         every = max(1, -(-len(points) // size.max_day_labels))
@@ -125,7 +140,7 @@ def bar_chart(points: Sequence[tuple[dt.date, int]], currency: str, size: Size) 
         for index in chosen:
             centre = left + index * slot + slot / 2
             centre = min(max(centre, left + half_label), right - half_label)
-            day_ticks.append(Tick(round(centre, 2), _day_label(points[index][0])))
+            day_ticks.append(Tick(round(centre, 2), x_label(points[index][0])))
     return BarChart(size=size, left=round(left, 2), top=top, right=right,
                     bottom=round(bottom, 2), bars=tuple(bars), value_ticks=value_ticks,
                     day_ticks=tuple(day_ticks), currency=currency.upper(),
