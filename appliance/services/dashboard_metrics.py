@@ -9,8 +9,8 @@ second process never counts twice. Samples older than 8 days are deleted by the 
 task.
 
 `series` reads one window: one indexed range query over the samples (instances and
-requests) and one over usage records (spend, by the hour each record bills), then fills
-every bucket, zeros included, oldest first.
+requests, bucketed by SQLite) and one over usage records (spend, by the hour each record
+bills), then fills every bucket, zeros included, oldest first.
 """
 
 from __future__ import annotations
@@ -175,15 +175,18 @@ def series(principal: Principal, window: str = "24h", bucket: str = "5m",
     running, requests, spend = [0] * count, [0] * count, [0] * count
     user_id = principal.user.id
 
-    samples = (MetricSample
-               .select(MetricSample.minute, MetricSample.instances_running,
-                       MetricSample.api_requests)
+    # Bucketed by SQLite itself: a week of minutes is 10,080 rows, too many to convert.
+    index = ((fn.strftime("%s", MetricSample.minute).cast("INTEGER")
+              - int(start.timestamp())) / int(step.total_seconds()))
+    buckets = (MetricSample
+               .select(index, fn.MAX(MetricSample.instances_running),
+                       fn.SUM(MetricSample.api_requests))
                .where(MetricSample.user == user_id, MetricSample.minute >= start,
-                      MetricSample.minute < end).tuples())
-    for minute, instances, calls in samples:
-        index = (minute - start) // step
-        running[index] = max(running[index], instances)
-        requests[index] += calls
+                      MetricSample.minute < end)
+               .group_by(index))
+    # Plain values: the cursor's rows as they are, without peewee's per-row work.
+    for at, instances, calls in database.execute(buckets).fetchall():
+        running[at], requests[at] = instances, calls
 
     hours = (UsageRecord.select(UsageRecord.hour, fn.SUM(UsageRecord.amount))
              .where(UsageRecord.user == user_id, UsageRecord.hour >= start,
