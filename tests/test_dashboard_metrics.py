@@ -199,3 +199,9 @@ def test_samples_older_than_eight_days_are_purged(app, people):
 def test_requests_of_a_vanished_account_are_dropped(app, people):
     dashboard_metrics.count_request("usr_gone")
     assert scheduler.run_task(app, "sample_metrics")["requests"] == 0
+
+
+def test_stopping_the_scheduler_flushes_the_counted_requests(app, client, people):
+    api(client, "GET", "/projects", people["owner"])
+    scheduler.stop(app)
+    assert samples(app, people["owner_id"]) == {T0.replace(second=0): (0, 1)}
