@@ -202,6 +202,9 @@ SETTINGS: tuple[Setting, ...] = (
             "The operator's legal name on invoices; empty means SITE_NAME."),
     Setting("BILLING_OPERATOR_ADDRESS", "", parse_str,
             "The operator's postal address on invoices."),
+    Setting("BILLING_BACKUP_GB_MONTH", 5, int_between(0, 1_000_000),
+            "Price of keeping one GB of backup for a month (minor units), charged by the "
+            "hour pro rata."),
     Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
             "How often the metering tick records started hours (each hour is counted once "
             "however often it runs)."),

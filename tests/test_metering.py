@@ -152,3 +152,34 @@ def test_two_ticks_at_once_count_each_hour_once(app, world):
     assert UsageRecord.select().count() == 200 * 11
     assert ledger.balance(world["owner"].id) == -200 * 11 == ledger.recomputed_balance(
         world["owner"].id)
+
+
+def test_backups_are_charged_per_gb_month_pro_rata_by_the_hour(world):
+    """A 10 GB backup at 5 per GB-month (the default BILLING_BACKUP_GB_MONTH): a whole
+    month costs 50 exactly, a partial one its share; once deleted its meter closes."""
+    from appliance.models import Backup
+
+    start = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)  # February 2026: 672 hours
+    clock.freeze(start)
+    instance = _instance(world, make_plan(price=0, cap=0))
+    backup = Backup.create(id="bak_0001", project=world["project"], instance=instance,
+                           instance_name="web", node=world["node"], kind="final",
+                           status="available", size_gb=10, created_at=start,
+                           updated_at=start)
+    clock.freeze(dt.datetime(2026, 3, 1, tzinfo=dt.UTC) - H)  # February's last hour
+    metering.tick()
+    charged = (UsageRecord.select(fn.SUM(UsageRecord.amount), fn.COUNT(UsageRecord.id))
+               .where(UsageRecord.subject_id == backup.id).tuples().first())
+    assert charged == (50, 672)
+    # Half of March (744 hours), then deleted: half of the month's 50, and no more.
+    gone = dt.datetime(2026, 3, 16, 12, tzinfo=dt.UTC)
+    Backup.update(status="deleted", deleted_at=gone).where(Backup.id == backup.id).execute()
+    clock.freeze(dt.datetime(2026, 4, 2, tzinfo=dt.UTC))
+    metering.tick()
+    march = (UsageRecord.select(fn.SUM(UsageRecord.amount))
+             .where(UsageRecord.subject_id == backup.id,
+                    UsageRecord.hour >= dt.datetime(2026, 3, 1, tzinfo=dt.UTC)).scalar())
+    assert march == 50 * 372 // 744 == 25
+    assert metering.tick().records == 0
+    owner = world["owner"].id
+    assert ledger.balance(owner) == -75 == ledger.recomputed_balance(owner)

@@ -255,7 +255,8 @@ def _lines(user_id: str, start: dt.datetime, end: dt.datetime) -> list[dict]:
     return [{"position": position, "resource": resource, "sku": sku,
              "description": _describe(resource, sku, names.get(sku))[:300],
              "hours": hours, "unit_price": unit_price, "amount": amount,
-             "cap_applied": amount < full}
+             # Storage is priced per GB-month pro rata (metering.py): no cap to apply.
+             "cap_applied": resource == "instance" and amount < full}
             for position, (resource, sku, unit_price, hours, amount, full)
             in enumerate(rows, start=1)]
 
@@ -263,6 +264,8 @@ def _lines(user_id: str, start: dt.datetime, end: dt.datetime) -> list[dict]:
 def _describe(resource: str, sku: str, plan_name: str | None) -> str:
     if resource == "instance":
         return f"Instance hours, plan {plan_name or sku} ({sku})"
+    if resource == "backup":
+        return "Backup storage, GB-hours (unit price per GB-month)"
     return f"{resource.replace('_', ' ').capitalize()} {sku}"
 
 

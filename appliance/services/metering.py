@@ -19,8 +19,10 @@ How it stays fast: one query for the things and where their metering stands (the
 `usage_meter` row: last hour, this month's sum), bulk inserts, one commit.
 
 Other resources plug in with `register_meter(resource, collect)`: `collect(now)` returns
-`Subject`s (backups and templates will report their size as the quantity in GB, with a
-per-GB-hour price and no cap).
+`Subject`s. Backups are one (`backup`, SKU `backup-gb`): their size in GB is the quantity,
+priced per GB-month (BILLING_BACKUP_GB_MONTH) and charged pro rata by the hour - hour k
+of a month of H hours costs floor(P(k+1)/H) - floor(Pk/H) of the month's price P, so a
+whole month sums to P exactly and no hour rounds to a lasting zero.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from dataclasses import dataclass
 
 from peewee import JOIN, fn
 
+from appliance import config
 from appliance.db import database
-from appliance.models import Instance, Plan, Project, UsageMeter, UsageRecord
-from appliance.services import clock, ledger
+from appliance.models import Backup, Instance, Plan, Project, UsageMeter, UsageRecord
+from appliance.services import clock, ledger, settings
 
 log = logging.getLogger("appliance.metering")
 
@@ -61,6 +64,7 @@ class Subject:
     meter_sku: str | None = None
     meter_month: str | None = None
     month_amount: int = 0
+    monthly_price: int | None = None  # per quantity and month, charged pro rata by the hour
 
 
 _meters: dict[str, Callable[[dt.datetime], list[Subject]]] = {}
@@ -108,6 +112,31 @@ def _utc(value) -> dt.datetime | None:
 
 
 register_meter(INSTANCE, _instances)
+
+BACKUP, BACKUP_SKU = "backup", "backup-gb"
+
+
+def _backups(now: dt.datetime) -> list[Subject]:
+    """Backups kept on an engine (available, or being taken), until deleted."""
+    meter = UsageMeter.alias()
+    price = settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
+    rows = (Backup.select(Backup.id, Backup.project, Backup.created_at, Backup.deleted_at,
+                          Backup.size_gb, Project.created_by, meter.last_hour, meter.sku,
+                          meter.month, meter.month_amount)
+            .join(Project, on=(Backup.project == Project.id))
+            .switch(Backup).join(meter, JOIN.LEFT_OUTER,
+                                 on=((meter.subject_id == Backup.id)
+                                     & (meter.resource == BACKUP)))
+            .where(Backup.status.in_(("creating", "available", "deleted")),
+                   meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
+    return [Subject(backup_id, BACKUP, owner, project, BACKUP_SKU, price, None, size,
+                    _utc(created), _utc(deleted), _utc(last), meter_sku, meter_month,
+                    month_amount or 0, monthly_price=price)
+            for (backup_id, project, created, deleted, size, owner, last, meter_sku,
+                 meter_month, month_amount) in database.execute(rows)]
+
+
+register_meter(BACKUP, _backups)
 
 
 @dataclass(frozen=True)
@@ -160,7 +189,10 @@ def _hours(subject: Subject, current: dt.datetime) -> tuple[list[tuple], bool]:
             month = this_month
             month_amount = (_month_sum(subject, hour) if subject.last_hour is not None
                             and this_month == month_of(subject.last_hour) else 0)
-        amount = subject.unit_price * subject.quantity
+        if subject.monthly_price is not None:
+            amount = _pro_rata(subject.monthly_price * subject.quantity, hour)
+        else:
+            amount = subject.unit_price * subject.quantity
         if subject.monthly_cap is not None:
             amount = max(0, min(amount, subject.monthly_cap - month_amount))
         month_amount += amount
@@ -170,6 +202,15 @@ def _hours(subject: Subject, current: dt.datetime) -> tuple[list[tuple], bool]:
         subject.last_hour, subject.meter_month, subject.month_amount = made[-1][1], month, \
             month_amount
     return made, closed
+
+
+def _pro_rata(monthly: int, hour: dt.datetime) -> int:
+    """Hour `hour`'s share of `monthly`: the shares of a month's hours add up to it."""
+    start = hour.replace(day=1, hour=0)
+    following = (start + dt.timedelta(days=32)).replace(day=1)
+    hours = round((following - start) / HOUR)
+    index = round((hour - start) / HOUR)
+    return monthly * (index + 1) // hours - monthly * index // hours
 
 
 def _month_sum(subject: Subject, hour: dt.datetime) -> int:
