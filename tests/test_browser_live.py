@@ -119,6 +119,7 @@ def test_the_list_and_the_bell_follow_events_without_a_reload(page, server):
     # The notifications page: the ready instance, unread; mark all read empties the bell.
     bell.click()
     page.wait_for_url(server.url + "/notifications")
+    assert bell.get_attribute("aria-current") == "page"  # as a nav link is, here
     item = page.locator(".notification-unread", has_text="web-1")
     assert item.is_visible()
     shots.take(page, "notifications-unread")
@@ -129,6 +130,7 @@ def test_the_list_and_the_bell_follow_events_without_a_reload(page, server):
              "the list showing everything read")
     wait_for(lambda: bell_count(page) == "", "the bell emptying")
     assert bell.get_attribute("aria-label") == "Notifications"
+    assert bell.get_attribute("aria-current") == "page"  # still, after its refresh
     assert page.evaluate("window.notReloaded === true")
     shots.take(page, "notifications-read")
 
