@@ -13,7 +13,8 @@ What goes, once older than the retention period:
 
 Deletes run in batches of BATCH rows, each its own short write transaction with a pause
 between them, so a first purge of years of history never holds SQLite's write lock for
-long: requests and the job runner write in between. Safe to run twice or late.
+long: requests and the job runner write in between. Each batch is found before its
+transaction and checked again inside it. Safe to run twice or late.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from peewee import fn
@@ -44,45 +46,50 @@ def cutoff() -> dt.datetime:
 def purge_old(batch: int = BATCH) -> dict[str, int]:
     """Delete what is past the retention period; return how many rows of each kind went."""
     before = cutoff()
-    counts = {
-        "notifications": _in_batches(Notification, Notification.select(Notification.id).where(
-            Notification.read_at.is_null(False), Notification.created_at < before,
-            Notification.email_status.is_null() | Notification.email_status.not_in(
-                ("pending", "sending"))), batch),
-        "webhook_attempts": 0,
-        "webhook_deliveries": 0,
-    }
-    finished = WebhookDelivery.select(WebhookDelivery.id).where(
+    counts = dict.fromkeys(("notifications", "webhook_attempts", "webhook_deliveries",
+                            "events"), 0)
+    counts["notifications"] = _in_batches(Notification, (
+        Notification.read_at.is_null(False), Notification.created_at < before,
+        Notification.email_status.is_null()
+        | Notification.email_status.not_in(("pending", "sending"))), batch)
+
+    def with_attempts(ids: list[str]) -> None:
+        counts["webhook_attempts"] += (WebhookAttempt.delete()
+                                       .where(WebhookAttempt.delivery.in_(ids)).execute())
+
+    counts["webhook_deliveries"] = _in_batches(WebhookDelivery, (
         WebhookDelivery.status != "pending", WebhookDelivery.finished_at.is_null(False),
-        WebhookDelivery.finished_at < before)
-    while True:
-        with database.atomic():
-            ids = [row for (row,) in finished.limit(batch).tuples()]
-            if ids:
-                counts["webhook_attempts"] += (WebhookAttempt.delete()
-                                               .where(WebhookAttempt.delivery.in_(ids)).execute())
-                counts["webhook_deliveries"] += (WebhookDelivery.delete()
-                                                 .where(WebhookDelivery.id.in_(ids)).execute())
-        if len(ids) < batch:
-            break
-        time.sleep(PAUSE_SECONDS)
+        WebhookDelivery.finished_at < before), batch, with_attempts)
     still_needed = WebhookDelivery.select(WebhookDelivery.id).where(
         WebhookDelivery.event == Event.id)
-    counts["events"] = _in_batches(Event, Event.select(Event.id).where(
-        Event.created_at < before, ~fn.EXISTS(still_needed)), batch)
+    counts["events"] = _in_batches(Event, (Event.created_at < before,
+                                           ~fn.EXISTS(still_needed)), batch)
     if any(counts.values()):
         log.info("retention: purged %s (older than %s)", counts, clock.isoformat(before))
     return counts
 
 
-def _in_batches(model: Any, ids: Any, batch: int) -> int:
-    """Delete the rows whose ids `ids` selects, `batch` at a time, one transaction each."""
+def _in_batches(model: Any, conditions: tuple, batch: int,
+                first: Callable[[list[str]], None] | None = None) -> int:
+    """Delete the rows matching `conditions`, `batch` at a time, one transaction each.
+
+    The candidates are found before the transaction (a scan of an unindexed column must
+    not hold the write lock) and checked again inside it by primary key, so a row that
+    changed meanwhile (a delivery queued again for an old event) stays. `first(ids)` runs
+    in the transaction before the delete (a delivery's attempts).
+    """
     total = 0
     while True:
-        with database.atomic():
-            found = [row for (row,) in ids.limit(batch).tuples()]
-            if found:
-                total += model.delete().where(model.id.in_(found)).execute()
+        found = [row for (row,) in model.select(model.id).where(*conditions)
+                 .limit(batch).tuples()]
+        if found:
+            with database.atomic():
+                ids = [row for (row,) in model.select(model.id)
+                       .where(model.id.in_(found), *conditions).tuples()]
+                if ids:
+                    if first is not None:
+                        first(ids)
+                    total += model.delete().where(model.id.in_(ids)).execute()
         if len(found) < batch:
             return total
         time.sleep(PAUSE_SECONDS)
