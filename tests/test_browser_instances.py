@@ -127,14 +127,14 @@ def watch_the_list_follow_the_job(page, server, shots: Screenshots) -> None:
     nav_link(page, "Instances").click()
     row = page.locator("#instance-list tr", has_text="web-1")
     assert row.locator(".status-badge").inner_text() == "creating"
-    assert page.locator("#instance-list[hx-trigger]").count() == 1
+    assert page.locator("#instance-list[hx-trigger*='every']").count() == 1
     row.locator(".job-progress").wait_for()
     page.evaluate("window.notReloaded = true")
     shots.take(page, "instances-creating")
     row.locator(".status-badge", has_text="running").wait_for(timeout=ENGINE_SECONDS * 5000)
     assert page.evaluate("window.notReloaded === true")  # swapped in by htmx, no reload
     assert row.locator("code", has_text="10.99.").is_visible()
-    assert page.locator("#instance-list[hx-trigger]").count() == 0  # polling stopped
+    assert page.locator("#instance-list[hx-trigger*='every']").count() == 0  # polling stopped
     assert row.locator(".badge", has_text="simulated").is_visible()
     shots.take(page, "instances-running")
 
@@ -146,10 +146,10 @@ def stop_it_from_its_page(page, shots: Screenshots) -> None:
     state.get_by_text("Stop\u2026").click()
     state.get_by_role("button", name="Stop web-1").click()
     state.locator(".job-panel").wait_for()  # the job panel polls while the engine works
-    assert page.locator("#instance-state[hx-trigger]").count() == 1
+    assert page.locator("#instance-state[hx-trigger*='every']").count() == 1
     shots.take(page, "instance-stopping")
     state.locator(".status-badge", has_text="stopped").wait_for(timeout=ENGINE_SECONDS * 5000)
-    assert page.locator("#instance-state[hx-trigger]").count() == 0
+    assert page.locator("#instance-state[hx-trigger*='every']").count() == 0
     assert state.get_by_role("button", name="Start").is_enabled()
     # The job's end refreshes the timeline and the console log by themselves.
     page.locator("#events").get_by_text("instance.stopped").wait_for()
