@@ -397,20 +397,15 @@ def rename(principal: Principal, project_id: str, instance_id: str, name: str,
 def delete(principal: Principal, project_id: str, instance_id: str, ip: str = "",
            final_backup: bool = False) -> Started:
     """Destroy it; with `final_backup`, first keep an archive of it (services/backups.py)."""
-    from appliance.services.instance_jobs import engine_call
-
+    if final_backup:
+        # Asked of the engine before the write transaction, which must not wait on it.
+        instance = _deletable(principal, project_id, instance_id)
+        principal.require_scope("backups:write")
+        _require_backup_possible(instance)
     with database.atomic():
-        instance = _operable(principal, project_id, instance_id, "instances:delete")
-        _require_state(instance, ("running", "stopped", "failed"), "delete")
+        instance = _deletable(principal, project_id, instance_id)
         params = {}
         if final_backup:
-            principal.require_scope("backups:write")
-            if not instance.driver_ref:
-                raise Conflict("This instance was never made on its engine: there is "
-                               "nothing to back up.", code="invalid_state",
-                               details={"status": instance.status})
-            driver = nodes.driver_for(instance.node)
-            engine_call(lambda: driver.capabilities().require("snapshots"))
             params["backup_id"] = backups.begin_final(instance, principal).id
         job = _enqueue(instance, "instance.delete", principal, "Deleting",
                        total_steps=3 if final_backup else 2, **params)
@@ -422,6 +417,22 @@ def delete(principal: Principal, project_id: str, instance_id: str, ip: str = ""
                      target_id=instance.id, ip=ip)
     jobs.wake()
     return Started(get_instance(principal, project_id, instance_id), job)
+
+
+def _deletable(principal: Principal, project_id: str, instance_id: str) -> Instance:
+    instance = _operable(principal, project_id, instance_id, "instances:delete")
+    _require_state(instance, ("running", "stopped", "failed"), "delete")
+    return instance
+
+
+def _require_backup_possible(instance: Instance) -> None:
+    from appliance.services.instance_jobs import engine_call
+
+    if not instance.driver_ref:
+        raise Conflict("This instance was never made on its engine: there is nothing to "
+                       "back up.", code="invalid_state", details={"status": instance.status})
+    driver = nodes.driver_for(instance.node)
+    engine_call(lambda: driver.capabilities().require("snapshots"))
 
 
 def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str,
