@@ -17,7 +17,6 @@ import io
 import re
 import tarfile
 import time
-import uuid
 from typing import Any
 
 import docker
@@ -71,25 +70,19 @@ class DockerFiles:
                                     (".ssh/authorized_keys", content, 0o600, uid, gid)])
 
     def set_password(self, ref: str, user: str, password: str) -> None:
-        self._set_password(self._get(ref), user, password)
+        self._apply_password(self._get(ref), user, password)
 
-    def _set_password(self, container: Any, user: str, password: str) -> None:
-        self._apply_password(container, self._stage_password(container, user, password))
-
-    def _stage_password(self, container: Any, user: str, password: str) -> str:
-        """Write `user:password` to a root-only file (a created container takes it too);
-        the password never goes through argv or the exec records Docker keeps (docker
-        inspect shows an exec's command line)."""
+    def _apply_password(self, container: Any, user: str, password: str) -> None:
+        """chpasswd in the running container, fed `user:password` on its standard input:
+        the password goes through no command line, no file and none of the records Docker
+        keeps of an exec (docker inspect shows an exec's command line). The shell reads one
+        line, so the end of the input need not be signalled (which TLS connections make
+        awkward)."""
         if "\n" in password or not password:
             raise DriverError("a password is one non-empty line", permanent=True)
-        name = f".appliance-chpasswd-{uuid.uuid4().hex[:8]}"
-        self._put(container, "/", [(name, f"{user}:{password}\n".encode(), 0o600, 0, 0)])
-        return "/" + name
-
-    def _apply_password(self, container: Any, path: str) -> None:
-        """Feed the staged file to chpasswd in the running container, which removes it."""
-        code, output = self._run(container, ["sh", "-c", 'chpasswd < "$1"; code=$?; rm -f "$1"; '
-                                             'exit $code', "sh", path], 30, user="0")
+        code, output = self._run_with_input(
+            container, ["sh", "-c", 'IFS= read -r entry && printf "%s\\n" "$entry" | chpasswd'],
+            f"{user}:{password}\n".encode(), 30, user="0")
         if code in (126, 127):
             raise DriverError("the image has no chpasswd, so it cannot take a password",
                               permanent=True)

@@ -6,8 +6,8 @@ The endpoint is `unix:///var/run/docker.sock` (the default when it is empty) or
 against `ca_cert`, else the system's CAs). Other options: `timeout` (seconds per request,
 default 60), `stop_timeout` (seconds a reboot waits for a clean shutdown, default 30),
 `start_timeout` (seconds a create waits for the container to run, default 30) and
-`start_settle` (seconds a new container must keep running to count as started, 0.15;
-setting the password counts).
+`start_settle` (seconds a new container must keep running after its start to count as
+started, 0.1: Docker restarts a crashed init after 0.1 s; setting the password counts).
 
 The ref of an instance is its container name, which is the spec's name; the hostname is
 the same. A container this driver did not create (no `appliance.managed=true` label) is
@@ -83,6 +83,7 @@ DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 DISK, USER, KEYS, ENV = "appliance.disk_gb", "appliance.user", "appliance.ssh_keys", "appliance.env"
 # Docker statuses: running, paused and restarting count as powered on.
 _ON = ("running", "paused", "restarting")
+_OUTPUT_MAX = 65536  # bytes of a command's output kept
 _PERMANENT_SDK_ERRORS = (docker.errors.InvalidArgument, docker.errors.InvalidRepository,
                          docker.errors.InvalidVersion, docker.errors.TLSParameterError,
                          docker.errors.NullResource)
@@ -96,7 +97,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         self._timeout = float(self.options.get("timeout") or 60)
         self._stop_timeout = int(self.options.get("stop_timeout") or 30)
         self._start_timeout = float(self.options.get("start_timeout") or 30)
-        self._settle = float(self.options.get("start_settle") or 0.15)
+        self._settle = float(self.options.get("start_settle") or 0.1)
         self._base_url = endpoint or DEFAULT_ENDPOINT
         if not self._base_url.startswith(("unix://", "tcp://")):
             raise DriverError(f"a Docker endpoint is unix:///path or tcp://host:port, "
@@ -238,11 +239,9 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
                                            env=dict(spec.env))
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
-            staged = (None if spec.password is None else
-                      self._stage_password(container, spec.user, spec.password))
             self._start(container, settle=self._settle,
-                        meanwhile=None if staged is None else
-                        lambda: self._apply_password(container, staged))
+                        meanwhile=None if spec.password is None else
+                        lambda: self._apply_password(container, spec.user, spec.password))
         except DriverError:
             self._discard(container)  # a retry of the create starts from nothing
             raise
@@ -274,13 +273,14 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
     def _start(self, container: Any, settle: float = 0.0,
                meanwhile: Callable[[], None] | None = None) -> None:
         """Start; return once Docker reports it running. Permanent error when its init ends,
-        watched `settle` s longer for a new container (Docker restarts a crashing init
-        after 0.1 s, so this is best effort). `meanwhile` (setting the password) runs in
-        that time: a container that ends meanwhile is reported as such, not as the
-        failure of `meanwhile`."""
+        watched until `settle` s after the start for a new container (Docker restarts a
+        crashing init after 0.1 s, so this is best effort). `meanwhile` (setting the
+        password) runs in that time: a container that ends meanwhile is reported as such,
+        not as the failure of `meanwhile`."""
         failure = None
         with self._errors(f"starting {container.name}"):
             container.start()
+            watched_until = time.monotonic() + settle
             deadline = time.monotonic() + self._start_timeout
             container.reload()
             while container.status == "created" and time.monotonic() < deadline:
@@ -288,7 +288,6 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
                 container.reload()
             restarts = container.attrs.get("RestartCount")
             if container.status == "running" and (settle or meanwhile):
-                watched_until = time.monotonic() + settle
                 if meanwhile is not None:
                     try:
                         meanwhile()
@@ -494,11 +493,55 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         result = outcome["result"]
         return int(result.exit_code or 0), (result.output or b"").decode("utf-8", "replace")
 
+    def _run_with_input(self, container: Any, argv: list[str], data: bytes, timeout: float,
+                        user: str = "") -> tuple[int, str]:
+        """Run argv with `data` on its standard input (kept open: the command reads what
+        it needs); return its exit code and output."""
+        api = self._client.api
+        deadline = time.monotonic() + timeout
+        with self._errors(f"running {argv[0]} in {container.name}"):
+            exec_id = api.exec_create(container.id, argv, stdin=True, stdout=True,
+                                      stderr=True, user=user)["Id"]
+            stream = api.exec_start(exec_id, socket=True)
+            sock = getattr(stream, "_sock", stream)  # unix: a SocketIO around the socket
+            received = bytearray()
+            try:
+                sock.sendall(data)
+                while chunk := _recv(sock, deadline):
+                    received += chunk[:_OUTPUT_MAX - len(received)]
+            except TimeoutError:
+                raise DriverError(f"{argv[0]} in {container.name} still runs after "
+                                  f"{timeout} s") from None
+            finally:
+                stream.close()
+                sock.close()  # both: a SocketIO keeps its socket open until closed too
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        return int(code or 0), _demultiplex(bytes(received)).decode("utf-8", "replace")
+
     def close(self) -> None:
         with self._lock:
             client, self._docker = self._docker, None
         if client is not None:
             client.close()
+
+
+def _recv(sock: Any, deadline: float) -> bytes:
+    """What the socket has next (b"" at its end); TimeoutError after `deadline`."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    sock.settimeout(left)
+    return sock.recv(65536)
+
+
+def _demultiplex(raw: bytes) -> bytes:
+    """The payloads of Docker's multiplexed stream (8-byte frame headers: stream, size)."""
+    payloads, at = [], 0
+    while at + 8 <= len(raw):
+        size = int.from_bytes(raw[at + 4:at + 8], "big")
+        payloads.append(raw[at + 8:at + 8 + size])
+        at += 8 + size
+    return b"".join(payloads)
 
 
 def _tls_config(options: dict[str, str]) -> docker.tls.TLSConfig | bool:
