@@ -22,8 +22,8 @@ class TestFakeDriver(DriverContract):
     def image(self):
         return "fake/debian-12"
 
-    def secret_of(self, driver, ref):
-        return str(driver._get(ref)["password"])
+    def password_is(self, driver, ref, password):
+        return driver._get(ref)["password"] == password
 
     def archive_exists(self, driver, archive_ref):
         return archive_ref in driver._node["archives"]

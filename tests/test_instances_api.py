@@ -237,10 +237,10 @@ def engine_failures(monkeypatch) -> list[DriverError]:
     failures: list[DriverError] = []
     real_create = FakeDriver.create
 
-    def create(self, spec):
+    def create(self, spec, started=None):
         if failures:
             raise failures.pop(0)
-        return real_create(self, spec)
+        return real_create(self, spec, started)
 
     monkeypatch.setattr(FakeDriver, "create", create)
     return failures
@@ -346,11 +346,36 @@ def test_an_unreachable_engine_refuses_creation_with_503(app, client, owner, pro
 def create_then_fail(monkeypatch):
     real_create = FakeDriver.create
 
-    def create(self, spec):
-        real_create(self, spec)
+    def create(self, spec, started=None):
+        real_create(self, spec, started)
         raise DriverError("the engine fell over after creating", permanent=True)
 
     monkeypatch.setattr(FakeDriver, "create", create)
+
+
+def test_the_instance_shows_running_once_the_engine_runs_it(  # noqa: PLR0917
+        app, client, owner, project, catalog, monkeypatch):
+    """Before the driver's create returns (it may still set the password), the row already
+    says running; a transient failure after that puts it back to creating for the retry."""
+    real_create, seen = FakeDriver.create, []
+
+    def create(self, spec, started=None):
+        def look() -> None:
+            started()
+            with app.app_context():
+                seen.append(_get(client, owner, project, instance_id)["status"])
+
+        real_create(self, spec, look)
+        self.delete(spec.name)
+        raise DriverError("chpasswd timed out", permanent=False)
+
+    monkeypatch.setattr(FakeDriver, "create", create)
+    instance_id = create_instance(app, client, owner, project, catalog, run=False)["id"]
+    assert run_jobs(app) == 1
+    assert seen == ["running"]
+    shown = _get(client, owner, project, instance_id)
+    assert (shown["status"], shown["power_state"], shown["ipv4"]) == ("creating", "unknown",
+                                                                      None)
 
 
 @pytest.mark.usefixtures("create_then_fail")

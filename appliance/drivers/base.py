@@ -19,6 +19,7 @@ stopping a stopped one or deleting a deleted one succeeds without doing anything
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.errors import DriverError, Unsupported
@@ -132,11 +133,15 @@ class Driver(ABC):
     # -- lifecycle ---------------------------------------------------------------------
 
     @abstractmethod
-    def create(self, spec: InstanceSpec) -> str:
+    def create(self, spec: InstanceSpec, started: Callable[[], None] | None = None) -> str:
         """Create and start an instance; return its ref. Permanent error for an unknown image.
 
         `state(spec.name)` must find the instance afterwards (engines address instances
         by name), so a creation re-run after a crash can see it already happened.
+        `started` is called once, as soon as the engine runs the instance and before what
+        the create still does after the start (setting the password, watching that it
+        keeps running), so the caller can show it running meanwhile; a failure after it
+        still fails the create and removes the instance.
         """
 
     @abstractmethod

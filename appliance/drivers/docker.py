@@ -229,7 +229,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, spec: InstanceSpec) -> str:
+    def create(self, spec: InstanceSpec, started: Callable[[], None] | None = None) -> str:
         self._require_image(spec.image)
         if spec.password is not None and ("\n" in spec.password or not spec.password):
             raise DriverError("a password is one non-empty line", permanent=True)
@@ -239,7 +239,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
                                            env=dict(spec.env))
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
-            self._start(container, settle=self._settle,
+            self._start(container, settle=self._settle, started=started,
                         meanwhile=None if spec.password is None else
                         lambda: self._apply_password(container, spec.user, spec.password))
         except DriverError:
@@ -271,12 +271,14 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
             pass
 
     def _start(self, container: Any, settle: float = 0.0,
-               meanwhile: Callable[[], None] | None = None) -> None:
+               meanwhile: Callable[[], None] | None = None,
+               started: Callable[[], None] | None = None) -> None:
         """Start; return once Docker reports it running. Permanent error when its init ends,
         watched until `settle` s after the start for a new container (Docker restarts a
-        crashing init after 0.1 s, so this is best effort). `meanwhile` (setting the
-        password) runs in that time: a container that ends meanwhile is reported as such,
-        not as the failure of `meanwhile`."""
+        crashing init after 0.1 s, so this is best effort). `started` is called when Docker
+        first reports it running; `meanwhile` (setting the password) runs in the watch: a
+        container that ends meanwhile is reported as such, not as the failure of
+        `meanwhile`."""
         failure = None
         with self._errors(f"starting {container.name}"):
             container.start()
@@ -287,6 +289,8 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
                 time.sleep(0.1)
                 container.reload()
             restarts = container.attrs.get("RestartCount")
+            if container.status == "running" and started is not None:
+                started()
             if container.status == "running" and (settle or meanwhile):
                 if meanwhile is not None:
                     try:

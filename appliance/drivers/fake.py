@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 
 from appliance.drivers.base import (
     MISSING,
@@ -90,7 +91,7 @@ class FakeDriver(Driver):
     def images(self) -> list[ImageInfo]:
         return list(self._node["images"].values())
 
-    def create(self, spec: InstanceSpec) -> str:
+    def create(self, spec: InstanceSpec, started: Callable[[], None] | None = None) -> str:
         self._pause()
         if spec.image not in self._node["images"]:
             raise DriverError(f"unknown image {spec.image}", permanent=True)
@@ -104,6 +105,8 @@ class FakeDriver(Driver):
             "ssh_keys": list(spec.ssh_keys), "password": spec.password, "log": [],
             "snapshots": {}, "firewall": [], "networks": set(), "boots": 1}
         self._log(self._node["instances"][ref], f"{spec.name} created from {spec.image}")
+        if started is not None:
+            started()
         return ref
 
     def start(self, ref: str) -> None:

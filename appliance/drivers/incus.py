@@ -30,6 +30,7 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -301,7 +302,7 @@ class IncusDriver(IncusCopies, Driver):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, spec: InstanceSpec) -> str:
+    def create(self, spec: InstanceSpec, started: Callable[[], None] | None = None) -> str:
         source = self._image_source(spec.image)
         if self._power(spec.name) != MISSING:
             raise DriverError(f"an instance named {spec.name} exists", permanent=True)
@@ -317,6 +318,8 @@ class IncusDriver(IncusCopies, Driver):
         try:
             self._install_ssh_keys(spec.name, spec.user, spec.ssh_keys)
             self.start(spec.name)
+            if started is not None:
+                started()
             if spec.password is not None:
                 self._set_password(spec.name, spec.user, spec.password)
         except DriverError:

@@ -86,7 +86,7 @@ def create(job: Job, progress: jobs.Progress) -> None:
                             ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
                             password=sealing.unseal(params.get("password")),
                             user=instance.image.default_user, env=params.get("env") or {})
-        ref = driver.create(spec)
+        ref = _create_on_engine(instance, driver, spec)
     with database.atomic():
         Instance.update(driver_ref=ref).where(Instance.id == instance.id).execute()
     instance.driver_ref = ref
@@ -94,6 +94,29 @@ def create(job: Job, progress: jobs.Progress) -> None:
     _sync(instance, driver, wait_for_address=True)
     progress(3, "Ready")
     _event(instance.id, "instance.ready", f"Running on {instance.node.name}", job)
+
+
+def _create_on_engine(instance: Instance, driver, spec: InstanceSpec) -> str:
+    """driver.create; the row shows the instance running as soon as the engine runs it,
+    while the driver finishes (password, crash watch), and goes back to creating if the
+    create fails after that (a transient failure is retried from nothing)."""
+    shown = False
+
+    def started() -> None:
+        nonlocal shown
+        instance.driver_ref = spec.name
+        _sync(instance, driver, driver_ref=spec.name)
+        shown = True
+
+    try:
+        return driver.create(spec, started=started)
+    except Exception:
+        if shown:
+            with database.atomic():
+                Instance.update(status="creating", power_state="unknown", ipv4=None, ipv6=None,
+                                updated_at=clock.now()).where(
+                    Instance.id == instance.id).execute()
+        raise
 
 
 def _create_failed(job: Job, error: str) -> None:
