@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,46 @@ POOL_MAX_CONNECTIONS = 64
 POOL_STALE_SECONDS = 600
 
 
+class CountingSqliteDatabase(PooledSqliteDatabase):
+    """A pooled SQLite database that counts this process's writes: `writes` goes up after
+    every statement that is not a SELECT and after every commit, so a cache can tell
+    without a query that nothing was written through this process since it last looked
+    (writers in other processes it cannot see: such a cache checks the database too, at
+    least every so often)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writes = 0
+        self._writes_lock = threading.Lock()
+
+    def _wrote(self) -> None:
+        with self._writes_lock:
+            self.writes += 1
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            if not sql.lstrip()[:6].upper() == "SELECT":
+                self._wrote()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._wrote()
+
+
+def writes_seen() -> int | None:
+    """The write count of the bound database (CountingSqliteDatabase); None for others."""
+    return getattr(database.obj, "writes", None)
+
+
 def sqlite_database(path: Path | str, *, synchronous: str = "full",
                     busy_timeout_ms: int = 5000) -> SqliteDatabase:
     """A pooled SQLite database in WAL mode whose write transactions take the lock up
     front. A pooled connection serves one thread at a time, not always the same one."""
-    return PooledSqliteDatabase(
+    return CountingSqliteDatabase(
         str(path),
         max_connections=POOL_MAX_CONNECTIONS,
         stale_timeout=POOL_STALE_SECONDS,

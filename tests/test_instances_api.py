@@ -409,11 +409,12 @@ def test_a_create_interrupted_before_the_start_is_made_again(app, client, owner,
     assert engine.state(ref).power == "running"
 
 
-def test_the_list_follows_every_change_even_from_another_connection(app, client, owner,  # noqa: PLR0917
-                                                                    project, catalog, data_dir):
+def test_the_list_follows_every_change_even_from_another_connection(  # noqa: PLR0917
+        app, client, owner, project, catalog, data_dir, monkeypatch):
     """Pages are served from a cache kept under the project's listing version; any write
-    to the instances, their jobs or the catalog rows shown - from any connection - is seen
-    by the next request."""
+    to the instances, their jobs or the catalog rows shown is seen by the next request
+    when this process made it, and within EXTERNAL_WRITES_SEEN_WITHIN when another did."""
+    monkeypatch.setattr(instances, "EXTERNAL_WRITES_SEEN_WITHIN", 0.3)
     instance = create_instance(app, client, owner, project, catalog)
 
     def listed():
@@ -428,12 +429,29 @@ def test_the_list_follows_every_change_even_from_another_connection(app, client,
     with sqlite3.connect(data_dir / "appliance.db") as other:
         other.execute("UPDATE instance SET ipv4 = '10.1.2.3' WHERE id = ?", (instance["id"],))
         other.execute("UPDATE plan SET name = 'Renamed' WHERE slug = 'small'")
+    time.sleep(0.3)
     assert (listed()["ipv4"], listed()["plan"]["name"]) == ("10.1.2.3", "Renamed")
     with app.app_context():
         version = instances.listing_version(project)
         with sqlite3.connect(data_dir / "appliance.db") as other:
             other.execute("UPDATE node SET last_checked_at = '2026-01-01'")  # not shown
         assert instances.listing_version(project) == version
+
+
+def test_a_repeated_list_does_not_ask_the_database_while_nothing_was_written(  # noqa: PLR0917
+        app, client, owner, project, catalog, monkeypatch):
+    instance = create_instance(app, client, owner, project, catalog)
+    asked = []
+    real = instances.listing_version
+    monkeypatch.setattr(instances, "listing_version",
+                        lambda project_id: asked.append(project_id) or real(project_id))
+    for _ in range(3):
+        assert api(client, "GET", _path(project), owner).status_code == 200
+    assert len(asked) == 1
+    assert api(client, "PATCH", _path(project, instance["id"]), owner,
+               json={"name": "db-2"}).status_code == 200
+    assert api(client, "GET", _path(project), owner).get_json()["data"][0]["name"] == "db-2"
+    assert len(asked) == 2
 
 
 def test_a_delete_can_keep_a_final_backup_that_outlives_the_instance(app, client, owner,

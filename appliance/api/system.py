@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 from flask import current_app, jsonify
-from peewee import SqliteDatabase
+from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
 from appliance import __version__
 from appliance.api.schema import API_VERSION, ApiBlueprint, Schema, openapi_document
 from appliance.db import database
 from appliance.errors import ServiceUnavailable
 from appliance.services import settings
+
+ENGINE_NAMES = ((SqliteDatabase, "sqlite"), (PostgresqlDatabase, "postgresql"),
+                (MySQLDatabase, "mysql"))
 
 bp = ApiBlueprint("system", __name__)
 
@@ -72,8 +75,8 @@ def health_db():
         current_app.logger.warning("database health check failed: %s", exc)
         raise ServiceUnavailable("The database cannot be queried.",
                                  code="database_unavailable") from None
-    engine = (type(database.obj).__name__.removeprefix("Pooled").replace("Database", "")
-              .lower())
+    engine = next((name for cls, name in ENGINE_NAMES if isinstance(database.obj, cls)),
+                  type(database.obj).__name__.lower())
     return {"ok": True, "engine": engine, "migrations_applied": applied}
 
 

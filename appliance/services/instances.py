@@ -16,13 +16,15 @@ import re
 import secrets
 import string
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from peewee import JOIN, IntegrityError, SqliteDatabase
 
-from appliance.db import database
+from appliance.db import database, writes_seen
 from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
 from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Plan, Project
 from appliance.models import SshKey as AccountSshKey
@@ -251,29 +253,46 @@ def list_rendered(principal: Principal, project_id: str, limit: int,  # noqa: PL
     A page is kept under the project's listing version (migration 0005: triggers raise
     it on every change to its instances, their jobs and the catalog rows shown) and
     served again while the version stands. The version is read before the rows, so a
-    page is never older than the version it is kept under.
+    page is never older than the version it is kept under. Reading the version is
+    itself skipped while this process has written nothing since it was last read (the
+    database's write count, db.CountingSqliteDatabase) and it was read less than
+    EXTERNAL_WRITES_SEEN_WITHIN s ago: what another process writes (the command line, a
+    sqlite3 shell) shows within that time, what this one writes at once.
     """
     principal.require_scope("instances:read")
     projects.access(principal, project_id, projects.READ)
     key = (project_id, limit, cursor, include_deleted, render)
+    writes = writes_seen()  # before the version: a write after this is seen next time
+    cached = _pages.get(key)
+    if (cached is not None and writes is not None and cached.writes == writes
+            and time.monotonic() - cached.checked < EXTERNAL_WRITES_SEEN_WITHIN):
+        return cached.body
     version = listing_version(project_id)
-    if version is not None:
-        cached = _pages.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+    if cached is not None and cached.version == version:
+        with _pages_lock:
+            _pages[key] = cached._replace(writes=writes, checked=time.monotonic())
+        return cached.body
     rows, next_cursor = _page(project_id, limit, cursor, include_deleted)
     body = render(rows, current_jobs([row.id for row in rows]), limit, next_cursor)
     if version is not None:
         with _pages_lock:
-            _pages[key] = (version, body)
+            _pages[key] = _Page(version, writes, time.monotonic(), body)
             _pages.move_to_end(key)
             if len(_pages) > MAX_CACHED_PAGES:
                 _pages.popitem(last=False)
     return body
 
 
+class _Page(NamedTuple):
+    version: int  # the project's listing version the page was made under
+    writes: int | None  # the database's write count when the version was last read
+    checked: float  # when the version was last read (time.monotonic)
+    body: bytes
+
+
 MAX_CACHED_PAGES = 256
-_pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
+EXTERNAL_WRITES_SEEN_WITHIN = 1.0
+_pages: OrderedDict[tuple, _Page] = OrderedDict()
 _pages_lock = threading.Lock()
 
 
