@@ -409,6 +409,21 @@ def test_a_create_interrupted_before_the_start_is_made_again(app, client, owner,
     assert engine.state(ref).power == "running"
 
 
+def test_a_create_interrupted_after_the_start_still_sets_the_password(app, client, owner,
+                                                                     project, catalog):
+    from appliance.drivers.base import InstanceSpec, Limits
+
+    response = api(client, "POST", _path(project), owner,
+                   json={"name": "web-1", "plan_id": catalog["plan"],
+                         "image_id": catalog["image"], "password": "rescued horse"})
+    ref = "ins-" + response.get_json()["instance"]["id"].removeprefix("ins_")
+    engine = FakeDriver("fake://tests")
+    engine.create(InstanceSpec(ref, "fake/debian-12", Limits(1, 512, 10)))  # started, then
+    assert engine._get(ref)["password"] is None  # the process died before the password
+    run_jobs(app)
+    assert engine._get(ref)["password"] == "rescued horse"
+
+
 def test_the_list_follows_every_change_even_from_another_connection(  # noqa: PLR0917
         app, client, owner, project, catalog, data_dir, monkeypatch):
     """Pages are served from a cache kept under the project's listing version; any write

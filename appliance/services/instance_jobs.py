@@ -81,12 +81,15 @@ def create(job: Job, progress: jobs.Progress) -> None:
         # its keys or password may be missing too, so it is made again from scratch.
         driver.delete(ref)
         found = MISSING
+    spec = InstanceSpec(name=ref, image=instance.image.ref, limits=_limits(instance.plan),
+                        ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
+                        password=sealing.unseal(params.get("password")),
+                        user=instance.image.default_user, env=params.get("env") or {})
     if found == MISSING:
-        spec = InstanceSpec(name=ref, image=instance.image.ref, limits=_limits(instance.plan),
-                            ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
-                            password=sealing.unseal(params.get("password")),
-                            user=instance.image.default_user, env=params.get("env") or {})
         ref = _create_on_engine(instance, driver, spec)
+    elif spec.password is not None:
+        # Running already: a crash came after the start, perhaps before the password.
+        driver.set_password(ref, spec.user, spec.password)
     with database.atomic():
         Instance.update(driver_ref=ref).where(Instance.id == instance.id).execute()
     instance.driver_ref = ref
