@@ -101,6 +101,16 @@ class TestDockerDriver(DriverContract):
         assert caught.value.permanent
         assert driver.state(spec.name).power == MISSING
 
+    def test_chpasswd_failing_or_missing_is_a_permanent_error_with_its_reason(self, driver,
+                                                                             instance):
+        with pytest.raises(DriverError) as caught:
+            driver.set_password(instance, "nobody-here", "a fine password")
+        assert caught.value.permanent and "chpasswd failed (1)" in caught.value.message
+        assert driver.exec(instance, ["rm", "/usr/sbin/chpasswd"])[0] == 0
+        with pytest.raises(DriverError) as caught:
+            driver.set_password(instance, "root", "a fine password")
+        assert caught.value.permanent and "no chpasswd" in caught.value.message
+
     def test_an_image_whose_init_exits_is_a_permanent_error(self, image):
         from appliance.drivers.docker import DockerDriver
 

@@ -519,8 +519,14 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
             finally:
                 stream.close()
                 sock.close()  # both: a SocketIO keeps its socket open until closed too
-            code = api.exec_inspect(exec_id).get("ExitCode")
-        return int(code or 0), _demultiplex(bytes(received)).decode("utf-8", "replace")
+            state = api.exec_inspect(exec_id)
+            while state.get("Running") and time.monotonic() < deadline:
+                time.sleep(0.01)  # the output ended a moment before Docker noted the exit
+                state = api.exec_inspect(exec_id)
+        if state.get("Running") or state.get("ExitCode") is None:
+            raise DriverError(f"{argv[0]} in {container.name} still runs after {timeout} s")
+        return int(state["ExitCode"]), _demultiplex(bytes(received)).decode("utf-8",
+                                                                             "replace")
 
     def close(self) -> None:
         with self._lock:
