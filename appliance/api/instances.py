@@ -88,7 +88,9 @@ class InstanceOut(Schema):
     id: str
     project_id: str
     name: str
-    status: Literal["creating", "running", "stopped", "failed", "deleting", "deleted"]
+    status: Literal["creating", "running", "stopped", "failed", "deleting", "deleted"] = Field(
+        description="running as soon as the engine runs a new instance; its create job "
+                    "(`job`) may still be setting the password.")
     power_state: str
     ipv4: str | None
     ipv6: str | None
