@@ -73,9 +73,13 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
 
     def stop(signum: int, frame: Any) -> None:
+        from appliance.services import event_stream
+
+        event_stream.end_all()  # live streams hold worker threads waitress waits for
         raise SystemExit(0)  # waitress closes its sockets on SystemExit
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     host_shown = settings["HOST"] if ":" not in settings["HOST"] else f"[{settings['HOST']}]"
     log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
              host_shown, server.effective_port, settings["DATA_DIR"])

@@ -74,6 +74,9 @@ class Stream:
         connection open while the reader thread still holds it)."""
         connection = getattr(self.response.raw, "_connection", None)
         sock = getattr(connection, "sock", None)
+        if sock is None:  # urllib3 lets go of the connection while the body is read
+            body = getattr(getattr(self.response.raw, "_fp", None), "fp", None)
+            sock = getattr(getattr(body, "raw", None), "_sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -92,6 +95,7 @@ def served(make_app, serve, data_dir):
 
     class Served:
         url = server.url
+        process = server
         plan, image = catalog["plan"], catalog["image"]
 
         def headers(self, name: str) -> dict[str, str]:
@@ -229,3 +233,15 @@ def test_the_stream_is_in_the_openapi_document_as_text_event_stream(client):
     operation = document["paths"]["/api/v1/events/stream"]["get"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     assert {"session": []} in operation["security"] and "429" in operation["responses"]
+
+
+def test_stopping_the_server_ends_open_streams_at_once(served):
+    """SIGTERM ends every stream with a comment saying so, so no worker thread is left
+    for waitress to wait out (it logs "thread(s) still running" when one is)."""
+    stream = served.stream(served.headers("ada"))
+    assert stream.response.status_code == 200
+    log = served.process.stop()
+    assert stream.events.get(timeout=WAIT) is None  # the stream ended
+    assert ": the server is stopping; reconnect with Last-Event-ID" in stream.comments
+    assert "still running" not in log
+

@@ -57,6 +57,7 @@ class _Wake:
         self.changed = threading.Condition()
         self.generation = 0
         self.hurry_until = 0.0
+        self.ending = False  # the server is stopping: every stream ends
 
 
 _wake = _Wake()
@@ -67,6 +68,14 @@ def _poke(event: Event) -> None:
     """Listener: an event was recorded; wake the streams (cheap, never touches the db)."""
     with _wake.changed:
         _wake.hurry_until = time.monotonic() + HURRY_SECONDS
+    _poke_all()
+
+
+def end_all() -> None:
+    """The server is stopping: every open stream ends now (its client reconnects after
+    `retry`), instead of holding its thread - and the shutdown - until its deadline."""
+    with _wake.changed:
+        _wake.ending = True
     _poke_all()
 
 
@@ -214,8 +223,11 @@ class EventStream:
             timeout = min(step, self.deadline - now,
                           max(0.0, last_beat + HEARTBEAT_SECONDS - now))
             with _wake.changed:
-                if _wake.generation == seen and not self.replaced:
+                if _wake.generation == seen and not (self.replaced or _wake.ending):
                     _wake.changed.wait(timeout)
+            if _wake.ending:
+                yield ": the server is stopping; reconnect with Last-Event-ID\n\n"
+                return
             if self.replaced:
                 # The client reconnects after `retry`; a long one keeps an extra tab from
                 # taking the stream back at once from the page the user looks at.
