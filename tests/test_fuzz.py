@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from appliance.models import AuthSession, User
-from appliance.services import passwords, throttle
+from appliance.services import event_stream, passwords, throttle
 from tests import sshkeys
 from tests.factories import (
     PASSWORD,
@@ -236,6 +236,15 @@ def restore_admin(app) -> None:
     with app.app_context():
         (User.update(role="admin", status="active", suspended_reason=None, suspended_at=None)
          .where(User.email == ADMIN).execute())
+
+
+@pytest.fixture(autouse=True)
+def streams_end_at_once(monkeypatch):
+    """A valid GET /events/stream holds its answer open for EVENT_STREAM_SECONDS (at least
+    5 s, 300 by default), which the in-process client waits out: here a stream ends right
+    after its first lines (its headers and format are what is checked)."""
+    real = event_stream.limits
+    monkeypatch.setattr(event_stream, "limits", lambda: (*real()[:2], 0.0))
 
 
 @pytest.fixture
