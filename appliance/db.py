@@ -11,6 +11,7 @@ open) - or to the database a `DATABASE_URL` names. Tables are made only by the n
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
 from pathlib import Path
@@ -60,9 +61,12 @@ class CountingSqliteDatabase(PooledSqliteDatabase):
     (writers in other processes it cannot see: such a cache checks the database too, at
     least every so often)."""
 
+    _made = itertools.count(1)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.writes = 0
+        # Counts of two databases (one replacing another) never meet.
+        self.writes = next(self._made) << 40
         self._writes_lock = threading.Lock()
 
     def _wrote(self) -> None:
