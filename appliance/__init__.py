@@ -42,14 +42,14 @@ def _asset_dir(name: str) -> Path:
 
 def _offer_first_run_setup(app: Flask) -> None:
     """While no user exists, print a one-time token that unlocks the /setup page."""
-    import logging
+    import logging  # here like create_app's imports: `import appliance` stays light
     import secrets
 
     from appliance.db import database
-    from appliance.services import accounts, mail
+    from appliance.services.accounts import mail, users
 
     with database.connection_context():
-        if accounts.user_count() > 0:
+        if users.user_count() > 0:
             return
         url = mail.link("/setup")
     token = app.extensions["setup_token"] = secrets.token_urlsafe(18)
@@ -65,8 +65,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     """
     from htmx_flask import Htmx
 
+    # Imported here, not at the top: `import appliance` (the version, the CLI's --help)
+    # must not load Flask's blueprints, the services and the database drivers.
     from appliance import api, db, http, metrics, web
     from appliance.config import activate, ensure_data_dir, ensure_secrets, load_settings
+    from appliance.services import wiring
 
     settings = load_settings(overrides)
     data_dir = ensure_data_dir(Path(settings["DATA_DIR"]))
@@ -93,6 +96,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     if migrate:
         db.migrate(database)
     app.teardown_appcontext(db.close_connection)
+    wiring.connect()
 
     if migrate:
         _offer_first_run_setup(app)

@@ -73,9 +73,9 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
 
     def stop(signum: int, frame: Any) -> None:
-        from appliance.services import event_stream
+        from appliance.services.events import live
 
-        event_stream.end_all()  # live streams hold worker threads waitress waits for
+        live.end_all()  # live streams hold worker threads waitress waits for
         raise SystemExit(0)  # waitress closes its sockets on SystemExit
 
     signal.signal(signal.SIGTERM, stop)
@@ -133,14 +133,14 @@ def create_admin(email: str, display_name: str, password: str | None,
     """Create an administrator account (works at any time, from a trusted shell)."""
     from appliance.db import database
     from appliance.errors import ApplianceError
-    from appliance.services import accounts
+    from appliance.services.accounts import users
 
     _build_app(data_dir)
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         with database.connection_context():
-            user = accounts.create_admin(email, password, display_name)
+            user = users.create_admin(email, password, display_name)
     except ApplianceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"administrator {user.email} created ({user.id})")

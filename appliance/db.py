@@ -14,6 +14,7 @@ import datetime as dt
 import itertools
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,33 @@ class UTCDateTimeField(DateTimeField):
         if isinstance(value, dt.datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
         return value
+
+
+_STORED_TIME = UTCDateTimeField()
+
+
+def db_time(value: dt.datetime | None) -> Any:
+    """A time as the UTC datetime columns store it (what peewee would bind), for raw SQL."""
+    return _STORED_TIME.db_value(value)
+
+
+def raw_sql(sql: str, params: Sequence[Any] = ()) -> Any:
+    """Raw SQL written with `?` placeholders, run in the database's own style (SQLite's
+    `?`, PostgreSQL's `%s`); the cursor."""
+    if database.param != "?":
+        sql = sql.replace("?", database.param)
+    return database.execute_sql(sql, params)
+
+
+def insert_statement(table: str, columns: Sequence[str], suffix: str = "") -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...) suffix` for executemany, with the
+    database's own placeholders.
+
+    Table and column names are the callers' constants, never input; values are bound.
+    """
+    names = ", ".join(f'"{column}"' for column in columns)
+    marks = ", ".join([database.param] * len(columns))
+    return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) {suffix}'  # noqa: S608
 
 
 class BaseModel(Model):

@@ -34,7 +34,10 @@ class Task:
 
 
 def _tasks() -> list[Task]:
-    from appliance.services import api_keys, dispatcher, idempotency, instance_jobs, mail, nodes
+    from appliance.services.accounts import api_keys, mail
+    from appliance.services.instances import engine_jobs, nodes
+    from appliance.services.limits import idempotency
+    from appliance.services.webhooks import dispatcher
 
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
@@ -47,7 +50,7 @@ def _tasks() -> list[Task]:
              "Delete Idempotency-Key records older than 24 hours."),
         Task("check_nodes", 60, nodes.check_all,
              "Check every node's engine and discover its images."),
-        Task("reconcile_instances", 60, instance_jobs.reconcile_all,
+        Task("reconcile_instances", 60, engine_jobs.reconcile_all,
              "Bring instance rows in line with what the engines report."),
         Task("meter_usage", _metering_interval(), _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
@@ -68,31 +71,31 @@ def _tasks() -> list[Task]:
 
 
 def _mail_notifications() -> object:
-    from appliance.services import notifications
+    from appliance.services.events import notifications
 
     return notifications.send_pending_mail()
 
 
 def _sample_metrics() -> object:
-    from appliance.services import dashboard_metrics
+    from appliance.services.ops import dashboard_metrics
 
     return dashboard_metrics.flush_samples()
 
 
 def _notify_expiring_keys() -> object:
-    from appliance.services import notifications
+    from appliance.services.events import notifications
 
     return notifications.notify_expiring_keys()
 
 
 def _purge_old_events() -> object:
-    from appliance.services import retention
+    from appliance.services.ops import retention
 
     return retention.purge_old()
 
 
 def _meter_usage() -> object:
-    from appliance.services import metering
+    from appliance.services.billing import metering
 
     return metering.tick()
 
@@ -107,13 +110,13 @@ def _metering_interval() -> int:
 
 
 def _enforce_billing() -> object:
-    from appliance.services import billing
+    from appliance.services.billing import prepaid
 
-    return billing.enforce()
+    return prepaid.enforce()
 
 
 def _issue_invoices() -> object:
-    from appliance.services import invoices
+    from appliance.services.billing import invoices
 
     return invoices.generate_due()
 
@@ -141,7 +144,8 @@ def start(app: Flask) -> BackgroundScheduler:
 
     On the very first start (no node yet) a reachable local engine is registered.
     """
-    from appliance.services import dispatcher, jobs, nodes
+    from appliance.services.instances import jobs, nodes
+    from appliance.services.webhooks import dispatcher
 
     with app.app_context(), database.connection_context():
         nodes.register_local_engine()

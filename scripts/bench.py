@@ -568,16 +568,17 @@ def seed_in_this_process(data_dir: str, result_path: str, engines: str = "") -> 
     from appliance import create_app
     from appliance.db import database
     from appliance.models import ApiKey, Membership, Project, User
-    from appliance.services import accounts, api_keys, clock, passwords
+    from appliance.services import clock
+    from appliance.services.accounts import api_keys, passwords, users
+    from appliance.services.accounts.sessions import Principal
     from appliance.services.ids import hash_token, new_id
-    from appliance.services.sessions import Principal
 
     began = time.perf_counter()
     app = create_app({"DATA_DIR": data_dir})
     with app.app_context():
         # The real path first: users with their default project, and the measured key.
         password = secrets.token_urlsafe(18)
-        made = [accounts.create_user(f"bench-user{index}@example.com", password,
+        made = [users.create_user(f"bench-user{index}@example.com", password,
                                      verified=True)
                 for index in range(SEED_SERVICE_USERS)]
         owner = Principal(made[0], None, "session")
@@ -589,11 +590,11 @@ def seed_in_this_process(data_dir: str, result_path: str, engines: str = "") -> 
         # The rest in bulk, one transaction: users, their default projects, memberships.
         now = clock.now()
         fixed_hash = passwords.hash_password(secrets.token_urlsafe(18))
-        users, projects, members = [], [], []
+        user_rows, projects, members = [], [], []
         for index in range(SEED_USERS - User.select().count()):
             created = now - dt.timedelta(minutes=index)
             user_id, prj_id = new_id("usr"), new_id("prj")
-            users.append({"id": user_id, "email": f"user{index:05d}@bench.example.com",
+            user_rows.append({"id": user_id, "email": f"user{index:05d}@bench.example.com",
                           "display_name": f"User {index}", "password_hash": fixed_hash,
                           "role": "user", "status": "active", "email_verified_at": created,
                           "password_changed_at": created, "created_at": created,
@@ -604,7 +605,7 @@ def seed_in_this_process(data_dir: str, result_path: str, engines: str = "") -> 
             members.append({"project": prj_id, "user": user_id, "role": "owner",
                             "created_at": created, "updated_at": created})
         with database.atomic():
-            for model, rows in ((User, users), (Project, projects), (Membership, members)):
+            for model, rows in ((User, user_rows), (Project, projects), (Membership, members)):
                 insert_all(model, rows)
             defaults = {row.created_by_id: row.id for row in
                         Project.select(Project.id, Project.created_by).where(Project.is_default)}
@@ -652,10 +653,11 @@ def seed_instances(owner: Any, plan: Any) -> tuple[str, int]:
     otherwise find none of the rows on the simulated engine and rewrite them all."""
     from appliance.db import database
     from appliance.models import Image, Instance, InstanceEvent, Job
-    from appliance.services import clock, nodes, projects
+    from appliance.services import clock, projects
+    from appliance.services.accounts.sessions import Principal
     from appliance.services.ids import new_id
-    from appliance.services.instances import engine_name
-    from appliance.services.sessions import Principal
+    from appliance.services.instances import nodes
+    from appliance.services.instances.lifecycle import engine_name
 
     project = projects.create_project(Principal(owner, None, "session"),
                                       "Bench instances").project
@@ -698,8 +700,9 @@ def prepare_creates(user: Any, engines: list[str]) -> dict[str, Any]:
     tests/test_engines_e2e.py), or why the engine is skipped."""
     from appliance import drivers
     from appliance.models import Image, Node, Project
-    from appliance.services import api_keys, nodes
-    from appliance.services.sessions import Principal
+    from appliance.services.accounts import api_keys
+    from appliance.services.accounts.sessions import Principal
+    from appliance.services.instances import nodes
 
     new = api_keys.create_key(Principal(user, None, "session"), "bench creates",
                               list(CREATE_KEY_SCOPES), rate_limit_rpm=BENCH_KEY_RPM)

@@ -13,7 +13,7 @@ Both are printed next to a baseline measured in the same run:
   models, bulk-inserts METERING_USERS (1,000) accounts with their default projects, a
   plan, a disabled simulated node with its image, and the instances spread over the
   accounts, all created five minutes into the current hour. It then times
-  `appliance.services.metering.tick(now)`, the scheduler's own task, three times: the
+  `appliance.services.billing.metering.tick(now)`, the scheduler's own task, three times: the
   first tick (one record, one ledger debit and one rollup row per instance: 10,000 of
   each), a catch-up CATCH_UP_HOURS (4) hours later (40,000 records, as after a
   downtime) and a re-run at the same moment (nothing to add; the idempotence check's
@@ -139,16 +139,17 @@ def _accounts(count: int, label: str) -> list[tuple[str, str]]:
     membership; return (user id, project id) pairs."""
     from appliance.db import database
     from appliance.models import Membership, Project, User
-    from appliance.services import clock, passwords
+    from appliance.services import clock
+    from appliance.services.accounts import passwords
     from appliance.services.ids import new_id
 
     now = clock.now()
     fixed_hash = passwords.hash_password(secrets.token_urlsafe(18))
-    users, projects, members, pairs = [], [], [], []
+    user_rows, projects, members, pairs = [], [], [], []
     for index in range(count):
         user_id, project_id = new_id("usr"), new_id("prj")
         pairs.append((user_id, project_id))
-        users.append({"id": user_id, "email": f"{label}{index:05d}@bench.example.com",
+        user_rows.append({"id": user_id, "email": f"{label}{index:05d}@bench.example.com",
                       "display_name": f"{label} {index}", "password_hash": fixed_hash,
                       "role": "user", "status": "active", "email_verified_at": now,
                       "password_changed_at": now, "created_at": now, "updated_at": now})
@@ -157,7 +158,7 @@ def _accounts(count: int, label: str) -> list[tuple[str, str]]:
         members.append({"project": project_id, "user": user_id, "role": "owner",
                         "created_at": now, "updated_at": now})
     with database.atomic():
-        for model, rows in ((User, users), (Project, projects), (Membership, members)):
+        for model, rows in ((User, user_rows), (Project, projects), (Membership, members)):
             bench.insert_all(model, rows)
     return pairs
 
@@ -178,9 +179,9 @@ def _instances(owners: list[tuple[str, str]], plan: Any, created: dt.datetime,
     disabled simulated node (see bench.seed_instances); return (instance, user, project)."""
     from appliance.db import database
     from appliance.models import Image, Instance
-    from appliance.services import nodes
     from appliance.services.ids import new_id
-    from appliance.services.instances import engine_name
+    from appliance.services.instances import nodes
+    from appliance.services.instances.lifecycle import engine_name
 
     node = nodes.check_health(nodes._insert(
         "bench-metered", "fake", "fake://bench-metered", options={}, enabled=False,
@@ -210,7 +211,8 @@ def metering_in_child(data_dir: str, result_path: str) -> None:
     from appliance import create_app
     from appliance.db import database
     from appliance.models import Instance, LedgerEntry, UsageDaily, UsageRecord
-    from appliance.services import clock, metering
+    from appliance.services import clock
+    from appliance.services.billing import metering
 
     app = create_app({"DATA_DIR": data_dir})
     with app.app_context(), database.connection_context():
@@ -287,7 +289,7 @@ def _bulk_usage(db_path: str, subjects: list[tuple[str, str, str]], sku: str, *,
                 first: dt.datetime, last: dt.datetime, groups: dict[tuple[str, str], int],
                 ) -> dict[str, float]:
     """Write the records, rollup and meters straight into SQLite; return the timings."""
-    from appliance.services import metering
+    from appliance.services.billing import metering
 
     conn = sqlite3.connect(db_path, isolation_level=None)
     timings: dict[str, float] = {}
@@ -341,8 +343,10 @@ def chart_in_child(data_dir: str, result_path: str) -> None:
     from appliance import create_app
     from appliance.db import database
     from appliance.models import Project, UsageRecord
-    from appliance.services import accounts, api_keys, clock, metering, projects
-    from appliance.services.sessions import Principal
+    from appliance.services import clock, projects
+    from appliance.services.accounts import api_keys, users
+    from appliance.services.accounts.sessions import Principal
+    from appliance.services.billing import metering
 
     began = time.perf_counter()
     app = create_app({"DATA_DIR": data_dir})
@@ -350,7 +354,7 @@ def chart_in_child(data_dir: str, result_path: str) -> None:
     last = metering.hour_of(now)
     first = last - dt.timedelta(hours=CHART_HOURS - 1)
     with app.app_context(), database.connection_context():
-        user = accounts.create_user("chart@bench.example.com", secrets.token_urlsafe(18),
+        user = users.create_user("chart@bench.example.com", secrets.token_urlsafe(18),
                                     verified=True)
         owner = Principal(user, None, "session")
         key = api_keys.create_key(owner, "bench chart", ["usage:read"],

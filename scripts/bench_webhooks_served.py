@@ -133,7 +133,7 @@ class Receivers:
 def private_address() -> tuple[str | None, str]:
     """An address of this machine the SSRF guard accepts with WEBHOOKS_ALLOW_PRIVATE, and
     why none when there is none."""
-    from appliance.services import ssrf
+    from appliance.services.webhooks import ssrf
 
     ip = shutil.which("ip")
     if ip is None:
@@ -204,7 +204,7 @@ def emit_in_child(data_dir: str, user_email: str, count: str, result_path: str) 
     from appliance import create_app
     from appliance.db import database
     from appliance.models import User
-    from appliance.services import events
+    from appliance.services.events import outbox
     from appliance.services.ids import new_id
 
     app = create_app({"DATA_DIR": data_dir})
@@ -212,7 +212,7 @@ def emit_in_child(data_dir: str, user_email: str, count: str, result_path: str) 
         user = User.get(User.email == user_email)
         with database.atomic():
             for n in range(int(count)):
-                events.emit(EVENT_TYPE, user_id=user.id, data={"api_key": {
+                outbox.emit(EVENT_TYPE, user_id=user.id, data={"api_key": {
                     "id": new_id("key"), "name": f"bench {n}", "scopes": ["instances:read"],
                     "project_id": None, "expires_at": None, "owner_id": user.id},
                     "actor_id": user.id})

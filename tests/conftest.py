@@ -13,7 +13,10 @@ import pytest
 import requests
 
 from appliance import create_app
-from appliance.services import api_keys, authcache, clock, dashboard_metrics, throttle
+from appliance.services import clock
+from appliance.services.accounts import api_keys, authcache
+from appliance.services.limits import throttle
+from appliance.services.ops import dashboard_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from appliance.models import MailOutbox
-from appliance.services import accounts
+from appliance.services.accounts import users
 
 PASSWORD = "correct horse battery staple"
 
@@ -13,7 +13,7 @@ PASSWORD = "correct horse battery staple"
 def make_user(app, email: str = "owner@example.test", password: str = PASSWORD, *,
               role: str = "user", verified: bool = True, display_name: str = ""):
     with app.app_context():
-        return accounts.create_user(email, password, display_name, role=role, verified=verified)
+        return users.create_user(email, password, display_name, role=role, verified=verified)
 
 
 def login(client, email: str, password: str = PASSWORD) -> dict:
@@ -81,7 +81,8 @@ def fake_catalog(app, endpoint: str = "fake://tests", memory_mb: int = 65536) ->
     """A healthy simulated node and a plan, as an operator would set them up."""
     from appliance.drivers import fake
     from appliance.models import Image, Plan
-    from appliance.services import clock, nodes
+    from appliance.services import clock
+    from appliance.services.instances import nodes
 
     fake.forget_all()
     with app.app_context():
@@ -102,7 +103,7 @@ def fake_catalog(app, endpoint: str = "fake://tests", memory_mb: int = 65536) ->
 
 
 def run_jobs(app) -> int:
-    from appliance.services import jobs
+    from appliance.services.instances import jobs
 
     with app.app_context():
         return jobs.run_pending()

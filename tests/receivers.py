@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook as StandardWebhook
 
-from appliance.services import ssrf
+from appliance.services.webhooks import ssrf
 
 
 def allow_loopback(monkeypatch) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance.services import throttle
+from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, login, make_user
 
 

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from appliance.models import ApiKey
-from appliance.services import api_keys, clock
+from appliance.services import clock
+from appliance.services.accounts import api_keys
 from tests.factories import (
     add_member,
     api,

@@ -8,7 +8,8 @@ import jwt
 import pytest
 
 from appliance.models import AuthSession, EmailToken, User
-from appliance.services import clock, throttle
+from appliance.services import clock
+from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, last_mail, login, make_user, token_from_mail
 
 
@@ -214,7 +215,7 @@ def test_an_access_token_expires_after_15_minutes(app, client):
 
 def _forge(app, claims_change=None, header_change=None, key=None):
     """An access token like ours, with changes, signed with our real key unless given."""
-    from appliance.services import sessions
+    from appliance.services.accounts import sessions
 
     now = int(clock.now().timestamp())
     claims = {"iss": "appliance", "aud": "appliance-api", "sub": "usr_x", "sid": "ses_x",
@@ -417,12 +418,12 @@ def test_forgot_password_does_not_wait_for_the_mail_server(make_app):
 
 def test_an_unverified_account_cannot_create_billable_resources(app):
     from appliance.errors import Forbidden
-    from appliance.services import accounts
+    from appliance.services.accounts import users
 
     unverified = make_user(app, "new@example.test", verified=False)
     verified = make_user(app, "old@example.test")
     with app.app_context():
         with pytest.raises(Forbidden) as refused:
-            accounts.require_verified(unverified)
+            users.require_verified(unverified)
         assert refused.value.code == "email_unverified" and refused.value.status == 403
-        accounts.require_verified(verified)
+        users.require_verified(verified)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.services import authcache
+from appliance.services.accounts import authcache
 from tests.factories import (
     add_member,
     api,

@@ -11,7 +11,8 @@ import pytest
 
 from appliance.db import database
 from appliance.models import BillingAccount, Instance, Job
-from appliance.services import billing, clock, metering
+from appliance.services import clock
+from appliance.services.billing import metering, prepaid
 from tests.billing_helpers import T0, make_instance, make_node_and_image, make_plan
 from tests.factories import (
     api,
@@ -313,7 +314,7 @@ def test_creating_or_resizing_below_the_minimum_balance_is_402_with_the_shortfal
                   people["owner"], json={"plan_id": catalog["large_plan"]})
     assert resized.status_code in (402, 409)  # 409 while the create job has not run yet
     with app.app_context():
-        assert billing.readiness(people["owner_id"]).shortfall == 10_000 - 300
+        assert prepaid.readiness(people["owner_id"]).shortfall == 10_000 - 300
 
 
 def test_zero_balance_starts_grace_then_suspends_stops_and_lifts_after_a_top_up(
@@ -322,16 +323,16 @@ def test_zero_balance_starts_grace_then_suspends_stops_and_lifts_after_a_top_up(
     _grant(client, people, 300)
     instance, project = _run_usage(app, people, client, hours=2, price=100)  # 300 used
     with app.app_context(), database.connection_context():
-        assert billing.enforce()["grace_started"] == 1
+        assert prepaid.enforce()["grace_started"] == 1
         clock.advance(H)
         metering.tick()
-        assert billing.enforce()["suspended"] == 0
+        assert prepaid.enforce()["suspended"] == 0
         clock.advance(H)
-        counts = billing.enforce()
+        counts = prepaid.enforce()
         assert (counts["suspended"], counts["stops_queued"]) == (1, 1)
         assert Instance.get_by_id(instance.id).suspended_at is not None
         assert Job.get(Job.instance == instance.id).type == "instance.stop"
-        assert billing.enforce()["stops_queued"] == 0  # idempotent: the stop is queued
+        assert prepaid.enforce()["stops_queued"] == 0  # idempotent: the stop is queued
     overview = api(client, "GET", "/billing", people["owner"]).get_json()
     assert overview["status"] == "suspended"
     assert overview["provisioning"]["reason"] == "suspended"
@@ -340,7 +341,7 @@ def test_zero_balance_starts_grace_then_suspends_stops_and_lifts_after_a_top_up(
     assert start.status_code == 402 and start.get_json()["error"]["code"] == "payment_required"
     _grant(client, people, 1000)
     with app.app_context(), database.connection_context():
-        assert billing.enforce()["lifted"] == 1
+        assert prepaid.enforce()["lifted"] == 1
         assert Instance.get_by_id(instance.id).suspended_at is None
         account = BillingAccount.get_by_id(people["owner_id"])
         assert (account.suspended_at, account.grace_started_at) == (None, None)
@@ -354,7 +355,7 @@ def test_reaching_the_spend_cap_refuses_provisioning_and_suspends(app, client, p
     body = api(client, "GET", "/billing", people["owner"]).get_json()
     assert body["provisioning"]["reason"] == "spend_cap_reached"
     with app.app_context(), database.connection_context():
-        assert billing.enforce()["suspended"] == 1
+        assert prepaid.enforce()["suspended"] == 1
     api(client, "PATCH", "/billing/spend-cap", people["owner"], json={"spend_cap": 10_000})
     with app.app_context(), database.connection_context():
-        assert billing.enforce()["lifted"] == 1
+        assert prepaid.enforce()["lifted"] == 1

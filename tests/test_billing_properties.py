@@ -15,9 +15,11 @@ from appliance import create_app
 from appliance.db import database
 from appliance.errors import ApplianceError
 from appliance.models import LedgerEntry, UsageDaily, UsageRecord, User
-from appliance.services import accounts, clock, ledger, metering, promo
+from appliance.services import clock
+from appliance.services.accounts import users
+from appliance.services.accounts.sessions import Principal
+from appliance.services.billing import ledger, metering, promo
 from appliance.services.ids import new_id
-from appliance.services.sessions import Principal
 from tests.billing_helpers import (
     default_project_of,
     delete_instance,
@@ -55,9 +57,9 @@ def _state(user_ids):
 def test_the_ledger_always_adds_up_and_no_hour_is_charged_twice(app, script):
     clock.freeze(START)
     with app.app_context(), database.connection_context():
-        users = [accounts.create_user(f"{new_id('p')}@example.test", "correct horse battery",
+        made = [users.create_user(f"{new_id('p')}@example.test", "correct horse battery",
                                       "", verified=True) for _ in range(2)]
-        ids = [u.id for u in users]
+        ids = [u.id for u in made]
         node, image = make_node_and_image()
         plans = [make_plan(new_id("a")[2:], price=70, cap=2000),
                  make_plan(new_id("b")[2:], price=13, cap=10**6)]

@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from aiosmtpd.controller import Controller
 
-from appliance.services.mfa import qr_svg
+from appliance.services.accounts.mfa import qr_svg
 from tests.browser import (
     ApplianceServer,
     Screenshots,

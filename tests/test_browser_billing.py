@@ -17,7 +17,8 @@ import pytest
 from appliance import create_app
 from appliance.db import database
 from appliance.models import Instance, User
-from appliance.services import clock, ledger, metering
+from appliance.services import clock
+from appliance.services.billing import ledger, metering
 from tests.billing_helpers import (
     default_project_of,
     delete_instance,

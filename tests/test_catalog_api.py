@@ -6,7 +6,7 @@ import pytest
 
 from appliance.drivers import fake
 from appliance.models import Node, Plan
-from appliance.services import nodes
+from appliance.services.instances import nodes
 from tests.factories import api, bearer, login, make_user
 
 PLAN = {"slug": "small", "name": "Small", "vcpus": 1, "memory_mb": 512, "disk_gb": 10,

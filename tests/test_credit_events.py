@@ -6,7 +6,7 @@ import pytest
 
 from appliance.db import database
 from appliance.models import Event, LedgerEntry
-from appliance.services import ledger
+from appliance.services.billing import ledger
 from tests.factories import api, bearer, login, make_user
 
 

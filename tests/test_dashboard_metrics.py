@@ -10,7 +10,8 @@ import pytest
 from appliance import scheduler
 from appliance.db import database
 from appliance.models import MetricSample, UsageRecord
-from appliance.services import clock, dashboard_metrics
+from appliance.services import clock
+from appliance.services.ops import dashboard_metrics
 from tests.billing_helpers import default_project_of
 from tests.factories import (
     api,

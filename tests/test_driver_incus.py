@@ -19,7 +19,7 @@ import pytest
 
 from appliance import drivers
 from appliance.drivers.base import MISSING, RUNNING, DriverError, Limits
-from appliance.drivers.incus import IncusDriver, _addresses
+from appliance.drivers.incus.driver import IncusDriver, addresses_of
 from tests.driver_contract import DriverContract, require_engine
 
 IMAGE = "appliance-test/busybox"
@@ -250,4 +250,4 @@ def test_addresses_are_global_ipv4_first_eth0_first():
             {"family": "inet", "address": "10.123.45.7", "scope": "global"},
         ]},
     }
-    assert _addresses(network) == ("10.123.45.7", "10.0.0.5", "fd42::5")
+    assert addresses_of(network) == ("10.123.45.7", "10.0.0.5", "fd42::5")

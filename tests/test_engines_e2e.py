@@ -22,7 +22,8 @@ import requests
 
 from appliance import create_app, drivers
 from appliance.models import Image, Plan
-from appliance.services import clock, nodes
+from appliance.services import clock
+from appliance.services.instances import nodes
 from tests.conftest import Server
 from tests.driver_contract import require_engine
 from tests.factories import PASSWORD, make_user

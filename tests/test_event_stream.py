@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from appliance.db import database
-from appliance.services import event_stream, events
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.events import live, outbox
 from tests.factories import api, bearer, create_key, fake_catalog, key_auth, login, make_user
 
 WAIT = 15.0
@@ -200,24 +200,24 @@ def test_keys_need_webhooks_read_and_a_bad_last_event_id_is_400(app, client):
     assert bad.status_code == 400
     assert bad.get_json()["error"]["details"]["field"] == "Last-Event-ID"
     assert api(client, "GET", "/events/stream", {}).status_code == 401
-    assert event_stream.open_streams() == 0
+    assert live.open_streams() == 0
 
 
 def test_a_stream_heartbeats_ends_after_its_lifetime_and_gives_its_slot_back(
         app, monkeypatch):
-    monkeypatch.setattr(event_stream, "HEARTBEAT_SECONDS", 0.2)
-    monkeypatch.setattr(event_stream, "limits", lambda: (1, 1, 1.0))
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(live, "limits", lambda: (1, 1, 1.0))
     user, other = make_user(app, "ada@example.test"), make_user(app, "bob@example.test")
     with app.app_context():
         principal = Principal(user, None, "session")
-        first = event_stream.open_stream(principal)
-        stream = event_stream.open_stream(principal)  # past her cap of 1: it replaces first
+        first = live.open_stream(principal)
+        stream = live.open_stream(principal)  # past her cap of 1: it replaces first
         assert "replaced by a newer stream" in "".join(first)
-        assert event_stream.open_streams() == 1
+        assert live.open_streams() == 1
         with pytest.raises(Exception, match="live streams are open on this server"):
-            event_stream.open_stream(Principal(other, None, "session"))  # the total of 1
+            live.open_stream(Principal(other, None, "session"))  # the total of 1
         with database.atomic():
-            events.emit("billing.credited", user_id=user.id, data={"amount": 1})
+            outbox.emit("billing.credited", user_id=user.id, data={"amount": 1})
         started = time.monotonic()
         chunks = list(stream)
         assert 0.5 < time.monotonic() - started < 3
@@ -225,7 +225,7 @@ def test_a_stream_heartbeats_ends_after_its_lifetime_and_gives_its_slot_back(
     assert text.startswith("retry: 3000\n")
     assert "event: billing.credited\n" in text and text.count(": heartbeat") >= 2
     assert chunks[-1].startswith(": this stream ends now")
-    assert event_stream.open_streams() == 0
+    assert live.open_streams() == 0
 
 
 def test_the_stream_is_in_the_openapi_document_as_text_event_stream(client):

@@ -7,7 +7,7 @@ import pytest
 
 from appliance.db import database
 from appliance.models import Event
-from appliance.services import events
+from appliance.services.events import outbox
 from tests.factories import (
     add_member,
     api,
@@ -121,15 +121,15 @@ def test_a_key_needs_webhooks_read_and_sees_only_its_project(client, team):
 def test_an_event_rolls_back_with_its_change(app):
     with app.app_context():
         with pytest.raises(RuntimeError), database.atomic():
-            events.emit("webhook.test", data={"message": "x"})
+            outbox.emit("webhook.test", data={"message": "x"})
             raise RuntimeError("the change failed")
         assert Event.select().count() == 0
         with pytest.raises(ValueError):
-            events.emit("no.such.type", data={})
+            outbox.emit("no.such.type", data={})
 
 
 def test_event_ids_sort_in_the_order_they_happened(app):
     with app.app_context():
-        first = events.emit("webhook.test", data={})
-        second = events.emit("webhook.test", data={})
+        first = outbox.emit("webhook.test", data={})
+        second = outbox.emit("webhook.test", data={})
     assert first.id < second.id

@@ -35,7 +35,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from appliance.models import AuthSession, User
-from appliance.services import event_stream, passwords, throttle
+from appliance.services.accounts import passwords
+from appliance.services.events import live
+from appliance.services.limits import throttle
 from tests import sshkeys
 from tests.factories import (
     PASSWORD,
@@ -150,10 +152,10 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
         # usually the one this run's token belongs to; revoking it is handled (a 401
         # makes schemathesis sign in again).
         with app.app_context():
-            live = [row.id for row in AuthSession.select(AuthSession.id)
+            alive = [row.id for row in AuthSession.select(AuthSession.id)
                     .where(AuthSession.user == admin.id, AuthSession.revoked_at.is_null())
                     .order_by(AuthSession.created_at.desc()).limit(index + 1)]
-        return live[-1] if live else member_session
+        return alive[-1] if alive else member_session
 
     return {
         "user_id": st.sampled_from([admin.id, member.id, unverified.id]),
@@ -243,8 +245,8 @@ def streams_end_at_once(monkeypatch):
     """A valid GET /events/stream holds its answer open for EVENT_STREAM_SECONDS (at least
     5 s, 300 by default), which the in-process client waits out: here a stream ends right
     after its first lines (its headers and format are what is checked)."""
-    real = event_stream.limits
-    monkeypatch.setattr(event_stream, "limits", lambda: (*real()[:2], 0.0))
+    real = live.limits
+    monkeypatch.setattr(live, "limits", lambda: (*real()[:2], 0.0))
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 
 from appliance.errors import Conflict
 from appliance.models import IdempotencyRecord, Project
-from appliance.services import clock, idempotency
+from appliance.services import clock
+from appliance.services.limits import idempotency
 from tests.factories import api, bearer, create_key, key_auth, login, make_user
 
 

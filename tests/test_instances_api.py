@@ -13,7 +13,8 @@ from appliance import create_app
 from appliance.drivers.base import DriverError
 from appliance.drivers.fake import FakeDriver
 from appliance.models import Job, Plan
-from appliance.services import clock, instances, jobs
+from appliance.services import clock
+from appliance.services.instances import jobs, lifecycle
 from tests import sshkeys
 from tests.factories import (
     api,
@@ -180,7 +181,7 @@ def test_quotas_and_capacity_are_checked_before_anything_is_made(app, client, ow
                                                                  catalog):
     owner_id = api(client, "GET", "/auth/me", owner).get_json()["id"]
     from appliance.models import User
-    from appliance.services import quotas
+    from appliance.services.limits import quotas
 
     with app.app_context():
         user = User.get_by_id(owner_id)
@@ -307,7 +308,7 @@ def test_a_served_appliance_runs_jobs_in_the_background(serve, tmp_path):
 def test_the_reconciler_shows_changes_made_outside_and_reports_strangers(app, client, owner,
                                                                         project, catalog):
     from appliance.drivers.base import InstanceSpec, Limits
-    from appliance.services import instance_jobs
+    from appliance.services.instances import engine_jobs
 
     first = create_instance(app, client, owner, project, catalog)
     second = create_instance(app, client, owner, project, catalog, name="web-2")
@@ -316,8 +317,8 @@ def test_the_reconciler_shows_changes_made_outside_and_reports_strangers(app, cl
     engine.delete("ins-" + second["id"].removeprefix("ins_"))
     engine.create(InstanceSpec("ins-stranger", "fake/debian-12", Limits(1, 128, 1)))
     with app.app_context():
-        assert instance_jobs.reconcile_all() == 2
-        assert instance_jobs.reconcile_all() == 0  # nothing more to say
+        assert engine_jobs.reconcile_all() == 2
+        assert engine_jobs.reconcile_all() == 0  # nothing more to say
     assert _get(client, owner, project, first["id"])["status"] == "stopped"
     gone = _get(client, owner, project, second["id"])
     assert (gone["status"], gone["power_state"]) == ("failed", "missing")
@@ -429,7 +430,7 @@ def test_the_list_follows_every_change_even_from_another_connection(  # noqa: PL
     """Pages are served from a cache kept under the project's listing version; any write
     to the instances, their jobs or the catalog rows shown is seen by the next request
     when this process made it, and within EXTERNAL_WRITES_SEEN_WITHIN when another did."""
-    monkeypatch.setattr(instances, "EXTERNAL_WRITES_SEEN_WITHIN", 0.3)
+    monkeypatch.setattr(lifecycle, "EXTERNAL_WRITES_SEEN_WITHIN", 0.3)
     instance = create_instance(app, client, owner, project, catalog)
 
     def listed():
@@ -447,18 +448,18 @@ def test_the_list_follows_every_change_even_from_another_connection(  # noqa: PL
     time.sleep(0.3)
     assert (listed()["ipv4"], listed()["plan"]["name"]) == ("10.1.2.3", "Renamed")
     with app.app_context():
-        version = instances.listing_version(project)
+        version = lifecycle.listing_version(project)
         with sqlite3.connect(data_dir / "appliance.db") as other:
             other.execute("UPDATE node SET last_checked_at = '2026-01-01'")  # not shown
-        assert instances.listing_version(project) == version
+        assert lifecycle.listing_version(project) == version
 
 
 def test_a_repeated_list_does_not_ask_the_database_while_nothing_was_written(  # noqa: PLR0917
         app, client, owner, project, catalog, monkeypatch):
     instance = create_instance(app, client, owner, project, catalog)
     asked = []
-    real = instances.listing_version
-    monkeypatch.setattr(instances, "listing_version",
+    real = lifecycle.listing_version
+    monkeypatch.setattr(lifecycle, "listing_version",
                         lambda project_id: asked.append(project_id) or real(project_id))
     for _ in range(3):
         assert api(client, "GET", _path(project), owner).status_code == 200

@@ -23,7 +23,8 @@ from appliance.models import (
     InvoiceLine,
     InvoiceRun,
 )
-from appliance.services import billing_state, clock, invoices, ledger, metering
+from appliance.services import clock
+from appliance.services.billing import billing_state, invoices, ledger, metering
 from tests.billing_helpers import (
     default_project_of,
     delete_instance,

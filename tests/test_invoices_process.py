@@ -16,7 +16,9 @@ import pytest
 
 from appliance import create_app
 from appliance.db import database
-from appliance.services import clock, invoices, metering, passwords
+from appliance.services import clock
+from appliance.services.accounts import passwords
+from appliance.services.billing import invoices, metering
 from tests.billing_helpers import (
     default_project_of,
     delete_instance,

@@ -8,7 +8,7 @@ from peewee import IntegrityError
 from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import BillingAlert, LedgerEntry
-from appliance.services import ledger
+from appliance.services.billing import ledger
 from tests.factories import make_user
 
 

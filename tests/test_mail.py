@@ -12,7 +12,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import MailOutbox
-from appliance.services import clock, mail
+from appliance.services import clock
+from appliance.services.accounts import mail
 from tests.conftest import free_port
 from tests.smtp import Inbox
 
@@ -92,7 +93,7 @@ def test_it_delivers_mail_through_the_configured_smtp_server(make_app, smtp):
 def test_it_keeps_mail_in_the_outbox_without_smtp(make_app, smtp, caplog):
     inbox, _port = smtp  # listening, but the app is not told about it
     app = make_app()
-    caplog.set_level(logging.INFO, logger="appliance.services.mail")
+    caplog.set_level(logging.INFO, logger="appliance.services.accounts.mail")
     with app.app_context():
         row = mail.send("bob@example.com", "Confirm your address",
                         "Your code is tok_secret_verification_code")
@@ -102,7 +103,7 @@ def test_it_keeps_mail_in_the_outbox_without_smtp(make_app, smtp, caplog):
     assert stored.body == "Your code is tok_secret_verification_code"
     assert inbox.received == []
     lines = [record.getMessage() for record in caplog.records
-             if record.name == "appliance.services.mail"]
+             if record.name == "appliance.services.accounts.mail"]
     assert len(lines) == 1
     assert "bob@example.com" in lines[0]
     assert "Confirm your address" in lines[0]
@@ -113,7 +114,7 @@ def test_it_keeps_mail_in_the_outbox_without_smtp(make_app, smtp, caplog):
 def test_it_keeps_a_failed_mail_when_the_server_is_unreachable(make_app, caplog):
     port = free_port()  # nothing listens here
     app = make_app(**smtp_settings(port))
-    caplog.set_level(logging.INFO, logger="appliance.services.mail")
+    caplog.set_level(logging.INFO, logger="appliance.services.accounts.mail")
     with app.app_context():
         row = mail.send("carol@example.com", "Invoice", "Your invoice tok_invoice_link")
 
@@ -123,7 +124,7 @@ def test_it_keeps_a_failed_mail_when_the_server_is_unreachable(make_app, caplog)
     assert f"127.0.0.1:{port}" in row.error
     assert "Traceback" not in row.error
     warnings = [r for r in caplog.records
-                if r.levelno == logging.WARNING and r.name == "appliance.services.mail"]
+                if r.levelno == logging.WARNING and r.name == "appliance.services.accounts.mail"]
     assert len(warnings) == 1
     assert "carol@example.com" in warnings[0].getMessage()
     assert "tok_invoice_link" not in caplog.text

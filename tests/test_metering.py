@@ -10,7 +10,8 @@ from peewee import fn
 
 from appliance.db import database
 from appliance.models import LedgerEntry, UsageDaily, UsageRecord
-from appliance.services import clock, ledger, metering
+from appliance.services import clock
+from appliance.services.billing import ledger, metering
 from tests.billing_helpers import (
     T0,
     default_project_of,

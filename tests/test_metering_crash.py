@@ -14,7 +14,8 @@ from collections import defaultdict
 
 from appliance import create_app
 from appliance.db import database
-from appliance.services import clock, ledger
+from appliance.services import clock
+from appliance.services.billing import ledger
 from tests.billing_helpers import default_project_of, make_instance, make_node_and_image, make_plan
 from tests.conftest import Server
 from tests.factories import make_user

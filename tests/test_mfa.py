@@ -14,7 +14,8 @@ import pytest
 from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest
 from appliance.models import AuditLog, MfaFactor, RecoveryCode, User
-from appliance.services import clock, ids, mfa
+from appliance.services import clock, ids
+from appliance.services.accounts import mfa
 
 # 10 s into a 30-second step, so "one step back" is unambiguous.
 START = dt.datetime(2030, 5, 17, 9, 0, 10, tzinfo=dt.UTC)

@@ -5,7 +5,8 @@ import datetime as dt
 import pyotp
 import pytest
 
-from appliance.services import clock, throttle
+from appliance.services import clock
+from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, login, make_user
 
 

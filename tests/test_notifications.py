@@ -9,7 +9,9 @@ import pytest
 
 from appliance.db import database
 from appliance.models import Event, Job, MailOutbox, Notification
-from appliance.services import clock, events, ledger, notifications
+from appliance.services import clock
+from appliance.services.billing import ledger
+from appliance.services.events import notifications, outbox
 from tests.factories import (
     add_member,
     api,
@@ -58,7 +60,7 @@ def _unread(client, headers) -> int:
 
 def _emit(app, type: str, **kwargs) -> Event:
     with app.app_context(), database.connection_context(), database.atomic():
-        return events.emit(type, **kwargs)
+        return outbox.emit(type, **kwargs)
 
 
 def _grant_then_spend(app, user_id: str) -> None:
@@ -152,7 +154,7 @@ def test_a_low_balance_alert_emits_an_event_and_a_notification(make_app, client)
     assert found[0]["body"].startswith("Your balance is 3.00 EUR, below your alert at 5.00 EUR")
     with app.app_context():
         event = Event.get(Event.type == "billing.low_balance")
-        assert events.data_of(event) == {"balance": 300, "threshold": 500, "currency": "EUR"}
+        assert outbox.data_of(event) == {"balance": 300, "threshold": 500, "currency": "EUR"}
         assert Notification.get(Notification.event == event.id).email_status == "pending"
 
 
@@ -274,7 +276,7 @@ def test_a_failing_listener_rolls_back_alone(app, client, team, monkeypatch):
                             title="half", created_at=clock.now())
         raise RuntimeError("a bug in a listener")
 
-    monkeypatch.setattr(events, "_listeners", [broken, *events._listeners])
+    monkeypatch.setattr(outbox, "_listeners", [broken, *outbox._listeners])
     event = _emit(app, "invoice.issued", user_id=team["owner_id"], data={"invoice": {
         "id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}})
     with app.app_context():
@@ -286,7 +288,7 @@ def test_a_failing_listener_rolls_back_alone(app, client, team, monkeypatch):
 def test_a_notification_rolls_back_with_its_event(app, client, team):
     with app.app_context(), database.connection_context():
         with pytest.raises(RuntimeError), database.atomic():
-            events.emit("invoice.issued", user_id=team["owner_id"], data={"invoice": {
+            outbox.emit("invoice.issued", user_id=team["owner_id"], data={"invoice": {
                 "id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}})
             raise RuntimeError("the change failed")
         assert Notification.select().count() == 0

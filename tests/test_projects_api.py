@@ -197,7 +197,7 @@ def test_outsiders_get_404_on_every_project_route_with_a_token_or_a_key(app, cli
 
 
 def projects_scopes():
-    from appliance.services.sessions import SCOPES
+    from appliance.services.accounts.sessions import SCOPES
 
     return [scope for scope in SCOPES if scope != "admin"]
 

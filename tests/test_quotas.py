@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.services import quotas
+from appliance.services.limits import quotas
 from tests.factories import api, bearer, create_key, login, make_user
 
 

@@ -10,8 +10,10 @@ import pytest
 from appliance import scheduler
 from appliance.db import database
 from appliance.models import Event, Notification, Webhook, WebhookAttempt, WebhookDelivery
-from appliance.services import clock, events, retention
+from appliance.services import clock
+from appliance.services.events import outbox
 from appliance.services.ids import new_id
+from appliance.services.ops import retention
 from tests.factories import make_user
 
 T0 = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
@@ -37,7 +39,7 @@ def a_webhook(user_id: str) -> Webhook:
 
 
 def an_event(user_id: str) -> Event:
-    return events.emit("billing.credited", user_id=user_id, data={"amount": 1})
+    return outbox.emit("billing.credited", user_id=user_id, data={"amount": 1})
 
 
 def delivery_of(event: Event) -> WebhookDelivery:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from appliance.services import signing
-from appliance.services.signing import SignatureError
+from appliance.services.webhooks import signing
+from appliance.services.webhooks.signing import SignatureError
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

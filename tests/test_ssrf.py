@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliance.services import ssrf
-from appliance.services.ssrf import DeliveryError, UnsafeURL
+from appliance.services.webhooks import ssrf
+from appliance.services.webhooks.ssrf import DeliveryError, UnsafeURL
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

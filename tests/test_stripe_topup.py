@@ -12,7 +12,9 @@ import pytest
 
 from appliance.db import database
 from appliance.models import LedgerEntry, StripeTopup
-from appliance.services import clock, ledger, signing
+from appliance.services import clock
+from appliance.services.billing import ledger
+from appliance.services.webhooks import signing
 from tests.factories import api, bearer, create_key, key_auth, login, make_user
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from appliance.services import clock, throttle
+from appliance.services import clock
+from appliance.services.limits import throttle
 from tests.factories import PASSWORD, make_user
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from appliance.db import database
 from appliance.models import BillingAlert, LedgerEntry, PromoCode
-from appliance.services import clock, metering
+from appliance.services import clock
+from appliance.services.billing import metering
 from appliance.web import charts
 from tests.billing_helpers import (
     T0,

@@ -8,8 +8,9 @@ import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
 from appliance.models import Webhook
-from appliance.services import deliveries, events
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.events import outbox
+from appliance.services.webhooks import batches, deliveries
 from tests.factories import make_user
 from tests.receivers import Answer, Receiver, allow_loopback
 from tests.test_web_projects import EVIL, EVIL_ESCAPED, Browser
@@ -59,8 +60,8 @@ def test_the_secret_is_shown_once_and_verifies_a_delivery(app, ada, users, recei
     assert secret not in ada.page("/webhooks")
     webhook = _only_webhook(app)
     with app.app_context():
-        events.emit("billing.credited", user_id=users["ada"].id, data={"amount": 5})
-        deliveries.deliver_due()
+        outbox.emit("billing.credited", user_id=users["ada"].id, data={"amount": 5})
+        batches.deliver_due()
     request = receiver.received[0]
     assert StandardWebhook(secret).verify(request.body, request.headers)["type"] == (
         "billing.credited")
@@ -108,8 +109,8 @@ def test_test_pause_resume_rotate_redeliver_and_delete(app, ada, users, receiver
 
 def test_the_events_page_lists_and_filters(app, ada, users):
     with app.app_context():
-        events.emit("billing.credited", user_id=users["ada"].id, data={"message": EVIL})
-        events.emit("member.added", user_id=users["eve"].id, data={"message": "not yours"})
+        outbox.emit("billing.credited", user_id=users["ada"].id, data={"message": EVIL})
+        outbox.emit("member.added", user_id=users["eve"].id, data={"message": "not yours"})
     page = ada.page("/events")
     assert "billing.credited" in page and "not yours" not in page
     assert EVIL not in page and "&lt;script&gt;" in page

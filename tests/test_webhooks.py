@@ -11,15 +11,9 @@ import time
 import pytest
 
 from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
-from appliance.services import (
-    clock,
-    deliveries,
-    delivery_batches,
-    dispatcher,
-    events,
-    settings,
-    ssrf,
-)
+from appliance.services import clock, settings
+from appliance.services.events import outbox
+from appliance.services.webhooks import batches, deliveries, dispatcher, ssrf
 from tests.factories import api, bearer, create_key, login, make_user
 from tests.receivers import Answer, Receiver, allow_loopback, signed_by, verify_now
 
@@ -51,12 +45,12 @@ def create_webhook(client, auth, url, **fields) -> tuple[dict, str]:
 
 def emit(app, user_id, type_="billing.credited", **data) -> str:
     with app.app_context():
-        return events.emit(type_, user_id=user_id, data=data or {"amount": 100}).id
+        return outbox.emit(type_, user_id=user_id, data=data or {"amount": 100}).id
 
 
 def deliver(app) -> int:
     with app.app_context():
-        return deliveries.deliver_due()
+        return batches.deliver_due()
 
 
 def delivery_rows(app, webhook_id) -> list[WebhookDelivery]:
@@ -304,9 +298,9 @@ def test_a_failure_ends_a_batch_and_the_log_holds_only_what_was_sent(app, client
     for _ in range(6):
         emit(app, owner["id"])
     with app.app_context():
-        batch = delivery_batches.claim_batch(webhook["id"])
+        batch = batches.claim_batch(webhook["id"])
         assert len(batch) == 6
-        outcomes = delivery_batches.send_batch(batch)
+        outcomes = batches.send_batch(batch)
     assert [o.status_code for o in outcomes] == [200, 500]
     assert len(receiver.received) == 2
     assert _attempt_counts(app, webhook["id"]) == (2, 2)  # the rest of the chunk taken back
@@ -324,13 +318,13 @@ def test_a_batch_sends_nothing_another_worker_took_after_its_lease_ran_out(app, 
     for _ in range(3):
         emit(app, owner["id"])
     with app.app_context():
-        stalled = delivery_batches.claim_batch(webhook["id"])
-        assert delivery_batches.claim_batch(webhook["id"]) is None  # leased
+        stalled = batches.claim_batch(webhook["id"])
+        assert batches.claim_batch(webhook["id"]) is None  # leased
         clock.advance(deliveries.LEASE + dt.timedelta(seconds=1))
-        other = delivery_batches.claim_batch(webhook["id"])
+        other = batches.claim_batch(webhook["id"])
         assert len(stalled) == len(other) == 3
-        assert len(delivery_batches.send_batch(other)) == 3
-        assert delivery_batches.send_batch(stalled) == []
+        assert len(batches.send_batch(other)) == 3
+        assert batches.send_batch(stalled) == []
     assert len(receiver.received) == 3
     assert _attempt_counts(app, webhook["id"]) == (3, 3)
     assert {r.status for r in delivery_rows(app, webhook["id"])} == {"succeeded"}
@@ -342,8 +336,8 @@ def test_a_stopping_dispatcher_ends_a_batch_between_two_requests(app, client, ow
     for _ in range(6):
         emit(app, owner["id"])
     with app.app_context():
-        batch = delivery_batches.claim_batch(webhook["id"])
-        outcomes = delivery_batches.send_batch(batch,
+        batch = batches.claim_batch(webhook["id"])
+        outcomes = batches.send_batch(batch,
                                                keep_going=lambda: not receiver.received)
     assert len(outcomes) == len(receiver.received) == 1
     assert _attempt_counts(app, webhook["id"]) == (1, 1)
@@ -356,10 +350,10 @@ def test_pausing_a_webhook_stops_its_batch(app, client, owner, receiver):
     for _ in range(3):
         emit(app, owner["id"])
     with app.app_context():
-        batch = delivery_batches.claim_batch(webhook["id"])
+        batch = batches.claim_batch(webhook["id"])
     api(client, "POST", f"/webhooks/{webhook['id']}/pause", owner["auth"])
     with app.app_context():
-        assert delivery_batches.send_batch(batch) == []
+        assert batches.send_batch(batch) == []
     assert receiver.received == []
     rows = delivery_rows(app, webhook["id"])
     assert all(r.status == "pending" and r.lease_until is None and r.attempts == 0
@@ -377,7 +371,7 @@ def test_a_project_webhook_gets_only_that_projects_events(app, client, owner, re
     assert webhook["project_id"] == lab
     for project in (lab, other):
         with app.app_context():
-            events.emit("billing.credited", project_id=project, data={"amount": 1})
+            outbox.emit("billing.credited", project_id=project, data={"amount": 1})
     emit(app, owner["id"])  # an account event: not the project's
     deliver(app)
     assert [json.loads(r.body)["data"] for r in receiver.received] == [{"amount": 1}]

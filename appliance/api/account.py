@@ -10,9 +10,10 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import LimitRequest, SshKey
-from appliance.services import quotas, ssh_keys
-from appliance.services.quotas import Limit
-from appliance.services.sessions import Principal
+from appliance.services.accounts import ssh_keys
+from appliance.services.accounts.sessions import Principal
+from appliance.services.limits import quotas
+from appliance.services.limits.quotas import Limit
 
 bp = ApiBlueprint("account_api", __name__)
 TAGS = ("account",)

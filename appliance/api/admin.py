@@ -18,8 +18,9 @@ from appliance.api.account import (
 from appliance.api.auth import UserOut
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
-from appliance.services import admin, mail, quotas
-from appliance.services.sessions import Principal
+from appliance.services.accounts import admin, mail
+from appliance.services.accounts.sessions import Principal
+from appliance.services.limits import quotas
 
 bp = ApiBlueprint("admin_api", __name__)
 TAGS = ("admin",)

@@ -10,8 +10,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import ApiKey
-from appliance.services import api_keys
-from appliance.services.sessions import Principal
+from appliance.services.accounts import api_keys
+from appliance.services.accounts.sessions import Principal
 
 bp = ApiBlueprint("api_keys_api", __name__)
 TAGS = ("api-keys",)

@@ -11,8 +11,8 @@ from appliance.api.principal import USER, USER_OR_KEY, client_ip, user_agent
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.errors import Unauthorized
 from appliance.models import User
-from appliance.services import accounts, mfa, sessions
-from appliance.services.sessions import Principal, TokenPair
+from appliance.services.accounts import mfa, sessions, users
+from appliance.services.accounts.sessions import Principal, TokenPair
 
 bp = ApiBlueprint("auth_api", __name__)
 TAGS = ("auth",)
@@ -163,7 +163,7 @@ class RecoveryCodesOut(Schema):
 
 def _tokens(user: User) -> Response:
     """Start an API session: tokens in the body, the refresh token also as a cookie."""
-    accounts.record_sign_in(user, client_ip(), "api")
+    users.record_sign_in(user, client_ip(), "api")
     pair = sessions.start_api_session(user, client_ip(), user_agent())
     return _token_response(pair)
 
@@ -184,7 +184,7 @@ def _token_response(pair: TokenPair) -> Response:
               response=SignupOut, status=201, errors=(403, 409, 429),
               ip_limited=True)
 def signup(body: SignupIn):
-    user = accounts.signup(body.email, body.password, body.display_name, body.invite_code,
+    user = users.signup(body.email, body.password, body.display_name, body.invite_code,
                            ip=client_ip())
     return {"user": UserOut.of(user), "verification_sent": True}
 
@@ -193,13 +193,13 @@ def signup(body: SignupIn):
               body=TokenIn, response=UserOut,
               ip_limited=True)
 def verify_email(body: TokenIn):
-    return UserOut.of(accounts.verify_email(body.token, ip=client_ip()))
+    return UserOut.of(users.verify_email(body.token, ip=client_ip()))
 
 
 @bp.operation("/auth/resend-verification", "POST", summary="Mail a new verification link",
               tags=TAGS, response=Accepted, status=202, auth=AUTH, errors=(409,))
 def resend_verification(principal: Principal):
-    accounts.resend_verification(principal.user)
+    users.resend_verification(principal.user)
     return {"ok": True, "message": f"A new link was sent to {principal.user.email}."}
 
 
@@ -210,7 +210,7 @@ def resend_verification(principal: Principal):
                           "`mfa_token` to complete at /auth/mfa/challenge.",
               ip_limited=True)
 def login(body: LoginIn):
-    result = accounts.sign_in(body.email, body.password, ip=client_ip())
+    result = users.sign_in(body.email, body.password, ip=client_ip())
     if result.mfa_required:
         return {"mfa_required": True, "mfa_token": result.mfa_token}
     return _tokens(result.user)
@@ -221,7 +221,7 @@ def login(body: LoginIn):
               errors=(401, 403, 429),
               ip_limited=True)
 def mfa_challenge(body: MfaChallengeIn):
-    return _tokens(accounts.complete_mfa(body.mfa_token, body.code, ip=client_ip()))
+    return _tokens(users.complete_mfa(body.mfa_token, body.code, ip=client_ip()))
 
 
 @bp.operation("/auth/refresh", "POST", summary="Rotate the refresh token", tags=TAGS,
@@ -265,7 +265,7 @@ def me(principal: Principal):
               description="A new email needs `current_password` and takes effect once "
                           "confirmed from the link mailed to it.")
 def update_me(principal: Principal, body: ProfileIn):
-    user, sent = accounts.update_profile(principal, display_name=body.display_name,
+    user, sent = users.update_profile(principal, display_name=body.display_name,
                                          email=body.email,
                                          current_password=body.current_password,
                                          ip=client_ip())
@@ -277,7 +277,7 @@ def update_me(principal: Principal, body: ProfileIn):
               description="Always answers 200, whether or not the account exists.",
               ip_limited=True)
 def forgot_password(body: ForgotIn):
-    accounts.forgot_password(body.email, ip=client_ip())
+    users.forgot_password(body.email, ip=client_ip())
     return {"ok": True, "message": "If an account has this address, a reset link is on its way."}
 
 
@@ -285,14 +285,14 @@ def forgot_password(body: ForgotIn):
               tags=TAGS, body=ResetIn, response=UserOut,
               ip_limited=True)
 def reset_password(body: ResetIn):
-    return UserOut.of(accounts.reset_password(body.token, body.password, ip=client_ip()))
+    return UserOut.of(users.reset_password(body.token, body.password, ip=client_ip()))
 
 
 @bp.operation("/auth/password/change", "POST", summary="Change the password", tags=TAGS,
               body=ChangePasswordIn, response=ChangePasswordOut, auth=AUTH,
               description="Ends every other session and refresh-token family.")
 def change_password(principal: Principal, body: ChangePasswordIn):
-    ended = accounts.change_password(principal, body.current_password, body.new_password,
+    ended = users.change_password(principal, body.current_password, body.new_password,
                                      ip=client_ip())
     return {"ok": True, "sessions_ended": ended}
 
@@ -338,12 +338,12 @@ def mfa_confirm(principal: Principal, body: CodeIn):
 @bp.operation("/auth/mfa/disable", "POST", summary="Turn TOTP off", tags=TAGS,
               body=DisableMfaIn, status=204, auth=AUTH, errors=(409,))
 def mfa_disable(principal: Principal, body: DisableMfaIn):
-    accounts.disable_mfa(principal, body.password, body.code, ip=client_ip())
+    users.disable_mfa(principal, body.password, body.code, ip=client_ip())
 
 
 @bp.operation("/auth/mfa/recovery-codes", "POST", summary="Replace the recovery codes",
               tags=TAGS, body=CodeIn, response=RecoveryCodesOut, auth=AUTH, errors=(409,))
 def mfa_recovery_codes(principal: Principal, body: CodeIn):
-    return {"recovery_codes": accounts.regenerate_recovery_codes(principal, body.code,
+    return {"recovery_codes": users.regenerate_recovery_codes(principal, body.code,
                                                                  ip=client_ip())}
 

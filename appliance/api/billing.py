@@ -23,8 +23,9 @@ from appliance.api.schema import (
 )
 from appliance.models import BillingAccount, BillingAlert, LedgerEntry
 from appliance.models.billing import LEDGER_TYPES
-from appliance.services import billing, billing_state, clock, ledger, promo, usage
-from appliance.services.sessions import Principal
+from appliance.services import clock
+from appliance.services.accounts.sessions import Principal
+from appliance.services.billing import billing_state, ledger, prepaid, promo, usage
 
 bp = ApiBlueprint("billing_api", __name__)
 TAGS = ("billing",)
@@ -150,7 +151,7 @@ class SpendCapIn(Schema):
 @bp.operation("/billing", summary="Balance, burn rate, run-out and readiness", tags=TAGS,
               response=BillingOut, auth=AUTH)
 def overview(principal: Principal):
-    found = billing.overview(principal)
+    found = prepaid.overview(principal)
     ready = found.readiness
     return BillingOut(
         balance=found.balance, currency=found.currency,
@@ -166,7 +167,7 @@ def overview(principal: Principal):
 @bp.operation("/billing/credits", summary="Your credit ledger, newest first", tags=TAGS,
               query=CreditQuery, response=CreditList, auth=AUTH)
 def credits(principal: Principal, query: CreditQuery):
-    rows, cursor = billing.list_credits(principal, query.limit, query.cursor, query.type)
+    rows, cursor = prepaid.list_credits(principal, query.limit, query.cursor, query.type)
     currency = billing_state.currency()
     return page_body([CreditOut.of(row, currency) for row in rows], query.limit, cursor)
 
@@ -179,7 +180,7 @@ def csv_response(chunks, filename: str) -> Response:
 @bp.operation("/billing/credits/statement.csv", summary="Your whole ledger as CSV", tags=TAGS,
               auth=AUTH, produces="text/csv")
 def statement(principal: Principal):
-    return csv_response(billing.statement_csv(principal), "statement.csv")
+    return csv_response(prepaid.statement_csv(principal), "statement.csv")
 
 
 @bp.operation("/billing/promo", "POST", summary="Redeem a promo code", tags=TAGS,
@@ -197,33 +198,33 @@ def redeem_promo(principal: Principal, body: PromoIn):
               response=AlertList, auth=AUTH)
 def list_alerts(principal: Principal):
     currency = billing_state.currency()
-    return {"data": [AlertOut.of(a, currency) for a in billing.list_alerts(principal)]}
+    return {"data": [AlertOut.of(a, currency) for a in prepaid.list_alerts(principal)]}
 
 
 @bp.operation("/billing/alerts", "POST", summary="Add a low-balance alert", tags=TAGS,
               body=AlertIn, response=AlertOut, status=201, auth=AUTH, errors=(409,))
 def create_alert(principal: Principal, body: AlertIn):
-    alert = billing.create_alert(principal, body.threshold, ip=client_ip())
+    alert = prepaid.create_alert(principal, body.threshold, ip=client_ip())
     return AlertOut.of(alert, billing_state.currency())
 
 
 @bp.operation("/billing/alerts/<alert_id>", "DELETE", summary="Delete a low-balance alert",
               tags=TAGS, status=204, auth=AUTH, errors=(404,))
 def delete_alert(principal: Principal, alert_id: str):
-    billing.delete_alert(principal, alert_id, ip=client_ip())
+    prepaid.delete_alert(principal, alert_id, ip=client_ip())
     return None, 204
 
 
 @bp.operation("/billing/settings", summary="Your spend cap and invoice details", tags=TAGS,
               response=SettingsOut, auth=AUTH)
 def get_settings(principal: Principal):
-    return SettingsOut.of(billing.account_settings(principal))
+    return SettingsOut.of(prepaid.account_settings(principal))
 
 
 @bp.operation("/billing/settings", "PUT", summary="Replace your billing settings", tags=TAGS,
               body=SettingsIn, response=SettingsOut, auth=AUTH)
 def put_settings(principal: Principal, body: SettingsIn):
-    return SettingsOut.of(billing.update_settings(
+    return SettingsOut.of(prepaid.update_settings(
         principal, spend_cap=body.spend_cap, invoice_name=body.invoice_name,
         invoice_address=body.invoice_address, vat_id=body.vat_id, ip=client_ip()))
 
@@ -231,7 +232,7 @@ def put_settings(principal: Principal, body: SettingsIn):
 @bp.operation("/billing/spend-cap", "PATCH", summary="Set or clear your monthly spend cap",
               tags=TAGS, body=SpendCapIn, response=SettingsOut, auth=AUTH)
 def set_spend_cap(principal: Principal, body: SpendCapIn):
-    return SettingsOut.of(billing.set_spend_cap(principal, body.spend_cap, ip=client_ip()))
+    return SettingsOut.of(prepaid.set_spend_cap(principal, body.spend_cap, ip=client_ip()))
 
 
 # Usage --------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def usage_daily(principal: Principal, query: RangeQuery):
               errors=(404,))
 def usage_resources(principal: Principal, query: ProjectFilter):
     lines = usage.by_resource(principal, query.project_id)
-    return ResourcesOut(month=billing.month_start(clock.now()).strftime("%Y-%m"),
+    return ResourcesOut(month=prepaid.month_start(clock.now()).strftime("%Y-%m"),
                         currency=billing_state.currency(),
                         total=sum(line.amount for line in lines),
                         data=[ResourceRow(resource=line.resource, sku=line.sku,

@@ -11,9 +11,9 @@ from appliance.api.billing import CreditList, CreditOut
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import PromoCode
-from appliance.services import billing, billing_state, ledger, promo
-from appliance.services.billing_state import OperatorSettings
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.billing import billing_state, ledger, prepaid, promo
+from appliance.services.billing.billing_state import OperatorSettings
 
 bp = ApiBlueprint("billing_admin_api", __name__)
 TAGS = ("admin",)
@@ -126,7 +126,7 @@ class BillingSettingsIn(Schema):
               tags=TAGS, body=GrantIn, response=CreditOut, status=201, auth=AUTH,
               errors=ERRORS)
 def grant(principal: Principal, body: GrantIn):
-    entry = billing.grant(principal, body.user_id, body.amount, body.note, type=body.type,
+    entry = prepaid.grant(principal, body.user_id, body.amount, body.note, type=body.type,
                           ip=client_ip())
     return CreditOut.of(entry, billing_state.currency())
 
@@ -134,7 +134,7 @@ def grant(principal: Principal, body: GrantIn):
 @bp.operation("/admin/billing/accounts", summary="Every account's balance", tags=TAGS,
               query=AccountQuery, response=AccountList, auth=AUTH, errors=(403,))
 def accounts(principal: Principal, query: AccountQuery):
-    rows, cursor = billing.account_balances(principal, query.q, query.limit, query.cursor)
+    rows, cursor = prepaid.account_balances(principal, query.q, query.limit, query.cursor)
     currency = billing_state.currency()
     data = []
     for user, balance, account in rows:
@@ -154,7 +154,7 @@ def accounts(principal: Principal, query: AccountQuery):
 @bp.operation("/admin/billing/accounts/<user_id>/credits", summary="One account's ledger",
               tags=TAGS, query=ListQuery, response=CreditList, auth=AUTH, errors=(403, 404))
 def account_credits(principal: Principal, user_id: str, query: ListQuery):
-    rows, cursor = billing.user_credits(principal, user_id, query.limit, query.cursor)
+    rows, cursor = prepaid.user_credits(principal, user_id, query.limit, query.cursor)
     currency = billing_state.currency()
     return page_body([CreditOut.of(row, currency) for row in rows], query.limit, cursor)
 
@@ -162,7 +162,7 @@ def account_credits(principal: Principal, user_id: str, query: ListQuery):
 @bp.operation("/admin/billing/settings", summary="The operator's billing settings", tags=TAGS,
               response=BillingSettingsOut, auth=AUTH, errors=(403,))
 def get_settings(principal: Principal):
-    billing.require_admin(principal)
+    prepaid.require_admin(principal)
     return BillingSettingsOut.of(billing_state.operator_settings())
 
 
@@ -170,7 +170,7 @@ def get_settings(principal: Principal):
               body=BillingSettingsIn, response=BillingSettingsOut, auth=AUTH, errors=(403,))
 def put_settings(principal: Principal, body: BillingSettingsIn):
     values = body.model_dump(exclude_none=True)
-    return BillingSettingsOut.of(billing.set_operator_settings(principal, values,
+    return BillingSettingsOut.of(prepaid.set_operator_settings(principal, values,
                                                                ip=client_ip()))
 
 

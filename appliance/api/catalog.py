@@ -12,8 +12,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import App, Image, Node, Plan
-from appliance.services import catalog, nodes
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.instances import catalog, nodes
 
 bp = ApiBlueprint("catalog_api", __name__)
 TAGS = ("catalog",)

@@ -4,7 +4,7 @@ Who may open one: an access token or an API key with `webhooks:read` (the scope 
 GET /events), or the dashboard's session cookie (a GET that changes nothing, so no CSRF
 token; the browser sends the cookie only to this site). The rules - what is shown,
 resuming after Last-Event-ID, heartbeats, the bounded lifetime, the caps and their 429 -
-are services/event_stream.py's.
+are services/events/live.py's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pydantic import Field
 
 from appliance.api.schema import ApiBlueprint, Schema
 from appliance.errors import ApplianceError
-from appliance.services import event_stream, ratelimit, sessions
-from appliance.services.sessions import Principal
+from appliance.services.accounts import sessions
+from appliance.services.accounts.sessions import Principal
+from appliance.services.events import live
+from appliance.services.limits import ratelimit
 
 bp = ApiBlueprint("event_stream_api", __name__)
 
@@ -58,7 +60,7 @@ def _session_cookie() -> None:
                 "`too_many_streams` with Retry-After). API keys need `webhooks:read`.")
 def stream(principal: Principal, query: StreamQuery):
     after = request.headers.get("Last-Event-ID") or query.last_event_id
-    opened = event_stream.open_stream(principal, after,
+    opened = live.open_stream(principal, after,
                                       request.environ.get("waitress.client_disconnected"))
     response = Response(opened, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-store"

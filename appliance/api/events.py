@@ -10,8 +10,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Event
-from appliance.services import events
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.events import event_types, outbox, queries
 
 bp = ApiBlueprint("events_api", __name__)
 TAGS = ("events",)
@@ -29,7 +29,7 @@ class EventOut(Schema):
     @classmethod
     def of(cls, event: Event) -> EventOut:
         return cls(id=event.id, type=event.type, project_id=event.project_id,
-                   user_id=event.user_id, data=events.data_of(event),
+                   user_id=event.user_id, data=outbox.data_of(event),
                    created_at=event.created_at)
 
 
@@ -59,7 +59,7 @@ class EventTypeList(Schema):
               description="Your account's events and those of the projects you belong to, "
                           "newest first. API keys need `webhooks:read`.")
 def list_events(principal: Principal, query: EventQuery):
-    rows, next_cursor = events.list_events(principal, query.type, query.project_id,
+    rows, next_cursor = queries.list_events(principal, query.type, query.project_id,
                                            query.limit, query.cursor)
     return page_body([EventOut.of(row) for row in rows], query.limit, next_cursor)
 
@@ -69,4 +69,4 @@ def list_events(principal: Principal, query: EventQuery):
 def list_event_types(principal: Principal):
     return {"data": [EventTypeOut(type=name, description=kind.description,
                                   example=kind.example)
-                     for name, kind in events.EVENT_TYPES.items()]}
+                     for name, kind in event_types.EVENT_TYPES.items()]}

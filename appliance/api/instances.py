@@ -11,9 +11,9 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Instance, InstanceEvent, Job
-from appliance.services import instances
-from appliance.services.instances import Started
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.instances import lifecycle
+from appliance.services.instances.lifecycle import Started
 
 bp = ApiBlueprint("instances_api", __name__)
 TAGS = ("instances",)
@@ -202,7 +202,7 @@ def _accepted(started: Started):
 @bp.operation(BASE, summary="Instances of a project", tags=TAGS, query=InstanceQuery,
               response=InstanceList, auth=AUTH, errors=(403, 404))
 def list_instances(principal: Principal, project_id: str, query: InstanceQuery):
-    body = instances.list_rendered(principal, project_id, query.limit, query.cursor,
+    body = lifecycle.list_rendered(principal, project_id, query.limit, query.cursor,
                                    query.include_deleted, _render_page)
     return Response(body, mimetype="application/json")
 
@@ -221,7 +221,7 @@ def _render_page(rows: list[Instance], running: dict[str, Job], limit: int,
                           "image's and app's minimums met and your limits not exceeded "
                           "(403 quota_exceeded). 503 no_capacity when no node has room.")
 def create_instance(principal: Principal, project_id: str, body: CreateIn):
-    return _accepted(instances.create_instance(
+    return _accepted(lifecycle.create_instance(
         principal, project_id, name=body.name, plan_id=body.plan_id, image_id=body.image_id,
         app_slug=body.app_slug, ssh_key_ids=body.ssh_key_ids, password=body.password,
         ip=client_ip()))
@@ -230,14 +230,14 @@ def create_instance(principal: Principal, project_id: str, body: CreateIn):
 @bp.operation(ONE, summary="One instance", tags=TAGS, response=InstanceOut, auth=AUTH,
               errors=(403, 404))
 def get_instance(principal: Principal, project_id: str, instance_id: str):
-    instance = instances.get_instance(principal, project_id, instance_id)
-    return InstanceOut.of(instance, instances.current_jobs([instance.id]).get(instance.id))
+    instance = lifecycle.get_instance(principal, project_id, instance_id)
+    return InstanceOut.of(instance, lifecycle.current_jobs([instance.id]).get(instance.id))
 
 
 @bp.operation(ONE, "PATCH", summary="Rename an instance", tags=TAGS, body=RenameIn,
               response=InstanceOut, auth=AUTH, errors=ERRORS)
 def rename_instance(principal: Principal, project_id: str, instance_id: str, body: RenameIn):
-    return InstanceOut.of(instances.rename(principal, project_id, instance_id, body.name,
+    return InstanceOut.of(lifecycle.rename(principal, project_id, instance_id, body.name,
                                            ip=client_ip()))
 
 
@@ -252,13 +252,13 @@ class DeleteQuery(Schema):
               errors=(*ERRORS, 503))
 def delete_instance(principal: Principal, project_id: str, instance_id: str,
                     query: DeleteQuery):
-    return _accepted(instances.delete(principal, project_id, instance_id, ip=client_ip(),
+    return _accepted(lifecycle.delete(principal, project_id, instance_id, ip=client_ip(),
                                       final_backup=query.final_backup))
 
 
 def _power_view(action: str):
     def view(principal: Principal, project_id: str, instance_id: str):
-        return _accepted(instances.power(principal, project_id, instance_id, action,
+        return _accepted(lifecycle.power(principal, project_id, instance_id, action,
                                          ip=client_ip()))
 
     view.__name__ = f"{action}_instance"
@@ -279,7 +279,7 @@ for _action, _summary in (("start", "Power on"), ("stop", "Power off (hard)"),
               tags=TAGS, body=ResizeIn, response=InstanceAccepted, status=202, auth=AUTH,
               errors=(402, *ERRORS))
 def resize_instance(principal: Principal, project_id: str, instance_id: str, body: ResizeIn):
-    return _accepted(instances.resize(principal, project_id, instance_id, body.plan_id,
+    return _accepted(lifecycle.resize(principal, project_id, instance_id, body.plan_id,
                                       ip=client_ip()))
 
 
@@ -287,7 +287,7 @@ def resize_instance(principal: Principal, project_id: str, instance_id: str, bod
               body=RebuildIn, response=InstanceAccepted, status=202, auth=AUTH, errors=ERRORS)
 def rebuild_instance(principal: Principal, project_id: str, instance_id: str,
                      body: RebuildIn):
-    return _accepted(instances.rebuild(principal, project_id, instance_id, body.image_id,
+    return _accepted(lifecycle.rebuild(principal, project_id, instance_id, body.image_id,
                                        ip=client_ip()))
 
 
@@ -295,20 +295,20 @@ def rebuild_instance(principal: Principal, project_id: str, instance_id: str,
               "when omitted, shown once)", tags=TAGS, body=PasswordIn, response=InstanceAccepted,
               status=202, auth=AUTH, errors=ERRORS)
 def reset_password(principal: Principal, project_id: str, instance_id: str, body: PasswordIn):
-    return _accepted(instances.reset_password(principal, project_id, instance_id,
+    return _accepted(lifecycle.reset_password(principal, project_id, instance_id,
                                               body.password, ip=client_ip()))
 
 
 @bp.operation(f"{ONE}/password", summary="The generated password, until acknowledged",
               tags=TAGS, response=PasswordOut, auth=AUTH, errors=(403, 404))
 def get_password(principal: Principal, project_id: str, instance_id: str):
-    return {"password": instances.pending_password(principal, project_id, instance_id)}
+    return {"password": lifecycle.pending_password(principal, project_id, instance_id)}
 
 
 @bp.operation(f"{ONE}/password", "DELETE", summary="Acknowledge (forget) the generated "
               "password", tags=TAGS, status=204, auth=AUTH, errors=(403, 404))
 def acknowledge_password(principal: Principal, project_id: str, instance_id: str):
-    instances.acknowledge_password(principal, project_id, instance_id)
+    lifecycle.acknowledge_password(principal, project_id, instance_id)
     return None, 204
 
 
@@ -316,14 +316,14 @@ def acknowledge_password(principal: Principal, project_id: str, instance_id: str
               tags=TAGS, body=SshKeyIn, response=InstanceAccepted, status=202, auth=AUTH,
               errors=ERRORS)
 def add_ssh_key(principal: Principal, project_id: str, instance_id: str, body: SshKeyIn):
-    return _accepted(instances.add_ssh_key(principal, project_id, instance_id,
+    return _accepted(lifecycle.add_ssh_key(principal, project_id, instance_id,
                                            body.public_key, ip=client_ip()))
 
 
 @bp.operation(f"{ONE}/events", summary="The instance's timeline", tags=TAGS, query=ListQuery,
               response=EventList, auth=AUTH, errors=(403, 404))
 def list_events(principal: Principal, project_id: str, instance_id: str, query: ListQuery):
-    rows, cursor = instances.list_events(principal, project_id, instance_id, query.limit,
+    rows, cursor = lifecycle.list_events(principal, project_id, instance_id, query.limit,
                                          query.cursor)
     return page_body([EventOut.of(row) for row in rows], query.limit, cursor)
 
@@ -331,18 +331,18 @@ def list_events(principal: Principal, project_id: str, instance_id: str, query: 
 @bp.operation(f"{ONE}/logs", summary="Console / log output (text)", tags=TAGS,
               query=LogQuery, auth=AUTH, errors=(403, 404, 409, 503), produces="text/plain")
 def instance_logs(principal: Principal, project_id: str, instance_id: str, query: LogQuery):
-    text = instances.console_log(principal, project_id, instance_id, query.lines)
+    text = lifecycle.console_log(principal, project_id, instance_id, query.lines)
     return Response(text, mimetype="text/plain")
 
 
 @bp.operation("/projects/<project_id>/jobs", summary="Jobs of a project", tags=TAGS,
               query=ListQuery, response=JobList, auth=AUTH, errors=(403, 404))
 def list_jobs(principal: Principal, project_id: str, query: ListQuery):
-    rows, cursor = instances.list_jobs(principal, project_id, None, query.limit, query.cursor)
+    rows, cursor = lifecycle.list_jobs(principal, project_id, None, query.limit, query.cursor)
     return page_body([JobOut.of(row) for row in rows], query.limit, cursor)
 
 
 @bp.operation("/projects/<project_id>/jobs/<job_id>", summary="One job and its progress",
               tags=TAGS, response=JobOut, auth=AUTH, errors=(403, 404))
 def get_job(principal: Principal, project_id: str, job_id: str):
-    return JobOut.of(instances.get_job(principal, project_id, job_id))
+    return JobOut.of(lifecycle.get_job(principal, project_id, job_id))

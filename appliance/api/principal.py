@@ -11,8 +11,10 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from appliance.errors import Forbidden, Unauthorized
-from appliance.services import api_keys, dashboard_metrics, ratelimit, sessions
-from appliance.services.sessions import Principal
+from appliance.services.accounts import api_keys, sessions
+from appliance.services.accounts.sessions import Principal
+from appliance.services.limits import ratelimit
+from appliance.services.ops import dashboard_metrics
 
 # The `auth=` of an operation: who may call it.
 USER = ("bearer",)  # a signed-in user's access token

@@ -10,9 +10,10 @@ from pydantic import Field
 from appliance.api.api_keys import ApiKeyList, ApiKeyOut
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
-from appliance.services import api_keys, projects
+from appliance.services import projects
+from appliance.services.accounts import api_keys
+from appliance.services.accounts.sessions import Principal
 from appliance.services.projects import Access
-from appliance.services.sessions import Principal
 
 bp = ApiBlueprint("projects_api", __name__)
 TAGS = ("projects",)

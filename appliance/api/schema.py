@@ -139,8 +139,8 @@ def render(op: Operation, result: Any) -> Response:
 
 
 def _run_idempotent(op: Operation, owner: str, call: Callable[[], Any]) -> Response:
-    """Run a creating request once per Idempotency-Key (see services/idempotency.py)."""
-    from appliance.services import idempotency
+    """Run a creating request once per Idempotency-Key (see services/limits/idempotency.py)."""
+    from appliance.services.limits import idempotency
 
     key = idempotency.check_key(request.headers["Idempotency-Key"].strip())
     print_ = idempotency.fingerprint(request.method, request.path,

@@ -11,8 +11,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY, client_ip
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Webhook, WebhookAttempt, WebhookDelivery
-from appliance.services import deliveries, webhooks
-from appliance.services.sessions import Principal
+from appliance.services.accounts.sessions import Principal
+from appliance.services.webhooks import deliveries, endpoints
 
 bp = ApiBlueprint("webhooks_api", __name__)
 TAGS = ("webhooks",)
@@ -42,7 +42,7 @@ class WebhookOut(Schema):
     @classmethod
     def of(cls, webhook: Webhook) -> WebhookOut:
         return cls(id=webhook.id, url=webhook.url, description=webhook.description,
-                   event_types=webhooks.event_types_of(webhook), project_id=webhook.project_id,
+                   event_types=endpoints.event_types_of(webhook), project_id=webhook.project_id,
                    status=webhook.status, disabled_reason=webhook.disabled_reason,
                    failing_since=webhook.failing_since,
                    previous_secret_valid_until=webhook.previous_valid_until,
@@ -55,21 +55,21 @@ class WebhookList(Schema):
 
 
 class WebhookIn(Schema):
-    url: str = Field(min_length=1, max_length=webhooks.URL_MAX,
+    url: str = Field(min_length=1, max_length=endpoints.URL_MAX,
                      description="http(s) URL; private LAN addresses only when the operator "
                                  "allows them.")
     event_types: list[TypeName] = Field(["*"], min_length=1, max_length=50,
                                         description=TYPES_HELP)
     project_id: str | None = Field(None, max_length=40,
                                    description="Only this project's events.")
-    description: str = Field("", max_length=webhooks.DESCRIPTION_MAX)
+    description: str = Field("", max_length=endpoints.DESCRIPTION_MAX)
 
 
 class WebhookPatch(Schema):
-    url: str | None = Field(None, min_length=1, max_length=webhooks.URL_MAX)
+    url: str | None = Field(None, min_length=1, max_length=endpoints.URL_MAX)
     event_types: list[TypeName] | None = Field(None, min_length=1, max_length=50,
                                                description=TYPES_HELP)
-    description: str | None = Field(None, max_length=webhooks.DESCRIPTION_MAX)
+    description: str | None = Field(None, max_length=endpoints.DESCRIPTION_MAX)
 
 
 class WebhookSecretOut(Schema):
@@ -78,7 +78,7 @@ class WebhookSecretOut(Schema):
 
 
 class RotateIn(Schema):
-    grace_seconds: int = Field(webhooks.DEFAULT_GRACE_SECONDS, ge=0, le=604800,
+    grace_seconds: int = Field(endpoints.DEFAULT_GRACE_SECONDS, ge=0, le=604800,
                                description="How long the old secret keeps signing too "
                                            "(default 24 hours, at most 7 days).")
 
@@ -167,7 +167,7 @@ class TestOut(Schema):
 @bp.operation("/webhooks", summary="Your webhooks", tags=TAGS, query=WebhookQuery,
               response=WebhookList, auth=AUTH)
 def list_webhooks(principal: Principal, query: WebhookQuery):
-    rows, next_cursor = webhooks.list_webhooks(principal, query.limit, query.cursor,
+    rows, next_cursor = endpoints.list_webhooks(principal, query.limit, query.cursor,
                                                query.project_id)
     return page_body([WebhookOut.of(row) for row in rows], query.limit, next_cursor)
 
@@ -179,7 +179,7 @@ def list_webhooks(principal: Principal, query: WebhookQuery):
                           "`whsec_` secret. A URL the SSRF guard refuses is 400 "
                           "`webhook_invalid_url`.")
 def create_webhook(principal: Principal, body: WebhookIn):
-    created = webhooks.create_webhook(
+    created = endpoints.create_webhook(
         principal, body.url, event_types=list(body.event_types), project_id=body.project_id,
         description=body.description, ip=client_ip())
     return {"webhook": WebhookOut.of(created.webhook), "secret": created.secret}
@@ -188,13 +188,13 @@ def create_webhook(principal: Principal, body: WebhookIn):
 @bp.operation(ONE, summary="One webhook", tags=TAGS, response=WebhookOut, auth=AUTH,
               errors=(404,))
 def get_webhook(principal: Principal, webhook_id: str):
-    return WebhookOut.of(webhooks.get_webhook(principal, webhook_id))
+    return WebhookOut.of(endpoints.get_webhook(principal, webhook_id))
 
 
 @bp.operation(ONE, "PATCH", summary="Change a webhook's URL, event types or description",
               tags=TAGS, body=WebhookPatch, response=WebhookOut, auth=AUTH, errors=(404,))
 def update_webhook(principal: Principal, webhook_id: str, body: WebhookPatch):
-    return WebhookOut.of(webhooks.update_webhook(
+    return WebhookOut.of(endpoints.update_webhook(
         principal, webhook_id, url=body.url, description=body.description,
         event_types=list(body.event_types) if body.event_types is not None else None,
         ip=client_ip()))
@@ -203,20 +203,20 @@ def update_webhook(principal: Principal, webhook_id: str, body: WebhookPatch):
 @bp.operation(ONE, "DELETE", summary="Delete a webhook and its delivery log", tags=TAGS,
               status=204, auth=AUTH, errors=(404,))
 def delete_webhook(principal: Principal, webhook_id: str):
-    webhooks.delete_webhook(principal, webhook_id, ip=client_ip())
+    endpoints.delete_webhook(principal, webhook_id, ip=client_ip())
 
 
 @bp.operation(ONE + "/pause", "POST", summary="Pause a webhook", tags=TAGS,
               response=WebhookOut, auth=AUTH, errors=(404, 409),
               description="New events are not queued for it; queued deliveries wait.")
 def pause_webhook(principal: Principal, webhook_id: str):
-    return WebhookOut.of(webhooks.pause_webhook(principal, webhook_id, ip=client_ip()))
+    return WebhookOut.of(endpoints.pause_webhook(principal, webhook_id, ip=client_ip()))
 
 
 @bp.operation(ONE + "/resume", "POST", summary="Resume a paused or disabled webhook",
               tags=TAGS, response=WebhookOut, auth=AUTH, errors=(404,))
 def resume_webhook(principal: Principal, webhook_id: str):
-    return WebhookOut.of(webhooks.resume_webhook(principal, webhook_id, ip=client_ip()))
+    return WebhookOut.of(endpoints.resume_webhook(principal, webhook_id, ip=client_ip()))
 
 
 @bp.operation(ONE + "/rotate-secret", "POST", summary="Give a webhook a new secret",
@@ -224,7 +224,7 @@ def resume_webhook(principal: Principal, webhook_id: str):
               description="The new secret is shown once. For `grace_seconds` deliveries "
                           "carry a signature with each secret.")
 def rotate_secret(principal: Principal, webhook_id: str, body: RotateIn):
-    rotated = webhooks.rotate_secret(principal, webhook_id, body.grace_seconds,
+    rotated = endpoints.rotate_secret(principal, webhook_id, body.grace_seconds,
                                      ip=client_ip())
     return {"webhook": WebhookOut.of(rotated.webhook), "secret": rotated.secret}
 

@@ -3,7 +3,7 @@
 - An index in the list's own order over live instances, so a page is read without a sort.
 - `listing_version`: a number per project that SQLite triggers raise on every change to
   the project's instances or jobs, and to the plan, image or node fields a list shows.
-  A rendered page is cached under the number it was read at (services/instances.py),
+  A rendered page is cached under the number it was read at (services/instances/lifecycle.py),
   so a change made by any connection or process - a job's progress, the reconciler, the
   CLI - is seen by the next request. Other databases get no triggers and no cache.
 """

@@ -11,7 +11,7 @@ class Event(BaseModel):
     """Something that happened, for the events list, webhooks and notifications.
 
     An event concerns a project (its members see it), an account (`user`: that user sees
-    it), or both. Ids sort in the order events were recorded (services/events.py).
+    it), or both. Ids sort in the order events were recorded (services/events/outbox.py).
     `data` is JSON and never holds a secret.
     """
 

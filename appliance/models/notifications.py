@@ -8,7 +8,7 @@ from appliance.models.events import Event
 
 
 class Notification(BaseModel):
-    """One message for one user (services/notifications.py makes them from events).
+    """One message for one user (services/events/notifications.py makes them from events).
 
     `once_key` (unique, nullable) lets a periodic check notify once per thing, e.g. once
     per expiring API key. `email_status` is null for in-app only, else pending -> sending

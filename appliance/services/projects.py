@@ -9,6 +9,7 @@ them: 404, never 403, so existence does not leak.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from peewee import JOIN, IntegrityError
@@ -17,9 +18,11 @@ from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import ApiKey, Membership, Project, User
 from appliance.models.projects import ROLES
-from appliance.services import audit, authcache, clock, events, pagination
+from appliance.services import audit, clock, pagination
+from appliance.services.accounts import authcache
+from appliance.services.accounts.sessions import Principal
+from appliance.services.events import outbox
 from appliance.services.ids import new_id
-from appliance.services.sessions import Principal
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 DEFAULT_PROJECT_NAME = "Default project"
@@ -29,7 +32,7 @@ NAME_MAX = 100
 READ, OPERATE, MANAGE, OWN = "viewer", "member", "admin", "owner"
 
 # Set by services that own things inside projects (instances): is the project empty?
-_holders: list = []
+_holders: list[Callable[[str], tuple[int, str]]] = []
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,10 @@ class Access:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
 
-def register_holder(count_live_things) -> None:
+def register_holder(count_live_things: Callable[[str], tuple[int, str]]) -> None:
     """`count_live_things(project_id) -> (count, what)` refuses deleting a non-empty project."""
-    _holders.append(count_live_things)
+    if count_live_things not in _holders:
+        _holders.append(count_live_things)
 
 
 def _clean_name(name: str) -> str:
@@ -248,7 +252,7 @@ def add_member(principal: Principal, project_id: str, email: str, role: str,
                            details={"field": "email"}) from None
         audit.record("project.member_added", actor=principal.user, target_type="project",
                      target_id=project_id, ip=ip, user_id=user.id, role=role)
-        events.emit("member.added", project_id=project_id, user_id=user.id, data={
+        outbox.emit("member.added", project_id=project_id, user_id=user.id, data={
             "project_id": project_id, "user_id": user.id, "email": user.email, "role": role,
             "actor_id": principal.user.id})
     member.user = user
@@ -290,7 +294,7 @@ def remove_member(principal: Principal, project_id: str, user_id: str, ip: str =
         Membership.delete().where(Membership.id == member.id).execute()
         audit.record("project.member_removed", actor=principal.user, target_type="project",
                      target_id=project_id, ip=ip, user_id=user_id)
-        events.emit("member.removed", project_id=project_id, user_id=user_id, data={
+        outbox.emit("member.removed", project_id=project_id, user_id=user_id, data={
             "project_id": project_id, "user_id": user_id, "role": member.role,
             "actor_id": principal.user.id})
 

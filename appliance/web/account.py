@@ -7,7 +7,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from appliance import config
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
-from appliance.services import accounts, mfa, sessions
+from appliance.services.accounts import mfa, sessions, users
 from appliance.web import overview_metrics
 from appliance.web.session import current_principal, login_required
 
@@ -54,7 +54,7 @@ def index():
 @login_required
 def update_profile():
     try:
-        _, sent = accounts.update_profile(
+        _, sent = users.update_profile(
             current_principal(), display_name=request.form.get("display_name"),
             email=request.form.get("email") or None,
             current_password=request.form.get("current_password"), ip=client_ip())
@@ -69,7 +69,7 @@ def update_profile():
 @login_required
 def change_password():
     try:
-        ended = accounts.change_password(current_principal(),
+        ended = users.change_password(current_principal(),
                                          request.form.get("current_password", ""),
                                          request.form.get("new_password", ""), ip=client_ip())
     except ApplianceError as exc:
@@ -82,7 +82,7 @@ def change_password():
 @login_required
 def resend_verification():
     try:
-        accounts.resend_verification(current_principal().user)
+        users.resend_verification(current_principal().user)
     except ApplianceError as exc:
         return _failed(exc, "profile")
     return redirect(url_for("account.index", notice="A new confirmation link is on its way."))
@@ -136,7 +136,7 @@ def mfa_confirm():
 @login_required
 def mfa_disable():
     try:
-        accounts.disable_mfa(current_principal(), request.form.get("password", ""),
+        users.disable_mfa(current_principal(), request.form.get("password", ""),
                              request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed(exc, "mfa-off")
@@ -147,7 +147,7 @@ def mfa_disable():
 @login_required
 def mfa_recovery_codes():
     try:
-        codes = accounts.regenerate_recovery_codes(current_principal(),
+        codes = users.regenerate_recovery_codes(current_principal(),
                                                    request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed(exc, "mfa-codes")

@@ -8,7 +8,9 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import admin, mail, projects, quotas
+from appliance.services import projects
+from appliance.services.accounts import admin, mail
+from appliance.services.limits import quotas
 from appliance.web.session import admin_required, current_principal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

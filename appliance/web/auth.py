@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, Forbidden, NotFound
-from appliance.services import accounts, sessions
+from appliance.services.accounts import sessions, users
 from appliance.web.session import current_principal, safe_next, sign_in_browser
 
 bp = Blueprint("auth", __name__)
@@ -35,7 +35,7 @@ def signin():
         return render_template("auth/signin.html", next=next_url, form={})
     form = _form("email", "password")
     try:
-        result = accounts.sign_in(form["email"], form["password"], ip=client_ip())
+        result = users.sign_in(form["email"], form["password"], ip=client_ip())
     except ApplianceError as exc:
         return _failed("auth/signin.html", exc, next=next_url, form={"email": form["email"]})
     if result.mfa_required:
@@ -49,7 +49,7 @@ def signin_mfa():
     next_url = safe_next(request.form.get("next"), HOME)
     mfa_token = request.form.get("mfa_token", "")
     try:
-        user = accounts.complete_mfa(mfa_token, request.form.get("code", ""), ip=client_ip())
+        user = users.complete_mfa(mfa_token, request.form.get("code", ""), ip=client_ip())
     except ApplianceError as exc:
         if exc.code in ("invalid_token", "token_expired"):
             return _failed("auth/signin.html", exc, next=next_url, form={})
@@ -76,7 +76,7 @@ def signup():
                                form={"invite_code": request.args.get("invite", "")})
     form = _form("email", "password", "display_name", "invite_code")
     try:
-        user = accounts.signup(form["email"], form["password"], form["display_name"],
+        user = users.signup(form["email"], form["password"], form["display_name"],
                                form["invite_code"] or None, ip=client_ip())
     except ApplianceError as exc:
         form.pop("password")
@@ -97,7 +97,7 @@ def verify_email():
     if request.method == "GET":
         return render_template("auth/verify_email.html", token=token)
     try:
-        accounts.verify_email(token, ip=client_ip())
+        users.verify_email(token, ip=client_ip())
     except ApplianceError as exc:
         return _failed("auth/verify_email.html", exc, token=token)
     return render_template("auth/verify_email.html", verified=True)
@@ -109,7 +109,7 @@ def forgot_password():
         return render_template("auth/forgot.html", form={})
     email = request.form.get("email", "")
     try:
-        accounts.forgot_password(email, ip=client_ip())
+        users.forgot_password(email, ip=client_ip())
     except ApplianceError as exc:
         return _failed("auth/forgot.html", exc, form={"email": email})
     return render_template("auth/forgot.html", sent=True, form={"email": email})
@@ -121,7 +121,7 @@ def reset_password():
     if request.method == "GET":
         return render_template("auth/reset.html", token=token)
     try:
-        accounts.reset_password(token, request.form.get("password", ""), ip=client_ip())
+        users.reset_password(token, request.form.get("password", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed("auth/reset.html", exc, token=token)
     return redirect(url_for("auth.signin", reset=1))
@@ -130,7 +130,7 @@ def reset_password():
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
     """First run: create the administrator with the one-time token from the server log."""
-    if accounts.user_count() > 0:
+    if users.user_count() > 0:
         raise NotFound("The appliance is already set up; sign in instead.", code="setup_done")
     if request.method == "GET":
         return render_template("auth/setup.html", form={"token": request.args.get("token", "")})
@@ -140,7 +140,7 @@ def setup():
         if not expected or not hmac.compare_digest(form["token"].encode(), expected.encode()):
             raise Forbidden("The set-up token is wrong; it is printed in the server log.",
                             code="setup_token_invalid", details={"field": "token"})
-        user = accounts.create_first_admin(form["email"], form["password"],
+        user = users.create_first_admin(form["email"], form["password"],
                                            form["display_name"], ip=client_ip())
     except ApplianceError as exc:
         form.pop("password")

@@ -1,6 +1,6 @@
 """Dashboard page for a project's backups (the final backups deletes kept): list, delete.
 
-The rules are the service's (services/backups.py), called as the JSON API calls them.
+The rules are the service's (services/instances/backups.py), called as the JSON API calls them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from flask import Blueprint, redirect, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
-from appliance.services import backups, projects
+from appliance.services import projects
+from appliance.services.instances import backups
 from appliance.web.projects import render_fragment_or_page
 from appliance.web.session import current_principal, login_required
 

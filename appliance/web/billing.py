@@ -1,6 +1,6 @@
 """Dashboard pages for the caller's own billing and usage: /billing and /usage.
 
-Thin views over the same services as the JSON API (services/billing.py, promo.py,
+Thin views over the same services as the JSON API (services/billing/prepaid.py, promo.py,
 usage.py, invoices.py, stripe_topup.py): they parse the form - amounts typed in the
 currency's major unit ("12.50") become integer minor units here - call one service
 function, and render. Every rule (thresholds, caps, promo refusals) is the service's; its
@@ -19,16 +19,8 @@ from flask import Blueprint, Response, redirect, request, stream_with_context, u
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import (
-    billing,
-    billing_state,
-    clock,
-    invoices,
-    promo,
-    stripe_topup,
-    usage,
-)
-from appliance.services.invoices import currency_exponent, format_money
+from appliance.services import clock, money
+from appliance.services.billing import billing_state, invoices, prepaid, promo, stripe_topup, usage
 from appliance.web import charts
 from appliance.web.projects import render_fragment_or_page
 from appliance.web.session import current_principal, login_required
@@ -57,7 +49,7 @@ def money_field(name: str, currency: str, *, required: bool = True,
         if required:
             raise InvalidRequest("Enter an amount.", field=name)
         return None
-    exponent = currency_exponent(currency)
+    exponent = money.exponent(currency)
     example = "25" if exponent == 0 else "25." + "0" * exponent
     try:
         minor = Decimal(raw).scaleb(exponent)
@@ -75,7 +67,7 @@ def major(minor: int | None, currency: str) -> str:
     """Minor units as the amount a user types back into a form ("12.50"); "" for None."""
     if minor is None:
         return ""
-    exponent = currency_exponent(currency)
+    exponent = money.exponent(currency)
     return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"
 
 
@@ -91,9 +83,9 @@ def run_out_text(hours: float | None) -> str | None:
 
 
 def money_helpers(currency: str) -> dict:
-    return {"money": lambda minor: format_money(minor, currency),
+    return {"money": lambda minor: money.format(minor, currency),
             "major": lambda minor: major(minor, currency), "currency": currency,
-            "step": f"{Decimal(1).scaleb(-currency_exponent(currency))}"}
+            "step": f"{Decimal(1).scaleb(-money.exponent(currency))}"}
 
 
 def _failed(page, exc: ApplianceError, section: str, **context):
@@ -106,22 +98,22 @@ def _failed(page, exc: ApplianceError, section: str, **context):
 
 def _billing_page(status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
-    found = billing.overview(principal)
+    found = prepaid.overview(principal)
     currency = found.currency
-    entries, next_cursor = billing.list_credits(principal, LEDGER_PAGE,
+    entries, next_cursor = prepaid.list_credits(principal, LEDGER_PAGE,
                                                 request.args.get("cursor") or None)
     points = usage.chart(principal, 30)
     latest_invoices, _ = invoices.list_invoices(principal, limit=3)
     context.setdefault("form", {})
     context.setdefault("section", None)
-    exponent = currency_exponent(currency)
+    exponent = money.exponent(currency)
     return render_fragment_or_page(
         "billing/overview.html", fragment, status, billing=found,
         run_out=run_out_text(found.hours_left), not_ready=STATUS_TEXT,
         charts=charts.both_sizes([(p.day, p.amount) for p in points], currency),
         points=points, entries=entries, next_cursor=next_cursor,
         cursor=request.args.get("cursor") or None,
-        alerts=billing.list_alerts(principal), account=billing.account_settings(principal),
+        alerts=prepaid.list_alerts(principal), account=prepaid.account_settings(principal),
         latest_invoices=latest_invoices, topups=stripe_topup.configured(),
         min_topup=f"{Decimal(stripe_topup.MIN_AMOUNT).scaleb(-exponent)}",
         max_topup=f"{Decimal(stripe_topup.MAX_AMOUNT).scaleb(-exponent)}",
@@ -138,7 +130,7 @@ def index():
 @bp.get("/billing/statement.csv")
 @login_required
 def statement():
-    return _csv(billing.statement_csv(current_principal()), "statement.csv")
+    return _csv(prepaid.statement_csv(current_principal()), "statement.csv")
 
 
 @bp.post("/billing/promo")
@@ -149,7 +141,7 @@ def redeem_promo():
         entry = promo.redeem(current_principal(), code, ip=client_ip())
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "promo", form={"code": code})
-    added = format_money(entry.amount, billing_state.currency())
+    added = money.format(entry.amount, billing_state.currency())
     return redirect(url_for("billing.index", notice=f"Promo code redeemed: {added} added."))
 
 
@@ -165,20 +157,20 @@ def create_alert():
     principal = current_principal()
     try:
         threshold = money_field("threshold", billing_state.currency())
-        alert = billing.create_alert(principal, threshold, ip=client_ip())
+        alert = prepaid.create_alert(principal, threshold, ip=client_ip())
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "alerts", fragment="billing/_alerts.html",
                        form=request.form)
     return _alerts_answer(
         f"You will be told when the balance falls below "
-        f"{format_money(alert.threshold, billing_state.currency())}.")
+        f"{money.format(alert.threshold, billing_state.currency())}.")
 
 
 @bp.post("/billing/alerts/<alert_id>/delete")
 @login_required
 def delete_alert(alert_id: str):
     try:
-        billing.delete_alert(current_principal(), alert_id, ip=client_ip())
+        prepaid.delete_alert(current_principal(), alert_id, ip=client_ip())
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "alerts", fragment="billing/_alerts.html")
     return _alerts_answer("Alert deleted.")
@@ -190,7 +182,7 @@ def save_settings():
     form = request.form
     try:
         spend_cap = money_field("spend_cap", billing_state.currency(), required=False)
-        billing.update_settings(current_principal(), spend_cap=spend_cap,
+        prepaid.update_settings(current_principal(), spend_cap=spend_cap,
                                 invoice_name=form.get("invoice_name", ""),
                                 invoice_address=form.get("invoice_address", ""),
                                 vat_id=form.get("vat_id", ""), ip=client_ip())
@@ -226,7 +218,7 @@ def usage_page():
         period_total=sum(p.amount for p in points),
         summary=usage.summary(principal), lines=lines,
         month_total=sum(line.amount for line in lines),
-        month=billing.month_start(clock.now()).strftime("%B %Y"),
+        month=prepaid.month_start(clock.now()).strftime("%B %Y"),
         **money_helpers(currency))
 
 
@@ -243,7 +235,7 @@ def _csv(chunks, filename: str) -> Response:
 
 def overview_cards(principal) -> dict:
     """The dashboard home's billing cards: balance and run-out, month to date, instances."""
-    found = billing.overview(principal)
+    found = prepaid.overview(principal)
     return {"billing_cards": {"billing": found, "run_out": run_out_text(found.hours_left),
                               "instances": usage.summary(principal)["active_instances"],
-                              "money": lambda minor: format_money(minor, found.currency)}}
+                              "money": lambda minor: money.format(minor, found.currency)}}

@@ -1,7 +1,7 @@
 """Dashboard pages for the operator's billing: account balances, grants and adjustments,
 promo codes and the billing settings (under /admin/billing).
 
-The same service functions as the admin JSON API decide (services/billing.py, promo.py);
+The same service functions as the admin JSON API decide (services/billing/prepaid.py, promo.py);
 they check that the caller is an administrator, and `admin_required` turns everyone else
 away first (403). Amounts are typed in the currency's major unit and sent to the
 services in minor units (web/billing.py's `money_field`).
@@ -21,10 +21,10 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from appliance.api.principal import client_ip
 from appliance.config import parse_currency
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import billing, billing_state, promo
-from appliance.services.admin import get_user
-from appliance.services.billing import GRANT_TYPES
-from appliance.services.invoices import currency_exponent, format_money
+from appliance.services import money
+from appliance.services.accounts.admin import get_user
+from appliance.services.billing import billing_state, prepaid, promo
+from appliance.services.billing.prepaid import GRANT_TYPES
 from appliance.web.billing import major, money_field, money_helpers
 from appliance.web.session import admin_required, current_principal
 
@@ -60,7 +60,7 @@ def _whole(name: str, *, required: bool = False) -> int | None:
 @admin_required
 def accounts():
     q = request.args.get("q", "")
-    rows, next_cursor = billing.account_balances(current_principal(), q, PAGE,
+    rows, next_cursor = prepaid.account_balances(current_principal(), q, PAGE,
                                                  request.args.get("cursor") or None)
     context = {"rows": rows, "next_cursor": next_cursor, "q": q,
                **money_helpers(billing_state.currency())}
@@ -72,9 +72,9 @@ def accounts():
 def _account_page(user_id: str, status: int = 200, **context):
     principal = current_principal()
     target = get_user(principal, user_id)
-    entries, next_cursor = billing.user_credits(principal, user_id, PAGE,
+    entries, next_cursor = prepaid.user_credits(principal, user_id, PAGE,
                                                 request.args.get("cursor") or None)
-    latest, _ = billing.user_credits(principal, user_id, 1)
+    latest, _ = prepaid.user_credits(principal, user_id, 1)
     context.setdefault("form", {})
     context.setdefault("section", None)
     return render_template(
@@ -106,14 +106,14 @@ def grant(user_id: str):
                                      field="note")
             return _account_page(user_id, confirm={"type": kind, "amount": amount},
                                  form=form, section="grant")
-        entry = billing.grant(current_principal(), user_id, amount, form.get("note", ""),
+        entry = prepaid.grant(current_principal(), user_id, amount, form.get("note", ""),
                               type=kind, ip=client_ip())
     except ApplianceError as exc:
         return _failed(lambda status, **c: _account_page(user_id, status, **c), exc, "grant",
                        form=form)
     currency = billing_state.currency()
-    notice = (f"{kind.title()} of {format_money(entry.amount, currency)} posted; the balance "
-              f"is now {format_money(entry.balance_after, currency)}.")
+    notice = (f"{kind.title()} of {money.format(entry.amount, currency)} posted; the balance "
+              f"is now {money.format(entry.balance_after, currency)}.")
     return redirect(url_for("admin_billing.account", user_id=user_id, notice=notice))
 
 
@@ -228,7 +228,7 @@ def _thresholds(currency: str) -> list[int]:
         if not part.strip():
             continue
         try:
-            minor = Decimal(part.strip()).scaleb(currency_exponent(currency))
+            minor = Decimal(part.strip()).scaleb(money.exponent(currency))
         except InvalidOperation:
             minor = Decimal("NaN")
         if not minor.is_finite() or minor != minor.to_integral_value() or minor < 1:
@@ -259,7 +259,7 @@ def save_settings():
                   "low_balance_thresholds": _thresholds(currency),
                   "operator_name": form.get("operator_name", "").strip(),
                   "operator_address": form.get("operator_address", "").strip()}
-        billing.set_operator_settings(current_principal(), values, ip=client_ip())
+        prepaid.set_operator_settings(current_principal(), values, ip=client_ip())
     except ApplianceError as exc:
         return _failed(_settings_page, exc, "settings", form=form)
     return redirect(url_for("admin_billing.settings", notice="Billing settings saved."))

@@ -1,7 +1,8 @@
 """Admin pages for what instances are made from and where they run: nodes, plans,
 images and one-click apps.
 
-The services (services/catalog.py, services/nodes.py) check the administrator and every
+The services (services/instances/catalog.py, services/instances/nodes.py) check the
+administrator and every
 rule; a view here parses the form - numbers, money in the display currency, key=value
 lines - calls the one service function the JSON API calls, and redirects with a notice,
 or re-renders the page with the service's error next to the field it names.
@@ -17,7 +18,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import catalog, nodes
+from appliance.services.instances import catalog, nodes
 from appliance.web.instances import display_currency
 from appliance.web.projects import every_page
 from appliance.web.session import admin_required, current_principal

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from appliance.services.invoices import currency_exponent, format_money
+from appliance.services import money
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class BarChart:
 
 def axis_amount(minor: int, currency: str) -> str:
     """An axis label: the amount in the major unit without the currency ("1.5", "20")."""
-    exponent = currency_exponent(currency)
+    exponent = money.exponent(currency)
     text = f"{Decimal(minor).scaleb(-exponent):,.{exponent}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -96,8 +96,8 @@ def bar_chart(points: Sequence[tuple[dt.date, int]], currency: str, size: Size) 
     return series_chart(
         points, size, axis_label=lambda value: axis_amount(value, currency),
         tooltip=lambda day, amount: f"{day:%a} {_day_label(day)} {day.year}: "
-                                    f"{format_money(amount, currency)}",
-        x_label=_day_label, empty_step=10 ** currency_exponent(currency),
+                                    f"{money.format(amount, currency)}",
+        x_label=_day_label, empty_step=10 ** money.exponent(currency),
         currency=currency)
 
 

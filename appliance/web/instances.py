@@ -1,7 +1,7 @@
 """Dashboard pages for instances: a project's list, the create form, one instance.
 
 Every rule - roles, states, plans, images, quotas, one operation at a time - is the
-service's (services/instances.py), called exactly as the JSON API calls it. A view here
+service's (services/instances/lifecycle.py), called exactly as the JSON API calls it. A view here
 parses the form, calls one service function and renders, or redirects after a change.
 
 Live progress without custom JavaScript: the list and the instance's state card
@@ -21,7 +21,11 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
-from appliance.services import billing_state, catalog, instances, projects, quotas, ssh_keys
+from appliance.services import projects
+from appliance.services.accounts import ssh_keys
+from appliance.services.billing import billing_state
+from appliance.services.instances import catalog, lifecycle
+from appliance.services.limits import quotas
 from appliance.web.projects import every_page, render_fragment_or_page
 from appliance.web.session import current_principal, login_required
 
@@ -106,9 +110,9 @@ def _no_store(response):
 def index(project_id: str):
     principal = current_principal()
     cursor = request.args.get("cursor") or None
-    rows, next_cursor = instances.list_instances(principal, project_id, cursor=cursor)
+    rows, next_cursor = lifecycle.list_instances(principal, project_id, cursor=cursor)
     found = projects.access(principal, project_id)
-    running = instances.current_jobs([row.id for row in rows])
+    running = lifecycle.current_jobs([row.id for row in rows])
     busy = bool(running) or any(row.status in SETTLING for row in rows)
     return render_fragment_or_page(
         "instances/index.html", "instances/_list.html", access=found, project=found.project,
@@ -152,7 +156,7 @@ def create(project_id: str):
     password = form.get("password", "") if form.get("password_mode") == "set" else None
     principal = current_principal()
     try:
-        started = instances.create_instance(
+        started = lifecycle.create_instance(
             principal, project_id, name=form.get("name", "").strip(),
             plan_id=form.get("plan_id", ""),
             image_id=source if kind == "image" and source else None,
@@ -170,7 +174,7 @@ def create(project_id: str):
 
 def _password_page(project_id: str, instance: Instance, password: str, *, created: bool):
     """The one answer that carries a generated password; forgotten as it is shown."""
-    instances.acknowledge_password(current_principal(), project_id, instance.id)
+    lifecycle.acknowledge_password(current_principal(), project_id, instance.id)
     return _no_store(render_template("instances/password.html",
                                      project=projects.access(current_principal(),
                                                              project_id).project,
@@ -183,29 +187,29 @@ def _password_page(project_id: str, instance: Instance, password: str, *, create
 def _state_context(project_id: str, instance_id: str) -> dict:
     """What the state card needs: the instance, its running job or the last one."""
     principal = current_principal()
-    instance = instances.get_instance(principal, project_id, instance_id)
+    instance = lifecycle.get_instance(principal, project_id, instance_id)
     found = projects.access(principal, project_id)
-    job = instances.current_jobs([instance.id]).get(instance.id)
+    job = lifecycle.current_jobs([instance.id]).get(instance.id)
     last = None
     if job is None:
-        recent, _ = instances.list_jobs(principal, project_id, instance.id, limit=1)
+        recent, _ = lifecycle.list_jobs(principal, project_id, instance.id, limit=1)
         last = recent[0] if recent else None
     return {"access": found, "project": found.project, "instance": instance, "job": job,
             "last_job": last, "busy": job is not None or instance.status in SETTLING,
-            "power_actions": instances.POWER_ACTIONS, "poll_seconds": POLL_SECONDS,
+            "power_actions": lifecycle.POWER_ACTIONS, "poll_seconds": POLL_SECONDS,
             "can_operate": found.at_least(projects.OPERATE)}
 
 
 def _events_context(project_id: str, instance_id: str) -> dict:
     cursor = request.args.get("events_cursor") or None
-    rows, next_cursor = instances.list_events(current_principal(), project_id, instance_id,
+    rows, next_cursor = lifecycle.list_events(current_principal(), project_id, instance_id,
                                               EVENTS_PER_PAGE, cursor)
     return {"events": rows, "events_cursor": cursor, "events_next": next_cursor}
 
 
 def _console_context(project_id: str, instance_id: str) -> dict:
     try:
-        text = instances.console_log(current_principal(), project_id, instance_id)
+        text = lifecycle.console_log(current_principal(), project_id, instance_id)
     except Unsupported:
         return {"console": None, "console_problem": "Not available on this engine."}
     except ApplianceError as exc:  # e.g. 503: the engine did not answer
@@ -270,7 +274,7 @@ def _done(project_id: str, instance_id: str, notice: str, fragment: str | None =
 @login_required
 def power(project_id: str, instance_id: str, action: str):
     try:
-        started = instances.power(current_principal(), project_id, instance_id, action,
+        started = lifecycle.power(current_principal(), project_id, instance_id, action,
                                   ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "power", "state")
@@ -282,7 +286,7 @@ def power(project_id: str, instance_id: str, action: str):
 def rename(project_id: str, instance_id: str):
     name = request.form.get("name", "").strip()
     try:
-        instances.rename(current_principal(), project_id, instance_id, name, ip=client_ip())
+        lifecycle.rename(current_principal(), project_id, instance_id, name, ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "rename", form={"name": name})
     return _done(project_id, instance_id, f"Renamed to {name}.")
@@ -292,7 +296,7 @@ def rename(project_id: str, instance_id: str):
 @login_required
 def resize(project_id: str, instance_id: str):
     try:
-        instances.resize(current_principal(), project_id, instance_id,
+        lifecycle.resize(current_principal(), project_id, instance_id,
                          request.form.get("plan_id", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "resize")
@@ -303,7 +307,7 @@ def resize(project_id: str, instance_id: str):
 @login_required
 def rebuild(project_id: str, instance_id: str):
     try:
-        instances.rebuild(current_principal(), project_id, instance_id,
+        lifecycle.rebuild(current_principal(), project_id, instance_id,
                           request.form.get("image_id", ""), ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "rebuild")
@@ -316,7 +320,7 @@ def reset_password(project_id: str, instance_id: str):
     chosen = (request.form.get("password", "")
               if request.form.get("password_mode") == "set" else None)
     try:
-        started = instances.reset_password(current_principal(), project_id, instance_id,
+        started = lifecycle.reset_password(current_principal(), project_id, instance_id,
                                            chosen, ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "password")
@@ -330,12 +334,12 @@ def reset_password(project_id: str, instance_id: str):
 def reveal_password(project_id: str, instance_id: str):
     principal = current_principal()
     try:
-        password = instances.pending_password(principal, project_id, instance_id)
+        password = lifecycle.pending_password(principal, project_id, instance_id)
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "password")
     if password is None:
         return _done(project_id, instance_id, "No generated password is waiting.")
-    instance = instances.get_instance(principal, project_id, instance_id)
+    instance = lifecycle.get_instance(principal, project_id, instance_id)
     return _password_page(project_id, instance, password, created=False)
 
 
@@ -351,7 +355,7 @@ def add_ssh_key(project_id: str, instance_id: str):
         if not pasted:
             raise InvalidRequest("Pick one of your keys or paste a public key.",
                                  field="public_key")
-        instances.add_ssh_key(principal, project_id, instance_id, pasted, ip=client_ip())
+        lifecycle.add_ssh_key(principal, project_id, instance_id, pasted, ip=client_ip())
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "ssh-key",
                        form={"public_key": request.form.get("public_key", "")})
@@ -364,12 +368,12 @@ def delete(project_id: str, instance_id: str):
     principal = current_principal()
     typed = request.form.get("confirm_name", "").strip()
     try:
-        instance = instances.get_instance(principal, project_id, instance_id)
+        instance = lifecycle.get_instance(principal, project_id, instance_id)
         # The typed name only confirms the click; whether it may go is the service's.
         if typed != instance.name:
             raise InvalidRequest("Type the instance's name exactly to confirm.",
                                  field="confirm_name")
-        instances.delete(principal, project_id, instance_id, ip=client_ip(),
+        lifecycle.delete(principal, project_id, instance_id, ip=client_ip(),
                          final_backup=bool(request.form.get("final_backup")))
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "delete")

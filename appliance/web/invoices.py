@@ -1,8 +1,8 @@
 """Dashboard pages for invoices (list, one invoice, PDF and CSV downloads) and the Stripe
 top-up button.
 
-The same service functions as the JSON API decide everything (services/invoices.py,
-services/stripe_topup.py); someone else's invoice is the service's 404, rendered by the
+The same service functions as the JSON API decide everything (services/billing/invoices.py,
+services/billing/stripe_topup.py); someone else's invoice is the service's 404, rendered by the
 app's error handler. A top-up answers with a redirect to Stripe Checkout, which sends
 the buyer back to the invoices page.
 """
@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 from flask import Blueprint, Response, redirect, render_template, request
 
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import billing_state, invoices, stripe_topup
-from appliance.services.invoices import currency_exponent, format_money
+from appliance.services import money
+from appliance.services.billing import billing_state, invoices, stripe_topup
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("invoices", __name__)
@@ -27,8 +27,8 @@ TOPUP_NOTICES = {"success": "Thank you: your credit is added as soon as Stripe c
 
 def _context(**context) -> dict:
     currency = billing_state.currency()
-    exponent = currency_exponent(currency)
-    return {"money": format_money, "topups": stripe_topup.configured(),
+    exponent = money.exponent(currency)
+    return {"money": money.format, "topups": stripe_topup.configured(),
             "site_currency": currency, "step": f"{Decimal(1).scaleb(-exponent)}",
             "min_topup_major": f"{Decimal(stripe_topup.MIN_AMOUNT).scaleb(-exponent)}",
             "max_topup_major": f"{Decimal(stripe_topup.MAX_AMOUNT).scaleb(-exponent)}",
@@ -40,7 +40,7 @@ def _amount_in_minor_units() -> int | None:
     raw = request.form.get("amount", "").strip()
     if not raw:
         return None
-    exponent = currency_exponent(billing_state.currency())
+    exponent = money.exponent(billing_state.currency())
     try:
         minor = Decimal(raw).scaleb(exponent)
     except InvalidOperation:

@@ -13,8 +13,10 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.services import api_keys, clock, projects, quotas, ssh_keys
-from appliance.services.sessions import SCOPES
+from appliance.services import clock, projects
+from appliance.services.accounts import api_keys, ssh_keys
+from appliance.services.accounts.sessions import SCOPES
+from appliance.services.limits import quotas
 from appliance.web.projects import render_fragment_or_page
 from appliance.web.session import current_principal, login_required
 

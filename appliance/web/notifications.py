@@ -3,14 +3,14 @@
 The bell is rendered with every signed-in page (its unread count) and refreshes itself
 when static/js/live.js, which follows GET /api/v1/events/stream, says an event arrived;
 without JavaScript it is a plain link showing the count of the page load. The rules are
-services/notifications.py's, called as the JSON API calls them.
+services/events/notifications.py's, called as the JSON API calls them.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.services import events, notifications
+from appliance.services.events import event_types, notifications
 from appliance.web.projects import render_fragment_or_page
 from appliance.web.session import current_principal, login_required
 
@@ -24,7 +24,7 @@ def _bell() -> dict:
         return notifications.unread_count(principal) if principal is not None else 0
 
     return {"unread_notifications": unread_notifications,
-            "live_event_types": " ".join(events.EVENT_TYPES)}
+            "live_event_types": " ".join(event_types.EVENT_TYPES)}
 
 
 @bp.get("/notifications")

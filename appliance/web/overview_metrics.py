@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from appliance.services import dashboard_metrics
-from appliance.services.invoices import currency_exponent, format_money
-from appliance.services.sessions import Principal
+from appliance.services import money
+from appliance.services.accounts.sessions import Principal
+from appliance.services.ops import dashboard_metrics
 from appliance.web import charts
 
 # Small charts sit three abreast on a desktop and one per row on a phone; one geometry
@@ -62,12 +62,12 @@ def activity(principal: Principal, window: str) -> dict:
                  calls, SMALL, axis_label=_count, x_label=label,
                  tooltip=lambda at, v: f"{_when(at)}: {v:,} requests")},
             {"id": "chart-spend", "title": "Spend",
-             "figure": format_money(sum(v for _, v in spend), currency),
+             "figure": money.format(sum(v for _, v in spend), currency),
              "note": "in all",
              "chart": charts.series_chart(
                  spend, SMALL, axis_label=lambda v: charts.axis_amount(v, currency),
                  x_label=label, currency=currency,
-                 empty_step=10 ** currency_exponent(currency),
-                 tooltip=lambda at, v: f"{_when(at)}: {format_money(v, currency)}")},
+                 empty_step=10 ** money.exponent(currency),
+                 tooltip=lambda at, v: f"{_when(at)}: {money.format(v, currency)}")},
         ],
     }

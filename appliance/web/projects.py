@@ -14,7 +14,8 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.models.projects import ROLES
-from appliance.services import api_keys, pagination, projects
+from appliance.services import pagination, projects
+from appliance.services.accounts import api_keys
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("projects", __name__)

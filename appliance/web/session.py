@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from flask import Response, current_app, g, redirect, request, url_for
 
 from appliance.errors import ApplianceError, Forbidden
-from appliance.services import sessions
-from appliance.services.sessions import Principal
+from appliance.services.accounts import sessions
+from appliance.services.accounts.sessions import Principal
 
 SESSION_COOKIE = "appliance_session"
 CSRF_COOKIE = "appliance_csrf"
@@ -92,9 +92,9 @@ def finish_response(response: Response) -> Response:
 def sign_in_browser(principal_user: Any) -> None:
     """Start a dashboard session for the user; the cookie is set on this response."""
     from appliance.api.principal import client_ip, user_agent
-    from appliance.services import accounts
+    from appliance.services.accounts import users
 
-    accounts.record_sign_in(principal_user, client_ip(), "browser")
+    users.record_sign_in(principal_user, client_ip(), "browser")
     session, token = sessions.start_browser_session(principal_user, client_ip(), user_agent())
     g.set_session_cookie = token
     g.web_session = session

@@ -1,7 +1,7 @@
 """Dashboard pages for webhooks (with their delivery log) and for events.
 
-Every rule is the services' (services/webhooks.py, services/deliveries.py,
-services/events.py): a view parses the form, calls the function the JSON API calls, and
+Every rule is the services' (services/webhooks/endpoints.py, services/webhooks/deliveries.py,
+services/events/outbox.py): a view parses the form, calls the function the JSON API calls, and
 renders. A new or rotated secret is rendered once, on the answer to the POST that made
 it (`Cache-Control: no-store`), never in a URL. Someone else's webhook is the service's
 404, rendered by the app's error handler.
@@ -15,7 +15,9 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
-from appliance.services import deliveries, events, projects, webhooks
+from appliance.services import projects
+from appliance.services.events import event_types, outbox, queries
+from appliance.services.webhooks import deliveries, endpoints
 from appliance.web.keys import form_int
 from appliance.web.session import current_principal, login_required
 
@@ -30,8 +32,8 @@ STATUS_BADGE = {"active": "badge-ok", "paused": "badge-warn", "disabled": "badge
 def type_groups() -> dict[str, list[tuple[str, str]]]:
     """Event types grouped by what they are about, for the checkboxes."""
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for name, kind in events.EVENT_TYPES.items():
-        if name in webhooks.TARGETED_TYPES:
+    for name, kind in event_types.EVENT_TYPES.items():
+        if name in endpoints.TARGETED_TYPES:
             continue
         groups[name.split(".", 1)[0]].append((name, kind.description))
     return dict(groups)
@@ -43,7 +45,7 @@ def _common(**context) -> dict:
     context.setdefault("form", {})
     context.setdefault("section", None)
     return {"my_projects": mine, "project_names": {a.project.id: a.project.name for a in mine},
-            "badge": STATUS_BADGE, "types_of": webhooks.event_types_of, **context}
+            "badge": STATUS_BADGE, "types_of": endpoints.event_types_of, **context}
 
 
 def _chosen_types() -> list[str] | None:
@@ -56,7 +58,7 @@ def _chosen_types() -> list[str] | None:
 
 
 def _list_page(status: int = 200, **context):
-    rows, next_cursor = webhooks.list_webhooks(current_principal(),
+    rows, next_cursor = endpoints.list_webhooks(current_principal(),
                                                cursor=request.args.get("cursor") or None)
     return render_template("webhooks/index.html", webhooks=rows, next_cursor=next_cursor,
                            groups=type_groups(), **_common(**context)), status
@@ -73,7 +75,7 @@ def index():
 def create():
     form = request.form
     try:
-        created = webhooks.create_webhook(
+        created = endpoints.create_webhook(
             current_principal(), form.get("url", ""), event_types=_chosen_types(),
             project_id=form.get("project_id") or None, description=form.get("description", ""),
             ip=client_ip())
@@ -89,7 +91,7 @@ def create():
 
 def _show_page(webhook_id: str, status: int = 200, **context):
     principal = current_principal()
-    webhook = webhooks.get_webhook(principal, webhook_id)
+    webhook = endpoints.get_webhook(principal, webhook_id)
     wanted = request.args.get("status") or None
     rows, next_cursor = deliveries.list_deliveries(
         principal, webhook_id, wanted if wanted in deliveries.STATUSES else None,
@@ -121,9 +123,9 @@ def edit(webhook_id: str):
     form = request.form
     types = _chosen_types()
     try:
-        webhooks.update_webhook(current_principal(), webhook_id, url=form.get("url", ""),
+        endpoints.update_webhook(current_principal(), webhook_id, url=form.get("url", ""),
                                 description=form.get("description", ""),
-                                event_types=[webhooks.ALL] if types is None else types,
+                                event_types=[endpoints.ALL] if types is None else types,
                                 ip=client_ip())
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "edit", form=form)
@@ -144,7 +146,7 @@ def test(webhook_id: str):
 @login_required
 def pause(webhook_id: str):
     try:
-        webhooks.pause_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.pause_webhook(current_principal(), webhook_id, ip=client_ip())
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return _back(webhook_id, "Webhook paused: new events are not sent to it.")
@@ -154,7 +156,7 @@ def pause(webhook_id: str):
 @login_required
 def resume(webhook_id: str):
     try:
-        webhooks.resume_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.resume_webhook(current_principal(), webhook_id, ip=client_ip())
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return _back(webhook_id, "Webhook active again.")
@@ -164,7 +166,7 @@ def resume(webhook_id: str):
 @login_required
 def rotate(webhook_id: str):
     try:
-        rotated = webhooks.rotate_secret(current_principal(), webhook_id,
+        rotated = endpoints.rotate_secret(current_principal(), webhook_id,
                                          form_int("grace_seconds") or 0, ip=client_ip())
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
@@ -177,7 +179,7 @@ def rotate(webhook_id: str):
 @login_required
 def delete(webhook_id: str):
     try:
-        webhooks.delete_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.delete_webhook(current_principal(), webhook_id, ip=client_ip())
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return redirect(url_for("webhooks.index", notice="Webhook deleted."))
@@ -203,12 +205,12 @@ def events_page():
     args = request.args
     chosen_type, chosen_project = args.get("type") or None, args.get("project_id") or None
     try:
-        rows, next_cursor = events.list_events(principal, chosen_type, chosen_project,
+        rows, next_cursor = queries.list_events(principal, chosen_type, chosen_project,
                                                cursor=args.get("cursor") or None)
         error = None
     except ApplianceError as exc:
         rows, next_cursor, error = [], None, exc
     return render_template(
-        "events/index.html", events=rows, next_cursor=next_cursor, data_of=events.data_of,
-        types=list(events.EVENT_TYPES), chosen_type=chosen_type,
+        "events/index.html", events=rows, next_cursor=next_cursor, data_of=outbox.data_of,
+        types=list(event_types.EVENT_TYPES), chosen_type=chosen_type,
         chosen_project=chosen_project, error=error, **_common()), 400 if error else 200

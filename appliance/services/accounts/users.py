@@ -1,0 +1,398 @@
+"""Accounts: signup, email verification, sign-in, passwords and profiles.
+
+Every function takes plain values (and the acting `Principal` where someone acts), owns
+its transaction, writes audit rows for what matters, and raises `appliance.errors`.
+Mail is sent after the transaction commits, never while holding the write lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from peewee import IntegrityError
+
+from appliance import config
+from appliance.db import database
+from appliance.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+)
+from appliance.models import EmailToken, Invite, User
+from appliance.services import audit, clock, projects, settings
+from appliance.services.accounts import mail, mfa, passwords, sessions
+from appliance.services.accounts.sessions import Principal
+from appliance.services.ids import hash_token, new_id, new_token
+from appliance.services.limits import throttle
+
+VERIFY_TTL = dt.timedelta(hours=48)
+RESET_TTL = dt.timedelta(hours=1)
+THROTTLE_WINDOW = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    """A right password: either the user (no MFA) or an MFA challenge to answer."""
+
+    user: User
+    mfa_required: bool
+    mfa_token: str | None = None
+
+
+def normalise_email(email: str) -> str:
+    """The address lower-cased, or InvalidRequest when mail could not be sent to it."""
+    email = email.strip()
+    local, _, domain = email.rpartition("@")
+    if (not local or "." not in domain or len(email) > 254
+            or any(c.isspace() or ord(c) < 32 or c in ',;<>()"\\' for c in email)
+            or parseaddr(email)[1] != email):
+        raise InvalidRequest("Enter a valid email address.", code="invalid_email",
+                             field="email")
+    return f"{local}@{domain.lower()}".lower()
+
+
+def _issue_email_token(user: User, purpose: str, email: str, ttl: dt.timedelta) -> str:
+    token = new_token()
+    now = clock.now()
+    # A new link replaces the older ones of the same purpose.
+    (EmailToken.update(used_at=now)
+     .where(EmailToken.user == user, EmailToken.purpose == purpose,
+            EmailToken.used_at.is_null()).execute())
+    EmailToken.create(user=user, purpose=purpose, token_hash=hash_token(token), email=email,
+                      created_at=now, expires_at=now + ttl)
+    return token
+
+
+def _send_verification(user: User, email: str, token: str) -> None:
+    site = config.active()["SITE_NAME"]
+    url = mail.link(f"/verify-email?token={token}")
+    mail.send(email, f"Confirm your email address for {site}",
+              f"Hello {user.display_name or email},\n\nconfirm your email address by opening "
+              f"this link within 48 hours:\n\n{url}\n\nIf you did not ask for this, ignore "
+              f"this message.\n")
+
+
+def _claim_invite(code: str | None, email: str) -> Invite:
+    if not code:
+        raise Forbidden("Signing up needs an invitation.", code="invite_required")
+    invite = Invite.get_or_none(Invite.code_hash == hash_token(code.strip()))
+    now = clock.now()
+    if invite is None or invite.used_at is not None or invite.expires_at <= now:
+        raise Forbidden("This invitation is not valid.", code="invite_invalid")
+    if invite.email and invite.email != email:
+        raise Forbidden("This invitation is for another address.", code="invite_invalid")
+    return invite
+
+
+def create_user(email: str, password: str, display_name: str = "", *, role: str = "user",
+                verified: bool = False) -> User:
+    """Insert a user (with their default project) after checking the password rules."""
+    email = normalise_email(email)
+    passwords.check_rules(password, email)
+    now = clock.now()
+    try:
+        with database.atomic():
+            user = User.create(
+                id=new_id("usr"), email=email, display_name=display_name.strip(),
+                password_hash=passwords.hash_password(password), role=role,
+                email_verified_at=now if verified else None, password_changed_at=now,
+                created_at=now, updated_at=now)
+            projects.create_default_project(user)
+            return user
+    except IntegrityError:
+        raise Conflict("An account with this email address exists.",
+                       code="email_taken", details={"field": "email"}) from None
+
+
+def signup(email: str, password: str, display_name: str = "", invite_code: str | None = None,
+           ip: str = "") -> User:
+    """Create an account as the SIGNUP setting allows, and mail a verification link."""
+    mode = settings.get(config.active(), "SIGNUP")
+    if mode == "closed":
+        raise Forbidden("Signing up is closed on this appliance.", code="signup_disabled")
+    email = normalise_email(email)
+    with database.atomic():
+        invite = _claim_invite(invite_code, email) if mode == "invite" else None
+        user = create_user(email, password, display_name)
+        if invite is not None:
+            claimed = (Invite.update(used_by=user, used_at=clock.now())
+                       .where(Invite.id == invite.id, Invite.used_at.is_null()).execute())
+            if not claimed:
+                raise Forbidden("This invitation is not valid.", code="invite_invalid")
+        token = _issue_email_token(user, "verify", email, VERIFY_TTL)
+        audit.record("account.signed_up", actor=user, target_type="user", target_id=user.id,
+                     ip=ip)
+    _send_verification(user, email, token)
+    return user
+
+
+def _take_email_token(token: str, purpose: str) -> EmailToken:
+    """Consume a single-use token (conditional UPDATE); raise when unknown/used/expired."""
+    row = EmailToken.get_or_none(EmailToken.token_hash == hash_token(token.strip()),
+                                 EmailToken.purpose == purpose)
+    now = clock.now()
+    if row is None or row.used_at is not None:
+        raise InvalidRequest("This link is not valid or was already used.",
+                             code="token_invalid", field="token")
+    if row.expires_at <= now:
+        raise InvalidRequest("This link has expired; ask for a new one.",
+                             code="token_expired", field="token")
+    taken = (EmailToken.update(used_at=now)
+             .where(EmailToken.id == row.id, EmailToken.used_at.is_null()).execute())
+    if not taken:
+        raise InvalidRequest("This link was already used.", code="token_invalid", field="token")
+    return row
+
+
+def verify_email(token: str, ip: str = "") -> User:
+    """Mark the address a verification link was sent to as confirmed (also email changes)."""
+    with database.atomic():
+        row = _take_email_token(token, "verify")
+        user = User.get_by_id(row.user_id)
+        if row.email != user.email:
+            if User.select().where(User.email == row.email, User.id != user.id).exists():
+                raise Conflict("An account with this email address exists.",
+                               code="email_taken")
+            audit.record("account.email_changed", actor=user, target_type="user",
+                         target_id=user.id, ip=ip, old=user.email, new=row.email)
+            user.email = row.email
+        user.email_verified_at = clock.now()
+        user.updated_at = clock.now()
+        user.save()
+        audit.record("account.email_verified", actor=user, target_type="user",
+                     target_id=user.id, ip=ip)
+    return user
+
+
+def resend_verification(user: User) -> None:
+    """Mail a fresh verification link; refused when the address is already confirmed."""
+    if user.email_verified_at is not None:
+        raise Conflict("This email address is already confirmed.", code="already_verified")
+    with database.atomic():
+        token = _issue_email_token(user, "verify", user.email, VERIFY_TTL)
+    _send_verification(user, user.email, token)
+
+
+def require_verified(user: User) -> None:
+    """Billable resources need a confirmed email address (403 email_unverified)."""
+    if user.email_verified_at is None:
+        raise Forbidden("Confirm your email address first.", code="email_unverified")
+
+
+def _throttle_keys(email: str, ip: str) -> list[tuple[str, int]]:
+    settings_ = config.active()
+    keys = [(f"login:account:{email}", settings_["LOGIN_FAILURES_PER_ACCOUNT"])]
+    if ip:
+        keys.append((f"login:ip:{ip}", settings_["LOGIN_FAILURES_PER_IP"]))
+    return keys
+
+
+def sign_in(email: str, password: str, ip: str = "") -> SignInResult:
+    """Check a password. Failures are counted per account and per address (429 beyond)."""
+    try:
+        email = normalise_email(email)
+    except InvalidRequest:
+        email = email.strip().lower()
+    keys = _throttle_keys(email, ip)
+    for key, limit in keys:
+        throttle.check(key, limit, THROTTLE_WINDOW,
+                       "Too many failed sign-ins; wait before trying again.")
+    user = User.get_or_none(User.email == email)
+    if not passwords.verify_password(user.password_hash if user else None, password):
+        for key, _ in keys:
+            throttle.hit(key, THROTTLE_WINDOW)
+        with database.atomic():
+            audit.record("auth.sign_in_failed", actor=user, ip=ip, success=False,
+                         email=email)
+        raise Unauthorized("The email address or password is wrong.",
+                           code="invalid_credentials")
+    throttle.clear(keys[0][0])
+    sessions.require_active(user)
+    if passwords.needs_rehash(user.password_hash):
+        with database.atomic():
+            User.update(password_hash=passwords.hash_password(password)).where(
+                User.id == user.id).execute()
+    if mfa.is_enabled(user):
+        return SignInResult(user, True, sessions.mfa_token(user))
+    return SignInResult(user, False)
+
+
+def complete_mfa(mfa_token: str, code: str, ip: str = "") -> User:
+    """Finish a sign-in with a TOTP or recovery code; failures count like wrong passwords."""
+    user = sessions.user_from_mfa_token(mfa_token)
+    keys = _throttle_keys(user.email, ip)
+    for key, limit in keys:
+        throttle.check(key, limit, THROTTLE_WINDOW,
+                       "Too many failed sign-ins; wait before trying again.")
+    try:
+        method = mfa.verify(user, code)
+    except InvalidRequest:
+        for key, _ in keys:
+            throttle.hit(key, THROTTLE_WINDOW)
+        with database.atomic():
+            audit.record("auth.mfa_failed", actor=user, ip=ip, success=False)
+        raise
+    sessions.require_active(user)
+    with database.atomic():
+        audit.record("auth.mfa_passed", actor=user, ip=ip, method=method)
+    return user
+
+
+def record_sign_in(user: User, ip: str, kind: str) -> None:
+    with database.atomic():
+        User.update(last_login_at=clock.now()).where(User.id == user.id).execute()
+        audit.record("auth.signed_in", actor=user, ip=ip, kind=kind)
+
+
+def forgot_password(email: str, ip: str = "") -> None:
+    """Mail a reset link when the account exists. Says nothing either way, in the same time."""
+    try:
+        email = normalise_email(email)
+    except InvalidRequest:
+        return
+    user = User.get_or_none(User.email == email)
+    # Hash a password either way so the answer takes the same time with or without account.
+    passwords.verify_password(None, "timing")
+    if user is None or user.status == "suspended":
+        return
+    with database.atomic():
+        token = _issue_email_token(user, "reset", email, RESET_TTL)
+        audit.record("auth.password_reset_requested", actor=user, ip=ip)
+    url = mail.link(f"/reset-password?token={token}")
+    mail.send(email, f"Reset your password for {config.active()['SITE_NAME']}",
+              background=True,
+              body=f"Someone asked to reset the password of your account.\n\nChoose a new one "
+              f"within an hour at:\n\n{url}\n\nIf it was not you, ignore this message; your "
+              f"password stays as it is.\n")
+
+
+def reset_password(token: str, new_password: str, ip: str = "") -> User:
+    """Set a new password from a reset link; every session of the account ends."""
+    with database.atomic():
+        row = _take_email_token(token, "reset")
+        user = User.get_by_id(row.user_id)
+        passwords.check_rules(new_password, user.email)
+        _set_password(user, new_password)
+        # The link proves the mailbox, so the address counts as confirmed.
+        if user.email_verified_at is None and row.email == user.email:
+            user.email_verified_at = clock.now()
+            user.save()
+        sessions.revoke_all_sessions(user, "password_reset")
+        audit.record("auth.password_reset", actor=user, ip=ip)
+    return user
+
+
+def _set_password(user: User, new_password: str) -> None:
+    now = clock.now()
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = now
+    user.updated_at = now
+    user.save()
+
+
+def _require_password(user: User, password: str, field: str = "current_password") -> None:
+    if not passwords.verify_password(user.password_hash, password or ""):
+        raise InvalidRequest("The current password is wrong.", code="wrong_password",
+                             field=field)
+
+
+def change_password(principal: Principal, current_password: str, new_password: str,
+                    ip: str = "") -> int:
+    """Change the password; every other session and refresh family ends. Returns how many."""
+    user = principal.user
+    _require_password(user, current_password)
+    passwords.check_rules(new_password, user.email, field="new_password")
+    with database.atomic():
+        _set_password(user, new_password)
+        audit.record("auth.password_changed", actor=user, ip=ip)
+    return sessions.revoke_other_sessions(principal, "password_changed", ip)
+
+
+def update_profile(principal: Principal, *, display_name: str | None = None,
+                   email: str | None = None, current_password: str | None = None,
+                   ip: str = "") -> tuple[User, bool]:
+    """Change the display name and/or email. A new email needs the password and is only
+    taken once confirmed from a link mailed to it. Returns (user, verification_sent)."""
+    user = principal.user
+    new_email = normalise_email(email) if email is not None else None
+    if new_email == user.email:
+        new_email = None
+    if new_email is not None:
+        _require_password(user, current_password or "")
+        if User.select().where(User.email == new_email).exists():
+            raise Conflict("An account with this email address exists.", code="email_taken",
+                           details={"field": "email"})
+    token = None
+    with database.atomic():
+        if display_name is not None:
+            user.display_name = display_name.strip()
+            user.updated_at = clock.now()
+            user.save()
+        if new_email is not None:
+            token = _issue_email_token(user, "verify", new_email, VERIFY_TTL)
+            audit.record("account.email_change_requested", actor=user, ip=ip, new=new_email)
+    if token is not None:
+        _send_verification(user, new_email, token)
+    return user, token is not None
+
+
+def _guarded(user: User, attempt):
+    """Run a password/code check; failures count towards the account's sign-in throttle."""
+    key, limit = _throttle_keys(user.email, "")[0]
+    throttle.check(key, limit, THROTTLE_WINDOW, "Too many wrong codes; wait before trying again.")
+    try:
+        return attempt()
+    except InvalidRequest:
+        throttle.hit(key, THROTTLE_WINDOW)
+        raise
+
+
+def disable_mfa(principal: Principal, password: str, code: str, ip: str = "") -> None:
+    """Turn MFA off: needs the password and a current code (or a recovery code)."""
+    def attempt() -> None:
+        _require_password(principal.user, password, field="password")
+        mfa.disable(principal.user, code, ip=ip)
+
+    _guarded(principal.user, attempt)
+
+
+def regenerate_recovery_codes(principal: Principal, code: str, ip: str = "") -> list[str]:
+    """New recovery codes for a current code; the old ones stop working."""
+    return _guarded(principal.user,
+                    lambda: mfa.regenerate_recovery_codes(principal.user, code, ip=ip))
+
+
+def create_first_admin(email: str, password: str, display_name: str = "",
+                       ip: str = "") -> User:
+    """The first-run set-up: only while no user exists at all."""
+    with database.atomic():
+        if User.select().exists():
+            raise Conflict("The appliance is already set up.", code="setup_done")
+        user = create_user(email, password, display_name, role="admin", verified=True)
+        audit.record("admin.created", actor=user, target_type="user", target_id=user.id,
+                     ip=ip, via="setup")
+    return user
+
+
+def create_admin(email: str, password: str, display_name: str = "") -> User:
+    """`appliance create-admin`: a trusted shell makes an administrator at any time."""
+    with database.atomic():
+        user = create_user(email, password, display_name, role="admin", verified=True)
+        audit.record("admin.created", actor=user, target_type="user", target_id=user.id,
+                     via="cli")
+    return user
+
+
+def get_user(user_id: str) -> User:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise NotFound("No such user.", code="user_not_found")
+    return user
+
+
+def user_count() -> int:
+    return User.select().count()

@@ -1,0 +1,266 @@
+"""Hourly metering: one usage record, and one ledger debit, per metered thing and hour.
+
+`tick()` (a scheduler task) looks at every metered thing - today instances, stopped ones
+too, since their resources stay reserved - and records each started UTC hour from its
+creation until its deletion that is not recorded yet, up to the current hour. A downtime
+is caught up on the next tick. Each record is priced at the plan's hourly price, capped
+so the amount for one instance and plan in a calendar month never passes the plan's
+monthly cap; a record with an amount debits the account that owns the project (the
+ledger reference `usage:<subject>:<hour>`), and the daily rollup that charts read grows
+by it - all in one durable write transaction.
+
+Why it never counts an hour twice: the transaction takes the write lock first (`BEGIN
+IMMEDIATE`), so a second tick - a re-run, another scheduler - reads what the first one
+wrote; the unique key (subject, resource, hour) on usage records and the unique ledger
+reference refuse a duplicate anyway, and a refused insert rolls the whole tick back.
+A crash part-way leaves nothing: the transaction is all or none.
+
+How it stays fast: one query for the things and where their metering stands (the
+`usage_meter` row: last hour, this month's sum), bulk inserts, one commit.
+
+Other resources plug in with `register_meter(resource, collect)`: `collect(now)` returns
+`Subject`s. Backups are one (`backup`, SKU `backup-gb`): their size in GB is the quantity,
+priced per GB-month (BILLING_BACKUP_GB_MONTH) and charged pro rata by the hour - hour k
+of a month of H hours costs floor(P(k+1)/H) - floor(Pk/H) of the month's price P, so a
+whole month sums to P exactly and no hour rounds to a lasting zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peewee import JOIN, fn
+
+from appliance import config
+from appliance.db import database, db_time, insert_statement
+from appliance.models import Backup, Instance, Plan, Project, UsageMeter, UsageRecord
+from appliance.services import clock, settings
+from appliance.services.billing import ledger
+
+log = logging.getLogger("appliance.metering")
+
+HOUR = dt.timedelta(hours=1)
+INSTANCE = "instance"
+
+
+@dataclass
+class Subject:
+    """A metered thing and where its metering stands."""
+
+    subject_id: str
+    resource: str
+    user_id: str  # the account billed: the project's owner
+    project_id: str
+    sku: str
+    unit_price: int  # per quantity and hour, minor units
+    monthly_cap: int | None  # per subject, SKU and calendar month
+    quantity: int
+    start: dt.datetime  # exists from
+    end: dt.datetime | None  # until (deleted), or still there
+    last_hour: dt.datetime | None = None  # the meter's state (None: nothing recorded yet)
+    meter_sku: str | None = None
+    meter_month: str | None = None
+    month_amount: int = 0
+    monthly_price: int | None = None  # per quantity and month, charged pro rata by the hour
+
+
+_meters: dict[str, Callable[[dt.datetime], list[Subject]]] = {}
+
+
+def register_meter(resource: str, collect: Callable[[dt.datetime], list[Subject]]) -> None:
+    """Meter another resource: `collect(now)` returns its subjects not yet fully metered."""
+    _meters[resource] = collect
+
+
+def hour_of(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def month_of(hour: dt.datetime) -> str:
+    return hour.strftime("%Y-%m")
+
+
+def _instances(now: dt.datetime) -> list[Subject]:
+    meter = UsageMeter.alias()
+    rows = (Instance.select(Instance.id, Instance.project, Instance.created_at,
+                            Instance.deleted_at, Plan.slug, Plan.price_hourly,
+                            Plan.price_monthly_cap, Project.created_by,
+                            meter.last_hour, meter.sku, meter.month, meter.month_amount)
+            .join(Plan, on=(Instance.plan == Plan.id))
+            .switch(Instance).join(Project, on=(Instance.project == Project.id))
+            .switch(Instance).join(meter, JOIN.LEFT_OUTER,
+                                   on=((meter.subject_id == Instance.id)
+                                       & (meter.resource == INSTANCE)))
+            .where(meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
+    # The raw cursor: peewee's per-field conversion of 10,000 rows costs more than the rest.
+    return [Subject(ins_id, INSTANCE, owner, project, slug, price, cap, 1, _utc(created),
+                    _utc(deleted), _utc(last), meter_sku, meter_month, month_amount or 0)
+            for (ins_id, project, created, deleted, slug, price, cap, owner, last, meter_sku,
+                 meter_month, month_amount) in database.execute(rows)]
+
+
+def _utc(value) -> dt.datetime | None:
+    """A stored timestamp (naive UTC text or datetime) as an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+register_meter(INSTANCE, _instances)
+
+BACKUP, BACKUP_SKU = "backup", "backup-gb"
+
+
+def _backups(now: dt.datetime) -> list[Subject]:
+    """Backups kept on an engine (available, or being taken), until deleted."""
+    meter = UsageMeter.alias()
+    price = settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
+    rows = (Backup.select(Backup.id, Backup.project, Backup.created_at, Backup.deleted_at,
+                          Backup.size_gb, Project.created_by, meter.last_hour, meter.sku,
+                          meter.month, meter.month_amount)
+            .join(Project, on=(Backup.project == Project.id))
+            .switch(Backup).join(meter, JOIN.LEFT_OUTER,
+                                 on=((meter.subject_id == Backup.id)
+                                     & (meter.resource == BACKUP)))
+            .where(Backup.status.in_(("creating", "available", "deleted")),
+                   meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
+    return [Subject(backup_id, BACKUP, owner, project, BACKUP_SKU, price, None, size,
+                    _utc(created), _utc(deleted), _utc(last), meter_sku, meter_month,
+                    month_amount or 0, monthly_price=price)
+            for (backup_id, project, created, deleted, size, owner, last, meter_sku,
+                 meter_month, month_amount) in database.execute(rows)]
+
+
+register_meter(BACKUP, _backups)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    records: int
+    amount: int
+    subjects: int
+
+
+def tick(now: dt.datetime | None = None) -> TickResult:
+    """Record every started hour not recorded yet, up to `now` (default: the clock).
+
+    Idempotent: run it as often as you like; it only adds what is missing.
+    """
+    now = now or clock.now()
+    current = hour_of(now)
+    with ledger.durable():
+        subjects = [s for collect in _meters.values() for s in collect(now)]
+        records, meters = [], []
+        for subject in subjects:
+            made, closed = _hours(subject, current)
+            records += made
+            if made or closed:
+                meters.append((subject, closed))
+        if not meters:
+            return TickResult(0, 0, len(subjects))
+        _write(records, meters, now)
+    total = sum(record[-1] for record in records)
+    if records:
+        log.info("metering: %s hour(s) recorded, %s charged", len(records), total)
+    return TickResult(len(records), total, len(subjects))
+
+
+def _hours(subject: Subject, current: dt.datetime) -> tuple[list[tuple], bool]:
+    """The records (subject, hour, amount) still missing, and whether the subject is done."""
+    first = hour_of(subject.start) if subject.last_hour is None else subject.last_hour + HOUR
+    last, closed = current, False
+    if subject.end is not None:
+        # Hours that started before the deletion; once those are in, the meter is closed.
+        final = hour_of(subject.end - dt.timedelta(microseconds=1))
+        last, closed = min(current, final), final <= current
+    made = []
+    month, month_amount = subject.meter_month, subject.month_amount
+    if subject.meter_sku is not None and subject.meter_sku != subject.sku:
+        month = None  # another plan: its own monthly sum, looked up below when needed
+    hour = first
+    while hour <= last:
+        this_month = month_of(hour)
+        if this_month != month:
+            month = this_month
+            month_amount = (_month_sum(subject, hour) if subject.last_hour is not None
+                            and this_month == month_of(subject.last_hour) else 0)
+        if subject.monthly_price is not None:
+            amount = _pro_rata(subject.monthly_price * subject.quantity, hour)
+        else:
+            amount = subject.unit_price * subject.quantity
+        if subject.monthly_cap is not None:
+            amount = max(0, min(amount, subject.monthly_cap - month_amount))
+        month_amount += amount
+        made.append((subject, hour, amount))
+        hour += HOUR
+    if made:
+        subject.last_hour, subject.meter_month, subject.month_amount = made[-1][1], month, \
+            month_amount
+    return made, closed
+
+
+def _pro_rata(monthly: int, hour: dt.datetime) -> int:
+    """Hour `hour`'s share of `monthly`: the shares of a month's hours add up to it."""
+    start = hour.replace(day=1, hour=0)
+    following = (start + dt.timedelta(days=32)).replace(day=1)
+    hours = round((following - start) / HOUR)
+    index = round((hour - start) / HOUR)
+    return monthly * (index + 1) // hours - monthly * index // hours
+
+
+def _month_sum(subject: Subject, hour: dt.datetime) -> int:
+    """What (subject, SKU) was charged this month before - after a plan change back."""
+    start = hour.replace(day=1, hour=0)
+    return (UsageRecord.select(fn.COALESCE(fn.SUM(UsageRecord.amount), 0))
+            .where(UsageRecord.subject_id == subject.subject_id,
+                   UsageRecord.resource == subject.resource, UsageRecord.sku == subject.sku,
+                   UsageRecord.hour >= start, UsageRecord.hour < hour).scalar())
+
+
+def _write(records: list[tuple], meters: list[tuple[Subject, bool]], now: dt.datetime) -> None:
+    cursor = database.cursor()
+    created = db_time(now)
+    usage_rows, daily, postings = [], defaultdict(lambda: [0, 0]), []
+    for subject, hour, amount in records:
+        stamp = db_time(hour)
+        usage_rows.append((subject.user_id, subject.project_id, subject.subject_id,
+                           subject.resource, subject.sku, stamp, subject.quantity,
+                           subject.unit_price, amount, created))
+        totals = daily[(subject.user_id, subject.project_id, hour.date().isoformat(),
+                        subject.resource, subject.sku)]
+        totals[0] += subject.quantity
+        totals[1] += amount
+        if amount:
+            postings.append(ledger.Posting(
+                subject.user_id, "usage", -amount,
+                f"usage:{subject.subject_id}:{clock.isoformat(hour)}",
+                note=f"{subject.resource} {subject.sku} {clock.isoformat(hour)}",
+                project_id=subject.project_id))
+    # A duplicate (subject, resource, hour) fails here and rolls back the whole tick.
+    cursor.executemany(insert_statement(
+        "usage_record", ("user_id", "project_id", "subject_id", "resource", "sku", "hour",
+                         "quantity", "unit_price", "amount", "created_at")), usage_rows)
+    cursor.executemany(insert_statement(
+        "usage_daily", ("user_id", "project_id", "day", "resource", "sku", "quantity",
+                        "amount"),
+        'ON CONFLICT ("user_id", "day", "project_id", "resource", "sku") DO UPDATE SET '
+        '"quantity" = "usage_daily"."quantity" + excluded."quantity", '
+        '"amount" = "usage_daily"."amount" + excluded."amount"'),
+        [(*key, quantity, amount) for key, (quantity, amount) in daily.items()])
+    cursor.executemany(insert_statement(
+        "usage_meter", ("subject_id", "resource", "last_hour", "sku", "month", "month_amount",
+                        "closed"),
+        'ON CONFLICT ("subject_id", "resource") DO UPDATE SET '
+        '"last_hour" = excluded."last_hour", "sku" = excluded."sku", '
+        '"month" = excluded."month", "month_amount" = excluded."month_amount", '
+        '"closed" = excluded."closed"'),
+        [(s.subject_id, s.resource, db_time(s.last_hour or hour_of(s.start)),
+          s.sku, s.meter_month or month_of(hour_of(s.start)), s.month_amount, closed)
+         for s, closed in meters])
+    ledger.post_many(postings)

@@ -1,0 +1,169 @@
+"""Promo codes: the operator's codes (amount, uses, once per user, expiry) and redeeming one.
+
+A code is trimmed and case-folded wherever it is typed. Redeeming posts a `promo` ledger
+entry whose reference names the code and the account (`promo:<code>:<user>`), in the same
+durable transaction as the redemption row and the use count, so a retried or concurrent
+redemption credits once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from peewee import fn
+
+from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.models import LedgerEntry, PromoCode, PromoRedemption
+from appliance.services import audit, clock, pagination
+from appliance.services.accounts.admin import require_admin
+from appliance.services.accounts.sessions import Principal
+from appliance.services.billing import ledger
+from appliance.services.ids import new_id
+
+CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{2,59}$")
+MAX_USES = 1_000_000
+
+
+def normalise(code: str) -> str:
+    return (code or "").strip().casefold()
+
+
+def _check_code(code: str) -> str:
+    code = normalise(code)
+    if not CODE.match(code):
+        raise InvalidRequest("A promo code has 3-60 letters, digits, - and _.", field="code")
+    return code
+
+
+def redeem(principal: Principal, code: str, ip: str = "") -> LedgerEntry:
+    """Credit the caller's account with the code's amount; returns the ledger entry.
+
+    404 `promo_not_found`; 409 `promo_inactive`, `promo_expired`,
+    `promo_already_redeemed` (once per user) or `promo_used_up` (max uses reached).
+    """
+    principal.require_scope("billing:write")
+    code = normalise(code)
+    if not code or len(code) > 60:
+        raise InvalidRequest("Enter a promo code.", field="code")
+    user_id = principal.user.id
+    with ledger.durable():
+        promo = PromoCode.get_or_none(PromoCode.code == code)
+        if promo is None:
+            raise NotFound("No such promo code.", code="promo_not_found",
+                           details={"field": "code"})
+        if not promo.active:
+            raise Conflict("This promo code is no longer active.", code="promo_inactive",
+                           details={"field": "code"})
+        if promo.expires_at is not None and promo.expires_at <= clock.now():
+            raise Conflict("This promo code has expired.", code="promo_expired",
+                           details={"field": "code", "expired_at": promo.expires_at.isoformat()})
+        mine = (PromoRedemption.select(fn.COUNT(PromoRedemption.id))
+                .where(PromoRedemption.promo == promo, PromoRedemption.user == user_id).scalar())
+        if promo.once_per_user and mine:
+            raise Conflict("You have already redeemed this promo code.",
+                           code="promo_already_redeemed", details={"field": "code"})
+        used = (PromoCode.update(uses=PromoCode.uses + 1, updated_at=clock.now())
+                .where(PromoCode.id == promo.id,
+                       PromoCode.max_uses.is_null() | (PromoCode.uses < PromoCode.max_uses))
+                .execute())
+        if not used:
+            raise Conflict("This promo code has been used up.", code="promo_used_up",
+                           details={"field": "code"})
+        number = mine + 1
+        reference = f"promo:{code}:{user_id}" + ("" if promo.once_per_user else f":{number}")
+        PromoRedemption.create(id=new_id("prr"), promo=promo, user=user_id, number=number,
+                               ledger_reference=reference, created_at=clock.now())
+        entry = ledger.post(user_id, "promo", promo.amount, reference,
+                            note=f"Promo code {code.upper()}")
+        audit.record("billing.promo_redeemed", actor=principal.user, ip=ip, code=code,
+                     amount=promo.amount)
+    return entry
+
+
+# Operator side ------------------------------------------------------------------------
+
+
+def list_codes(principal: Principal, limit: int = 50, cursor: str | None = None):
+    require_admin(principal)
+    return pagination.page(PromoCode.select(), PromoCode, limit, cursor)
+
+
+def get_code(principal: Principal, promo_id: str) -> PromoCode:
+    require_admin(principal)
+    promo = PromoCode.get_or_none(PromoCode.id == promo_id)
+    if promo is None:
+        raise NotFound("No such promo code.", code="promo_not_found")
+    return promo
+
+
+def _check_fields(amount: int | None, max_uses: int | None,
+                  expires_at: dt.datetime | None, note: str | None) -> None:
+    if amount is not None and (isinstance(amount, bool)
+                               or not 1 <= amount <= ledger.MAX_AMOUNT):
+        raise InvalidRequest(f"The amount is from 1 to {ledger.MAX_AMOUNT} minor units.",
+                             field="amount")
+    if max_uses is not None and not 1 <= max_uses <= MAX_USES:
+        raise InvalidRequest(f"max_uses is from 1 to {MAX_USES}, or null for no limit.",
+                             field="max_uses")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidRequest("Give expires_at with a time zone (e.g. Z).", field="expires_at")
+    if note is not None and len(note) > ledger.NOTE_MAX:
+        raise InvalidRequest(f"A note has at most {ledger.NOTE_MAX} characters.", field="note")
+
+
+def create_code(principal: Principal, *, code: str, amount: int, max_uses: int | None = None,
+                once_per_user: bool = True, expires_at: dt.datetime | None = None,
+                active: bool = True, note: str = "", ip: str = "") -> PromoCode:
+    require_admin(principal)
+    code = _check_code(code)
+    _check_fields(amount, max_uses, expires_at, note)
+    now = clock.now()
+    with ledger.durable():
+        if PromoCode.select().where(PromoCode.code == code).exists():
+            raise Conflict("A promo code with this code exists.", code="promo_exists",
+                           details={"field": "code"})
+        promo = PromoCode.create(id=new_id("prm"), code=code, amount=amount, max_uses=max_uses,
+                                 once_per_user=once_per_user, expires_at=expires_at,
+                                 active=active, note=note.strip(), created_by=principal.user,
+                                 created_at=now, updated_at=now)
+        audit.record("billing.promo_created", actor=principal.user, target_type="promo_code",
+                     target_id=promo.id, ip=ip, code=code, amount=amount)
+    return promo
+
+
+UNSET = object()
+
+
+def update_code(principal: Principal, promo_id: str, *, amount=UNSET, max_uses=UNSET,
+                expires_at=UNSET, active=UNSET, note=UNSET, ip: str = "") -> PromoCode:
+    """Change the given fields (the code itself and once-per-user stay as made)."""
+    changes = {name: value for name, value in (
+        ("amount", amount), ("max_uses", max_uses), ("expires_at", expires_at),
+        ("active", active), ("note", note)) if value is not UNSET}
+    if changes.get("amount", 1) is None:
+        raise InvalidRequest("A promo code needs an amount.", field="amount")
+    if "active" in changes and not isinstance(changes["active"], bool):
+        raise InvalidRequest("active is true or false.", field="active")
+    _check_fields(changes.get("amount"), changes.get("max_uses"), changes.get("expires_at"),
+                  changes.get("note"))
+    with ledger.durable():
+        promo = get_code(principal, promo_id)
+        if changes:
+            PromoCode.update(updated_at=clock.now(), **changes).where(
+                PromoCode.id == promo.id).execute()
+        audit.record("billing.promo_changed", actor=principal.user, target_type="promo_code",
+                     target_id=promo.id, ip=ip, **{k: str(v) for k, v in changes.items()})
+    return PromoCode.get_by_id(promo.id)
+
+
+def delete_code(principal: Principal, promo_id: str, ip: str = "") -> None:
+    """Delete a code nobody redeemed; a redeemed one can only be deactivated (409)."""
+    with ledger.durable():
+        promo = get_code(principal, promo_id)
+        if PromoRedemption.select().where(PromoRedemption.promo == promo).exists():
+            raise Conflict("This code was redeemed; deactivate it instead.",
+                           code="promo_redeemed")
+        promo.delete_instance()
+        audit.record("billing.promo_deleted", actor=principal.user, target_type="promo_code",
+                     target_id=promo.id, ip=ip, code=promo.code)

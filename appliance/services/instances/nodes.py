@@ -1,0 +1,299 @@
+"""Nodes: the hosts whose engines run instances; health checks, discovery and placement.
+
+Administrators register nodes (engine, endpoint, capacity). A health check asks the
+engine for its version through the driver and records healthy/unhealthy with the reason;
+a healthy node's images are discovered into the catalog. On first start, when no node
+exists, a reachable local engine is registered (Incus first, then Docker); the fake
+engine is only ever registered on purpose and is always marked simulated.
+
+Placement picks an enabled, healthy node of the image's engine with enough free
+capacity (capacity minus the plans of its live instances), the one with most free
+memory first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from peewee import IntegrityError, fn
+
+from appliance import config, drivers
+from appliance.db import database
+from appliance.drivers.base import DriverError
+from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from appliance.models import Image, Instance, Node, Plan
+from appliance.services import audit, clock, pagination
+from appliance.services.accounts.admin import require_admin
+from appliance.services.accounts.sessions import Principal
+from appliance.services.ids import new_id
+
+T = TypeVar("T")
+log = logging.getLogger("appliance.nodes")
+
+ENGINES = tuple(drivers.ENGINES)
+_ENDPOINT = re.compile(r"^(|unix:///\S+|https://\S+|tcp://\S+|fake://\S*)$")
+LIVE = ("creating", "running", "stopped", "failed", "deleting")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+def driver_for(node: Node):
+    return drivers.connect(node.engine, node.endpoint, json.loads(node.options or "{}"))
+
+
+def engine_call(call: Callable[[], T]) -> T:
+    """A synchronous engine call from a request: engine trouble is 503 engine_unavailable."""
+    try:
+        return call()
+    except DriverError as exc:
+        raise ServiceUnavailable(f"The engine did not answer: {exc.message}",
+                                 code="engine_unavailable") from None
+
+
+def _check_fields(engine: str, endpoint: str, capacity: Capacity, name: str) -> None:
+    if engine not in ENGINES:
+        raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)}.", field="engine")
+    if not _ENDPOINT.match(endpoint or ""):
+        raise InvalidRequest("endpoint is a unix:///path, https://host:port or tcp://host:port "
+                             "(empty: the engine's local socket).", field="endpoint")
+    if not name.strip() or len(name) > 100:
+        raise InvalidRequest("A node needs a name of 1-100 characters.", field="name")
+    for field, value in (("capacity_vcpus", capacity.vcpus),
+                         ("capacity_memory_mb", capacity.memory_mb),
+                         ("capacity_disk_gb", capacity.disk_gb)):
+        if value < 1:
+            raise InvalidRequest(f"{field} must be at least 1.", field=field)
+
+
+def register_node(principal: Principal, name: str, engine: str, endpoint: str, *,
+                  capacity: Capacity, options: dict[str, str] | None = None,
+                  enabled: bool = True, ip: str = "") -> Node:
+    """Register a node and check its health at once (an unreachable one is kept, unhealthy)."""
+    require_admin(principal)
+    _check_fields(engine, endpoint, capacity, name)
+    node = _insert(name.strip(), engine, endpoint, capacity=capacity, options=options or {},
+                   enabled=enabled)
+    with database.atomic():
+        audit.record("node.registered", actor=principal.user, target_type="node",
+                     target_id=node.id, ip=ip, engine=engine, endpoint=endpoint)
+    return check_health(node)
+
+
+def _insert(name: str, engine: str, endpoint: str, *, capacity: Capacity,
+            options: dict[str, str], enabled: bool) -> Node:
+    now = clock.now()
+    try:
+        with database.atomic():
+            return Node.create(
+                id=new_id("node"), name=name, engine=engine, endpoint=endpoint,
+                options=json.dumps(options), capacity_vcpus=capacity.vcpus,
+                capacity_memory_mb=capacity.memory_mb, capacity_disk_gb=capacity.disk_gb,
+                enabled=enabled, simulated=engine == "fake", created_at=now, updated_at=now)
+    except IntegrityError:
+        raise Conflict("A node with this name exists.", code="node_exists",
+                       details={"field": "name"}) from None
+
+
+def list_nodes(principal: Principal, limit: int = 50, cursor: str | None = None):
+    require_admin(principal)
+    return pagination.page(Node.select(), Node, limit, cursor)
+
+
+def get_node(principal: Principal, node_id: str) -> Node:
+    require_admin(principal)
+    node = Node.get_or_none(Node.id == node_id)
+    if node is None:
+        raise NotFound("No such node.", code="node_not_found")
+    return node
+
+
+def update_node(principal: Principal, node_id: str, *, enabled: bool | None = None,
+                capacity: Capacity | None = None, name: str | None = None,
+                ip: str = "") -> Node:
+    node = get_node(principal, node_id)
+    changes: dict = {}
+    if enabled is not None:
+        changes["enabled"] = enabled
+    if name is not None:
+        if not name.strip() or len(name) > 100:
+            raise InvalidRequest("A node needs a name of 1-100 characters.", field="name")
+        changes["name"] = name.strip()
+    if capacity is not None:
+        _check_fields(node.engine, node.endpoint, capacity, changes.get("name", node.name))
+        changes.update(capacity_vcpus=capacity.vcpus, capacity_memory_mb=capacity.memory_mb,
+                       capacity_disk_gb=capacity.disk_gb)
+    if changes:
+        try:
+            with database.atomic():
+                Node.update(updated_at=clock.now(), **changes).where(
+                    Node.id == node.id).execute()
+                audit.record("node.updated", actor=principal.user, target_type="node",
+                             target_id=node.id, ip=ip,
+                             **{k: v for k, v in changes.items() if k != "options"})
+        except IntegrityError:
+            raise Conflict("A node with this name exists.", code="node_exists",
+                           details={"field": "name"}) from None
+    return Node.get_by_id(node.id)
+
+
+def live_instances(node: Node) -> int:
+    return Instance.select().where(Instance.node == node, Instance.deleted_at.is_null()).count()
+
+
+def delete_node(principal: Principal, node_id: str, ip: str = "") -> None:
+    node = get_node(principal, node_id)
+    with database.atomic():
+        count = live_instances(node)
+        if count:
+            raise Conflict(f"The node still runs {count} instances; move or delete them first.",
+                           code="node_not_empty", details={"instances": count})
+        Image.delete().where(Image.node == node, Image.discovered).execute()
+        node.delete_instance()
+        audit.record("node.deleted", actor=principal.user, target_type="node",
+                     target_id=node_id, ip=ip, name=node.name)
+    drivers.forget(node.engine, node.endpoint)
+
+
+# Health and discovery ----------------------------------------------------------------
+
+
+def check_health(node: Node) -> Node:
+    """Ask the engine; record healthy (with its version) or unhealthy (with the reason)."""
+    now = clock.now()
+    try:
+        driver = driver_for(node)
+        info = driver.info()
+        found = driver.images()
+    except DriverError as exc:
+        changes = {"health": "unhealthy", "health_message": exc.message[:500]}
+        found = None
+    else:
+        changes = {"health": "healthy", "health_message": "", "engine_version": info.version,
+                   "simulated": info.simulated}
+    with database.atomic():
+        Node.update(last_checked_at=now, **changes).where(Node.id == node.id).execute()
+        if found is not None:
+            _record_images(node, found)
+    if changes["health"] != node.health:
+        log.info("node %s (%s) is %s %s", node.name, node.engine, changes["health"],
+                 changes["health_message"])
+    return Node.get_by_id(node.id)
+
+
+def _record_images(node: Node, found) -> None:
+    """Discovered images of a node: new ones are added, gone ones deactivated."""
+    now = clock.now()
+    known = {image.ref: image for image in Image.select().where(Image.node == node)}
+    for info in found:
+        if info.ref in known:
+            if not known[info.ref].active and known[info.ref].discovered:
+                Image.update(active=True, updated_at=now).where(
+                    Image.id == known[info.ref].id).execute()
+            continue
+        Image.create(id=new_id("img"), name=info.description or info.ref, ref=info.ref,
+                     family=info.os[:60], version=info.release[:60], engine=node.engine,
+                     node=node, description=info.description, discovered=True,
+                     min_disk_gb=max(1, -(-(info.size_bytes or 0) // 2**30)),
+                     created_at=now, updated_at=now)
+    gone = [image.id for ref, image in known.items()
+            if image.discovered and ref not in {info.ref for info in found}]
+    if gone:
+        Image.update(active=False, updated_at=now).where(Image.id.in_(gone)).execute()
+
+
+def check_all() -> int:
+    """The scheduler's health sweep: every node; returns how many are healthy."""
+    return sum(check_health(node).health == "healthy" for node in Node.select())
+
+
+def _host_capacity() -> Capacity:
+    memory_mb = 1024
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    memory_mb = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    disk_gb = shutil.disk_usage(config.active()["DATA_DIR"]).total // 2**30
+    return Capacity(os.cpu_count() or 1, memory_mb, max(1, disk_gb))
+
+
+def register_local_engine() -> Node | None:
+    """First start: when no node exists, register the first reachable local engine
+    (Incus, then Docker). Returns the node, or None when there is none or nodes exist."""
+    if Node.select().exists():
+        return None
+    for engine in ("incus", "docker"):
+        try:
+            drivers.connect(engine, "").info()
+        except (DriverError, ImportError, OSError) as exc:
+            log.info("no local %s engine: %s", engine, exc)
+            continue
+        node = _insert(f"local-{engine}", engine, "", capacity=_host_capacity(), options={},
+                       enabled=True)
+        with database.atomic():
+            audit.record("node.registered", target_type="node", target_id=node.id,
+                         engine=engine, via="first-start")
+        log.info("registered the local %s engine as node %s", engine, node.name)
+        return check_health(node)
+    return None
+
+
+# Placement ---------------------------------------------------------------------------
+
+
+def used_capacity(node: Node) -> Capacity:
+    row = (Plan.select(fn.COALESCE(fn.SUM(Plan.vcpus), 0),
+                       fn.COALESCE(fn.SUM(Plan.memory_mb), 0),
+                       fn.COALESCE(fn.SUM(Plan.disk_gb), 0))
+           .join(Instance, on=(Instance.plan == Plan.id))
+           .where(Instance.node == node, Instance.deleted_at.is_null())
+           .tuples().first())
+    return Capacity(*row)
+
+
+def free_capacity(node: Node) -> Capacity:
+    used = used_capacity(node)
+    return Capacity(node.capacity_vcpus - used.vcpus, node.capacity_memory_mb - used.memory_mb,
+                    node.capacity_disk_gb - used.disk_gb)
+
+
+def place(plan: Plan, image: Image) -> Node:
+    """The node for a new instance of `plan` from `image`; call inside the creating
+    transaction (BEGIN IMMEDIATE keeps two placements from sharing the last slot).
+
+    503 `engine_unavailable` when no enabled node of the image's engine is healthy,
+    503 `no_capacity` when none of the healthy ones has room.
+    """
+    candidates = Node.select().where(Node.enabled, Node.engine == image.engine)
+    if image.node_id is not None:
+        candidates = candidates.where(Node.id == image.node_id)
+    if not any(node.health == "healthy" for node in candidates):
+        raise ServiceUnavailable(f"No {image.engine} node is reachable right now.",
+                                 code="engine_unavailable", details={"engine": image.engine})
+    candidates = candidates.where(Node.health == "healthy")
+    best, best_free = None, None
+    for node in candidates:
+        free = free_capacity(node)
+        fits = (free.vcpus >= plan.vcpus and free.memory_mb >= plan.memory_mb
+                and free.disk_gb >= plan.disk_gb)
+        if fits and (best_free is None or free.memory_mb > best_free.memory_mb):
+            best, best_free = node, free
+    if best is None:
+        raise ServiceUnavailable("No node has room for this plan right now.",
+                                 code="no_capacity",
+                                 details={"engine": image.engine, "plan": plan.slug})
+    return best

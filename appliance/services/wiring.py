@@ -1,0 +1,30 @@
+"""How the domains plug into one another, in one place, at start-up.
+
+Lower domains offer hooks and know nothing of who uses them: the outbox runs fan-outs
+and listeners for each event, the job runner runs handlers by job type, quotas ask
+counters for usage, projects ask holders whether they are empty. The domains above fill
+them in here, so nothing depends on which module happened to be imported first and no
+import cycle is needed. `create_app` calls `connect()`; calling it again changes nothing.
+"""
+
+from __future__ import annotations
+
+from appliance.services import projects
+from appliance.services.accounts import api_keys
+from appliance.services.events import live, notifications, outbox
+from appliance.services.instances import engine_jobs, lifecycle
+from appliance.services.limits import quotas
+from appliance.services.webhooks import endpoints
+
+
+def connect() -> None:
+    """Register every hook (idempotent)."""
+    outbox.fan_out_to(endpoints.fan_out, endpoints.wake)
+    outbox.listen(notifications.from_event)
+    outbox.listen(live.on_event)
+    engine_jobs.register_handlers()
+    quotas.register_usage("instances", lifecycle.live_instance_count)
+    quotas.register_usage("vcpus", lifecycle.vcpus_in_use)
+    quotas.register_usage("memory_mb", lifecycle.memory_mb_in_use)
+    quotas.register_usage("api_keys", api_keys.active_key_count)
+    projects.register_holder(lifecycle.instances_in_project)
