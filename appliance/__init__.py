@@ -63,10 +63,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
 
     Raises `appliance.config.ConfigError` when a setting is malformed.
     """
-    from htmx_flask import Htmx
-
     # Imported here, not at the top: `import appliance` (the version, the CLI's --help)
     # must not load Flask's blueprints, the services and the database drivers.
+    from htmx_flask import Htmx
+
     from appliance import api, db, http, metrics, web
     from appliance.config import activate, ensure_data_dir, ensure_secrets, load_settings
     from appliance.services import wiring

@@ -24,6 +24,8 @@ def _setup_logging(level: str) -> None:
 
 
 def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwargs: Any):
+    # Each command imports what it needs when it runs: `appliance --help` and `version`
+    # answer without loading Flask, the services and the database drivers.
     from appliance import create_app
     from appliance.config import load_settings
 
@@ -55,7 +57,7 @@ def main() -> None:
 @data_dir_option
 def serve(host: str | None, port: int | None, threads: int | None, data_dir: str | None) -> None:
     """Apply migrations and serve the dashboard and the API with waitress."""
-    from waitress.server import create_server
+    from waitress.server import create_server  # lazy, like every command's imports
 
     extra = {name: value for name, value in
              (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
@@ -73,7 +75,7 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
 
     def stop(signum: int, frame: Any) -> None:
-        from appliance.services.events import live
+        from appliance.services.events import live  # lazy, like every command's imports
 
         live.end_all()  # live streams hold worker threads waitress waits for
         raise SystemExit(0)  # waitress closes its sockets on SystemExit
@@ -83,7 +85,7 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
     host_shown = settings["HOST"] if ":" not in settings["HOST"] else f"[{settings['HOST']}]"
     log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
              host_shown, server.effective_port, settings["DATA_DIR"])
-    from appliance import scheduler
+    from appliance import scheduler  # lazy, like every command's imports
 
     scheduler.start(app)
     try:
@@ -105,7 +107,7 @@ def init(data_dir: str | None) -> None:
 @data_dir_option
 def migrate(show_status: bool, data_dir: str | None) -> None:
     """Apply pending database migrations (start-up does this too)."""
-    from appliance import db
+    from appliance import db  # lazy, like every command's imports
 
     app = _build_app(data_dir, migrate=False)
     database = db.database.obj
@@ -131,6 +133,7 @@ def migrate(show_status: bool, data_dir: str | None) -> None:
 def create_admin(email: str, display_name: str, password: str | None,
                  data_dir: str | None) -> None:
     """Create an administrator account (works at any time, from a trusted shell)."""
+    # lazy, like every command's imports
     from appliance.db import database
     from appliance.errors import ApplianceError
     from appliance.services.accounts import users

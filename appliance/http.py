@@ -33,6 +33,16 @@ log = logging.getLogger("appliance.http")
 _ids = random.Random(secrets.randbits(128))  # noqa: S311 - ids, not secrets
 
 
+def client_ip() -> str:
+    """The address of this request's client (the proxy's, unless the WSGI server was told
+    to trust a forwarded header)."""
+    return request.remote_addr or ""
+
+
+def user_agent() -> str:
+    return request.headers.get("User-Agent", "")[:300]
+
+
 def new_request_id() -> str:
     # Request ids name log lines; they guard nothing, so a fast PRNG seeded from the
     # OS is enough (os.urandom per request was a measurable share of a request's cost).

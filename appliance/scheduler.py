@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
+from appliance import config
 from appliance.db import database
+from appliance.services.accounts import api_keys, mail
+from appliance.services.billing import invoices, metering, prepaid
+from appliance.services.events import notifications
+from appliance.services.instances import engine_jobs, jobs, nodes
+from appliance.services.limits import idempotency
+from appliance.services.ops import dashboard_metrics, retention
+from appliance.services.webhooks import dispatcher
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -34,11 +42,6 @@ class Task:
 
 
 def _tasks() -> list[Task]:
-    from appliance.services.accounts import api_keys, mail
-    from appliance.services.instances import engine_jobs, nodes
-    from appliance.services.limits import idempotency
-    from appliance.services.webhooks import dispatcher
-
     return [
         Task("flush_key_usage", 30, api_keys.flush_usage,
              "Write API keys' counted uses (last_used_at, usage_count)."),
@@ -71,38 +74,26 @@ def _tasks() -> list[Task]:
 
 
 def _mail_notifications() -> object:
-    from appliance.services.events import notifications
-
     return notifications.send_pending_mail()
 
 
 def _sample_metrics() -> object:
-    from appliance.services.ops import dashboard_metrics
-
     return dashboard_metrics.flush_samples()
 
 
 def _notify_expiring_keys() -> object:
-    from appliance.services.events import notifications
-
     return notifications.notify_expiring_keys()
 
 
 def _purge_old_events() -> object:
-    from appliance.services.ops import retention
-
     return retention.purge_old()
 
 
 def _meter_usage() -> object:
-    from appliance.services.billing import metering
-
     return metering.tick()
 
 
 def _metering_interval() -> int:
-    from appliance import config
-
     try:
         return config.active()["METERING_INTERVAL_SECONDS"]
     except config.ConfigError:  # no app built yet: the default
@@ -110,14 +101,10 @@ def _metering_interval() -> int:
 
 
 def _enforce_billing() -> object:
-    from appliance.services.billing import prepaid
-
     return prepaid.enforce()
 
 
 def _issue_invoices() -> object:
-    from appliance.services.billing import invoices
-
     return invoices.generate_due()
 
 
@@ -144,9 +131,6 @@ def start(app: Flask) -> BackgroundScheduler:
 
     On the very first start (no node yet) a reachable local engine is registered.
     """
-    from appliance.services.instances import jobs, nodes
-    from appliance.services.webhooks import dispatcher
-
     with app.app_context(), database.connection_context():
         nodes.register_local_engine()
     runner = app.extensions["job_runner"] = jobs.Runner(app)

@@ -3,34 +3,34 @@
 from flask import Flask
 
 from appliance import http
-from appliance.api.schema import API_PREFIX
+from appliance.api import (
+    account,
+    admin,
+    api_keys,
+    auth,
+    backups,
+    billing,
+    billing_admin,
+    catalog,
+    dashboard,
+    event_stream,
+    events,
+    instances,
+    invoices,
+    notifications,
+    principal,
+    projects,
+    system,
+    webhooks,
+)
+from appliance.api.schema import API_PREFIX, openapi_document
 
 
 def init_app(app: Flask) -> None:
-    from appliance.api import (
-        account,
-        admin,
-        api_keys,
-        auth,
-        backups,
-        billing,
-        billing_admin,
-        catalog,
-        dashboard,
-        event_stream,
-        events,
-        instances,
-        invoices,
-        notifications,
-        principal,
-        projects,
-        system,
-        webhooks,
-    )
-
     http.add_hooks(app, after=principal.add_rate_headers)
     http.add_hooks(app, after=principal.count_api_request)
 
+    app.extensions["openapi_document"] = lambda: openapi_document(app)  # the web's reference page
     app.register_blueprint(system.bp, url_prefix=API_PREFIX)
     app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin.bp, url_prefix=API_PREFIX)

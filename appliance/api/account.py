@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import LimitRequest, SshKey
 from appliance.services.accounts import ssh_keys
@@ -112,7 +112,7 @@ def list_ssh_keys(principal: Principal, query: ListQuery):
               description="400 `invalid_ssh_key` for anything but one valid OpenSSH public "
                           "key; 409 `ssh_key_exists` when it is already on the account.")
 def add_ssh_key(principal: Principal, body: SshKeyIn):
-    return SshKeyOut.of(ssh_keys.add_key(principal, body.public_key, body.name, ip=client_ip()))
+    return SshKeyOut.of(ssh_keys.add_key(principal, body.public_key, body.name))
 
 
 @bp.operation("/account/ssh-keys/<ssh_key_id>", summary="One SSH key", tags=TAGS,
@@ -124,7 +124,7 @@ def get_ssh_key(principal: Principal, ssh_key_id: str):
 @bp.operation("/account/ssh-keys/<ssh_key_id>", "DELETE", summary="Delete an SSH key", tags=TAGS,
               status=204, auth=AUTH, errors=(404,))
 def delete_ssh_key(principal: Principal, ssh_key_id: str):
-    ssh_keys.delete_key(principal, ssh_key_id, ip=client_ip())
+    ssh_keys.delete_key(principal, ssh_key_id)
     return None, 204
 
 
@@ -146,4 +146,4 @@ def list_limit_requests(principal: Principal, query: ListQuery):
               errors=(409,))
 def request_limit(principal: Principal, body: LimitRequestIn):
     return LimitRequestOut.of(quotas.request_increase(principal, body.resource, body.requested,
-                                                      body.reason, ip=client_ip()))
+                                                      body.reason))

@@ -16,7 +16,7 @@ from appliance.api.account import (
     ResourceName,
 )
 from appliance.api.auth import UserOut
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.services.accounts import admin, mail
 from appliance.services.accounts.sessions import Principal
@@ -128,33 +128,33 @@ def get_user(principal: Principal, user_id: str):
 @bp.operation("/admin/users/<user_id>/suspend", "POST", summary="Suspend a user",
               tags=TAGS, body=SuspendIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
 def suspend_user(principal: Principal, user_id: str, body: SuspendIn):
-    return AdminUserOut.of(admin.suspend_user(principal, user_id, body.reason, client_ip()))
+    return AdminUserOut.of(admin.suspend_user(principal, user_id, body.reason))
 
 
 @bp.operation("/admin/users/<user_id>/unsuspend", "POST", summary="Lift a suspension",
               tags=TAGS, response=AdminUserOut, auth=AUTH, errors=ERRORS)
 def unsuspend_user(principal: Principal, user_id: str):
-    return AdminUserOut.of(admin.unsuspend_user(principal, user_id, client_ip()))
+    return AdminUserOut.of(admin.unsuspend_user(principal, user_id))
 
 
 @bp.operation("/admin/users/<user_id>/role", "PUT", summary="Make admin or user", tags=TAGS,
               body=RoleIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
 def set_role(principal: Principal, user_id: str, body: RoleIn):
-    return AdminUserOut.of(admin.set_role(principal, user_id, body.role, client_ip()))
+    return AdminUserOut.of(admin.set_role(principal, user_id, body.role))
 
 
 @bp.operation("/admin/users/<user_id>/resend-verification", "POST",
               summary="Mail the user a new verification link", tags=TAGS,
               response=AdminUserOut, status=202, auth=AUTH, errors=ERRORS)
 def resend_verification(principal: Principal, user_id: str):
-    return AdminUserOut.of(admin.resend_verification(principal, user_id, client_ip()))
+    return AdminUserOut.of(admin.resend_verification(principal, user_id))
 
 
 @bp.operation("/admin/invites", "POST", summary="Invite someone (invite-only signup)",
               tags=TAGS, body=InviteIn, response=InviteOut, status=201, auth=AUTH,
               errors=(403,))
 def create_invite(principal: Principal, body: InviteIn):
-    invite, code = admin.create_invite(principal, body.email, client_ip())
+    invite, code = admin.create_invite(principal, body.email)
     return {"id": invite.id, "code": code, "email": invite.email,
             "expires_at": invite.expires_at, "signup_url": mail.link(f"/signup?invite={code}")}
 
@@ -217,16 +217,14 @@ def list_limit_requests(principal: Principal, query: LimitRequestQuery):
               summary="Approve: the requested limit becomes the account's", tags=TAGS,
               body=DecisionIn, response=LimitRequestOut, auth=AUTH, errors=ERRORS)
 def approve_limit_request(principal: Principal, request_id: str, body: DecisionIn):
-    return LimitRequestOut.of(quotas.decide(principal, request_id, True, body.note,
-                                            ip=client_ip()))
+    return LimitRequestOut.of(quotas.decide(principal, request_id, True, body.note))
 
 
 @bp.operation("/admin/limit-requests/<request_id>/decline", "POST",
               summary="Decline a limit request", tags=TAGS, body=DecisionIn,
               response=LimitRequestOut, auth=AUTH, errors=ERRORS)
 def decline_limit_request(principal: Principal, request_id: str, body: DecisionIn):
-    return LimitRequestOut.of(quotas.decide(principal, request_id, False, body.note,
-                                            ip=client_ip()))
+    return LimitRequestOut.of(quotas.decide(principal, request_id, False, body.note))
 
 
 @bp.operation("/admin/limits/defaults", summary="Default limits of every account", tags=TAGS,
@@ -239,7 +237,7 @@ def limit_defaults(principal: Principal):
 @bp.operation("/admin/limits/defaults", "PUT", summary="Change the default limits", tags=TAGS,
               body=LimitDefaults, response=LimitDefaults, auth=AUTH, errors=(403,))
 def set_limit_defaults(principal: Principal, body: LimitDefaults):
-    return quotas.set_defaults(principal, body.model_dump(exclude_none=True), ip=client_ip())
+    return quotas.set_defaults(principal, body.model_dump(exclude_none=True))
 
 
 @bp.operation("/admin/users/<user_id>/limits", summary="A user's limits", tags=TAGS,
@@ -252,5 +250,5 @@ def user_limits(principal: Principal, user_id: str):
 @bp.operation("/admin/users/<user_id>/limits", "PUT", summary="Override one of a user's limits",
               tags=TAGS, body=LimitOverrideIn, response=LimitsOut, auth=AUTH, errors=ERRORS)
 def set_user_limit(principal: Principal, user_id: str, body: LimitOverrideIn):
-    found = quotas.set_override(principal, user_id, body.resource, body.value, ip=client_ip())
+    found = quotas.set_override(principal, user_id, body.resource, body.value)
     return {"data": [LimitOut.of(limit) for limit in found]}

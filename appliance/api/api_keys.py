@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import ApiKey
 from appliance.services.accounts import api_keys
@@ -98,7 +98,7 @@ def create_key(principal: Principal, body: ApiKeyIn):
     created = api_keys.create_key(
         principal, body.name, list(body.scopes), project_id=body.project_id,
         expires_at=body.expires_at, allowed_ips=body.allowed_ips,
-        rate_limit_rpm=body.rate_limit_rpm, ip=client_ip())
+        rate_limit_rpm=body.rate_limit_rpm)
     return {"key": ApiKeyOut.of(created.key), "secret": created.secret}
 
 
@@ -111,7 +111,7 @@ def get_key(principal: Principal, key_id: str):
 @bp.operation("/api-keys/<key_id>", "DELETE", summary="Revoke an API key (at once)",
               tags=TAGS, response=ApiKeyOut, auth=AUTH, errors=(404,))
 def revoke_key(principal: Principal, key_id: str):
-    return ApiKeyOut.of(api_keys.revoke_key(principal, key_id, ip=client_ip()))
+    return ApiKeyOut.of(api_keys.revoke_key(principal, key_id))
 
 
 @bp.operation("/api-keys/<key_id>/rotate", "POST", summary="Give a key a new secret",
@@ -119,5 +119,5 @@ def revoke_key(principal: Principal, key_id: str):
               description="Same key, same settings, new secret (shown once). The old secret "
                           "keeps working for `grace_seconds`, then is refused.")
 def rotate_key(principal: Principal, key_id: str, body: RotateIn):
-    rotated = api_keys.rotate_key(principal, key_id, body.grace_seconds, ip=client_ip())
+    rotated = api_keys.rotate_key(principal, key_id, body.grace_seconds)
     return {"key": ApiKeyOut.of(rotated.key), "secret": rotated.secret}

@@ -7,9 +7,11 @@ import datetime as dt
 from flask import Response, request
 from pydantic import Field
 
-from appliance.api.principal import USER, USER_OR_KEY, client_ip, user_agent
+from appliance import config
+from appliance.api.principal import USER, USER_OR_KEY, bearer_token, resolve_principal
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.errors import Unauthorized
+from appliance.http import client_ip, user_agent
 from appliance.models import User
 from appliance.services.accounts import mfa, sessions, users
 from appliance.services.accounts.sessions import Principal, TokenPair
@@ -240,11 +242,9 @@ def refresh(body: RefreshIn):
 @bp.operation("/auth/logout", "POST", summary="Sign out (revoke this session)", tags=TAGS,
               status=204, errors=(401,))
 def logout():
-    from appliance.api.principal import bearer_token, resolve_principal
-
     refresh_token = request.cookies.get(REFRESH_COOKIE)
     if bearer_token():
-        sessions.end_session(resolve_principal(), ip=client_ip())
+        sessions.end_session(resolve_principal())
     elif refresh_token:
         sessions.end_session_by_refresh_token(refresh_token, ip=client_ip())
     else:
@@ -267,8 +267,7 @@ def me(principal: Principal):
 def update_me(principal: Principal, body: ProfileIn):
     user, sent = users.update_profile(principal, display_name=body.display_name,
                                          email=body.email,
-                                         current_password=body.current_password,
-                                         ip=client_ip())
+                                         current_password=body.current_password)
     return {"user": UserOut.of(user), "verification_sent": sent}
 
 
@@ -292,8 +291,7 @@ def reset_password(body: ResetIn):
               body=ChangePasswordIn, response=ChangePasswordOut, auth=AUTH,
               description="Ends every other session and refresh-token family.")
 def change_password(principal: Principal, body: ChangePasswordIn):
-    ended = users.change_password(principal, body.current_password, body.new_password,
-                                     ip=client_ip())
+    ended = users.change_password(principal, body.current_password, body.new_password)
     return {"ok": True, "sessions_ended": ended}
 
 
@@ -310,19 +308,18 @@ def list_sessions(principal: Principal, query: ListQuery):
 @bp.operation("/auth/sessions/<session_id>", "DELETE", summary="Revoke one session",
               tags=TAGS, status=204, auth=AUTH, errors=(404,))
 def revoke_session(principal: Principal, session_id: str):
-    sessions.revoke_session(principal, session_id, ip=client_ip())
+    sessions.revoke_session(principal, session_id)
 
 
 @bp.operation("/auth/sessions/revoke-others", "POST", summary="Revoke every other session",
               tags=TAGS, response=RevokedOut, auth=AUTH)
 def revoke_other_sessions(principal: Principal):
-    return {"revoked": sessions.revoke_other_sessions(principal, ip=client_ip())}
+    return {"revoked": sessions.revoke_other_sessions(principal)}
 
 
 @bp.operation("/auth/mfa/enroll", "POST", summary="Start TOTP enrolment", tags=TAGS,
               response=EnrolmentOut, auth=AUTH, errors=(409,))
 def mfa_enroll(principal: Principal):
-    from appliance import config
     enrolment = mfa.begin_enrolment(principal.user, config.active()["SITE_NAME"])
     return {"secret": enrolment.secret, "otpauth_uri": enrolment.otpauth_uri,
             "qr_svg": enrolment.qr_svg}
@@ -338,12 +335,11 @@ def mfa_confirm(principal: Principal, body: CodeIn):
 @bp.operation("/auth/mfa/disable", "POST", summary="Turn TOTP off", tags=TAGS,
               body=DisableMfaIn, status=204, auth=AUTH, errors=(409,))
 def mfa_disable(principal: Principal, body: DisableMfaIn):
-    users.disable_mfa(principal, body.password, body.code, ip=client_ip())
+    users.disable_mfa(principal, body.password, body.code)
 
 
 @bp.operation("/auth/mfa/recovery-codes", "POST", summary="Replace the recovery codes",
               tags=TAGS, body=CodeIn, response=RecoveryCodesOut, auth=AUTH, errors=(409,))
 def mfa_recovery_codes(principal: Principal, body: CodeIn):
-    return {"recovery_codes": users.regenerate_recovery_codes(principal, body.code,
-                                                                 ip=client_ip())}
+    return {"recovery_codes": users.regenerate_recovery_codes(principal, body.code)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Backup
 from appliance.services.accounts.sessions import Principal
@@ -57,5 +57,5 @@ def get_backup(principal: Principal, project_id: str, backup_id: str):
 @bp.operation(BASE + "/<backup_id>", "DELETE", summary="Delete a backup (on its engine too)",
               tags=TAGS, status=204, auth=USER_OR_KEY, errors=(403, 404, 503))
 def delete_backup(principal: Principal, project_id: str, backup_id: str):
-    backups.delete_backup(principal, project_id, backup_id, ip=client_ip())
+    backups.delete_backup(principal, project_id, backup_id)
     return None, 204

@@ -12,7 +12,7 @@ from typing import Literal
 from flask import Response, stream_with_context
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import (
     ApiBlueprint,
     ListQuery,
@@ -188,7 +188,7 @@ def statement(principal: Principal):
               description="404 `promo_not_found`; 409 `promo_inactive`, `promo_expired`, "
                           "`promo_already_redeemed` or `promo_used_up`.")
 def redeem_promo(principal: Principal, body: PromoIn):
-    entry = promo.redeem(principal, body.code, ip=client_ip())
+    entry = promo.redeem(principal, body.code)
     currency = billing_state.currency()
     return PromoOut(credit=CreditOut.of(entry, currency), balance=entry.balance_after,
                     currency=currency)
@@ -204,14 +204,14 @@ def list_alerts(principal: Principal):
 @bp.operation("/billing/alerts", "POST", summary="Add a low-balance alert", tags=TAGS,
               body=AlertIn, response=AlertOut, status=201, auth=AUTH, errors=(409,))
 def create_alert(principal: Principal, body: AlertIn):
-    alert = prepaid.create_alert(principal, body.threshold, ip=client_ip())
+    alert = prepaid.create_alert(principal, body.threshold)
     return AlertOut.of(alert, billing_state.currency())
 
 
 @bp.operation("/billing/alerts/<alert_id>", "DELETE", summary="Delete a low-balance alert",
               tags=TAGS, status=204, auth=AUTH, errors=(404,))
 def delete_alert(principal: Principal, alert_id: str):
-    prepaid.delete_alert(principal, alert_id, ip=client_ip())
+    prepaid.delete_alert(principal, alert_id)
     return None, 204
 
 
@@ -226,13 +226,13 @@ def get_settings(principal: Principal):
 def put_settings(principal: Principal, body: SettingsIn):
     return SettingsOut.of(prepaid.update_settings(
         principal, spend_cap=body.spend_cap, invoice_name=body.invoice_name,
-        invoice_address=body.invoice_address, vat_id=body.vat_id, ip=client_ip()))
+        invoice_address=body.invoice_address, vat_id=body.vat_id))
 
 
 @bp.operation("/billing/spend-cap", "PATCH", summary="Set or clear your monthly spend cap",
               tags=TAGS, body=SpendCapIn, response=SettingsOut, auth=AUTH)
 def set_spend_cap(principal: Principal, body: SpendCapIn):
-    return SettingsOut.of(prepaid.set_spend_cap(principal, body.spend_cap, ip=client_ip()))
+    return SettingsOut.of(prepaid.set_spend_cap(principal, body.spend_cap))
 
 
 # Usage --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from appliance.api.billing import CreditList, CreditOut
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import PromoCode
 from appliance.services.accounts.sessions import Principal
@@ -126,8 +126,7 @@ class BillingSettingsIn(Schema):
               tags=TAGS, body=GrantIn, response=CreditOut, status=201, auth=AUTH,
               errors=ERRORS)
 def grant(principal: Principal, body: GrantIn):
-    entry = prepaid.grant(principal, body.user_id, body.amount, body.note, type=body.type,
-                          ip=client_ip())
+    entry = prepaid.grant(principal, body.user_id, body.amount, body.note, type=body.type)
     return CreditOut.of(entry, billing_state.currency())
 
 
@@ -170,8 +169,7 @@ def get_settings(principal: Principal):
               body=BillingSettingsIn, response=BillingSettingsOut, auth=AUTH, errors=(403,))
 def put_settings(principal: Principal, body: BillingSettingsIn):
     values = body.model_dump(exclude_none=True)
-    return BillingSettingsOut.of(prepaid.set_operator_settings(principal, values,
-                                                               ip=client_ip()))
+    return BillingSettingsOut.of(prepaid.set_operator_settings(principal, values))
 
 
 @bp.operation("/admin/promo-codes", summary="Promo codes, newest first", tags=TAGS,
@@ -184,7 +182,7 @@ def list_promo_codes(principal: Principal, query: ListQuery):
 @bp.operation("/admin/promo-codes", "POST", summary="Make a promo code", tags=TAGS,
               body=PromoCodeIn, response=PromoCodeOut, status=201, auth=AUTH, errors=ERRORS)
 def create_promo_code(principal: Principal, body: PromoCodeIn):
-    return PromoCodeOut.of(promo.create_code(principal, ip=client_ip(), **body.model_dump()))
+    return PromoCodeOut.of(promo.create_code(principal, **body.model_dump()))
 
 
 @bp.operation("/admin/promo-codes/<promo_id>", summary="One promo code", tags=TAGS,
@@ -199,11 +197,11 @@ def get_promo_code(principal: Principal, promo_id: str):
                           "removes the limit.")
 def update_promo_code(principal: Principal, promo_id: str, body: PromoCodePatch):
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    return PromoCodeOut.of(promo.update_code(principal, promo_id, ip=client_ip(), **changes))
+    return PromoCodeOut.of(promo.update_code(principal, promo_id, **changes))
 
 
 @bp.operation("/admin/promo-codes/<promo_id>", "DELETE", summary="Delete an unused promo code",
               tags=TAGS, status=204, auth=AUTH, errors=ERRORS)
 def delete_promo_code(principal: Principal, promo_id: str):
-    promo.delete_code(principal, promo_id, ip=client_ip())
+    promo.delete_code(principal, promo_id)
     return None, 204

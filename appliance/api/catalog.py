@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import App, Image, Node, Plan
 from appliance.services.accounts.sessions import Principal
@@ -274,20 +274,20 @@ def get_app(principal: Principal, slug: str):
               response=PlanOut, status=201, auth=AUTH, errors=ERRORS)
 def create_plan(principal: Principal, body: PlanIn):
     values = _set(body)
-    return PlanOut.of(catalog.create_plan(principal, values.pop("slug"), ip=client_ip(),
+    return PlanOut.of(catalog.create_plan(principal, values.pop("slug"),
                                           **values))
 
 
 @bp.operation("/admin/plans/<plan_id>", "PATCH", summary="Change or deactivate a plan",
               tags=ADMIN_TAGS, body=PlanPatch, response=PlanOut, auth=AUTH, errors=ERRORS)
 def update_plan(principal: Principal, plan_id: str, body: PlanPatch):
-    return PlanOut.of(catalog.update_plan(principal, plan_id, ip=client_ip(), **_set(body)))
+    return PlanOut.of(catalog.update_plan(principal, plan_id, **_set(body)))
 
 
 @bp.operation("/admin/plans/<plan_id>", "DELETE", summary="Delete an unused plan",
               tags=ADMIN_TAGS, status=204, auth=AUTH, errors=ERRORS)
 def delete_plan(principal: Principal, plan_id: str):
-    catalog.delete_plan(principal, plan_id, ip=client_ip())
+    catalog.delete_plan(principal, plan_id)
     return None, 204
 
 
@@ -297,20 +297,19 @@ def delete_plan(principal: Principal, plan_id: str):
 def register_image(principal: Principal, body: ImageIn):
     values = _set(body)
     return ImageOut.of(catalog.register_image(principal, values.pop("engine"),
-                                              values.pop("ref"), values.pop("name"),
-                                              ip=client_ip(), **values))
+                                              values.pop("ref"), values.pop("name"), **values))
 
 
 @bp.operation("/admin/images/<image_id>", "PATCH", summary="Change or deactivate an image",
               tags=ADMIN_TAGS, body=ImagePatch, response=ImageOut, auth=AUTH, errors=ERRORS)
 def update_image(principal: Principal, image_id: str, body: ImagePatch):
-    return ImageOut.of(catalog.update_image(principal, image_id, ip=client_ip(), **_set(body)))
+    return ImageOut.of(catalog.update_image(principal, image_id, **_set(body)))
 
 
 @bp.operation("/admin/images/<image_id>", "DELETE", summary="Delete an unused image",
               tags=ADMIN_TAGS, status=204, auth=AUTH, errors=ERRORS)
 def delete_image(principal: Principal, image_id: str):
-    catalog.delete_image(principal, image_id, ip=client_ip())
+    catalog.delete_image(principal, image_id)
     return None, 204
 
 
@@ -319,19 +318,19 @@ def delete_image(principal: Principal, image_id: str):
 def create_app(principal: Principal, body: AppIn):
     values = _set(body)
     return AppOut.of(catalog.create_app(principal, values.pop("slug"), values.pop("image_id"),
-                                        ip=client_ip(), **values))
+                                        **values))
 
 
 @bp.operation("/admin/apps/<slug>", "PATCH", summary="Change or deactivate an app",
               tags=ADMIN_TAGS, body=AppPatch, response=AppOut, auth=AUTH, errors=ERRORS)
 def update_app(principal: Principal, slug: str, body: AppPatch):
-    return AppOut.of(catalog.update_app(principal, slug, ip=client_ip(), **_set(body)))
+    return AppOut.of(catalog.update_app(principal, slug, **_set(body)))
 
 
 @bp.operation("/admin/apps/<slug>", "DELETE", summary="Delete an app", tags=ADMIN_TAGS,
               status=204, auth=AUTH, errors=ERRORS)
 def delete_app(principal: Principal, slug: str):
-    catalog.delete_app(principal, slug, ip=client_ip())
+    catalog.delete_app(principal, slug)
     return None, 204
 
 
@@ -350,7 +349,7 @@ def register_node(principal: Principal, body: NodeIn):
                               body.capacity_disk_gb)
     return NodeOut.of(nodes.register_node(principal, body.name, body.engine, body.endpoint,
                                           capacity=capacity, options=body.options,
-                                          enabled=body.enabled, ip=client_ip()))
+                                          enabled=body.enabled))
 
 
 @bp.operation("/admin/nodes/<node_id>", summary="One node", tags=ADMIN_TAGS, response=NodeOut,
@@ -370,13 +369,13 @@ def update_node(principal: Principal, node_id: str, body: NodePatch):
                                   body.capacity_memory_mb or node.capacity_memory_mb,
                                   body.capacity_disk_gb or node.capacity_disk_gb)
     return NodeOut.of(nodes.update_node(principal, node_id, enabled=body.enabled,
-                                        capacity=capacity, name=body.name, ip=client_ip()))
+                                        capacity=capacity, name=body.name))
 
 
 @bp.operation("/admin/nodes/<node_id>", "DELETE", summary="Remove a node without instances",
               tags=ADMIN_TAGS, status=204, auth=AUTH, errors=ERRORS)
 def delete_node(principal: Principal, node_id: str):
-    nodes.delete_node(principal, node_id, ip=client_ip())
+    nodes.delete_node(principal, node_id)
     return None, 204
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from flask import Response
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Instance, InstanceEvent, Job
 from appliance.services.accounts.sessions import Principal
@@ -223,8 +223,7 @@ def _render_page(rows: list[Instance], running: dict[str, Job], limit: int,
 def create_instance(principal: Principal, project_id: str, body: CreateIn):
     return _accepted(lifecycle.create_instance(
         principal, project_id, name=body.name, plan_id=body.plan_id, image_id=body.image_id,
-        app_slug=body.app_slug, ssh_key_ids=body.ssh_key_ids, password=body.password,
-        ip=client_ip()))
+        app_slug=body.app_slug, ssh_key_ids=body.ssh_key_ids, password=body.password))
 
 
 @bp.operation(ONE, summary="One instance", tags=TAGS, response=InstanceOut, auth=AUTH,
@@ -237,8 +236,7 @@ def get_instance(principal: Principal, project_id: str, instance_id: str):
 @bp.operation(ONE, "PATCH", summary="Rename an instance", tags=TAGS, body=RenameIn,
               response=InstanceOut, auth=AUTH, errors=ERRORS)
 def rename_instance(principal: Principal, project_id: str, instance_id: str, body: RenameIn):
-    return InstanceOut.of(lifecycle.rename(principal, project_id, instance_id, body.name,
-                                           ip=client_ip()))
+    return InstanceOut.of(lifecycle.rename(principal, project_id, instance_id, body.name))
 
 
 class DeleteQuery(Schema):
@@ -252,14 +250,13 @@ class DeleteQuery(Schema):
               errors=(*ERRORS, 503))
 def delete_instance(principal: Principal, project_id: str, instance_id: str,
                     query: DeleteQuery):
-    return _accepted(lifecycle.delete(principal, project_id, instance_id, ip=client_ip(),
+    return _accepted(lifecycle.delete(principal, project_id, instance_id,
                                       final_backup=query.final_backup))
 
 
 def _power_view(action: str):
     def view(principal: Principal, project_id: str, instance_id: str):
-        return _accepted(lifecycle.power(principal, project_id, instance_id, action,
-                                         ip=client_ip()))
+        return _accepted(lifecycle.power(principal, project_id, instance_id, action))
 
     view.__name__ = f"{action}_instance"
     return view
@@ -279,16 +276,14 @@ for _action, _summary in (("start", "Power on"), ("stop", "Power off (hard)"),
               tags=TAGS, body=ResizeIn, response=InstanceAccepted, status=202, auth=AUTH,
               errors=(402, *ERRORS))
 def resize_instance(principal: Principal, project_id: str, instance_id: str, body: ResizeIn):
-    return _accepted(lifecycle.resize(principal, project_id, instance_id, body.plan_id,
-                                      ip=client_ip()))
+    return _accepted(lifecycle.resize(principal, project_id, instance_id, body.plan_id))
 
 
 @bp.operation(f"{ONE}/rebuild", "POST", summary="Reinstall from an image", tags=TAGS,
               body=RebuildIn, response=InstanceAccepted, status=202, auth=AUTH, errors=ERRORS)
 def rebuild_instance(principal: Principal, project_id: str, instance_id: str,
                      body: RebuildIn):
-    return _accepted(lifecycle.rebuild(principal, project_id, instance_id, body.image_id,
-                                       ip=client_ip()))
+    return _accepted(lifecycle.rebuild(principal, project_id, instance_id, body.image_id))
 
 
 @bp.operation(f"{ONE}/reset-password", "POST", summary="Set a new password (generated "
@@ -296,7 +291,7 @@ def rebuild_instance(principal: Principal, project_id: str, instance_id: str,
               status=202, auth=AUTH, errors=ERRORS)
 def reset_password(principal: Principal, project_id: str, instance_id: str, body: PasswordIn):
     return _accepted(lifecycle.reset_password(principal, project_id, instance_id,
-                                              body.password, ip=client_ip()))
+                                              body.password))
 
 
 @bp.operation(f"{ONE}/password", summary="The generated password, until acknowledged",
@@ -317,7 +312,7 @@ def acknowledge_password(principal: Principal, project_id: str, instance_id: str
               errors=ERRORS)
 def add_ssh_key(principal: Principal, project_id: str, instance_id: str, body: SshKeyIn):
     return _accepted(lifecycle.add_ssh_key(principal, project_id, instance_id,
-                                           body.public_key, ip=client_ip()))
+                                           body.public_key))
 
 
 @bp.operation(f"{ONE}/events", summary="The instance's timeline", tags=TAGS, query=ListQuery,

@@ -8,9 +8,12 @@ resulting `RateLimit` headers are added to the response, error or not.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Response, g, request
 
 from appliance.errors import Forbidden, Unauthorized
+from appliance.http import client_ip
 from appliance.services.accounts import api_keys, sessions
 from appliance.services.accounts.sessions import Principal
 from appliance.services.limits import ratelimit
@@ -19,14 +22,6 @@ from appliance.services.ops import dashboard_metrics
 # The `auth=` of an operation: who may call it.
 USER = ("bearer",)  # a signed-in user's access token
 USER_OR_KEY = ("bearer", "api_key")  # ... or an API key
-
-
-def client_ip() -> str:
-    return request.remote_addr or ""
-
-
-def user_agent() -> str:
-    return request.headers.get("User-Agent", "")[:300]
 
 
 def bearer_token() -> str | None:
@@ -69,6 +64,7 @@ def resolve_principal(accept_keys: bool = False) -> Principal:
     else:
         raise Unauthorized("Sign in: send Authorization: Bearer <access token or API key>.",
                            headers={"WWW-Authenticate": 'Bearer realm="appliance"'})
+    principal = replace(principal, ip=client_ip())
     g.principal, g.rate_quota = principal, quota
     return principal
 

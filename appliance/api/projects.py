@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from appliance.api.api_keys import ApiKeyList, ApiKeyOut
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.services import projects
 from appliance.services.accounts import api_keys
@@ -86,7 +86,7 @@ def list_projects(principal: Principal, query: ListQuery):
 @bp.operation("/projects", "POST", summary="Create a project (you become its owner)",
               tags=TAGS, body=ProjectIn, response=ProjectOut, status=201, auth=AUTH)
 def create_project(principal: Principal, body: ProjectIn):
-    return ProjectOut.of(projects.create_project(principal, body.name, ip=client_ip()))
+    return ProjectOut.of(projects.create_project(principal, body.name))
 
 
 @bp.operation("/projects/<project_id>", summary="One project", tags=TAGS, response=ProjectOut,
@@ -98,8 +98,7 @@ def get_project(principal: Principal, project_id: str):
 @bp.operation("/projects/<project_id>", "PATCH", summary="Rename a project (admin)",
               tags=TAGS, body=ProjectIn, response=ProjectOut, auth=AUTH, errors=(404,))
 def rename_project(principal: Principal, project_id: str, body: ProjectIn):
-    return ProjectOut.of(projects.rename_project(principal, project_id, body.name,
-                                                 ip=client_ip()))
+    return ProjectOut.of(projects.rename_project(principal, project_id, body.name))
 
 
 @bp.operation("/projects/<project_id>", "DELETE", summary="Delete an empty project (owner)",
@@ -108,7 +107,7 @@ def rename_project(principal: Principal, project_id: str, body: ProjectIn):
                           "and 409 `default_project` for your default project. Keys "
                           "restricted to the project are revoked.")
 def delete_project(principal: Principal, project_id: str):
-    projects.delete_project(principal, project_id, ip=client_ip())
+    projects.delete_project(principal, project_id)
     return None, 204
 
 
@@ -124,8 +123,7 @@ def list_members(principal: Principal, project_id: str, query: ListQuery):
               errors=(404,),
               description="The person needs an account. Only owners add owners.")
 def add_member(principal: Principal, project_id: str, body: MemberIn):
-    return MemberOut.of(projects.add_member(principal, project_id, body.email, body.role,
-                                            ip=client_ip()))
+    return MemberOut.of(projects.add_member(principal, project_id, body.email, body.role))
 
 
 @bp.operation("/projects/<project_id>/members/<user_id>", "PATCH",
@@ -134,15 +132,14 @@ def add_member(principal: Principal, project_id: str, body: MemberIn):
               description="Only owners grant or take away the owner role; the last owner "
                           "stays owner (409 `last_owner`).")
 def set_member_role(principal: Principal, project_id: str, user_id: str, body: RoleIn):
-    return MemberOut.of(projects.set_member_role(principal, project_id, user_id, body.role,
-                                                 ip=client_ip()))
+    return MemberOut.of(projects.set_member_role(principal, project_id, user_id, body.role))
 
 
 @bp.operation("/projects/<project_id>/members/<user_id>", "DELETE",
               summary="Remove a member (admin), or leave", tags=TAGS, status=204, auth=AUTH,
               errors=(404, 409))
 def remove_member(principal: Principal, project_id: str, user_id: str):
-    projects.remove_member(principal, project_id, user_id, ip=client_ip())
+    projects.remove_member(principal, project_id, user_id)
     return None, 204
 
 
@@ -158,5 +155,4 @@ def list_project_keys(principal: Principal, project_id: str, query: ListQuery):
               summary="Revoke a member's key restricted to the project (admin)", tags=TAGS,
               response=ApiKeyOut, auth=AUTH, errors=(404,))
 def revoke_project_key(principal: Principal, project_id: str, key_id: str):
-    return ApiKeyOut.of(api_keys.revoke_project_key(principal, project_id, key_id,
-                                                    ip=client_ip()))
+    return ApiKeyOut.of(api_keys.revoke_project_key(principal, project_id, key_id))

@@ -27,7 +27,10 @@ from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from appliance import __version__
+from appliance.api import principal as callers
 from appliance.errors import InvalidRequest, UnsupportedMediaType
+from appliance.services.limits import idempotency
 
 API_VERSION = "v1"
 API_PREFIX = "/api/v1"
@@ -140,8 +143,6 @@ def render(op: Operation, result: Any) -> Response:
 
 def _run_idempotent(op: Operation, owner: str, call: Callable[[], Any]) -> Response:
     """Run a creating request once per Idempotency-Key (see services/limits/idempotency.py)."""
-    from appliance.services.limits import idempotency
-
     key = idempotency.check_key(request.headers["Idempotency-Key"].strip())
     print_ = idempotency.fingerprint(request.method, request.path,
                                      request.get_data(cache=True))
@@ -196,8 +197,6 @@ class ApiBlueprint(Blueprint):
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(view)
             def endpoint(**path_args: Any) -> Response:
-                from appliance.api import principal as callers
-
                 if ip_limited:
                     callers.limit_auth_ip()
                 if auth:
@@ -351,8 +350,6 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     """The app's OpenAPI document, built on first use (routes are fixed by then)."""
     document = app.extensions.get("openapi")
     if document is None:
-        from appliance import __version__
-
         document = app.extensions["openapi"] = build_openapi(app, __version__)
     return document
 

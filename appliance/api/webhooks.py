@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from appliance.api.principal import USER_OR_KEY, client_ip
+from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Webhook, WebhookAttempt, WebhookDelivery
 from appliance.services.accounts.sessions import Principal
@@ -181,7 +181,7 @@ def list_webhooks(principal: Principal, query: WebhookQuery):
 def create_webhook(principal: Principal, body: WebhookIn):
     created = endpoints.create_webhook(
         principal, body.url, event_types=list(body.event_types), project_id=body.project_id,
-        description=body.description, ip=client_ip())
+        description=body.description)
     return {"webhook": WebhookOut.of(created.webhook), "secret": created.secret}
 
 
@@ -196,27 +196,26 @@ def get_webhook(principal: Principal, webhook_id: str):
 def update_webhook(principal: Principal, webhook_id: str, body: WebhookPatch):
     return WebhookOut.of(endpoints.update_webhook(
         principal, webhook_id, url=body.url, description=body.description,
-        event_types=list(body.event_types) if body.event_types is not None else None,
-        ip=client_ip()))
+        event_types=list(body.event_types) if body.event_types is not None else None))
 
 
 @bp.operation(ONE, "DELETE", summary="Delete a webhook and its delivery log", tags=TAGS,
               status=204, auth=AUTH, errors=(404,))
 def delete_webhook(principal: Principal, webhook_id: str):
-    endpoints.delete_webhook(principal, webhook_id, ip=client_ip())
+    endpoints.delete_webhook(principal, webhook_id)
 
 
 @bp.operation(ONE + "/pause", "POST", summary="Pause a webhook", tags=TAGS,
               response=WebhookOut, auth=AUTH, errors=(404, 409),
               description="New events are not queued for it; queued deliveries wait.")
 def pause_webhook(principal: Principal, webhook_id: str):
-    return WebhookOut.of(endpoints.pause_webhook(principal, webhook_id, ip=client_ip()))
+    return WebhookOut.of(endpoints.pause_webhook(principal, webhook_id))
 
 
 @bp.operation(ONE + "/resume", "POST", summary="Resume a paused or disabled webhook",
               tags=TAGS, response=WebhookOut, auth=AUTH, errors=(404,))
 def resume_webhook(principal: Principal, webhook_id: str):
-    return WebhookOut.of(endpoints.resume_webhook(principal, webhook_id, ip=client_ip()))
+    return WebhookOut.of(endpoints.resume_webhook(principal, webhook_id))
 
 
 @bp.operation(ONE + "/rotate-secret", "POST", summary="Give a webhook a new secret",
@@ -224,8 +223,7 @@ def resume_webhook(principal: Principal, webhook_id: str):
               description="The new secret is shown once. For `grace_seconds` deliveries "
                           "carry a signature with each secret.")
 def rotate_secret(principal: Principal, webhook_id: str, body: RotateIn):
-    rotated = endpoints.rotate_secret(principal, webhook_id, body.grace_seconds,
-                                     ip=client_ip())
+    rotated = endpoints.rotate_secret(principal, webhook_id, body.grace_seconds)
     return {"webhook": WebhookOut.of(rotated.webhook), "secret": rotated.secret}
 
 

@@ -139,7 +139,7 @@ def default_project(principal: Principal) -> Access | None:
     return accesses[0] if accesses else None
 
 
-def create_project(principal: Principal, name: str, ip: str = "") -> Access:
+def create_project(principal: Principal, name: str) -> Access:
     principal.require_scope("projects:write")
     if principal.project_id is not None:
         raise Forbidden("A key restricted to one project cannot create projects.",
@@ -148,12 +148,12 @@ def create_project(principal: Principal, name: str, ip: str = "") -> Access:
     with database.atomic():
         project = _new_project(principal.user, name)
         audit.record("project.created", actor=principal.user, target_type="project",
-                     target_id=project.id, ip=ip, name=name)
+                     target_id=project.id, ip=principal.ip, name=name)
     return Access(project, "owner")
 
 
 @authcache.invalidates
-def rename_project(principal: Principal, project_id: str, name: str, ip: str = "") -> Access:
+def rename_project(principal: Principal, project_id: str, name: str) -> Access:
     principal.require_scope("projects:write")
     name = _clean_name(name)
     with database.atomic():
@@ -161,12 +161,12 @@ def rename_project(principal: Principal, project_id: str, name: str, ip: str = "
         Project.update(name=name, updated_at=clock.now()).where(
             Project.id == project_id).execute()
         audit.record("project.renamed", actor=principal.user, target_type="project",
-                     target_id=project_id, ip=ip, name=name, previous=found.project.name)
+                     target_id=project_id, ip=principal.ip, name=name, previous=found.project.name)
     return Access(Project.get_by_id(project_id), found.role)
 
 
 @authcache.invalidates
-def delete_project(principal: Principal, project_id: str, ip: str = "") -> None:
+def delete_project(principal: Principal, project_id: str) -> None:
     """Owners delete a project that holds nothing; its keys are revoked with it.
 
     409 `project_not_empty` while it holds instances (or other live things); 409
@@ -188,7 +188,7 @@ def delete_project(principal: Principal, project_id: str, ip: str = "") -> None:
         ApiKey.update(revoked_at=now).where(ApiKey.project == project_id,
                                             ApiKey.revoked_at.is_null()).execute()
         audit.record("project.deleted", actor=principal.user, target_type="project",
-                     target_id=project_id, ip=ip, name=found.project.name)
+                     target_id=project_id, ip=principal.ip, name=found.project.name)
 
 
 # Members ---------------------------------------------------------------------------
@@ -227,8 +227,7 @@ def _membership(project_id: str, user_id: str) -> Membership:
 
 
 @authcache.invalidates
-def add_member(principal: Principal, project_id: str, email: str, role: str,
-               ip: str = "") -> Membership:
+def add_member(principal: Principal, project_id: str, email: str, role: str) -> Membership:
     """Add an existing user by email. 400 `user_not_found` (field email) when none has it."""
     principal.require_scope("projects:write")
     _check_role(role)
@@ -251,7 +250,7 @@ def add_member(principal: Principal, project_id: str, email: str, role: str,
             raise Conflict("This user is already a member.", code="already_member",
                            details={"field": "email"}) from None
         audit.record("project.member_added", actor=principal.user, target_type="project",
-                     target_id=project_id, ip=ip, user_id=user.id, role=role)
+                     target_id=project_id, ip=principal.ip, user_id=user.id, role=role)
         outbox.emit("member.added", project_id=project_id, user_id=user.id, data={
             "project_id": project_id, "user_id": user.id, "email": user.email, "role": role,
             "actor_id": principal.user.id})
@@ -260,8 +259,7 @@ def add_member(principal: Principal, project_id: str, email: str, role: str,
 
 
 @authcache.invalidates
-def set_member_role(principal: Principal, project_id: str, user_id: str, role: str,
-                    ip: str = "") -> Membership:
+def set_member_role(principal: Principal, project_id: str, user_id: str, role: str) -> Membership:
     principal.require_scope("projects:write")
     _check_role(role)
     with database.atomic():
@@ -271,14 +269,14 @@ def set_member_role(principal: Principal, project_id: str, user_id: str, role: s
         Membership.update(role=role, updated_at=clock.now()).where(
             Membership.id == member.id).execute()
         audit.record("project.member_role_set", actor=principal.user, target_type="project",
-                     target_id=project_id, ip=ip, user_id=user_id, role=role,
+                     target_id=project_id, ip=principal.ip, user_id=user_id, role=role,
                      previous=member.role)
     member.role = role
     return member
 
 
 @authcache.invalidates
-def remove_member(principal: Principal, project_id: str, user_id: str, ip: str = "") -> None:
+def remove_member(principal: Principal, project_id: str, user_id: str) -> None:
     """Admins remove members; anyone may leave. The last owner can do neither."""
     leaving = user_id == principal.user.id
     if not leaving:
@@ -293,7 +291,7 @@ def remove_member(principal: Principal, project_id: str, user_id: str, ip: str =
                            "first.", code="last_owner")
         Membership.delete().where(Membership.id == member.id).execute()
         audit.record("project.member_removed", actor=principal.user, target_type="project",
-                     target_id=project_id, ip=ip, user_id=user_id)
+                     target_id=project_id, ip=principal.ip, user_id=user_id)
         outbox.emit("member.removed", project_id=project_id, user_id=user_id, data={
             "project_id": project_id, "user_id": user_id, "role": member.role,
             "actor_id": principal.user.id})

@@ -8,7 +8,23 @@ and /metrics skip both (the API authenticates with bearer tokens).
 from flask import Flask, request
 
 from appliance import http
-from appliance.web import session
+from appliance.web import (
+    account,
+    admin,
+    auth,
+    backups,
+    billing,
+    billing_admin,
+    catalog,
+    instances,
+    invoices,
+    keys,
+    notifications,
+    pages,
+    projects,
+    session,
+    webhooks,
+)
 
 
 def _is_dashboard_request() -> bool:
@@ -23,23 +39,6 @@ def _before() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from appliance.web import (
-        account,
-        admin,
-        auth,
-        backups,
-        billing,
-        billing_admin,
-        catalog,
-        instances,
-        invoices,
-        keys,
-        notifications,
-        pages,
-        projects,
-        webhooks,
-    )
-
     http.add_hooks(app, _before, session.finish_response)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance import config
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
+from appliance.http import client_ip
 from appliance.services.accounts import mfa, sessions, users
 from appliance.web import overview_metrics
 from appliance.web.session import current_principal, login_required
@@ -57,7 +57,7 @@ def update_profile():
         _, sent = users.update_profile(
             current_principal(), display_name=request.form.get("display_name"),
             email=request.form.get("email") or None,
-            current_password=request.form.get("current_password"), ip=client_ip())
+            current_password=request.form.get("current_password"))
     except ApplianceError as exc:
         return _failed(exc, "profile")
     notice = ("Saved. Confirm the new address from the link we mailed to it."
@@ -71,7 +71,7 @@ def change_password():
     try:
         ended = users.change_password(current_principal(),
                                          request.form.get("current_password", ""),
-                                         request.form.get("new_password", ""), ip=client_ip())
+                                         request.form.get("new_password", ""))
     except ApplianceError as exc:
         return _failed(exc, "password")
     return redirect(url_for("account.index",
@@ -92,7 +92,7 @@ def resend_verification():
 @login_required
 def revoke_session(session_id: str):
     try:
-        sessions.revoke_session(current_principal(), session_id, ip=client_ip())
+        sessions.revoke_session(current_principal(), session_id)
     except ApplianceError as exc:
         return _failed(exc, "sessions")
     if request.headers.get("HX-Request"):
@@ -103,7 +103,7 @@ def revoke_session(session_id: str):
 @bp.post("/account/sessions/revoke-others")
 @login_required
 def revoke_other_sessions():
-    count = sessions.revoke_other_sessions(current_principal(), ip=client_ip())
+    count = sessions.revoke_other_sessions(current_principal())
     return redirect(url_for("account.index", notice=f"{count} other session(s) signed out."))
 
 
@@ -137,7 +137,7 @@ def mfa_confirm():
 def mfa_disable():
     try:
         users.disable_mfa(current_principal(), request.form.get("password", ""),
-                             request.form.get("code", ""), ip=client_ip())
+                             request.form.get("code", ""))
     except ApplianceError as exc:
         return _failed(exc, "mfa-off")
     return redirect(url_for("account.index", notice="Two-factor sign-in is off."))
@@ -148,7 +148,7 @@ def mfa_disable():
 def mfa_recovery_codes():
     try:
         codes = users.regenerate_recovery_codes(current_principal(),
-                                                   request.form.get("code", ""), ip=client_ip())
+                                                   request.form.get("code", ""))
     except ApplianceError as exc:
         return _failed(exc, "mfa-codes")
     return _account_page(recovery_codes=codes, section="mfa")

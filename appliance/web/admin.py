@@ -6,7 +6,6 @@ import json
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import projects
 from appliance.services.accounts import admin, mail
@@ -74,30 +73,29 @@ def _act(user_id: str, action, notice: str, section: str | None = None):
 @admin_required
 def suspend(user_id: str):
     reason = request.form.get("reason", "")
-    return _act(user_id, lambda: admin.suspend_user(current_principal(), user_id, reason,
-                                                    client_ip()), "Account suspended.")
+    return _act(user_id, lambda: admin.suspend_user(current_principal(), user_id, reason),
+                "Account suspended.")
 
 
 @bp.post("/users/<user_id>/unsuspend")
 @admin_required
 def unsuspend(user_id: str):
-    return _act(user_id, lambda: admin.unsuspend_user(current_principal(), user_id,
-                                                      client_ip()), "Suspension lifted.")
+    return _act(user_id, lambda: admin.unsuspend_user(current_principal(), user_id),
+                "Suspension lifted.")
 
 
 @bp.post("/users/<user_id>/role")
 @admin_required
 def role(user_id: str):
     new_role = request.form.get("role", "")
-    return _act(user_id, lambda: admin.set_role(current_principal(), user_id, new_role,
-                                                client_ip()), f"Role set to {new_role}.")
+    return _act(user_id, lambda: admin.set_role(current_principal(), user_id, new_role),
+                f"Role set to {new_role}.")
 
 
 @bp.post("/users/<user_id>/resend-verification")
 @admin_required
 def resend_verification(user_id: str):
-    return _act(user_id, lambda: admin.resend_verification(current_principal(), user_id,
-                                                           client_ip()),
+    return _act(user_id, lambda: admin.resend_verification(current_principal(), user_id),
                 "Verification link sent.")
 
 
@@ -119,8 +117,7 @@ def set_limit(user_id: str):
     resource = request.form.get("resource", "")
 
     def override():
-        quotas.set_override(current_principal(), user_id, resource, _form_int("value"),
-                            client_ip())
+        quotas.set_override(current_principal(), user_id, resource, _form_int("value"))
 
     return _act(user_id, override, "Limit saved.", section=f"limit-{resource}")
 
@@ -133,7 +130,7 @@ def invites():
     if request.method == "POST":
         try:
             invite, code = admin.create_invite(current_principal(),
-                                               request.form.get("email") or None, client_ip())
+                                               request.form.get("email") or None)
             created = {"invite": invite, "code": code,
                        "url": mail.link(f"/signup?invite={code}")}
         except ApplianceError as exc:
@@ -191,7 +188,7 @@ def decide_limit_request(request_id: str, decision: str):
         raise InvalidRequest("Approve or decline.", field="decision")
     try:
         row = quotas.decide(current_principal(), request_id, decision == "approve",
-                            request.form.get("note", ""), client_ip())
+                            request.form.get("note", ""))
     except ApplianceError as exc:
         return _limits_page(exc.status, error=exc, section=f"request-{request_id}",
                             error_field=exc.details.get("field"))
@@ -205,8 +202,7 @@ def limit_defaults():
     try:
         values = {r.name: _form_int(r.name) for r in quotas.RESOURCES}
         quotas.set_defaults(current_principal(),
-                            {name: value for name, value in values.items() if value is not None},
-                            client_ip())
+                            {name: value for name, value in values.items() if value is not None})
     except ApplianceError as exc:
         return _limits_page(exc.status, error=exc, section="defaults",
                             error_field=exc.details.get("field"), form=request.form)

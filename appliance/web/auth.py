@@ -6,8 +6,8 @@ import hmac
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, Forbidden, NotFound
+from appliance.http import client_ip
 from appliance.services.accounts import sessions, users
 from appliance.web.session import current_principal, safe_next, sign_in_browser
 
@@ -62,7 +62,7 @@ def signin_mfa():
 def signout():
     principal = current_principal()
     if principal is not None:
-        sessions.end_session(principal, ip=client_ip())
+        sessions.end_session(principal)
         g.clear_session_cookie = True
     return redirect(url_for("auth.signin", signed_out=1))
 

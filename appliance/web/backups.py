@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
 from appliance.services import projects
 from appliance.services.instances import backups
@@ -38,7 +37,7 @@ def index(project_id: str):
 @login_required
 def delete(project_id: str, backup_id: str):
     try:
-        backups.delete_backup(current_principal(), project_id, backup_id, ip=client_ip())
+        backups.delete_backup(current_principal(), project_id, backup_id)
     except ApplianceError as exc:
         return _page(project_id, exc.status, error=exc)
     return redirect(url_for("backups.index", project_id=project_id, notice="Backup deleted."))

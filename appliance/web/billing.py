@@ -17,7 +17,6 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, Response, redirect, request, stream_with_context, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import clock, money
 from appliance.services.billing import billing_state, invoices, prepaid, promo, stripe_topup, usage
@@ -138,7 +137,7 @@ def statement():
 def redeem_promo():
     code = request.form.get("code", "")
     try:
-        entry = promo.redeem(current_principal(), code, ip=client_ip())
+        entry = promo.redeem(current_principal(), code)
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "promo", form={"code": code})
     added = money.format(entry.amount, billing_state.currency())
@@ -157,7 +156,7 @@ def create_alert():
     principal = current_principal()
     try:
         threshold = money_field("threshold", billing_state.currency())
-        alert = prepaid.create_alert(principal, threshold, ip=client_ip())
+        alert = prepaid.create_alert(principal, threshold)
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "alerts", fragment="billing/_alerts.html",
                        form=request.form)
@@ -170,7 +169,7 @@ def create_alert():
 @login_required
 def delete_alert(alert_id: str):
     try:
-        prepaid.delete_alert(current_principal(), alert_id, ip=client_ip())
+        prepaid.delete_alert(current_principal(), alert_id)
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "alerts", fragment="billing/_alerts.html")
     return _alerts_answer("Alert deleted.")
@@ -185,7 +184,7 @@ def save_settings():
         prepaid.update_settings(current_principal(), spend_cap=spend_cap,
                                 invoice_name=form.get("invoice_name", ""),
                                 invoice_address=form.get("invoice_address", ""),
-                                vat_id=form.get("vat_id", ""), ip=client_ip())
+                                vat_id=form.get("vat_id", ""))
     except ApplianceError as exc:
         return _failed(_billing_page, exc, "settings", form=form)
     return redirect(url_for("billing.index", notice="Billing settings saved.",

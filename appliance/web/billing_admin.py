@@ -18,7 +18,6 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.config import parse_currency
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import money
@@ -107,7 +106,7 @@ def grant(user_id: str):
             return _account_page(user_id, confirm={"type": kind, "amount": amount},
                                  form=form, section="grant")
         entry = prepaid.grant(current_principal(), user_id, amount, form.get("note", ""),
-                              type=kind, ip=client_ip())
+                              type=kind)
     except ApplianceError as exc:
         return _failed(lambda status, **c: _account_page(user_id, status, **c), exc, "grant",
                        form=form)
@@ -156,7 +155,7 @@ def create_promo_code():
             current_principal(), code=form.get("code", ""),
             amount=money_field("amount", billing_state.currency()),
             max_uses=_whole("max_uses"), once_per_user=bool(form.get("once_per_user")),
-            expires_at=_expires_at(), note=form.get("note", ""), ip=client_ip())
+            expires_at=_expires_at(), note=form.get("note", ""))
     except ApplianceError as exc:
         return _failed(_promo_page, exc, "create", form=form)
     return redirect(url_for("admin_billing.promo_codes",
@@ -168,8 +167,7 @@ def create_promo_code():
 def set_promo_active(promo_id: str):
     active = request.form.get("active") == "on"
     try:
-        changed = promo.update_code(current_principal(), promo_id, active=active,
-                                    ip=client_ip())
+        changed = promo.update_code(current_principal(), promo_id, active=active)
     except ApplianceError as exc:
         return _failed(_promo_page, exc, f"promo-{promo_id}")
     state = "active again" if active else "deactivated"
@@ -181,7 +179,7 @@ def set_promo_active(promo_id: str):
 @admin_required
 def delete_promo_code(promo_id: str):
     try:
-        promo.delete_code(current_principal(), promo_id, ip=client_ip())
+        promo.delete_code(current_principal(), promo_id)
     except ApplianceError as exc:
         return _failed(_promo_page, exc, f"promo-{promo_id}")
     return redirect(url_for("admin_billing.promo_codes", notice="Promo code deleted."))
@@ -259,7 +257,7 @@ def save_settings():
                   "low_balance_thresholds": _thresholds(currency),
                   "operator_name": form.get("operator_name", "").strip(),
                   "operator_address": form.get("operator_address", "").strip()}
-        prepaid.set_operator_settings(current_principal(), values, ip=client_ip())
+        prepaid.set_operator_settings(current_principal(), values)
     except ApplianceError as exc:
         return _failed(_settings_page, exc, "settings", form=form)
     return redirect(url_for("admin_billing.settings", notice="Billing settings saved."))

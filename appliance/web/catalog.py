@@ -16,7 +16,6 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services.instances import catalog, nodes
 from appliance.web.instances import display_currency
@@ -143,8 +142,7 @@ def register_node():
         nodes.register_node(current_principal(), _text("name", max_length=100),
                             request.form.get("engine", ""),
                             request.form.get("endpoint", "").strip(), capacity=_capacity(),
-                            options=_pairs("options"), enabled=_checked("enabled"),
-                            ip=client_ip())
+                            options=_pairs("options"), enabled=_checked("enabled"))
 
     return _act(_nodes_page, register, "Node registered and checked.",
                 "admin_catalog.node_list", "register")
@@ -155,7 +153,7 @@ def register_node():
 def edit_node(node_id: str):
     return _act(_nodes_page, lambda: nodes.update_node(
         current_principal(), node_id, name=_text("name", max_length=100),
-        capacity=_capacity(), ip=client_ip()), "Node saved.", "admin_catalog.node_list",
+        capacity=_capacity()), "Node saved.", "admin_catalog.node_list",
         f"node-{node_id}")
 
 
@@ -164,7 +162,7 @@ def edit_node(node_id: str):
 def enable_node(node_id: str):
     enabled = _checked("enabled")
     return _act(_nodes_page, lambda: nodes.update_node(current_principal(), node_id,
-                                                       enabled=enabled, ip=client_ip()),
+                                                       enabled=enabled),
                 "Node enabled: new instances may be placed on it." if enabled else
                 "Node disabled: no new instance is placed on it.", "admin_catalog.node_list",
                 f"node-{node_id}", keep_form=False)
@@ -184,8 +182,7 @@ def check_node(node_id: str):
 @bp.post("/nodes/<node_id>/delete")
 @admin_required
 def delete_node(node_id: str):
-    return _act(_nodes_page, lambda: nodes.delete_node(current_principal(), node_id,
-                                                       ip=client_ip()),
+    return _act(_nodes_page, lambda: nodes.delete_node(current_principal(), node_id),
                 "Node removed.", "admin_catalog.node_list", f"node-{node_id}", keep_form=False)
 
 
@@ -214,7 +211,7 @@ def _plan_values() -> dict:
 @admin_required
 def create_plan():
     return _act(_plans_page, lambda: catalog.create_plan(
-        current_principal(), _text("slug", max_length=60), ip=client_ip(),
+        current_principal(), _text("slug", max_length=60),
         active=_checked("active"), **_plan_values()), "Plan added.",
         "admin_catalog.plan_list", "create")
 
@@ -223,7 +220,7 @@ def create_plan():
 @admin_required
 def edit_plan(plan_id: str):
     return _act(_plans_page, lambda: catalog.update_plan(
-        current_principal(), plan_id, ip=client_ip(), **_plan_values()), "Plan saved.",
+        current_principal(), plan_id, **_plan_values()), "Plan saved.",
         "admin_catalog.plan_list", f"plan-{plan_id}")
 
 
@@ -232,7 +229,7 @@ def edit_plan(plan_id: str):
 def activate_plan(plan_id: str):
     active = _checked("active")
     return _act(_plans_page, lambda: catalog.update_plan(
-        current_principal(), plan_id, ip=client_ip(), active=active),
+        current_principal(), plan_id, active=active),
         "Plan offered again." if active else "Plan deactivated: no new instance can use it.",
         "admin_catalog.plan_list", f"plan-{plan_id}", keep_form=False)
 
@@ -240,8 +237,7 @@ def activate_plan(plan_id: str):
 @bp.post("/plans/<plan_id>/delete")
 @admin_required
 def delete_plan(plan_id: str):
-    return _act(_plans_page, lambda: catalog.delete_plan(current_principal(), plan_id,
-                                                         ip=client_ip()),
+    return _act(_plans_page, lambda: catalog.delete_plan(current_principal(), plan_id),
                 "Plan deleted.", "admin_catalog.plan_list", f"plan-{plan_id}",
                 keep_form=False)
 
@@ -277,7 +273,7 @@ def _image_values() -> dict:
 def register_image():
     return _act(_images_page, lambda: catalog.register_image(
         current_principal(), request.form.get("engine", ""), _text("ref", max_length=300),
-        _text("name", max_length=100), ip=client_ip(), active=_checked("active"),
+        _text("name", max_length=100), active=_checked("active"),
         **_image_values()), "Image registered.", "admin_catalog.image_list", "register")
 
 
@@ -285,7 +281,7 @@ def register_image():
 @admin_required
 def edit_image(image_id: str):
     return _act(_images_page, lambda: catalog.update_image(
-        current_principal(), image_id, ip=client_ip(), name=_text("name", max_length=100),
+        current_principal(), image_id, name=_text("name", max_length=100),
         **_image_values()), "Image saved.", "admin_catalog.image_list", f"image-{image_id}")
 
 
@@ -294,7 +290,7 @@ def edit_image(image_id: str):
 def activate_image(image_id: str):
     active = _checked("active")
     return _act(_images_page, lambda: catalog.update_image(
-        current_principal(), image_id, ip=client_ip(), active=active),
+        current_principal(), image_id, active=active),
         "Image offered again." if active else "Image deactivated: no new instance uses it.",
         "admin_catalog.image_list", f"image-{image_id}", keep_form=False)
 
@@ -302,8 +298,7 @@ def activate_image(image_id: str):
 @bp.post("/images/<image_id>/delete")
 @admin_required
 def delete_image(image_id: str):
-    return _act(_images_page, lambda: catalog.delete_image(current_principal(), image_id,
-                                                           ip=client_ip()),
+    return _act(_images_page, lambda: catalog.delete_image(current_principal(), image_id),
                 "Image deleted.", "admin_catalog.image_list", f"image-{image_id}",
                 keep_form=False)
 
@@ -337,7 +332,7 @@ def _app_values() -> dict:
 def create_app():
     return _act(_apps_page, lambda: catalog.create_app(
         current_principal(), _text("slug", max_length=60), request.form.get("image_id", ""),
-        ip=client_ip(), active=_checked("active"), **_app_values()), "App added.",
+        active=_checked("active"), **_app_values()), "App added.",
         "admin_catalog.app_list", "create")
 
 
@@ -345,13 +340,12 @@ def create_app():
 @admin_required
 def edit_app(slug: str):
     return _act(_apps_page, lambda: catalog.update_app(
-        current_principal(), slug, ip=client_ip(), active=_checked("active"),
+        current_principal(), slug, active=_checked("active"),
         **_app_values()), "App saved.", "admin_catalog.app_list", f"app-{slug}")
 
 
 @bp.post("/apps/<slug>/delete")
 @admin_required
 def delete_app(slug: str):
-    return _act(_apps_page, lambda: catalog.delete_app(current_principal(), slug,
-                                                       ip=client_ip()),
+    return _act(_apps_page, lambda: catalog.delete_app(current_principal(), slug),
                 "App deleted.", "admin_catalog.app_list", f"app-{slug}", keep_form=False)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
 from appliance.services import projects
 from appliance.services.accounts import ssh_keys
@@ -161,7 +160,7 @@ def create(project_id: str):
             plan_id=form.get("plan_id", ""),
             image_id=source if kind == "image" and source else None,
             app_slug=source if kind == "app" and source else None,
-            ssh_key_ids=form.getlist("ssh_key_ids"), password=password, ip=client_ip())
+            ssh_key_ids=form.getlist("ssh_key_ids"), password=password)
     except ApplianceError as exc:
         return _new_page(project_id, exc.status, error=exc,
                          error_field=exc.details.get("field"), form=form)
@@ -274,8 +273,7 @@ def _done(project_id: str, instance_id: str, notice: str, fragment: str | None =
 @login_required
 def power(project_id: str, instance_id: str, action: str):
     try:
-        started = lifecycle.power(current_principal(), project_id, instance_id, action,
-                                  ip=client_ip())
+        started = lifecycle.power(current_principal(), project_id, instance_id, action)
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "power", "state")
     return _done(project_id, instance_id, f"{started.job.message}\u2026", "state")
@@ -286,7 +284,7 @@ def power(project_id: str, instance_id: str, action: str):
 def rename(project_id: str, instance_id: str):
     name = request.form.get("name", "").strip()
     try:
-        lifecycle.rename(current_principal(), project_id, instance_id, name, ip=client_ip())
+        lifecycle.rename(current_principal(), project_id, instance_id, name)
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "rename", form={"name": name})
     return _done(project_id, instance_id, f"Renamed to {name}.")
@@ -297,7 +295,7 @@ def rename(project_id: str, instance_id: str):
 def resize(project_id: str, instance_id: str):
     try:
         lifecycle.resize(current_principal(), project_id, instance_id,
-                         request.form.get("plan_id", ""), ip=client_ip())
+                         request.form.get("plan_id", ""))
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "resize")
     return _done(project_id, instance_id, "Resizing\u2026")
@@ -308,7 +306,7 @@ def resize(project_id: str, instance_id: str):
 def rebuild(project_id: str, instance_id: str):
     try:
         lifecycle.rebuild(current_principal(), project_id, instance_id,
-                          request.form.get("image_id", ""), ip=client_ip())
+                          request.form.get("image_id", ""))
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "rebuild")
     return _done(project_id, instance_id, "Rebuilding\u2026")
@@ -321,7 +319,7 @@ def reset_password(project_id: str, instance_id: str):
               if request.form.get("password_mode") == "set" else None)
     try:
         started = lifecycle.reset_password(current_principal(), project_id, instance_id,
-                                           chosen, ip=client_ip())
+                                           chosen)
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "password")
     if started.password is None:
@@ -355,7 +353,7 @@ def add_ssh_key(project_id: str, instance_id: str):
         if not pasted:
             raise InvalidRequest("Pick one of your keys or paste a public key.",
                                  field="public_key")
-        lifecycle.add_ssh_key(principal, project_id, instance_id, pasted, ip=client_ip())
+        lifecycle.add_ssh_key(principal, project_id, instance_id, pasted)
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "ssh-key",
                        form={"public_key": request.form.get("public_key", "")})
@@ -373,7 +371,7 @@ def delete(project_id: str, instance_id: str):
         if typed != instance.name:
             raise InvalidRequest("Type the instance's name exactly to confirm.",
                                  field="confirm_name")
-        lifecycle.delete(principal, project_id, instance_id, ip=client_ip(),
+        lifecycle.delete(principal, project_id, instance_id,
                          final_backup=bool(request.form.get("final_backup")))
     except ApplianceError as exc:
         return _failed(project_id, instance_id, exc, "delete")

@@ -11,7 +11,6 @@ import datetime as dt
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import clock, projects
 from appliance.services.accounts import api_keys, ssh_keys
@@ -103,7 +102,7 @@ def create_key():
             current_principal(), form.get("name", ""), form.getlist("scopes"),
             project_id=form.get("project_id") or None, expires_at=_expires_at(),
             allowed_ips=form.get("allowed_ips", "").split() or None,
-            rate_limit_rpm=form_int("rate_limit_rpm"), ip=client_ip())
+            rate_limit_rpm=form_int("rate_limit_rpm"))
     except ApplianceError as exc:
         return _failed(_keys_page, exc, "create", form=form)
     return _secret_page(created, f"Key {created.key.name} created.")
@@ -114,7 +113,7 @@ def create_key():
 def rotate_key(key_id: str):
     try:
         grace = form_int("grace_seconds") or 0
-        rotated = api_keys.rotate_key(current_principal(), key_id, grace, ip=client_ip())
+        rotated = api_keys.rotate_key(current_principal(), key_id, grace)
     except ApplianceError as exc:
         return _failed(_keys_page, exc, "list")
     return _secret_page(rotated, f"Key {rotated.key.name} has a new secret.")
@@ -124,7 +123,7 @@ def rotate_key(key_id: str):
 @login_required
 def revoke_key(key_id: str):
     try:
-        key = api_keys.revoke_key(current_principal(), key_id, ip=client_ip())
+        key = api_keys.revoke_key(current_principal(), key_id)
     except ApplianceError as exc:
         return _failed(_keys_page, exc, "list", fragment="keys/_list.html")
     notice = f"Key {key.name} revoked."
@@ -156,7 +155,7 @@ def ssh_keys_page():
 def add_ssh_key():
     public_key, name = request.form.get("public_key", ""), request.form.get("name", "")
     try:
-        key = ssh_keys.add_key(current_principal(), public_key, name, ip=client_ip())
+        key = ssh_keys.add_key(current_principal(), public_key, name)
     except ApplianceError as exc:
         return _failed(_ssh_page, exc, "add", form={"public_key": public_key, "name": name})
     return redirect(url_for("keys.ssh_keys_page", notice=f"SSH key {key.name} added."))
@@ -166,7 +165,7 @@ def add_ssh_key():
 @login_required
 def delete_ssh_key(ssh_key_id: str):
     try:
-        ssh_keys.delete_key(current_principal(), ssh_key_id, ip=client_ip())
+        ssh_keys.delete_key(current_principal(), ssh_key_id)
     except ApplianceError as exc:
         return _failed(_ssh_page, exc, "list")
     return redirect(url_for("keys.ssh_keys_page", notice="SSH key deleted."))
@@ -201,7 +200,7 @@ def request_limit():
         if requested is None:
             raise InvalidRequest("How much do you need?", field="requested")
         quotas.request_increase(current_principal(), form.get("resource", ""), requested,
-                                form.get("reason", ""), ip=client_ip())
+                                form.get("reason", ""))
     except ApplianceError as exc:
         return _failed(_limits_page, exc, "request", form=form)
     return redirect(url_for("keys.limits_page",

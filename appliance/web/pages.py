@@ -6,8 +6,8 @@ from flask import Blueprint, current_app, render_template, request
 from peewee import PeeweeException
 
 from appliance import __version__
-from appliance.api.schema import openapi_document
 from appliance.services import projects, settings
+from appliance.web.session import csrf_token, current_principal
 
 bp = Blueprint("pages", __name__)
 
@@ -19,8 +19,6 @@ def site_context() -> dict:
     except Exception:  # the error page must render even when the database is down
         site = {"site_name": config["SITE_NAME"], "signup": config["SIGNUP"],
                 "signup_open": config["SIGNUP"] == "open"}
-    from appliance.web.session import csrf_token, current_principal
-
     return {"site": site, "version": __version__, "principal": current_principal(),
             "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
             "project_switcher": project_switcher}
@@ -33,8 +31,6 @@ def project_switcher() -> dict | None:
     project (all_projects lists it first, as projects.default_project does). None when
     signed out, or when the database cannot answer (the error page still renders).
     """
-    from appliance.web.session import current_principal
-
     principal = current_principal()
     if principal is None:
         return None
@@ -55,4 +51,5 @@ def landing():
 
 @bp.get("/docs/api")
 def api_reference():
-    return render_template("reference.html", doc=openapi_document(current_app))
+    # The JSON API puts its document builder here (api/__init__.py): no import of api/.
+    return render_template("reference.html", doc=current_app.extensions["openapi_document"]())

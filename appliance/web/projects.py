@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.models.projects import ROLES
 from appliance.services import pagination, projects
@@ -67,7 +66,7 @@ def index():
 def create():
     name = request.form.get("name", "")
     try:
-        found = projects.create_project(current_principal(), name, ip=client_ip())
+        found = projects.create_project(current_principal(), name)
     except ApplianceError as exc:
         return _list_page(exc.status, error=exc, error_field=exc.details.get("field"),
                           form={"name": name})
@@ -118,7 +117,7 @@ def show(project_id: str):
 def rename(project_id: str):
     name = request.form.get("name", "")
     try:
-        projects.rename_project(current_principal(), project_id, name, ip=client_ip())
+        projects.rename_project(current_principal(), project_id, name)
     except ApplianceError as exc:
         return _failed(project_id, exc, "rename", form={"name": name})
     return _done(project_id, "Project renamed.")
@@ -135,7 +134,7 @@ def delete(project_id: str):
         if typed != found.project.name:
             raise InvalidRequest("Type the project's name exactly to confirm.",
                                  field="confirm_name")
-        projects.delete_project(principal, project_id, ip=client_ip())
+        projects.delete_project(principal, project_id)
     except ApplianceError as exc:
         return _failed(project_id, exc, "delete")
     return redirect(url_for("projects.index", notice=f"Project {found.project.name} deleted."))
@@ -147,8 +146,7 @@ def add_member(project_id: str):
     email = request.form.get("email", "")
     role = request.form.get("role", "member")
     try:
-        member = projects.add_member(current_principal(), project_id, email, role,
-                                     ip=client_ip())
+        member = projects.add_member(current_principal(), project_id, email, role)
     except ApplianceError as exc:
         return _failed(project_id, exc, "add-member", "projects/_members.html",
                        form={"email": email, "role": role})
@@ -161,7 +159,7 @@ def add_member(project_id: str):
 def set_role(project_id: str, user_id: str):
     try:
         member = projects.set_member_role(current_principal(), project_id, user_id,
-                                          request.form.get("role", ""), ip=client_ip())
+                                          request.form.get("role", ""))
     except ApplianceError as exc:
         return _failed(project_id, exc, "members", "projects/_members.html")
     return _done(project_id, f"{member.user.email} is now {member.role}.",
@@ -172,7 +170,7 @@ def set_role(project_id: str, user_id: str):
 @login_required
 def remove_member(project_id: str, user_id: str):
     try:
-        projects.remove_member(current_principal(), project_id, user_id, ip=client_ip())
+        projects.remove_member(current_principal(), project_id, user_id)
     except ApplianceError as exc:
         return _failed(project_id, exc, "members", "projects/_members.html")
     return _done(project_id, "Member removed.", "projects/_members.html")
@@ -183,7 +181,7 @@ def remove_member(project_id: str, user_id: str):
 def leave(project_id: str):
     principal = current_principal()
     try:
-        projects.remove_member(principal, project_id, principal.user.id, ip=client_ip())
+        projects.remove_member(principal, project_id, principal.user.id)
     except ApplianceError as exc:
         return _failed(project_id, exc, "leave")
     return redirect(url_for("projects.index", notice="You left the project."))
@@ -193,7 +191,7 @@ def leave(project_id: str):
 @login_required
 def revoke_key(project_id: str, key_id: str):
     try:
-        api_keys.revoke_project_key(current_principal(), project_id, key_id, ip=client_ip())
+        api_keys.revoke_project_key(current_principal(), project_id, key_id)
     except ApplianceError as exc:
         return _failed(project_id, exc, "keys", "projects/_keys.html")
     return _done(project_id, "Key revoked.", "projects/_keys.html")

@@ -13,13 +13,15 @@ import functools
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, g, redirect, request, url_for
 
 from appliance.errors import ApplianceError, Forbidden
-from appliance.services.accounts import sessions
+from appliance.http import client_ip, user_agent
+from appliance.services.accounts import sessions, users
 from appliance.services.accounts.sessions import Principal
 
 SESSION_COOKIE = "appliance_session"
@@ -47,7 +49,8 @@ def load_principal() -> None:
     if found is None:
         g.clear_session_cookie = True
         return
-    g.principal, g.web_session = found
+    principal, g.web_session = found
+    g.principal = replace(principal, ip=client_ip())
 
 
 def current_principal() -> Principal | None:
@@ -91,14 +94,11 @@ def finish_response(response: Response) -> Response:
 
 def sign_in_browser(principal_user: Any) -> None:
     """Start a dashboard session for the user; the cookie is set on this response."""
-    from appliance.api.principal import client_ip, user_agent
-    from appliance.services.accounts import users
-
     users.record_sign_in(principal_user, client_ip(), "browser")
     session, token = sessions.start_browser_session(principal_user, client_ip(), user_agent())
     g.set_session_cookie = token
     g.web_session = session
-    g.principal = Principal(principal_user, session.id, "session")
+    g.principal = Principal(principal_user, session.id, "session", ip=client_ip())
 
 
 def safe_next(target: str | None, default: str) -> str:

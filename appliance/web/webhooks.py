@@ -13,7 +13,6 @@ from collections import defaultdict
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from appliance.api.principal import client_ip
 from appliance.errors import ApplianceError
 from appliance.services import projects
 from appliance.services.events import event_types, outbox, queries
@@ -77,8 +76,7 @@ def create():
     try:
         created = endpoints.create_webhook(
             current_principal(), form.get("url", ""), event_types=_chosen_types(),
-            project_id=form.get("project_id") or None, description=form.get("description", ""),
-            ip=client_ip())
+            project_id=form.get("project_id") or None, description=form.get("description", ""))
     except ApplianceError as exc:
         return _list_page(exc.status, error=exc, error_field=exc.details.get("field"),
                           section="create", form=form)
@@ -125,8 +123,7 @@ def edit(webhook_id: str):
     try:
         endpoints.update_webhook(current_principal(), webhook_id, url=form.get("url", ""),
                                 description=form.get("description", ""),
-                                event_types=[endpoints.ALL] if types is None else types,
-                                ip=client_ip())
+                                event_types=[endpoints.ALL] if types is None else types)
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "edit", form=form)
     return _back(webhook_id, "Webhook saved.")
@@ -146,7 +143,7 @@ def test(webhook_id: str):
 @login_required
 def pause(webhook_id: str):
     try:
-        endpoints.pause_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.pause_webhook(current_principal(), webhook_id)
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return _back(webhook_id, "Webhook paused: new events are not sent to it.")
@@ -156,7 +153,7 @@ def pause(webhook_id: str):
 @login_required
 def resume(webhook_id: str):
     try:
-        endpoints.resume_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.resume_webhook(current_principal(), webhook_id)
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return _back(webhook_id, "Webhook active again.")
@@ -167,7 +164,7 @@ def resume(webhook_id: str):
 def rotate(webhook_id: str):
     try:
         rotated = endpoints.rotate_secret(current_principal(), webhook_id,
-                                         form_int("grace_seconds") or 0, ip=client_ip())
+                                         form_int("grace_seconds") or 0)
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     body, status = _show_page(webhook_id, created=rotated,
@@ -179,7 +176,7 @@ def rotate(webhook_id: str):
 @login_required
 def delete(webhook_id: str):
     try:
-        endpoints.delete_webhook(current_principal(), webhook_id, ip=client_ip())
+        endpoints.delete_webhook(current_principal(), webhook_id)
     except ApplianceError as exc:
         return _failed(webhook_id, exc, "actions")
     return redirect(url_for("webhooks.index", notice="Webhook deleted."))

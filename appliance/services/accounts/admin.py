@@ -45,7 +45,7 @@ def get_user(principal: Principal, user_id: str) -> User:
 
 
 @authcache.invalidates
-def suspend_user(principal: Principal, user_id: str, reason: str, ip: str = "") -> User:
+def suspend_user(principal: Principal, user_id: str, reason: str) -> User:
     """Suspend an account: its sessions end and it cannot sign in until unsuspended."""
     require_admin(principal)
     if not reason.strip():
@@ -61,12 +61,12 @@ def suspend_user(principal: Principal, user_id: str, reason: str, ip: str = "") 
         user.save()
         sessions.revoke_all_sessions(user, "suspended")
         audit.record("admin.user_suspended", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip, reason=reason.strip())
+                     target_id=user.id, ip=principal.ip, reason=reason.strip())
     return user
 
 
 @authcache.invalidates
-def unsuspend_user(principal: Principal, user_id: str, ip: str = "") -> User:
+def unsuspend_user(principal: Principal, user_id: str) -> User:
     require_admin(principal)
     with database.atomic():
         user = users.get_user(user_id)
@@ -76,12 +76,12 @@ def unsuspend_user(principal: Principal, user_id: str, ip: str = "") -> User:
         user.updated_at = clock.now()
         user.save()
         audit.record("admin.user_unsuspended", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip)
+                     target_id=user.id, ip=principal.ip)
     return user
 
 
 @authcache.invalidates
-def set_role(principal: Principal, user_id: str, role: str, ip: str = "") -> User:
+def set_role(principal: Principal, user_id: str, role: str) -> User:
     """Make a user an admin or a plain user; the last administrator stays one."""
     require_admin(principal)
     if role not in ("admin", "user"):
@@ -95,22 +95,21 @@ def set_role(principal: Principal, user_id: str, role: str, ip: str = "") -> Use
         user.role, user.updated_at = role, clock.now()
         user.save()
         audit.record("admin.role_changed", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip, role=role)
+                     target_id=user.id, ip=principal.ip, role=role)
     return user
 
 
-def resend_verification(principal: Principal, user_id: str, ip: str = "") -> User:
+def resend_verification(principal: Principal, user_id: str) -> User:
     require_admin(principal)
     user = users.get_user(user_id)
     users.resend_verification(user)
     with database.atomic():
         audit.record("admin.verification_resent", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip)
+                     target_id=user.id, ip=principal.ip)
     return user
 
 
-def create_invite(principal: Principal, email: str | None = None,
-                  ip: str = "") -> tuple[Invite, str]:
+def create_invite(principal: Principal, email: str | None = None) -> tuple[Invite, str]:
     """An invitation for invite-only signup; the code is returned only here."""
     require_admin(principal)
     code = new_token("inv_", 18)
@@ -121,7 +120,7 @@ def create_invite(principal: Principal, email: str | None = None,
                                created_by=principal.user, created_at=now,
                                expires_at=now + INVITE_TTL)
         audit.record("admin.invite_created", actor=principal.user, target_type="invite",
-                     target_id=invite.id, ip=ip, email=invite.email)
+                     target_id=invite.id, ip=principal.ip, email=invite.email)
     return invite, code
 
 

@@ -138,8 +138,8 @@ def _check_project(principal: Principal, project_id: str | None) -> str | None:
 
 def create_key(principal: Principal, name: str, scopes: list[str], *,
                project_id: str | None = None, expires_at: dt.datetime | None = None,
-               allowed_ips: list[str] | None = None, rate_limit_rpm: int | None = None,
-               ip: str = "") -> NewSecret:
+               allowed_ips: list[str] | None = None,
+               rate_limit_rpm: int | None = None) -> NewSecret:
     principal.require_scope("keys:write")
     name = _clean_name(name)
     clean_scopes = _clean_scopes(principal, scopes)
@@ -162,7 +162,7 @@ def create_key(principal: Principal, name: str, scopes: list[str], *,
             project=project_id, expires_at=expires_at, allowed_ips=networks,
             rate_limit_rpm=rate_limit_rpm, created_at=clock.now())
         audit.record("api_key.created", actor=principal.user, target_type="api_key",
-                     target_id=key.id, ip=ip, name=name, scopes=clean_scopes,
+                     target_id=key.id, ip=principal.ip, name=name, scopes=clean_scopes,
                      project_id=project_id)
         outbox.api_key_event("api_key.created", key, principal.user.id)
     return NewSecret(key, secret)
@@ -195,28 +195,27 @@ def get_key(principal: Principal, key_id: str) -> ApiKey:
     return with_pending_usage(key)
 
 
-def _revoke(principal: Principal, key: ApiKey, ip: str) -> ApiKey:
+def _revoke(principal: Principal, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = clock.now()
         ApiKey.update(revoked_at=key.revoked_at).where(ApiKey.id == key.id,
                                                        ApiKey.revoked_at.is_null()).execute()
         audit.record("api_key.revoked", actor=principal.user, target_type="api_key",
-                     target_id=key.id, ip=ip, owner=key.user_id)
+                     target_id=key.id, ip=principal.ip, owner=key.user_id)
         outbox.api_key_event("api_key.revoked", key, principal.user.id)
     return key
 
 
-def revoke_key(principal: Principal, key_id: str, ip: str = "") -> ApiKey:
+def revoke_key(principal: Principal, key_id: str) -> ApiKey:
     """Revoke one of the caller's keys; it is refused from the next request on."""
     principal.require_scope("keys:write")
     with database.atomic():
-        key = _revoke(principal, get_key(principal, key_id), ip)
+        key = _revoke(principal, get_key(principal, key_id))
     authcache.invalidate()
     return key
 
 
-def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0,
-               ip: str = "") -> NewSecret:
+def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0) -> NewSecret:
     """A new secret for the same key; the old one works `grace_seconds` more (max 7 days)."""
     principal.require_scope("keys:write")
     if not 0 <= grace_seconds <= MAX_GRACE.total_seconds():
@@ -236,7 +235,7 @@ def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0,
             previous_valid_until=now + grace if grace else None, rotated_at=now,
         ).where(ApiKey.id == key.id).execute()
         audit.record("api_key.rotated", actor=principal.user, target_type="api_key",
-                     target_id=key.id, ip=ip, grace_seconds=grace_seconds)
+                     target_id=key.id, ip=principal.ip, grace_seconds=grace_seconds)
     authcache.invalidate()
     return NewSecret(ApiKey.get_by_id(key.id), secret)
 
@@ -251,15 +250,14 @@ def list_project_keys(principal: Principal, project_id: str, limit: int = 50,
     return [with_pending_usage(row) for row in rows], next_cursor
 
 
-def revoke_project_key(principal: Principal, project_id: str, key_id: str,
-                       ip: str = "") -> ApiKey:
+def revoke_project_key(principal: Principal, project_id: str, key_id: str) -> ApiKey:
     principal.require_scope("keys:write")
     with database.atomic():
         projects.access(principal, project_id, projects.MANAGE)
         key = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.project == project_id)
         if key is None:
             raise NotFound("No such API key.", code="api_key_not_found")
-        key = _revoke(principal, key, ip)
+        key = _revoke(principal, key)
     authcache.invalidate()
     return key
 

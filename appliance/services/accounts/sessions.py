@@ -66,6 +66,7 @@ class Principal:
     scopes: frozenset[str] | None = None  # None: everything the user's roles allow
     key_id: str | None = None
     project_id: str | None = None  # a key restricted to one project
+    ip: str = ""  # the client's address, set by the view that resolved the caller (audit)
 
     @property
     def is_admin(self) -> bool:
@@ -273,7 +274,7 @@ def list_sessions(principal: Principal, limit: int = pagination.MAX_LIMIT,
     return pagination.page(query, AuthSession, limit, cursor)
 
 
-def revoke_session(principal: Principal, session_id: str, ip: str = "") -> None:
+def revoke_session(principal: Principal, session_id: str) -> None:
     """End one of the user's sessions; another user's session is simply not found."""
     with database.atomic():
         session = AuthSession.get_or_none(AuthSession.id == session_id,
@@ -282,18 +283,17 @@ def revoke_session(principal: Principal, session_id: str, ip: str = "") -> None:
             raise NotFound("No such session.", code="session_not_found")
         _revoke(session, "revoked_by_user")
         audit.record("auth.session_revoked", actor=principal.user, target_type="session",
-                     target_id=session_id, ip=ip)
+                     target_id=session_id, ip=principal.ip)
 
 
-def revoke_other_sessions(principal: Principal, reason: str = "revoked_by_user",
-                          ip: str = "") -> int:
+def revoke_other_sessions(principal: Principal, reason: str = "revoked_by_user") -> int:
     """End every session of the user except the one making the request."""
     with database.atomic():
         count = (AuthSession.update(revoked_at=clock.now(), revoked_reason=reason)
                  .where(AuthSession.user == principal.user, AuthSession.revoked_at.is_null(),
                         AuthSession.id != (principal.session_id or ""))
                  .execute())
-        audit.record("auth.sessions_revoked", actor=principal.user, ip=ip, count=count,
+        audit.record("auth.sessions_revoked", actor=principal.user, ip=principal.ip, count=count,
                      reason=reason)
     return count
 
@@ -304,7 +304,7 @@ def revoke_all_sessions(user: User, reason: str) -> int:
             .where(AuthSession.user == user, AuthSession.revoked_at.is_null()).execute())
 
 
-def end_session(principal: Principal, ip: str = "") -> None:
+def end_session(principal: Principal) -> None:
     """Sign out: the current session (browser or refresh family) is revoked."""
     if principal.session_id is None:
         return
@@ -313,7 +313,7 @@ def end_session(principal: Principal, ip: str = "") -> None:
         if session is not None:
             _revoke(session, "signed_out")
             audit.record("auth.signed_out", actor=principal.user, target_type="session",
-                         target_id=session.id, ip=ip)
+                         target_id=session.id, ip=principal.ip)
 
 
 def end_session_by_refresh_token(refresh_token: str, ip: str = "") -> None:

@@ -117,7 +117,7 @@ def parse_public_key(text: str) -> PublicKey:
     return PublicKey(key_type, bits, blob, comment.strip())
 
 
-def add_key(principal: Principal, public_key: str, name: str = "", ip: str = "") -> SshKey:
+def add_key(principal: Principal, public_key: str, name: str = "") -> SshKey:
     """Add a key to the caller's account; 409 `ssh_key_exists` for a duplicate."""
     principal.require_scope("keys:write")
     parsed = parse_public_key(public_key)
@@ -129,7 +129,7 @@ def add_key(principal: Principal, public_key: str, name: str = "", ip: str = "")
                                 public_key=parsed.openssh, fingerprint=parsed.fingerprint,
                                 created_at=clock.now())
             audit.record("ssh_key.added", actor=principal.user, target_type="ssh_key",
-                         target_id=key.id, ip=ip, fingerprint=parsed.fingerprint)
+                         target_id=key.id, ip=principal.ip, fingerprint=parsed.fingerprint)
     except IntegrityError:
         raise Conflict("This key is already on your account.", code="ssh_key_exists",
                        details={"field": "public_key", "fingerprint": parsed.fingerprint}
@@ -149,10 +149,10 @@ def get_key(principal: Principal, key_id: str) -> SshKey:
     return key
 
 
-def delete_key(principal: Principal, key_id: str, ip: str = "") -> None:
+def delete_key(principal: Principal, key_id: str) -> None:
     principal.require_scope("keys:write")
     with database.atomic():
         key = get_key(principal, key_id)
         key.delete_instance()
         audit.record("ssh_key.deleted", actor=principal.user, target_type="ssh_key",
-                     target_id=key_id, ip=ip, fingerprint=key.fingerprint)
+                     target_id=key_id, ip=principal.ip, fingerprint=key.fingerprint)

@@ -300,21 +300,20 @@ def _require_password(user: User, password: str, field: str = "current_password"
                              field=field)
 
 
-def change_password(principal: Principal, current_password: str, new_password: str,
-                    ip: str = "") -> int:
+def change_password(principal: Principal, current_password: str, new_password: str) -> int:
     """Change the password; every other session and refresh family ends. Returns how many."""
     user = principal.user
     _require_password(user, current_password)
     passwords.check_rules(new_password, user.email, field="new_password")
     with database.atomic():
         _set_password(user, new_password)
-        audit.record("auth.password_changed", actor=user, ip=ip)
-    return sessions.revoke_other_sessions(principal, "password_changed", ip)
+        audit.record("auth.password_changed", actor=user, ip=principal.ip)
+    return sessions.revoke_other_sessions(principal, "password_changed")
 
 
 def update_profile(principal: Principal, *, display_name: str | None = None,
-                   email: str | None = None, current_password: str | None = None,
-                   ip: str = "") -> tuple[User, bool]:
+                   email: str | None = None,
+                   current_password: str | None = None) -> tuple[User, bool]:
     """Change the display name and/or email. A new email needs the password and is only
     taken once confirmed from a link mailed to it. Returns (user, verification_sent)."""
     user = principal.user
@@ -334,7 +333,8 @@ def update_profile(principal: Principal, *, display_name: str | None = None,
             user.save()
         if new_email is not None:
             token = _issue_email_token(user, "verify", new_email, VERIFY_TTL)
-            audit.record("account.email_change_requested", actor=user, ip=ip, new=new_email)
+            audit.record("account.email_change_requested", actor=user, ip=principal.ip,
+                         new=new_email)
     if token is not None:
         _send_verification(user, new_email, token)
     return user, token is not None
@@ -351,19 +351,19 @@ def _guarded(user: User, attempt):
         raise
 
 
-def disable_mfa(principal: Principal, password: str, code: str, ip: str = "") -> None:
+def disable_mfa(principal: Principal, password: str, code: str) -> None:
     """Turn MFA off: needs the password and a current code (or a recovery code)."""
     def attempt() -> None:
         _require_password(principal.user, password, field="password")
-        mfa.disable(principal.user, code, ip=ip)
+        mfa.disable(principal.user, code, ip=principal.ip)
 
     _guarded(principal.user, attempt)
 
 
-def regenerate_recovery_codes(principal: Principal, code: str, ip: str = "") -> list[str]:
+def regenerate_recovery_codes(principal: Principal, code: str) -> list[str]:
     """New recovery codes for a current code; the old ones stop working."""
     return _guarded(principal.user,
-                    lambda: mfa.regenerate_recovery_codes(principal.user, code, ip=ip))
+                    lambda: mfa.regenerate_recovery_codes(principal.user, code, ip=principal.ip))
 
 
 def create_first_admin(email: str, password: str, display_name: str = "",

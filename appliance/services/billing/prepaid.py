@@ -192,7 +192,7 @@ def _check_cap(spend_cap: int | None) -> int | None:
 
 
 def update_settings(principal: Principal, *, spend_cap: int | None, invoice_name: str,
-                    invoice_address: str, vat_id: str, ip: str = "") -> BillingAccount:
+                    invoice_address: str, vat_id: str) -> BillingAccount:
     """Replace the account's billing settings (all of them, as PUT does)."""
     principal.require_scope("billing:write")
     values = {"invoice_name": invoice_name.strip(), "invoice_address": invoice_address.strip(),
@@ -206,19 +206,20 @@ def update_settings(principal: Principal, *, spend_cap: int | None, invoice_name
         billing_state.account(principal.user.id)
         BillingAccount.update(spend_cap=spend_cap, updated_at=clock.now(), **values).where(
             BillingAccount.user == principal.user.id).execute()
-        audit.record("billing.settings_changed", actor=principal.user, ip=ip,
+        audit.record("billing.settings_changed", actor=principal.user, ip=principal.ip,
                      spend_cap=spend_cap)
     return BillingAccount.get_by_id(principal.user.id)
 
 
-def set_spend_cap(principal: Principal, spend_cap: int | None, ip: str = "") -> BillingAccount:
+def set_spend_cap(principal: Principal, spend_cap: int | None) -> BillingAccount:
     principal.require_scope("billing:write")
     _check_cap(spend_cap)
     with database.atomic():
         billing_state.account(principal.user.id)
         BillingAccount.update(spend_cap=spend_cap, updated_at=clock.now()).where(
             BillingAccount.user == principal.user.id).execute()
-        audit.record("billing.spend_cap_set", actor=principal.user, ip=ip, spend_cap=spend_cap)
+        audit.record("billing.spend_cap_set", actor=principal.user, ip=principal.ip,
+                     spend_cap=spend_cap)
     return BillingAccount.get_by_id(principal.user.id)
 
 
@@ -231,7 +232,7 @@ def list_alerts(principal: Principal) -> list[BillingAlert]:
                 .order_by(BillingAlert.threshold.desc()))
 
 
-def create_alert(principal: Principal, threshold: int, ip: str = "") -> BillingAlert:
+def create_alert(principal: Principal, threshold: int) -> BillingAlert:
     """Alert when the balance falls below `threshold`; armed unless already below it."""
     principal.require_scope("billing:write")
     if isinstance(threshold, bool) or not 1 <= threshold <= ledger.MAX_AMOUNT:
@@ -250,25 +251,27 @@ def create_alert(principal: Principal, threshold: int, ip: str = "") -> BillingA
         below = ledger.balance(user_id) < threshold
         alert = BillingAlert.create(id=new_id("bal"), user=user_id, threshold=threshold,
                                     armed=not below, created_at=clock.now())
-        audit.record("billing.alert_created", actor=principal.user, ip=ip, threshold=threshold)
+        audit.record("billing.alert_created", actor=principal.user, ip=principal.ip,
+                     threshold=threshold)
     return alert
 
 
-def delete_alert(principal: Principal, alert_id: str, ip: str = "") -> None:
+def delete_alert(principal: Principal, alert_id: str) -> None:
     principal.require_scope("billing:write")
     with database.atomic():
         deleted = BillingAlert.delete().where(BillingAlert.id == alert_id,
                                               BillingAlert.user == principal.user.id).execute()
         if not deleted:
             raise NotFound("No such alert.", code="alert_not_found")
-        audit.record("billing.alert_deleted", actor=principal.user, ip=ip, alert_id=alert_id)
+        audit.record("billing.alert_deleted", actor=principal.user, ip=principal.ip,
+                     alert_id=alert_id)
 
 
 # Operator side ----------------------------------------------------------------------
 
 
 def grant(principal: Principal, user_id: str, amount: int, note: str, *,
-          type: str = "grant", ip: str = "") -> LedgerEntry:
+          type: str = "grant") -> LedgerEntry:
     """Credit (or, as an adjustment, debit) an account with a note; audited.
 
     Grants and refunds are positive; an adjustment may go either way.
@@ -289,7 +292,7 @@ def grant(principal: Principal, user_id: str, amount: int, note: str, *,
         entry = ledger.post(user.id, type, amount, f"{type}:{new_id('crd')}", note=note,
                             created_by=principal.user.id)
         audit.record(f"billing.{type}", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip, amount=amount, note=note, entry=entry.id)
+                     target_id=user.id, ip=principal.ip, amount=amount, note=note, entry=entry.id)
     return entry
 
 
@@ -420,8 +423,7 @@ def _lift(user_id: str) -> None:
         Instance.update(suspended_at=None).where(Instance.id.in_(ids)).execute()
 
 
-def set_operator_settings(principal: Principal, values: dict[str, object],
-                          ip: str = "") -> OperatorSettings:
+def set_operator_settings(principal: Principal, values: dict[str, object]) -> OperatorSettings:
     """Change some of the operator's billing settings (field name -> value) at run time."""
     require_admin(principal)
     raw = {}
@@ -438,7 +440,7 @@ def set_operator_settings(principal: Principal, values: dict[str, object],
                 runtime.put(name, value)
             except InvalidRequest as exc:
                 raise InvalidRequest(exc.message, field=field) from None
-        audit.record("billing.operator_settings_changed", actor=principal.user, ip=ip,
+        audit.record("billing.operator_settings_changed", actor=principal.user, ip=principal.ip,
                      **{field: value for field, value in raw.values()})
     return operator_settings()
 
@@ -454,7 +456,7 @@ def _notify_grace_started(user: User, grace_ends_at: dt.datetime) -> None:
 def _notify_suspended(user: User, reason: str) -> None:
     """The hook called when an account is suspended (inside the enforcement transaction):
     a `billing.suspended` event with the balance and the reason (balance or spend_cap)."""
-    from appliance.services.billing import ledger
     log.warning("account %s suspended (%s): its instances are being stopped", user.id, reason)
     outbox.emit("billing.suspended", user_id=user.id, data={
-        "balance": ledger.balance(user.id), "currency": billing_state.currency(), "reason": reason})
+        "balance": ledger.balance(user.id), "currency": billing_state.currency(),
+        "reason": reason})

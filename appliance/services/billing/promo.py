@@ -36,7 +36,7 @@ def _check_code(code: str) -> str:
     return code
 
 
-def redeem(principal: Principal, code: str, ip: str = "") -> LedgerEntry:
+def redeem(principal: Principal, code: str) -> LedgerEntry:
     """Credit the caller's account with the code's amount; returns the ledger entry.
 
     404 `promo_not_found`; 409 `promo_inactive`, `promo_expired`,
@@ -76,7 +76,7 @@ def redeem(principal: Principal, code: str, ip: str = "") -> LedgerEntry:
                                ledger_reference=reference, created_at=clock.now())
         entry = ledger.post(user_id, "promo", promo.amount, reference,
                             note=f"Promo code {code.upper()}")
-        audit.record("billing.promo_redeemed", actor=principal.user, ip=ip, code=code,
+        audit.record("billing.promo_redeemed", actor=principal.user, ip=principal.ip, code=code,
                      amount=promo.amount)
     return entry
 
@@ -114,7 +114,7 @@ def _check_fields(amount: int | None, max_uses: int | None,
 
 def create_code(principal: Principal, *, code: str, amount: int, max_uses: int | None = None,
                 once_per_user: bool = True, expires_at: dt.datetime | None = None,
-                active: bool = True, note: str = "", ip: str = "") -> PromoCode:
+                active: bool = True, note: str = "") -> PromoCode:
     require_admin(principal)
     code = _check_code(code)
     _check_fields(amount, max_uses, expires_at, note)
@@ -128,7 +128,7 @@ def create_code(principal: Principal, *, code: str, amount: int, max_uses: int |
                                  active=active, note=note.strip(), created_by=principal.user,
                                  created_at=now, updated_at=now)
         audit.record("billing.promo_created", actor=principal.user, target_type="promo_code",
-                     target_id=promo.id, ip=ip, code=code, amount=amount)
+                     target_id=promo.id, ip=principal.ip, code=code, amount=amount)
     return promo
 
 
@@ -136,7 +136,7 @@ UNSET = object()
 
 
 def update_code(principal: Principal, promo_id: str, *, amount=UNSET, max_uses=UNSET,
-                expires_at=UNSET, active=UNSET, note=UNSET, ip: str = "") -> PromoCode:
+                expires_at=UNSET, active=UNSET, note=UNSET) -> PromoCode:
     """Change the given fields (the code itself and once-per-user stay as made)."""
     changes = {name: value for name, value in (
         ("amount", amount), ("max_uses", max_uses), ("expires_at", expires_at),
@@ -153,11 +153,11 @@ def update_code(principal: Principal, promo_id: str, *, amount=UNSET, max_uses=U
             PromoCode.update(updated_at=clock.now(), **changes).where(
                 PromoCode.id == promo.id).execute()
         audit.record("billing.promo_changed", actor=principal.user, target_type="promo_code",
-                     target_id=promo.id, ip=ip, **{k: str(v) for k, v in changes.items()})
+                     target_id=promo.id, ip=principal.ip, **{k: str(v) for k, v in changes.items()})
     return PromoCode.get_by_id(promo.id)
 
 
-def delete_code(principal: Principal, promo_id: str, ip: str = "") -> None:
+def delete_code(principal: Principal, promo_id: str) -> None:
     """Delete a code nobody redeemed; a redeemed one can only be deactivated (409)."""
     with ledger.durable():
         promo = get_code(principal, promo_id)
@@ -166,4 +166,4 @@ def delete_code(principal: Principal, promo_id: str, ip: str = "") -> None:
                            code="promo_redeemed")
         promo.delete_instance()
         audit.record("billing.promo_deleted", actor=principal.user, target_type="promo_code",
-                     target_id=promo.id, ip=ip, code=promo.code)
+                     target_id=promo.id, ip=principal.ip, code=promo.code)

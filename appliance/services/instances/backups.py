@@ -64,7 +64,7 @@ def get_backup(principal: Principal, project_id: str, backup_id: str,
     return backup
 
 
-def delete_backup(principal: Principal, project_id: str, backup_id: str, ip: str = "") -> None:
+def delete_backup(principal: Principal, project_id: str, backup_id: str) -> None:
     """Remove the archive from its engine, then the row (kept, marked deleted)."""
 
     principal.require_scope("backups:write")
@@ -77,4 +77,4 @@ def delete_backup(principal: Principal, project_id: str, backup_id: str, ip: str
         Backup.update(status="deleted", deleted_at=now, updated_at=now).where(
             Backup.id == backup.id).execute()
         audit.record("backup.delete", actor=principal.user, target_type="backup",
-                     target_id=backup.id, ip=ip)
+                     target_id=backup.id, ip=principal.ip)

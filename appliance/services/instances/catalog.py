@@ -94,7 +94,7 @@ def get_plan(plan_id: str, *, active: bool = True) -> Plan:
     return plan
 
 
-def create_plan(principal: Principal, slug: str, ip: str = "", **values: Any) -> Plan:
+def create_plan(principal: Principal, slug: str, **values: Any) -> Plan:
     require_admin(principal)
     _check_plan(values)
     now = clock.now()
@@ -103,14 +103,14 @@ def create_plan(principal: Principal, slug: str, ip: str = "", **values: Any) ->
             plan = Plan.create(id=new_id("pln"), slug=_slug(slug), created_at=now,
                                updated_at=now, **values)
             audit.record("plan.created", actor=principal.user, target_type="plan",
-                         target_id=plan.id, ip=ip, slug=slug)
+                         target_id=plan.id, ip=principal.ip, slug=slug)
     except IntegrityError:
         raise Conflict("A plan with this slug exists.", code="plan_exists",
                        details={"field": "slug"}) from None
     return plan
 
 
-def update_plan(principal: Principal, plan_id: str, ip: str = "", **values: Any) -> Plan:
+def update_plan(principal: Principal, plan_id: str, **values: Any) -> Plan:
     require_admin(principal)
     _check_plan(values)
     with database.atomic():
@@ -118,11 +118,11 @@ def update_plan(principal: Principal, plan_id: str, ip: str = "", **values: Any)
         if values:
             Plan.update(updated_at=clock.now(), **values).where(Plan.id == plan.id).execute()
             audit.record("plan.updated", actor=principal.user, target_type="plan",
-                         target_id=plan.id, ip=ip, **values)
+                         target_id=plan.id, ip=principal.ip, **values)
     return Plan.get_by_id(plan.id)
 
 
-def delete_plan(principal: Principal, plan_id: str, ip: str = "") -> None:
+def delete_plan(principal: Principal, plan_id: str) -> None:
     require_admin(principal)
     with database.atomic():
         plan = get_plan(plan_id, active=False)
@@ -130,7 +130,7 @@ def delete_plan(principal: Principal, plan_id: str, ip: str = "") -> None:
             raise Conflict("Instances use this plan; deactivate it instead.", code="in_use")
         plan.delete_instance()
         audit.record("plan.deleted", actor=principal.user, target_type="plan",
-                     target_id=plan.id, ip=ip, slug=plan.slug)
+                     target_id=plan.id, ip=principal.ip, slug=plan.slug)
 
 
 # Images ------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def get_image(image_id: str, *, active: bool = True) -> Image:
     return image
 
 
-def register_image(principal: Principal, engine: str, ref: str, name: str, ip: str = "",
+def register_image(principal: Principal, engine: str, ref: str, name: str,
                    **values: Any) -> Image:
     """An image every node of `engine` has (node-specific ones are discovered)."""
     require_admin(principal)
@@ -170,14 +170,14 @@ def register_image(principal: Principal, engine: str, ref: str, name: str, ip: s
             image = Image.create(id=new_id("img"), engine=engine, ref=ref.strip(), name=name,
                                  created_at=now, updated_at=now, **values)
             audit.record("image.registered", actor=principal.user, target_type="image",
-                         target_id=image.id, ip=ip, engine=engine, ref=ref)
+                         target_id=image.id, ip=principal.ip, engine=engine, ref=ref)
     except IntegrityError:
         raise Conflict("This image is registered.", code="image_exists",
                        details={"field": "ref"}) from None
     return image
 
 
-def update_image(principal: Principal, image_id: str, ip: str = "", **values: Any) -> Image:
+def update_image(principal: Principal, image_id: str, **values: Any) -> Image:
     require_admin(principal)
     _check_text(values)
     with database.atomic():
@@ -185,11 +185,11 @@ def update_image(principal: Principal, image_id: str, ip: str = "", **values: An
         if values:
             Image.update(updated_at=clock.now(), **values).where(Image.id == image.id).execute()
             audit.record("image.updated", actor=principal.user, target_type="image",
-                         target_id=image.id, ip=ip, **values)
+                         target_id=image.id, ip=principal.ip, **values)
     return Image.get_by_id(image.id)
 
 
-def delete_image(principal: Principal, image_id: str, ip: str = "") -> None:
+def delete_image(principal: Principal, image_id: str) -> None:
     require_admin(principal)
     with database.atomic():
         image = get_image(image_id, active=False)
@@ -200,7 +200,7 @@ def delete_image(principal: Principal, image_id: str, ip: str = "") -> None:
                            code="in_use")
         image.delete_instance()
         audit.record("image.deleted", actor=principal.user, target_type="image",
-                     target_id=image.id, ip=ip)
+                     target_id=image.id, ip=principal.ip)
 
 
 # One-click apps ----------------------------------------------------------------------
@@ -230,7 +230,7 @@ def _app_values(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def create_app(principal: Principal, slug: str, image_id: str, ip: str = "",
+def create_app(principal: Principal, slug: str, image_id: str,
                **values: Any) -> App:
     require_admin(principal)
     values = _app_values(values)
@@ -243,14 +243,14 @@ def create_app(principal: Principal, slug: str, image_id: str, ip: str = "",
             app = App.create(id=new_id("app"), slug=_slug(slug), image=image, created_at=now,
                              updated_at=now, **values)
             audit.record("app.created", actor=principal.user, target_type="app",
-                         target_id=app.id, ip=ip, slug=slug)
+                         target_id=app.id, ip=principal.ip, slug=slug)
     except IntegrityError:
         raise Conflict("An app with this slug exists.", code="app_exists",
                        details={"field": "slug"}) from None
     return get_app(app.slug, active=False)
 
 
-def update_app(principal: Principal, slug: str, ip: str = "", **values: Any) -> App:
+def update_app(principal: Principal, slug: str, **values: Any) -> App:
     require_admin(principal)
     values = _app_values(values)
     with database.atomic():
@@ -258,14 +258,14 @@ def update_app(principal: Principal, slug: str, ip: str = "", **values: Any) -> 
         if values:
             App.update(updated_at=clock.now(), **values).where(App.id == app.id).execute()
             audit.record("app.updated", actor=principal.user, target_type="app",
-                         target_id=app.id, ip=ip)
+                         target_id=app.id, ip=principal.ip)
     return get_app(slug, active=False)
 
 
-def delete_app(principal: Principal, slug: str, ip: str = "") -> None:
+def delete_app(principal: Principal, slug: str) -> None:
     require_admin(principal)
     with database.atomic():
         app = get_app(slug, active=False)
         app.delete_instance()
         audit.record("app.deleted", actor=principal.user, target_type="app",
-                     target_id=app.id, ip=ip, slug=slug)
+                     target_id=app.id, ip=principal.ip, slug=slug)

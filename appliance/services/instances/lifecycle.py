@@ -134,8 +134,7 @@ def _owner(project: Project):
 
 def create_instance(principal: Principal, project_id: str, *, name: str, plan_id: str,
                     image_id: str | None = None, app_slug: str | None = None,
-                    ssh_key_ids: list[str] | None = None, password: str | None = None,
-                    ip: str = "") -> Started:
+                    ssh_key_ids: list[str] | None = None, password: str | None = None) -> Started:
     """Check everything, place it, and queue the creation (202)."""
     principal.require_scope("instances:write")
     _check_name(name)
@@ -168,7 +167,7 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
                                    "env": json.loads(app.env) if app else {}})
         _event(instance, "instance.created", f"Created by {principal.user.email}", job)
         audit.record("instance.created", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip, project_id=project_id, plan=plan.slug,
+                     target_id=instance.id, ip=principal.ip, project_id=project_id, plan=plan.slug,
                      node=node.name)
     jobs.wake()
     return Started(instance, job, generated)
@@ -372,8 +371,7 @@ def _require_state(instance: Instance, allowed: tuple[str, ...], action: str) ->
                        details={"status": instance.status, "allowed": list(allowed)})
 
 
-def power(principal: Principal, project_id: str, instance_id: str, action: str,
-          ip: str = "") -> Started:
+def power(principal: Principal, project_id: str, instance_id: str, action: str) -> Started:
     if action not in POWER_ACTIONS:
         raise InvalidRequest(f"action is one of {', '.join(POWER_ACTIONS)}.", field="action")
     allowed, job_type, message = POWER_ACTIONS[action]
@@ -384,13 +382,12 @@ def power(principal: Principal, project_id: str, instance_id: str, action: str,
         _event(instance, f"instance.{action}_requested", f"{message} ({principal.user.email})",
                job)
         audit.record(f"instance.{action}", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip)
+                     target_id=instance.id, ip=principal.ip)
     jobs.wake()
     return Started(instance, job)
 
 
-def rename(principal: Principal, project_id: str, instance_id: str, name: str,
-           ip: str = "") -> Instance:
+def rename(principal: Principal, project_id: str, instance_id: str, name: str) -> Instance:
     _check_name(name)
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
@@ -399,11 +396,11 @@ def rename(principal: Principal, project_id: str, instance_id: str, name: str,
             Instance.id == instance.id).execute()
         _event(instance, "instance.renamed", f"Renamed from {instance.name} to {name}")
         audit.record("instance.renamed", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip, name=name)
+                     target_id=instance.id, ip=principal.ip, name=name)
     return get_instance(principal, project_id, instance_id)
 
 
-def delete(principal: Principal, project_id: str, instance_id: str, ip: str = "",
+def delete(principal: Principal, project_id: str, instance_id: str,
            final_backup: bool = False) -> Started:
     """Destroy it; with `final_backup`, first keep an archive of it
     (services/instances/backups.py)."""
@@ -424,7 +421,7 @@ def delete(principal: Principal, project_id: str, instance_id: str, ip: str = ""
         _event(instance, "instance.delete_requested", f"Deleted by {principal.user.email}",
                job)
         audit.record("instance.delete", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip)
+                     target_id=instance.id, ip=principal.ip)
     jobs.wake()
     return Started(get_instance(principal, project_id, instance_id), job)
 
@@ -444,8 +441,7 @@ def _require_backup_possible(instance: Instance) -> None:
     nodes.engine_call(lambda: driver.capabilities().require("snapshots"))
 
 
-def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str,
-           ip: str = "") -> Started:
+def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str) -> Started:
     """A plan whose disk is not smaller; live where the engine allows."""
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
@@ -471,13 +467,12 @@ def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str
                        plan_id=plan.id)
         _event(instance, "instance.resize_requested", f"Resize to {plan.name}", job)
         audit.record("instance.resize", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip, plan=plan.slug)
+                     target_id=instance.id, ip=principal.ip, plan=plan.slug)
     jobs.wake()
     return Started(instance, job)
 
 
-def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: str,
-            ip: str = "") -> Started:
+def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: str) -> Started:
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
         _require_state(instance, ("running", "stopped", "failed"), "rebuild")
@@ -491,13 +486,13 @@ def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: s
                        image_id=image.id)
         _event(instance, "instance.rebuild_requested", f"Rebuild from {image.name}", job)
         audit.record("instance.rebuild", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip, image=image.id)
+                     target_id=instance.id, ip=principal.ip, image=image.id)
     jobs.wake()
     return Started(instance, job)
 
 
 def reset_password(principal: Principal, project_id: str, instance_id: str,
-                   password: str | None = None, ip: str = "") -> Started:
+                   password: str | None = None) -> Started:
     """Set a new password (generated when not given; shown once)."""
     password = _check_password(password)
     generated = _generate_password() if password is None else None
@@ -512,7 +507,7 @@ def reset_password(principal: Principal, project_id: str, instance_id: str,
         _event(instance, "instance.password_reset", f"Password reset by {principal.user.email}",
                job)
         audit.record("instance.password_reset", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip)
+                     target_id=instance.id, ip=principal.ip)
     jobs.wake()
     return Started(instance, job, generated)
 
@@ -529,8 +524,8 @@ def acknowledge_password(principal: Principal, project_id: str, instance_id: str
         Instance.update(password_sealed=None).where(Instance.id == instance.id).execute()
 
 
-def add_ssh_key(principal: Principal, project_id: str, instance_id: str, public_key: str,
-                ip: str = "") -> Started:
+def add_ssh_key(principal: Principal, project_id: str, instance_id: str,
+                public_key: str) -> Started:
     parsed = ssh_keys.parse_public_key(public_key)
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
@@ -542,7 +537,7 @@ def add_ssh_key(principal: Principal, project_id: str, instance_id: str, public_
                        public_key=parsed.openssh)
         _event(instance, "instance.ssh_key_added", f"SSH key {parsed.fingerprint}", job)
         audit.record("instance.ssh_key_added", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=ip, fingerprint=parsed.fingerprint)
+                     target_id=instance.id, ip=principal.ip, fingerprint=parsed.fingerprint)
     jobs.wake()
     return Started(instance, job)
 

@@ -79,7 +79,7 @@ def _check_fields(engine: str, endpoint: str, capacity: Capacity, name: str) -> 
 
 def register_node(principal: Principal, name: str, engine: str, endpoint: str, *,
                   capacity: Capacity, options: dict[str, str] | None = None,
-                  enabled: bool = True, ip: str = "") -> Node:
+                  enabled: bool = True) -> Node:
     """Register a node and check its health at once (an unreachable one is kept, unhealthy)."""
     require_admin(principal)
     _check_fields(engine, endpoint, capacity, name)
@@ -87,7 +87,7 @@ def register_node(principal: Principal, name: str, engine: str, endpoint: str, *
                    enabled=enabled)
     with database.atomic():
         audit.record("node.registered", actor=principal.user, target_type="node",
-                     target_id=node.id, ip=ip, engine=engine, endpoint=endpoint)
+                     target_id=node.id, ip=principal.ip, engine=engine, endpoint=endpoint)
     return check_health(node)
 
 
@@ -120,8 +120,7 @@ def get_node(principal: Principal, node_id: str) -> Node:
 
 
 def update_node(principal: Principal, node_id: str, *, enabled: bool | None = None,
-                capacity: Capacity | None = None, name: str | None = None,
-                ip: str = "") -> Node:
+                capacity: Capacity | None = None, name: str | None = None) -> Node:
     node = get_node(principal, node_id)
     changes: dict = {}
     if enabled is not None:
@@ -140,7 +139,7 @@ def update_node(principal: Principal, node_id: str, *, enabled: bool | None = No
                 Node.update(updated_at=clock.now(), **changes).where(
                     Node.id == node.id).execute()
                 audit.record("node.updated", actor=principal.user, target_type="node",
-                             target_id=node.id, ip=ip,
+                             target_id=node.id, ip=principal.ip,
                              **{k: v for k, v in changes.items() if k != "options"})
         except IntegrityError:
             raise Conflict("A node with this name exists.", code="node_exists",
@@ -152,7 +151,7 @@ def live_instances(node: Node) -> int:
     return Instance.select().where(Instance.node == node, Instance.deleted_at.is_null()).count()
 
 
-def delete_node(principal: Principal, node_id: str, ip: str = "") -> None:
+def delete_node(principal: Principal, node_id: str) -> None:
     node = get_node(principal, node_id)
     with database.atomic():
         count = live_instances(node)
@@ -162,7 +161,7 @@ def delete_node(principal: Principal, node_id: str, ip: str = "") -> None:
         Image.delete().where(Image.node == node, Image.discovered).execute()
         node.delete_instance()
         audit.record("node.deleted", actor=principal.user, target_type="node",
-                     target_id=node_id, ip=ip, name=node.name)
+                     target_id=node_id, ip=principal.ip, name=node.name)
     drivers.forget(node.engine, node.endpoint)
 
 

@@ -120,7 +120,7 @@ def check(user: User, resource: str, amount: int = 1) -> None:
 # Operator side ---------------------------------------------------------------------
 
 
-def set_defaults(principal: Principal, values: dict[str, int], ip: str = "") -> dict[str, int]:
+def set_defaults(principal: Principal, values: dict[str, int]) -> dict[str, int]:
     require_admin(principal)
     for name, value in values.items():
         _resource(name, field=name)
@@ -132,12 +132,12 @@ def set_defaults(principal: Principal, values: dict[str, int], ip: str = "") -> 
              .on_conflict(conflict_target=[Setting.key],
                           update={Setting.value: json.dumps(value), Setting.updated_at: now})
              .execute())
-        audit.record("limits.defaults_set", actor=principal.user, ip=ip, **values)
+        audit.record("limits.defaults_set", actor=principal.user, ip=principal.ip, **values)
     return defaults()
 
 
-def set_override(principal: Principal, user_id: str, resource: str, value: int | None,
-                 ip: str = "") -> list[Limit]:
+def set_override(principal: Principal, user_id: str, resource: str,
+                 value: int | None) -> list[Limit]:
     """Set (or with None, remove) one account's limit for a resource."""
     require_admin(principal)
     name = _resource(resource).name
@@ -147,7 +147,7 @@ def set_override(principal: Principal, user_id: str, resource: str, value: int |
         user = get_user(principal, user_id)
         _store_override(user, name, value)
         audit.record("limits.override_set", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=ip, resource=name, value=value)
+                     target_id=user.id, ip=principal.ip, resource=name, value=value)
     return limits(user)
 
 
@@ -166,8 +166,8 @@ def _store_override(user: User, resource: str, value: int | None) -> None:
 # Limit-increase requests -----------------------------------------------------------
 
 
-def request_increase(principal: Principal, resource: str, requested: int, reason: str = "",
-                     ip: str = "") -> LimitRequest:
+def request_increase(principal: Principal, resource: str, requested: int,
+                     reason: str = "") -> LimitRequest:
     """Ask the operator for a higher limit; one pending request per resource."""
     name = _resource(resource).name
     _check_value(requested, field="requested")
@@ -189,7 +189,7 @@ def request_increase(principal: Principal, resource: str, requested: int, reason
                                   current_limit=current, requested=requested, reason=reason,
                                   created_at=clock.now())
         audit.record("limits.requested", actor=principal.user, target_type="limit_request",
-                     target_id=row.id, ip=ip, resource=name, requested=requested)
+                     target_id=row.id, ip=principal.ip, resource=name, requested=requested)
     return row
 
 
@@ -208,8 +208,7 @@ def list_all_requests(principal: Principal, status: str | None = None, limit: in
     return pagination.page(query, LimitRequest, limit, cursor)
 
 
-def decide(principal: Principal, request_id: str, approve: bool, note: str = "",
-           ip: str = "") -> LimitRequest:
+def decide(principal: Principal, request_id: str, approve: bool, note: str = "") -> LimitRequest:
     """Approve (the requested limit becomes the account's override) or decline."""
     require_admin(principal)
     note = (note or "").strip()[:1000]
@@ -227,6 +226,6 @@ def decide(principal: Principal, request_id: str, approve: bool, note: str = "",
         if approve:
             _store_override(row.user, row.resource, row.requested)
         audit.record(f"limits.request_{status}", actor=principal.user,
-                     target_type="limit_request", target_id=row.id, ip=ip,
+                     target_type="limit_request", target_id=row.id, ip=principal.ip,
                      user_id=row.user_id, resource=row.resource, requested=row.requested)
     return LimitRequest.get_by_id(row.id)

@@ -167,8 +167,7 @@ def _check_project(principal: Principal, project_id: str | None) -> str | None:
 
 
 def create_webhook(principal: Principal, url: str, *, event_types: list[str] | None = None,
-                   project_id: str | None = None, description: str = "",
-                   ip: str = "") -> NewSecret:
+                   project_id: str | None = None, description: str = "") -> NewSecret:
     """A new active webhook and its secret (shown once). 400 naming the field for a bad
     URL (`webhook_invalid_url`), unknown event type or long description."""
     principal.require_scope("webhooks:write")
@@ -188,7 +187,7 @@ def create_webhook(principal: Principal, url: str, *, event_types: list[str] | N
             description=description, event_types=types, secret_sealed=sealing.seal(secret),
             status="active", created_at=now, updated_at=now)
         audit.record("webhook.created", actor=principal.user, target_type="webhook",
-                     target_id=webhook.id, ip=ip, url=url, project_id=project_id)
+                     target_id=webhook.id, ip=principal.ip, url=url, project_id=project_id)
     return NewSecret(webhook, secret)
 
 
@@ -234,8 +233,7 @@ def writable(principal: Principal, webhook_id: str) -> Webhook:
 
 
 def update_webhook(principal: Principal, webhook_id: str, *, url: str | None = None,
-                   description: str | None = None, event_types: list[str] | None = None,
-                   ip: str = "") -> Webhook:
+                   description: str | None = None, event_types: list[str] | None = None) -> Webhook:
     """Change the URL, description or subscription; what is None stays."""
     changes: dict = {}
     if url is not None:
@@ -250,11 +248,11 @@ def update_webhook(principal: Principal, webhook_id: str, *, url: str | None = N
             Webhook.update(updated_at=clock.now(), **changes).where(
                 Webhook.id == webhook.id).execute()
             audit.record("webhook.updated", actor=principal.user, target_type="webhook",
-                         target_id=webhook.id, ip=ip, fields=sorted(changes))
+                         target_id=webhook.id, ip=principal.ip, fields=sorted(changes))
     return Webhook.get_by_id(webhook.id)
 
 
-def pause_webhook(principal: Principal, webhook_id: str, ip: str = "") -> Webhook:
+def pause_webhook(principal: Principal, webhook_id: str) -> Webhook:
     """Stop sending: new events are not queued, queued deliveries wait for the resume."""
     with database.atomic():
         webhook = writable(principal, webhook_id)
@@ -265,11 +263,11 @@ def pause_webhook(principal: Principal, webhook_id: str, ip: str = "") -> Webhoo
             Webhook.update(status="paused", updated_at=clock.now()).where(
                 Webhook.id == webhook.id).execute()
             audit.record("webhook.paused", actor=principal.user, target_type="webhook",
-                         target_id=webhook.id, ip=ip)
+                         target_id=webhook.id, ip=principal.ip)
     return Webhook.get_by_id(webhook_id)
 
 
-def resume_webhook(principal: Principal, webhook_id: str, ip: str = "") -> Webhook:
+def resume_webhook(principal: Principal, webhook_id: str) -> Webhook:
     """Make a paused or disabled webhook active again (its URL is checked again)."""
     with database.atomic():
         webhook = writable(principal, webhook_id)
@@ -278,23 +276,23 @@ def resume_webhook(principal: Principal, webhook_id: str, ip: str = "") -> Webho
             Webhook.update(status="active", disabled_reason=None, failing_since=None,
                            updated_at=clock.now()).where(Webhook.id == webhook.id).execute()
             audit.record("webhook.resumed", actor=principal.user, target_type="webhook",
-                         target_id=webhook.id, ip=ip, previous=webhook.status)
+                         target_id=webhook.id, ip=principal.ip, previous=webhook.status)
     wake()  # deliveries held while paused
     return Webhook.get_by_id(webhook_id)
 
 
-def delete_webhook(principal: Principal, webhook_id: str, ip: str = "") -> None:
+def delete_webhook(principal: Principal, webhook_id: str) -> None:
     """Delete a webhook with its deliveries. Its owner may, even outside its project."""
     principal.require_scope("webhooks:write")
     with database.atomic():
         webhook = get_webhook(principal, webhook_id)
         Webhook.delete().where(Webhook.id == webhook.id).execute()
         audit.record("webhook.deleted", actor=principal.user, target_type="webhook",
-                     target_id=webhook.id, ip=ip, url=webhook.url)
+                     target_id=webhook.id, ip=principal.ip, url=webhook.url)
 
 
 def rotate_secret(principal: Principal, webhook_id: str,
-                  grace_seconds: int = DEFAULT_GRACE_SECONDS, ip: str = "") -> NewSecret:
+                  grace_seconds: int = DEFAULT_GRACE_SECONDS) -> NewSecret:
     """A new secret, shown once. The old one keeps signing for `grace_seconds` (0-7 days),
     so deliveries meanwhile carry two signatures."""
     if not 0 <= grace_seconds <= MAX_GRACE.total_seconds():
@@ -311,7 +309,7 @@ def rotate_secret(principal: Principal, webhook_id: str,
             previous_valid_until=now + grace if grace else None, updated_at=now,
         ).where(Webhook.id == webhook.id).execute()
         audit.record("webhook.secret_rotated", actor=principal.user, target_type="webhook",
-                     target_id=webhook.id, ip=ip, grace_seconds=grace_seconds)
+                     target_id=webhook.id, ip=principal.ip, grace_seconds=grace_seconds)
     return NewSecret(Webhook.get_by_id(webhook.id), secret)
 
 
