@@ -54,7 +54,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bench
+from benchmarks import common
 
 QUEUED_EVENTS = 1_000
 TARGET_DELIVERIES_PER_S = 200.0
@@ -63,10 +63,10 @@ EMIT_INTERVAL_S = 0.1
 TARGET_ADDED_DELAY_S = 1.0
 DELIVERY_TIMEOUT_S = 60.0
 EVENT_TYPE = "api_key.created"
-WEBHOOKS_SETTINGS = {**bench.LOADED_SETTINGS, "APPLIANCE_WEBHOOKS_ALLOW_PRIVATE": "true"}
+WEBHOOKS_SETTINGS = {**common.LOADED_SETTINGS, "APPLIANCE_WEBHOOKS_ALLOW_PRIVATE": "true"}
 
-EMIT_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); import bench_webhooks_served; "
-             "bench_webhooks_served.emit_in_child(*sys.argv[2:])")
+EMIT_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); from benchmarks import webhooks; "
+             "webhooks.emit_in_child(*sys.argv[2:])")
 
 
 # --- receivers ---------------------------------------------------------------------------
@@ -86,7 +86,7 @@ class Receivers:
         self._thread = threading.Thread(target=self._run, daemon=True, name="receivers")
         self._thread.start()
         if not self._ready.wait(10):
-            raise bench.BenchError("the webhook receivers did not start")
+            raise common.BenchError("the webhook receivers did not start")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -160,29 +160,29 @@ def private_address() -> tuple[str | None, str]:
 
 
 @contextlib.contextmanager
-def served(work: Path, name: str) -> Iterator[tuple[bench.Server, str]]:
+def served(work: Path, name: str) -> Iterator[tuple[common.Server, str]]:
     """`appliance serve` with WEBHOOKS_SETTINGS and a signed-in account: (server, token)."""
-    with bench.running(bench.start_appliance(work, name, WEBHOOKS_SETTINGS)) as server:
-        bench.wait_healthy(server)
+    with common.running(common.start_appliance(work, name, WEBHOOKS_SETTINGS)) as server:
+        common.wait_healthy(server)
         password = secrets.token_urlsafe(18)
-        bench.create_account(server, password)
-        yield server, bench.sign_in(server, password)
+        common.create_account(server, password)
+        yield server, common.sign_in(server, password)
 
 
-def create_webhook(server: bench.Server, token: str, url: str) -> str:
-    status, body = bench.call_json(server.port, "POST", "/api/v1/webhooks",
-                                   {"url": url, "event_types": [EVENT_TYPE]}, token)
+def create_webhook(server: common.Server, token: str, url: str) -> str:
+    status, body = common.call_json(server.port, "POST", "/api/v1/webhooks",
+                                    {"url": url, "event_types": [EVENT_TYPE]}, token)
     if status != 201 or not isinstance(body, dict):
-        raise bench.BenchError(f"POST /webhooks answered {status}: {body}")
+        raise common.BenchError(f"POST /webhooks answered {status}: {body}")
     return body["webhook"]["id"]
 
 
-def webhook_action(server: bench.Server, token: str, webhook_id: str, action: str) -> None:
-    status, body = bench.call_json(server.port, "POST",
-                                   f"/api/v1/webhooks/{webhook_id}/{action}", {}, token)
+def webhook_action(server: common.Server, token: str, webhook_id: str, action: str) -> None:
+    status, body = common.call_json(server.port, "POST",
+                                    f"/api/v1/webhooks/{webhook_id}/{action}", {}, token)
     if status != 200:
-        raise bench.BenchError(f"POST /webhooks/{webhook_id}/{action} answered {status}: "
-                               f"{body}")
+        raise common.BenchError(f"POST /webhooks/{webhook_id}/{action} answered {status}: "
+                                f"{body}")
 
 
 def wait_for(receivers: Receivers, path: str, count: int, timeout: float = DELIVERY_TIMEOUT_S,
@@ -220,7 +220,7 @@ def emit_in_child(data_dir: str, user_email: str, count: str, result_path: str) 
     Path(result_path).write_text(json.dumps({"committed": committed}))
 
 
-def succeeded(server: bench.Server) -> int:
+def succeeded(server: common.Server) -> int:
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(server.data_dir / "appliance.db",
@@ -235,13 +235,13 @@ def measure_throughput(work: Path, host: str) -> dict[str, Any]:
         with served(work, "webhooks-rate") as (server, token):
             webhook_id = create_webhook(server, token, receivers.url("/ok"))
             result = Path(tempfile.mkstemp(prefix="emit-", suffix=".json", dir=work)[1])
-            argv = [sys.executable, "-c", EMIT_CODE, str(Path(__file__).resolve().parent),
-                    str(server.data_dir), bench.BENCH_EMAIL, str(QUEUED_EVENTS), str(result)]
+            argv = [sys.executable, "-c", EMIT_CODE, str(common.SCRIPTS_DIR),
+                    str(server.data_dir), common.BENCH_EMAIL, str(QUEUED_EVENTS), str(result)]
             done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  env=bench.server_env(), timeout=120,
+                                  env=common.server_env(), timeout=120,
                                   stdin=subprocess.DEVNULL)
             if done.returncode != 0:
-                raise bench.BenchError(f"emitting the events failed:\n{done.stderr}")
+                raise common.BenchError(f"emitting the events failed:\n{done.stderr}")
             webhook_action(server, token, webhook_id, "resume")  # wakes the dispatcher
             committed = json.loads(result.read_text())["committed"]
             arrivals = wait_for(receivers, "/ok", QUEUED_EVENTS)
@@ -263,10 +263,10 @@ def measure_throughput(work: Path, host: str) -> dict[str, Any]:
 # --- a dead endpoint beside a healthy one ---------------------------------------------------
 
 
-def emit_events(server: bench.Server, token: str, seconds: float) -> dict[str, float]:
+def emit_events(server: common.Server, token: str, seconds: float) -> dict[str, float]:
     """POST /api-keys (then DELETE it) every EMIT_INTERVAL_S; {key id: time.time() when
     the POST answered}."""
-    api = bench.ApiClient(server.port, "")
+    api = common.ApiClient(server.port, "")
     api.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     sent: dict[str, float] = {}
     try:
@@ -278,7 +278,7 @@ def emit_events(server: bench.Server, token: str, seconds: float) -> dict[str, f
                                     {"name": f"bench {n}", "scopes": ["instances:read"]})
             answered = time.time()
             if status != 201:
-                raise bench.BenchError(f"POST /api-keys answered {status}: {body}")
+                raise common.BenchError(f"POST /api-keys answered {status}: {body}")
             key_id = body["key"]["id"] if "key" in body else body["id"]
             sent[key_id] = answered
             api.call("DELETE", f"/api/v1/api-keys/{key_id}")
@@ -363,7 +363,7 @@ def measure(work: Path, parts: tuple[str, ...] = ("rate", "isolation"),
 
 
 def rows(m: dict[str, Any], strict: bool = False) -> list[Any]:
-    row = bench.Row
+    row = common.Row
     if "webhooks_skipped" in m:
         return [row("webhook deliveries/s and isolation", m["webhooks_skipped"][:70],
                     f">= {TARGET_DELIVERIES_PER_S:g}/s", None if not strict else False)]
