@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from collections.abc import Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from flask import Flask  # noqa: E402
-from flask.sessions import SessionInterface  # noqa: E402
+from flask import Flask
+from flask.sessions import SessionInterface
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -13,7 +13,7 @@ class Inbox:
     def __init__(self) -> None:
         self.received: list[dict] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's name
         self.received.append({
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),

@@ -15,7 +15,7 @@ from appliance.models import LedgerEntry, StripeTopup
 from appliance.services import clock
 from appliance.services.billing import ledger
 from appliance.services.webhooks import signing
-from tests.factories import api, bearer, create_key, key_auth, login, make_user
+from tests.factories import Browser, api, bearer, create_key, key_auth, login, make_user
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 SECRET_KEY = "sk_test_appliance"
@@ -30,7 +30,7 @@ class StripeStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the name http.server calls
+            def do_POST(self):  # the name http.server calls
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length).decode()
                 form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
@@ -240,8 +240,6 @@ def test_a_signed_body_that_is_no_event_is_a_400(client):
 
 
 def test_the_dashboard_form_sends_the_buyer_to_checkout(app, user, stripe):
-    from tests.test_web_projects import Browser
-
     browser = Browser(app, user.email)
     page = browser.page("/billing/invoices")
     assert "Buy credit" in page

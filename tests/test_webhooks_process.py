@@ -25,7 +25,7 @@ INTERRUPTED_PREFIX = "The appliance stopped"
 # Loaded by the served appliance (PYTHONPATH): its SSRF guard lets 127.0.0.1 through, as
 # `allow_loopback` does in this process. Nothing else of production changes.
 SITECUSTOMIZE = '''
-from appliance.services import ssrf
+from appliance.services.webhooks import ssrf
 
 _strict = ssrf._refusal
 

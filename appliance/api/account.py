@@ -11,9 +11,9 @@ from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import LimitRequest, SshKey
 from appliance.services.accounts import ssh_keys
-from appliance.services.accounts.sessions import Principal
 from appliance.services.limits import quotas
 from appliance.services.limits.quotas import Limit
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("account_api", __name__)
 TAGS = ("account",)
@@ -46,7 +46,8 @@ class SshKeyList(Schema):
 class SshKeyIn(Schema):
     public_key: str = Field(min_length=1, max_length=ssh_keys.MAX_KEY_LENGTH,
                             description="One OpenSSH public key line (ed25519, rsa, ecdsa).")
-    name: str = Field("", max_length=100, description="Defaults to the key's comment.")
+    name: str = Field("", max_length=ssh_keys.NAME_MAX,
+                      description="Defaults to the key's comment.")
 
 
 class LimitOut(Schema):

@@ -19,8 +19,8 @@ from appliance.api.auth import UserOut
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.services.accounts import admin, mail
-from appliance.services.accounts.sessions import Principal
 from appliance.services.limits import quotas
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("admin_api", __name__)
 TAGS = ("admin",)

@@ -11,7 +11,7 @@ from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import ApiKey
 from appliance.services.accounts import api_keys
-from appliance.services.accounts.sessions import Principal
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("api_keys_api", __name__)
 TAGS = ("api-keys",)
@@ -61,7 +61,7 @@ class ApiKeyList(Schema):
 
 
 class ApiKeyIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=api_keys.NAME_MAX)
     scopes: list[Scope] = Field(min_length=1, max_length=20)
     project_id: str | None = Field(None, max_length=40,
                                    description="Restrict the key to one of your projects.")

@@ -14,7 +14,8 @@ from appliance.errors import Unauthorized
 from appliance.http import client_ip, user_agent
 from appliance.models import User
 from appliance.services.accounts import mfa, sessions, users
-from appliance.services.accounts.sessions import Principal, TokenPair
+from appliance.services.accounts.sessions import TokenPair
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("auth_api", __name__)
 TAGS = ("auth",)

@@ -8,8 +8,8 @@ from typing import Literal
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Backup
-from appliance.services.accounts.sessions import Principal
 from appliance.services.instances import backups
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("backups_api", __name__)
 TAGS = ("backups",)

@@ -24,8 +24,8 @@ from appliance.api.schema import (
 from appliance.models import BillingAccount, BillingAlert, LedgerEntry
 from appliance.models.billing import LEDGER_TYPES
 from appliance.services import clock
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state, ledger, prepaid, promo, usage
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("billing_api", __name__)
 TAGS = ("billing",)
@@ -138,9 +138,9 @@ class SettingsOut(Schema):
 
 class SettingsIn(Schema):
     spend_cap: int | None = Field(None, ge=0, le=ledger.MAX_AMOUNT)
-    invoice_name: str = Field("", max_length=200)
-    invoice_address: str = Field("", max_length=1000)
-    vat_id: str = Field("", max_length=40)
+    invoice_name: str = Field("", max_length=prepaid.TEXT_MAX["invoice_name"])
+    invoice_address: str = Field("", max_length=prepaid.TEXT_MAX["invoice_address"])
+    vat_id: str = Field("", max_length=prepaid.TEXT_MAX["vat_id"])
 
 
 class SpendCapIn(Schema):

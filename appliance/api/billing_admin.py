@@ -11,9 +11,9 @@ from appliance.api.billing import CreditList, CreditOut
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import PromoCode
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state, ledger, prepaid, promo
 from appliance.services.billing.billing_state import OperatorSettings
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("billing_admin_api", __name__)
 TAGS = ("admin",)

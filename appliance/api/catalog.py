@@ -12,8 +12,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import App, Image, Node, Plan
-from appliance.services.accounts.sessions import Principal
 from appliance.services.instances import catalog, nodes
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("catalog_api", __name__)
 TAGS = ("catalog",)
@@ -21,8 +21,8 @@ ADMIN_TAGS = ("admin",)
 AUTH = USER_OR_KEY
 ERRORS = (403, 404, 409)
 Engine = Literal["incus", "docker", "fake"]
-Small = Field(ge=1, le=1_000_000)
-Money = Field(ge=0, le=10**12)
+Small = Field(ge=1, le=catalog.NUMBER_MAX)
+Money = Field(ge=0, le=catalog.PRICE_MAX)
 
 
 class CatalogQuery(ListQuery):
@@ -54,8 +54,8 @@ class PlanList(Schema):
 
 
 class PlanIn(Schema):
-    slug: str = Field(min_length=1, max_length=60)
-    name: str = Field(min_length=1, max_length=100)
+    slug: str = Field(min_length=1, max_length=catalog.SLUG_MAX)
+    name: str = Field(min_length=1, max_length=catalog.NAME_MAX)
     vcpus: int = Small
     memory_mb: int = Small
     disk_gb: int = Small
@@ -65,12 +65,12 @@ class PlanIn(Schema):
 
 
 class PlanPatch(Schema):
-    name: str | None = Field(None, min_length=1, max_length=100)
-    vcpus: int | None = Field(None, ge=1, le=1_000_000)
-    memory_mb: int | None = Field(None, ge=1, le=1_000_000)
-    disk_gb: int | None = Field(None, ge=1, le=1_000_000)
-    price_hourly: int | None = Field(None, ge=0, le=10**12)
-    price_monthly_cap: int | None = Field(None, ge=0, le=10**12)
+    name: str | None = Field(None, min_length=1, max_length=catalog.NAME_MAX)
+    vcpus: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    memory_mb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    disk_gb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    price_hourly: int | None = Field(None, ge=0, le=catalog.PRICE_MAX)
+    price_monthly_cap: int | None = Field(None, ge=0, le=catalog.PRICE_MAX)
     active: bool | None = None
 
 
@@ -104,23 +104,23 @@ class ImageList(Schema):
 
 class ImageIn(Schema):
     engine: Engine
-    ref: str = Field(min_length=1, max_length=300)
-    name: str = Field(min_length=1, max_length=100)
-    family: str = Field("", max_length=60)
-    version: str = Field("", max_length=60)
-    min_disk_gb: int = Field(1, ge=1, le=100_000)
-    default_user: str = Field("root", min_length=1, max_length=60)
-    description: str = Field("", max_length=2000)
+    ref: str = Field(min_length=1, max_length=catalog.REF_MAX)
+    name: str = Field(min_length=1, max_length=catalog.NAME_MAX)
+    family: str = Field("", max_length=catalog.LABEL_MAX)
+    version: str = Field("", max_length=catalog.LABEL_MAX)
+    min_disk_gb: int = Field(1, ge=1, le=catalog.IMAGE_DISK_MAX)
+    default_user: str = Field("root", min_length=1, max_length=catalog.LABEL_MAX)
+    description: str = Field("", max_length=catalog.DESCRIPTION_MAX)
     active: bool = True
 
 
 class ImagePatch(Schema):
-    name: str | None = Field(None, min_length=1, max_length=100)
-    family: str | None = Field(None, max_length=60)
-    version: str | None = Field(None, max_length=60)
-    min_disk_gb: int | None = Field(None, ge=1, le=100_000)
-    default_user: str | None = Field(None, min_length=1, max_length=60)
-    description: str | None = Field(None, max_length=2000)
+    name: str | None = Field(None, min_length=1, max_length=catalog.NAME_MAX)
+    family: str | None = Field(None, max_length=catalog.LABEL_MAX)
+    version: str | None = Field(None, max_length=catalog.LABEL_MAX)
+    min_disk_gb: int | None = Field(None, ge=1, le=catalog.IMAGE_DISK_MAX)
+    default_user: str | None = Field(None, min_length=1, max_length=catalog.LABEL_MAX)
+    description: str | None = Field(None, max_length=catalog.DESCRIPTION_MAX)
     active: bool | None = None
 
 
@@ -150,24 +150,24 @@ class AppList(Schema):
 
 
 class AppIn(Schema):
-    slug: str = Field(min_length=1, max_length=60)
-    name: str = Field(min_length=1, max_length=100)
+    slug: str = Field(min_length=1, max_length=catalog.SLUG_MAX)
+    name: str = Field(min_length=1, max_length=catalog.NAME_MAX)
     image_id: str = Field(min_length=1, max_length=40)
-    description: str = Field("", max_length=2000)
-    env: dict[str, str] = Field(default_factory=dict, max_length=100)
-    min_vcpus: int = Field(1, ge=1, le=1_000_000)
-    min_memory_mb: int = Field(128, ge=1, le=1_000_000)
-    min_disk_gb: int = Field(1, ge=1, le=1_000_000)
+    description: str = Field("", max_length=catalog.DESCRIPTION_MAX)
+    env: dict[str, str] = Field(default_factory=dict, max_length=catalog.ENV_MAX)
+    min_vcpus: int = Field(1, ge=1, le=catalog.NUMBER_MAX)
+    min_memory_mb: int = Field(128, ge=1, le=catalog.NUMBER_MAX)
+    min_disk_gb: int = Field(1, ge=1, le=catalog.NUMBER_MAX)
     active: bool = True
 
 
 class AppPatch(Schema):
-    name: str | None = Field(None, min_length=1, max_length=100)
-    description: str | None = Field(None, max_length=2000)
-    env: dict[str, str] | None = Field(None, max_length=100)
-    min_vcpus: int | None = Field(None, ge=1, le=1_000_000)
-    min_memory_mb: int | None = Field(None, ge=1, le=1_000_000)
-    min_disk_gb: int | None = Field(None, ge=1, le=1_000_000)
+    name: str | None = Field(None, min_length=1, max_length=catalog.NAME_MAX)
+    description: str | None = Field(None, max_length=catalog.DESCRIPTION_MAX)
+    env: dict[str, str] | None = Field(None, max_length=catalog.ENV_MAX)
+    min_vcpus: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    min_memory_mb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    min_disk_gb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
     active: bool | None = None
 
 
@@ -212,11 +212,12 @@ class NodeList(Schema):
 
 
 class NodeIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=nodes.NAME_MAX)
     engine: Engine
-    endpoint: str = Field("", max_length=500, description="unix:///path, https://host:port, "
-                                                         "tcp://host:port; empty: local.")
-    options: dict[str, str] = Field(default_factory=dict, max_length=20,
+    endpoint: str = Field("", max_length=nodes.ENDPOINT_MAX,
+                          description="unix:///path, https://host:port, tcp://host:port; "
+                                      "empty: local.")
+    options: dict[str, str] = Field(default_factory=dict, max_length=nodes.OPTIONS_MAX,
                                     description="TLS files: client_cert, client_key, "
                                                 "server_cert / ca_cert.")
     capacity_vcpus: int = Small
@@ -226,11 +227,11 @@ class NodeIn(Schema):
 
 
 class NodePatch(Schema):
-    name: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=nodes.NAME_MAX)
     enabled: bool | None = None
-    capacity_vcpus: int | None = Field(None, ge=1, le=1_000_000)
-    capacity_memory_mb: int | None = Field(None, ge=1, le=1_000_000)
-    capacity_disk_gb: int | None = Field(None, ge=1, le=1_000_000)
+    capacity_vcpus: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    capacity_memory_mb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    capacity_disk_gb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
 
 
 def _set(body: Schema) -> dict:

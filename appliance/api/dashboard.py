@@ -9,8 +9,8 @@ from pydantic import Field
 
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, Schema
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ops import dashboard_metrics
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("dashboard_api", __name__)
 

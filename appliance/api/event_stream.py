@@ -15,9 +15,9 @@ from pydantic import Field
 from appliance.api.schema import ApiBlueprint, Schema
 from appliance.errors import ApplianceError
 from appliance.services.accounts import sessions
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import live
 from appliance.services.limits import ratelimit
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("event_stream_api", __name__)
 

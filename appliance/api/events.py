@@ -10,8 +10,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Event
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import event_types, outbox, queries
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("events_api", __name__)
 TAGS = ("events",)

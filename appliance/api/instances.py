@@ -11,9 +11,9 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Instance, InstanceEvent, Job
-from appliance.services.accounts.sessions import Principal
-from appliance.services.instances import lifecycle
+from appliance.services.instances import jobs, lifecycle
 from appliance.services.instances.lifecycle import Started
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("instances_api", __name__)
 TAGS = ("instances",)
@@ -45,13 +45,10 @@ class JobOut(Schema):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        total = max(1, job.total_steps)
-        done = job.status == "succeeded"
-        step = total if done else min(job.step, total)
+        figures = jobs.progress_of(job)
         return cls(id=job.id, type=job.type, status=job.status,
-                   progress=ProgressOut(step=step, total=total,
-                                        percent=100 if done else int(100 * step / total),
-                                        message=job.message),
+                   progress=ProgressOut(step=figures.step, total=figures.total,
+                                        percent=figures.percent, message=job.message),
                    error=job.error, error_code=job.error_code, attempts=job.attempts,
                    created_at=job.created_at, started_at=job.started_at,
                    finished_at=job.finished_at, instance=job.instance_id)
@@ -133,19 +130,20 @@ class InstanceAccepted(Schema):
 
 
 class CreateIn(Schema):
-    name: str = Field(min_length=1, max_length=64, description="A hostname: "
+    name: str = Field(min_length=1, max_length=lifecycle.NAME_MAX, description="A hostname: "
                       "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$, unique in the project.")
     plan_id: str = Field(min_length=1, max_length=60, description="Plan id or slug.")
     image_id: str | None = Field(None, max_length=40)
     app_slug: str | None = Field(None, max_length=60)
     ssh_key_ids: list[str] = Field(default_factory=list, max_length=20,
                                    description="SSH keys of your account.")
-    password: str | None = Field(None, min_length=8, max_length=72,
+    password: str | None = Field(None, min_length=lifecycle.PASSWORD_MIN,
+                                 max_length=lifecycle.PASSWORD_MAX,
                                  description="Omit to have one generated (shown once).")
 
 
 class RenameIn(Schema):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=lifecycle.NAME_MAX)
 
 
 class ResizeIn(Schema):
@@ -157,7 +155,8 @@ class RebuildIn(Schema):
 
 
 class PasswordIn(Schema):
-    password: str | None = Field(None, min_length=8, max_length=72)
+    password: str | None = Field(None, min_length=lifecycle.PASSWORD_MIN,
+                                 max_length=lifecycle.PASSWORD_MAX)
 
 
 class PasswordOut(Schema):

@@ -11,8 +11,8 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Invoice, InvoiceLine
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import invoices, stripe_topup
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("invoices_api", __name__)
 TAGS = ("invoices",)

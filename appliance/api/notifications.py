@@ -13,8 +13,8 @@ from pydantic import Field
 from appliance.api.principal import USER
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Notification
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import notifications
+from appliance.services.principal import Principal
 
 bp = ApiBlueprint("notifications_api", __name__)
 TAGS = ("notifications",)

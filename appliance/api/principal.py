@@ -15,9 +15,9 @@ from flask import Response, g, request
 from appliance.errors import Forbidden, Unauthorized
 from appliance.http import client_ip
 from appliance.services.accounts import api_keys, sessions
-from appliance.services.accounts.sessions import Principal
 from appliance.services.limits import ratelimit
 from appliance.services.ops import dashboard_metrics
+from appliance.services.principal import Principal
 
 # The `auth=` of an operation: who may call it.
 USER = ("bearer",)  # a signed-in user's access token

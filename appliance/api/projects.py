@@ -12,7 +12,7 @@ from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.services import projects
 from appliance.services.accounts import api_keys
-from appliance.services.accounts.sessions import Principal
+from appliance.services.principal import Principal
 from appliance.services.projects import Access
 
 bp = ApiBlueprint("projects_api", __name__)
@@ -45,7 +45,7 @@ class ProjectList(Schema):
 
 
 class ProjectIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=projects.NAME_MAX)
 
 
 class MemberOut(Schema):

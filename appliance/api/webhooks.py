@@ -11,7 +11,7 @@ from pydantic import Field
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Webhook, WebhookAttempt, WebhookDelivery
-from appliance.services.accounts.sessions import Principal
+from appliance.services.principal import Principal
 from appliance.services.webhooks import deliveries, endpoints
 
 bp = ApiBlueprint("webhooks_api", __name__)

@@ -57,7 +57,8 @@ class FakeDriver(Driver):
     engine = "fake"
     simulated = True
 
-    def __init__(self, endpoint: str = "fake://default", options=None) -> None:
+    def __init__(self, endpoint: str = "fake://default",
+                 options: dict[str, str] | None = None) -> None:
         super().__init__(endpoint, options)
 
     @property

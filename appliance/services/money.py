@@ -38,9 +38,9 @@ def exponent(currency: str) -> int:
 
 
 def example(currency: str) -> str:
-    """An amount as a person would type it, for messages and placeholders: "9.50", "950"."""
+    """A small amount as a person would type it, for messages: "0.05", "5", "0.005"."""
     places = exponent(currency)
-    return "950" if places == 0 else "9." + "5" + "0" * (places - 1)
+    return "0." + "0" * (places - 1) + "5" if places else "5"
 
 
 def parse(text: str, currency: str, *, field: str, allow_negative: bool = False) -> int:
@@ -94,14 +94,15 @@ def _split(raw: str, places: int) -> tuple[str, str] | None:
 
 
 def _malformed(currency: str) -> str:
+    """The one message for text that is not an amount of `currency`."""
     places = exponent(currency)
+    code = currency.upper()
     if places == 0:
-        return (f"Enter a whole amount such as {example(currency)} ({currency.upper()} has "
-                "no decimals).")
-    return f"Enter an amount such as {example(currency)} (at most {places} decimals)."
+        return f"Enter an amount in {code} like {example(currency)} ({code} has no decimals)."
+    return f"Enter an amount in {code} like {example(currency)} (at most {places} decimals)."
 
 
-def format(amount: int, currency: str) -> str:  # noqa: A001 - money.format reads best
+def format(amount: int, currency: str) -> str:  # shadows the builtin: money.format reads best
     """`1234, "EUR"` -> `"12.34 EUR"`; `1234, "JPY"` -> `"1,234 JPY"`: minor units shown in
     the currency's major unit with its own number of decimals."""
     places = exponent(currency)
@@ -109,6 +110,16 @@ def format(amount: int, currency: str) -> str:  # noqa: A001 - money.format read
     whole, fraction = divmod(abs(int(amount)), 10 ** places)
     text = f"{whole:,}" + (f".{fraction:0{places}d}" if places else "")
     return f"{sign}{text} {currency.upper()}"
+
+
+def compact(amount: int, currency: str) -> str:
+    """The amount in the major unit, without the currency and trailing zeros, for a
+    chart's axis: "1.5", "20", "1,500"."""
+    places = exponent(currency)
+    text = f"{Decimal(int(amount)).scaleb(-places):,.{places}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def major(amount: int | None, currency: str) -> str:

@@ -3,6 +3,9 @@
 Rows are ordered by (created_at desc, id desc). The cursor is an opaque URL-safe string
 naming the last row of a page; the next page starts strictly after it, so rows added
 meanwhile never shift a page and none is shown twice.
+
+Every `list_*` service returns a `Page[T]`: the rows and the cursor of the next page
+(None on the last one), a plain tuple that callers unpack as `rows, next_cursor = ...`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ import base64
 import binascii
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from appliance.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
+
+T = TypeVar("T")
+Page: TypeAlias = tuple[list[T], str | None]
+"""One page of rows of type T and the cursor of the next page (None on the last)."""
 
 
 def encode_cursor(created_at: dt.datetime, row_id: str | int) -> str:
@@ -36,7 +43,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str | int]:
 
 
 def page(query: Any, model: Any, limit: int = DEFAULT_LIMIT,
-         cursor: str | None = None) -> tuple[list[Any], str | None]:
+         cursor: str | None = None) -> Page[Any]:
     """One page of `query` over `model` (which has created_at and id) and the next cursor.
 
     `next_cursor` is None on the last page. Raises InvalidRequest for a limit outside

@@ -20,9 +20,9 @@ from appliance.models import ApiKey, Membership, Project, User
 from appliance.models.projects import ROLES
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts import authcache
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 DEFAULT_PROJECT_NAME = "Default project"
@@ -114,7 +114,7 @@ def _not_found() -> NotFound:
 
 
 def list_projects(principal: Principal, limit: int = 50,
-                  cursor: str | None = None) -> tuple[list[Access], str | None]:
+                  cursor: str | None = None) -> pagination.Page[Access]:
     """The live projects the caller belongs to (only its own for a restricted key)."""
     query = (Project.select(Project, Membership.role.alias("caller_role"))
              .join(Membership, on=(Membership.project == Project.id))
@@ -195,7 +195,7 @@ def delete_project(principal: Principal, project_id: str) -> None:
 
 
 def list_members(principal: Principal, project_id: str, limit: int = 50,
-                 cursor: str | None = None) -> tuple[list[Membership], str | None]:
+                 cursor: str | None = None) -> pagination.Page[Membership]:
     access(principal, project_id, READ)
     query = (Membership.select(Membership, User).join(User)
              .where(Membership.project == project_id))

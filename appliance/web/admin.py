@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -10,6 +11,7 @@ from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import projects
 from appliance.services.accounts import admin, mail
 from appliance.services.limits import quotas
+from appliance.web import forms
 from appliance.web.session import admin_required, current_principal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -46,7 +48,7 @@ def users():
                    next_cursor=cursor, q=q, status=status or "")
 
 
-def _user_page(user_id: str, status: int = 200, **context):
+def _user_page(user_id: str, status: int = 200, fragment: str | None = None, **context):
     target = admin.get_user(current_principal(), user_id)
     activity, _ = admin.list_audit_log(current_principal(), actor=user_id, limit=20)
     return render_template("admin/user.html", target=target, activity=activity,
@@ -60,54 +62,41 @@ def user(user_id: str):
     return _user_page(user_id, notice=request.args.get("notice"))
 
 
-def _act(user_id: str, action, notice: str, section: str | None = None):
-    try:
-        action()
-    except ApplianceError as exc:
-        return _user_page(user_id, exc.status, error=exc, section=section,
-                          error_field=exc.details.get("field"))
-    return redirect(url_for("admin.user", user_id=user_id, notice=notice))
+def _user_done(user_id: str, notice: str):
+    return forms.back("admin.user", notice, user_id=user_id)
 
 
 @bp.post("/users/<user_id>/suspend")
 @admin_required
+@forms.rerender_on_error(_user_page, keep_form=False)
 def suspend(user_id: str):
-    reason = request.form.get("reason", "")
-    return _act(user_id, lambda: admin.suspend_user(current_principal(), user_id, reason),
-                "Account suspended.")
+    admin.suspend_user(current_principal(), user_id, request.form.get("reason", ""))
+    return _user_done(user_id, "Account suspended.")
 
 
 @bp.post("/users/<user_id>/unsuspend")
 @admin_required
+@forms.rerender_on_error(_user_page, keep_form=False)
 def unsuspend(user_id: str):
-    return _act(user_id, lambda: admin.unsuspend_user(current_principal(), user_id),
-                "Suspension lifted.")
+    admin.unsuspend_user(current_principal(), user_id)
+    return _user_done(user_id, "Suspension lifted.")
 
 
 @bp.post("/users/<user_id>/role")
 @admin_required
+@forms.rerender_on_error(_user_page, keep_form=False)
 def role(user_id: str):
     new_role = request.form.get("role", "")
-    return _act(user_id, lambda: admin.set_role(current_principal(), user_id, new_role),
-                f"Role set to {new_role}.")
+    admin.set_role(current_principal(), user_id, new_role)
+    return _user_done(user_id, f"Role set to {new_role}.")
 
 
 @bp.post("/users/<user_id>/resend-verification")
 @admin_required
+@forms.rerender_on_error(_user_page, keep_form=False)
 def resend_verification(user_id: str):
-    return _act(user_id, lambda: admin.resend_verification(current_principal(), user_id),
-                "Verification link sent.")
-
-
-def _form_int(name: str) -> int | None:
-    """A whole number from the form, None when left empty; 400 naming the field else."""
-    raw = request.form.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest("Enter a whole number.", field=name) from None
+    admin.resend_verification(current_principal(), user_id)
+    return _user_done(user_id, "Verification link sent.")
 
 
 @bp.post("/users/<user_id>/limits")
@@ -115,11 +104,12 @@ def _form_int(name: str) -> int | None:
 def set_limit(user_id: str):
     """Override one of the user's limits; an empty value puts the default back."""
     resource = request.form.get("resource", "")
-
-    def override():
-        quotas.set_override(current_principal(), user_id, resource, _form_int("value"))
-
-    return _act(user_id, override, "Limit saved.", section=f"limit-{resource}")
+    try:
+        quotas.set_override(current_principal(), user_id, resource, forms.integer("value"))
+    except ApplianceError as exc:
+        return forms.failed(functools.partial(_user_page, user_id), exc,
+                            f"limit-{resource}", form={})
+    return _user_done(user_id, "Limit saved.")
 
 
 @bp.route("/invites", methods=["GET", "POST"])
@@ -162,7 +152,7 @@ def audit_log():
 STATUSES = ("pending", "approved", "declined")
 
 
-def _limits_page(status: int = 200, **context):
+def _limits_page(status: int = 200, fragment: str | None = None, **context):
     wanted = request.args.get("status", "pending")
     filter_status = wanted if wanted in STATUSES else None
     rows, cursor = quotas.list_all_requests(current_principal(), filter_status, _limit(),
@@ -190,20 +180,16 @@ def decide_limit_request(request_id: str, decision: str):
         row = quotas.decide(current_principal(), request_id, decision == "approve",
                             request.form.get("note", ""))
     except ApplianceError as exc:
-        return _limits_page(exc.status, error=exc, section=f"request-{request_id}",
-                            error_field=exc.details.get("field"))
-    return redirect(url_for("admin.limits", status=request.args.get("status", "pending"),
-                            notice=f"Request {row.status}."))
+        return forms.failed(_limits_page, exc, f"request-{request_id}", form={})
+    return forms.back("admin.limits", f"Request {row.status}.",
+                      status=request.args.get("status", "pending"))
 
 
 @bp.post("/limits/defaults")
 @admin_required
+@forms.rerender_on_error(_limits_page, "defaults")
 def limit_defaults():
-    try:
-        values = {r.name: _form_int(r.name) for r in quotas.RESOURCES}
-        quotas.set_defaults(current_principal(),
-                            {name: value for name, value in values.items() if value is not None})
-    except ApplianceError as exc:
-        return _limits_page(exc.status, error=exc, section="defaults",
-                            error_field=exc.details.get("field"), form=request.form)
-    return redirect(url_for("admin.limits", notice="Default limits saved."))
+    values = {r.name: forms.integer(r.name) for r in quotas.RESOURCES}
+    quotas.set_defaults(current_principal(),
+                        {name: value for name, value in values.items() if value is not None})
+    return forms.back("admin.limits", "Default limits saved.")

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.http import client_ip
 from appliance.services.accounts import sessions, users
+from appliance.web import forms
 from appliance.web.session import current_principal, safe_next, sign_in_browser
 
 bp = Blueprint("auth", __name__)
@@ -16,14 +17,9 @@ bp = Blueprint("auth", __name__)
 HOME = "/dashboard"
 
 
-def _form(*names: str) -> dict[str, str]:
-    return {name: request.form.get(name, "") for name in names}
-
-
-def _failed(template: str, error: ApplianceError, status: int | None = None, **context):
+def _failed(template: str, exc: ApplianceError, **context):
     """Re-render a form with the service's message next to the field it names."""
-    return render_template(template, error=error, error_field=error.details.get("field"),
-                           **context), status or error.status
+    return forms.failed(forms.template_page(template), exc, **context)
 
 
 @bp.route("/signin", methods=["GET", "POST"])
@@ -33,7 +29,7 @@ def signin():
         return redirect(next_url)
     if request.method == "GET":
         return render_template("auth/signin.html", next=next_url, form={})
-    form = _form("email", "password")
+    form = forms.values("email", "password")
     try:
         result = users.sign_in(form["email"], form["password"], ip=client_ip())
     except ApplianceError as exc:
@@ -74,7 +70,7 @@ def signup():
     if request.method == "GET":
         return render_template("auth/signup.html",
                                form={"invite_code": request.args.get("invite", "")})
-    form = _form("email", "password", "display_name", "invite_code")
+    form = forms.values("email", "password", "display_name", "invite_code")
     try:
         user = users.signup(form["email"], form["password"], form["display_name"],
                                form["invite_code"] or None, ip=client_ip())
@@ -134,7 +130,7 @@ def setup():
         raise NotFound("The appliance is already set up; sign in instead.", code="setup_done")
     if request.method == "GET":
         return render_template("auth/setup.html", form={"token": request.args.get("token", "")})
-    form = _form("token", "email", "password", "display_name")
+    form = forms.values("token", "email", "password", "display_name")
     expected = current_app.extensions.get("setup_token", "")
     try:
         if not expected or not hmac.compare_digest(form["token"].encode(), expected.encode()):

@@ -5,23 +5,24 @@ The rules are the service's (services/instances/backups.py), called as the JSON 
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request, url_for
+from flask import Blueprint, request
 
 from appliance.errors import ApplianceError
 from appliance.services import projects
 from appliance.services.instances import backups
-from appliance.web.projects import render_fragment_or_page
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("backups", __name__, url_prefix="/projects/<project_id>/backups")
 
 
-def _page(project_id: str, status: int = 200, error: ApplianceError | None = None):
+def _page(project_id: str, status: int = 200, fragment: str | None = None,
+          error: ApplianceError | None = None, **context):
     principal = current_principal()
     found = projects.access(principal, project_id)
     cursor = request.args.get("cursor") or None
     rows, next_cursor = backups.list_backups(principal, project_id, cursor=cursor)
-    return render_fragment_or_page(
+    return forms.render_fragment_or_page(
         "backups/index.html", None, status, access=found, project=found.project, rows=rows,
         cursor=cursor, next_cursor=next_cursor, error=error,
         notice=request.args.get("notice"))
@@ -35,9 +36,7 @@ def index(project_id: str):
 
 @bp.post("/<backup_id>/delete")
 @login_required
+@forms.rerender_on_error(_page, keep_form=False)
 def delete(project_id: str, backup_id: str):
-    try:
-        backups.delete_backup(current_principal(), project_id, backup_id)
-    except ApplianceError as exc:
-        return _page(project_id, exc.status, error=exc)
-    return redirect(url_for("backups.index", project_id=project_id, notice="Backup deleted."))
+    backups.delete_backup(current_principal(), project_id, backup_id)
+    return forms.back("backups.index", "Backup deleted.", project_id=project_id)

@@ -4,7 +4,7 @@ promo codes and the billing settings (under /admin/billing).
 The same service functions as the admin JSON API decide (services/billing/prepaid.py, promo.py);
 they check that the caller is an administrator, and `admin_required` turns everyone else
 away first (403). Amounts are typed in the currency's major unit and sent to the
-services in minor units (web/billing.py's `money_field`).
+services in minor units (web/forms.py's `money`, read by services/money.py).
 
 A grant is confirmed before it is posted: the first POST shows what would happen, and
 only the POST of the confirmation (`confirmed=yes`) moves credit. Deleting a promo code
@@ -13,10 +13,9 @@ asks first as well (an open <details> box), which works without JavaScript.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal, InvalidOperation
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
 from appliance.config import parse_currency
 from appliance.errors import ApplianceError, InvalidRequest
@@ -24,7 +23,7 @@ from appliance.services import money
 from appliance.services.accounts.admin import get_user
 from appliance.services.billing import billing_state, prepaid, promo
 from appliance.services.billing.prepaid import GRANT_TYPES
-from appliance.web.billing import major, money_field, money_helpers
+from appliance.web import forms
 from appliance.web.session import admin_required, current_principal
 
 bp = Blueprint("admin_billing", __name__, url_prefix="/admin/billing")
@@ -33,23 +32,6 @@ PAGE = 25
 GRANT_LABELS = {"grant": "Grant (adds credit)",
                 "adjustment": "Adjustment (adds, or takes away with a minus sign)",
                 "refund": "Refund (adds credit back)"}
-
-
-def _failed(page, exc: ApplianceError, section: str, **context):
-    return page(exc.status, error=exc, error_field=exc.details.get("field"), section=section,
-                **context)
-
-
-def _whole(name: str, *, required: bool = False) -> int | None:
-    raw = request.form.get(name, "").strip()
-    if not raw:
-        if required:
-            raise InvalidRequest("Enter a whole number.", field=name)
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest("Enter a whole number.", field=name) from None
 
 
 # Accounts and grants ----------------------------------------------------------------
@@ -62,13 +44,13 @@ def accounts():
     rows, next_cursor = prepaid.account_balances(current_principal(), q, PAGE,
                                                  request.args.get("cursor") or None)
     context = {"rows": rows, "next_cursor": next_cursor, "q": q,
-               **money_helpers(billing_state.currency())}
+               **forms.money_context(billing_state.currency())}
     if request.headers.get("HX-Request") and request.args.get("part") == "table":
         return render_template("admin/_billing_accounts.html", **context)
     return render_template("admin/billing_accounts.html", **context)
 
 
-def _account_page(user_id: str, status: int = 200, **context):
+def _account_page(user_id: str, status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
     target = get_user(principal, user_id)
     entries, next_cursor = prepaid.user_credits(principal, user_id, PAGE,
@@ -79,7 +61,7 @@ def _account_page(user_id: str, status: int = 200, **context):
     return render_template(
         "admin/billing_account.html", target=target, entries=entries, next_cursor=next_cursor,
         balance=latest[0].balance_after if latest else 0, grant_labels=GRANT_LABELS,
-        **money_helpers(billing_state.currency()), **context), status
+        **forms.money_context(billing_state.currency()), **context), status
 
 
 @bp.get("/accounts/<user_id>")
@@ -90,42 +72,37 @@ def account(user_id: str):
 
 @bp.post("/accounts/<user_id>/credits")
 @admin_required
+@forms.rerender_on_error(_account_page, "grant")
 def grant(user_id: str):
     """Show the confirmation; post the entry once it is confirmed."""
     form = request.form
     kind = form.get("type", "grant")
-    try:
-        if kind not in GRANT_TYPES:
-            raise InvalidRequest(f"The type is one of {', '.join(GRANT_TYPES)}.", field="type")
-        amount = money_field("amount", billing_state.currency(),
-                             allow_negative=kind == "adjustment")
-        if form.get("confirmed") != "yes":
-            if not form.get("note", "").strip():
-                raise InvalidRequest("Say why; the account holder sees the note.",
-                                     field="note")
-            return _account_page(user_id, confirm={"type": kind, "amount": amount},
-                                 form=form, section="grant")
-        entry = prepaid.grant(current_principal(), user_id, amount, form.get("note", ""),
-                              type=kind)
-    except ApplianceError as exc:
-        return _failed(lambda status, **c: _account_page(user_id, status, **c), exc, "grant",
-                       form=form)
+    if kind not in GRANT_TYPES:
+        raise InvalidRequest(f"The type is one of {', '.join(GRANT_TYPES)}.", field="type")
     currency = billing_state.currency()
+    amount = forms.required_money("amount", currency, allow_negative=kind == "adjustment")
+    if form.get("confirmed") != "yes":
+        if not form.get("note", "").strip():
+            raise InvalidRequest("Say why; the account holder sees the note.", field="note")
+        return _account_page(user_id, confirm={"type": kind, "amount": amount}, form=form,
+                             section="grant")
+    entry = prepaid.grant(current_principal(), user_id, amount, form.get("note", ""),
+                          type=kind)
     notice = (f"{kind.title()} of {money.format(entry.amount, currency)} posted; the balance "
               f"is now {money.format(entry.balance_after, currency)}.")
-    return redirect(url_for("admin_billing.account", user_id=user_id, notice=notice))
+    return forms.back("admin_billing.account", notice, user_id=user_id)
 
 
 # Promo codes ------------------------------------------------------------------------
 
 
-def _promo_page(status: int = 200, **context):
+def _promo_page(status: int = 200, fragment: str | None = None, **context):
     rows, next_cursor = promo.list_codes(current_principal(), PAGE,
                                          request.args.get("cursor") or None)
     context.setdefault("form", {})
     context.setdefault("section", None)
     return render_template("admin/promo_codes.html", codes=rows, next_cursor=next_cursor,
-                           **money_helpers(billing_state.currency()), **context), status
+                           **forms.money_context(billing_state.currency()), **context), status
 
 
 @bp.get("/promo-codes")
@@ -134,32 +111,23 @@ def promo_codes():
     return _promo_page(notice=request.args.get("notice"))
 
 
-def _expires_at() -> dt.datetime | None:
-    """The last day a code works (UTC), as the midnight that ends it; None: never."""
-    raw = request.form.get("expires_at", "").strip()
-    if not raw:
-        return None
-    try:
-        day = dt.date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidRequest("Pick the last day the code works.", field="expires_at") from None
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
-
-
 @bp.post("/promo-codes")
 @admin_required
+@forms.rerender_on_error(_promo_page, "create")
 def create_promo_code():
     form = request.form
-    try:
-        created = promo.create_code(
-            current_principal(), code=form.get("code", ""),
-            amount=money_field("amount", billing_state.currency()),
-            max_uses=_whole("max_uses"), once_per_user=bool(form.get("once_per_user")),
-            expires_at=_expires_at(), note=form.get("note", ""))
-    except ApplianceError as exc:
-        return _failed(_promo_page, exc, "create", form=form)
-    return redirect(url_for("admin_billing.promo_codes",
-                            notice=f"Promo code {created.code.upper()} created."))
+    expires_on = forms.date("expires_at", message="Pick the last day the code works.")
+    created = promo.create_code(
+        current_principal(), code=form.get("code", ""),
+        amount=forms.required_money("amount", billing_state.currency()),
+        max_uses=forms.integer("max_uses"), once_per_user=bool(form.get("once_per_user")),
+        expires_at=forms.midnight_after(expires_on), note=form.get("note", ""))
+    return forms.back("admin_billing.promo_codes",
+                      f"Promo code {created.code.upper()} created.")
+
+
+def _promo_failed(exc: ApplianceError, promo_id: str):
+    return forms.failed(_promo_page, exc, f"promo-{promo_id}", form={})
 
 
 @bp.post("/promo-codes/<promo_id>/active")
@@ -169,10 +137,10 @@ def set_promo_active(promo_id: str):
     try:
         changed = promo.update_code(current_principal(), promo_id, active=active)
     except ApplianceError as exc:
-        return _failed(_promo_page, exc, f"promo-{promo_id}")
+        return _promo_failed(exc, promo_id)
     state = "active again" if active else "deactivated"
-    return redirect(url_for("admin_billing.promo_codes",
-                            notice=f"Promo code {changed.code.upper()} {state}."))
+    return forms.back("admin_billing.promo_codes",
+                      f"Promo code {changed.code.upper()} {state}.")
 
 
 @bp.post("/promo-codes/<promo_id>/delete")
@@ -181,26 +149,26 @@ def delete_promo_code(promo_id: str):
     try:
         promo.delete_code(current_principal(), promo_id)
     except ApplianceError as exc:
-        return _failed(_promo_page, exc, f"promo-{promo_id}")
-    return redirect(url_for("admin_billing.promo_codes", notice="Promo code deleted."))
+        return _promo_failed(exc, promo_id)
+    return forms.back("admin_billing.promo_codes", "Promo code deleted.")
 
 
 # Billing settings -------------------------------------------------------------------
 
 
-def _settings_page(status: int = 200, **context):
+def _settings_page(status: int = 200, fragment: str | None = None, **context):
     found = billing_state.operator_settings()
     context.setdefault("form", {})
     context.setdefault("section", None)
     values = {"currency": found.currency, "vat_rate_bp": _percent(found.vat_rate_bp),
-              "min_balance": major(found.min_balance, found.currency),
+              "min_balance": money.major(found.min_balance, found.currency),
               "grace_hours": found.grace_hours,
               "low_balance_thresholds": ", ".join(
-                  major(t, found.currency) for t in found.low_balance_thresholds),
+                  money.major(t, found.currency) for t in found.low_balance_thresholds),
               "operator_name": found.operator_name,
               "operator_address": found.operator_address}
     return render_template("admin/billing_settings.html", values=values,
-                           **money_helpers(found.currency), **context), status
+                           **forms.money_context(found.currency), **context), status
 
 
 def _percent(basis_points: int) -> str:
@@ -220,19 +188,23 @@ def _basis_points() -> int:
 
 
 def _thresholds(currency: str) -> list[int]:
-    raw = request.form.get("low_balance_thresholds", "")
+    """Amounts separated by commas ("10, 5.50"), semicolons or lines. A comma followed by
+    a space separates; one between digits is a decimal comma ("10, 5,50" is 10 and 5.50)."""
+    raw = request.form.get("low_balance_thresholds", "").replace(";", "\n")
+    parts = [part for line in raw.splitlines() for part in line.replace(", ", "\n").split("\n")]
     amounts = []
-    for part in raw.replace(";", ",").split(","):
+    for part in parts:
         if not part.strip():
             continue
         try:
-            minor = Decimal(part.strip()).scaleb(money.exponent(currency))
-        except InvalidOperation:
-            minor = Decimal("NaN")
-        if not minor.is_finite() or minor != minor.to_integral_value() or minor < 1:
-            raise InvalidRequest("Enter amounts such as 10, 5.50 separated by commas.",
+            amount = money.parse(part.strip().rstrip(","), currency,
                                  field="low_balance_thresholds")
-        amounts.append(int(minor))
+        except InvalidRequest:
+            amount = 0
+        if amount < 1:
+            raise InvalidRequest(f"Enter amounts such as 10, {money.example(currency)} "
+                                 "separated by commas.", field="low_balance_thresholds")
+        amounts.append(amount)
     return amounts
 
 
@@ -244,20 +216,18 @@ def settings():
 
 @bp.post("/settings")
 @admin_required
+@forms.rerender_on_error(_settings_page, "settings")
 def save_settings():
     form = request.form
     try:
-        try:
-            currency = parse_currency(form.get("currency", ""))
-        except ValueError as exc:
-            raise InvalidRequest(f"{str(exc).capitalize()}.", field="currency") from None
-        values = {"currency": currency, "vat_rate_bp": _basis_points(),
-                  "min_balance": money_field("min_balance", currency, allow_negative=True),
-                  "grace_hours": _whole("grace_hours", required=True),
-                  "low_balance_thresholds": _thresholds(currency),
-                  "operator_name": form.get("operator_name", "").strip(),
-                  "operator_address": form.get("operator_address", "").strip()}
-        prepaid.set_operator_settings(current_principal(), values)
-    except ApplianceError as exc:
-        return _failed(_settings_page, exc, "settings", form=form)
-    return redirect(url_for("admin_billing.settings", notice="Billing settings saved."))
+        currency = parse_currency(form.get("currency", ""))
+    except ValueError as exc:
+        raise InvalidRequest(f"{str(exc).capitalize()}.", field="currency") from None
+    values = {"currency": currency, "vat_rate_bp": _basis_points(),
+              "min_balance": forms.required_money("min_balance", currency, allow_negative=True),
+              "grace_hours": forms.required_integer("grace_hours"),
+              "low_balance_thresholds": _thresholds(currency),
+              "operator_name": form.get("operator_name", "").strip(),
+              "operator_address": form.get("operator_address", "").strip()}
+    prepaid.set_operator_settings(current_principal(), values)
+    return forms.back("admin_billing.settings", "Billing settings saved.")

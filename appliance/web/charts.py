@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from appliance.services import money
@@ -67,11 +66,7 @@ class BarChart:
 
 def axis_amount(minor: int, currency: str) -> str:
     """An axis label: the amount in the major unit without the currency ("1.5", "20")."""
-    exponent = money.exponent(currency)
-    text = f"{Decimal(minor).scaleb(-exponent):,.{exponent}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    return money.compact(minor, currency)
 
 
 def nice_step(top: int, ticks: int = 4) -> int:

@@ -17,19 +17,19 @@ import functools
 from itertools import groupby
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, make_response, render_template, request
 
 from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
-from appliance.services import projects
+from appliance.services import money, projects
 from appliance.services.accounts import ssh_keys
 from appliance.services.billing import billing_state
-from appliance.services.instances import catalog, lifecycle
+from appliance.services.instances import catalog, jobs, lifecycle
 from appliance.services.limits import quotas
-from appliance.web.projects import every_page, render_fragment_or_page
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 if TYPE_CHECKING:
-    from appliance.models import Instance, Job
+    from appliance.models import Instance
 
 bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instances")
 
@@ -50,11 +50,9 @@ def display_currency() -> str:
     return billing_state.currency()
 
 
-def money(minor: int) -> str:
-    """Integer minor units as an amount with two decimals and the currency code."""
-    sign = "-" if minor < 0 else ""
-    whole, cents = divmod(abs(minor), 100)
-    return f"{sign}{whole}.{cents:02d} {display_currency()}"
+def money_text(minor: int) -> str:
+    """Integer minor units as the amount with the currency's decimals and its code."""
+    return money.format(minor, display_currency())
 
 
 def memory(megabytes: int) -> str:
@@ -64,17 +62,9 @@ def memory(megabytes: int) -> str:
     return f"{megabytes / 1024:.1f}".removesuffix(".0") + " GB"
 
 
-def job_percent(job: Job) -> int:
-    """How far a job is, as the API reports it (a finished one is 100)."""
-    if job.status == "succeeded":
-        return 100
-    total = max(1, job.total_steps)
-    return int(100 * min(job.step, total) / total)
-
-
 @bp.app_context_processor
 def _formatting() -> dict:
-    return {"money": money, "memory": memory, "job_percent": job_percent,
+    return {"money": money_text, "memory": memory, "job_percent": jobs.percent_done,
             "currency": display_currency()}
 
 
@@ -113,7 +103,7 @@ def index(project_id: str):
     found = projects.access(principal, project_id)
     running = lifecycle.current_jobs([row.id for row in rows])
     busy = bool(running) or any(row.status in SETTLING for row in rows)
-    return render_fragment_or_page(
+    return forms.render_fragment_or_page(
         "instances/index.html", "instances/_list.html", access=found, project=found.project,
         rows=rows, jobs=running, busy=busy, cursor=cursor, next_cursor=next_cursor,
         poll_seconds=POLL_SECONDS, notice=request.args.get("notice"))
@@ -122,21 +112,21 @@ def index(project_id: str):
 # Creating -----------------------------------------------------------------------------
 
 
-def _new_page(project_id: str, status: int = 200, **context):
+def _new_page(project_id: str, status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
     found = projects.access(principal, project_id, projects.OPERATE)
-    images = sorted(every_page(catalog.list_images, principal, False),
+    images = sorted(forms.every_page(catalog.list_images, principal, False),
                     key=lambda image: (image.engine, image.name))
     owner = found.project.created_by
     context.setdefault("form", {})
     return render_template(
         "instances/new.html", access=found, project=found.project, owner=owner,
-        plans=sorted(every_page(catalog.list_plans, principal, False),
+        plans=sorted(forms.every_page(catalog.list_plans, principal, False),
                      key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb)),
         images_by_engine=[(engine, list(group)) for engine, group
                           in groupby(images, key=lambda image: image.engine)],
-        apps=every_page(catalog.list_apps, principal, False),
-        account_keys=every_page(ssh_keys.list_keys, principal),
+        apps=forms.every_page(catalog.list_apps, principal, False),
+        account_keys=forms.every_page(ssh_keys.list_keys, principal),
         limits=[limit for limit in quotas.limits(owner)
                 if limit.resource.name in QUOTA_RESOURCES], **context), status
 
@@ -149,25 +139,21 @@ def new(project_id: str):
 
 @bp.post("")
 @login_required
+@forms.rerender_on_error(_new_page)
 def create(project_id: str):
     form = request.form
     kind, _, source = form.get("source", "").partition(":")
     password = form.get("password", "") if form.get("password_mode") == "set" else None
-    principal = current_principal()
-    try:
-        started = lifecycle.create_instance(
-            principal, project_id, name=form.get("name", "").strip(),
-            plan_id=form.get("plan_id", ""),
-            image_id=source if kind == "image" and source else None,
-            app_slug=source if kind == "app" and source else None,
-            ssh_key_ids=form.getlist("ssh_key_ids"), password=password)
-    except ApplianceError as exc:
-        return _new_page(project_id, exc.status, error=exc,
-                         error_field=exc.details.get("field"), form=form)
+    started = lifecycle.create_instance(
+        current_principal(), project_id, name=form.get("name", "").strip(),
+        plan_id=form.get("plan_id", ""),
+        image_id=source if kind == "image" and source else None,
+        app_slug=source if kind == "app" and source else None,
+        ssh_key_ids=form.getlist("ssh_key_ids"), password=password)
     instance = started.instance
     if started.password is None:
-        return redirect(url_for("instances.show", project_id=project_id,
-                                instance_id=instance.id, notice="Creating the instance."))
+        return forms.back("instances.show", "Creating the instance.", project_id=project_id,
+                          instance_id=instance.id)
     return _password_page(project_id, instance, started.password, created=True)
 
 
@@ -235,11 +221,11 @@ def _instance_page(project_id: str, instance_id: str, status: int = 200,
     if part is None and context["can_operate"]:
         node = context["instance"].node
         context.update(
-            plans=every_page(catalog.list_plans, principal, False),
-            images=[image for image in every_page(catalog.list_images, principal, False)
+            plans=forms.every_page(catalog.list_plans, principal, False),
+            images=[image for image in forms.every_page(catalog.list_images, principal, False)
                     if image.engine == node.engine and image.node_id in (None, node.id)],
-            account_keys=every_page(ssh_keys.list_keys, principal))
-    response = render_fragment_or_page("instances/show.html", PARTS.get(part), status,
+            account_keys=forms.every_page(ssh_keys.list_keys, principal))
+    response = forms.render_fragment_or_page("instances/show.html", PARTS.get(part), status,
                                        **context)
     if part == "state" and request.args.get("poll") and not context["busy"]:
         # The last poll of a finished job: the events and console cards refresh too.
@@ -255,73 +241,53 @@ def show(project_id: str, instance_id: str):
                           notice=request.args.get("notice"))
 
 
-def _failed(project_id: str, instance_id: str, exc: ApplianceError, section: str,
-            fragment: str | None = None, **context):
-    return _instance_page(project_id, instance_id, exc.status, fragment, error=exc,
-                          section=section, error_field=exc.details.get("field"), **context)
-
-
 def _done(project_id: str, instance_id: str, notice: str, fragment: str | None = None):
-    """After a change: htmx gets the card again, a plain form post a redirect."""
-    if fragment and request.headers.get("HX-Request"):
-        return _instance_page(project_id, instance_id, fragment=fragment, notice=notice)
-    return redirect(url_for("instances.show", project_id=project_id, instance_id=instance_id,
-                            notice=notice))
+    return forms.done(_instance_page, notice, "instances.show", fragment,
+                      project_id=project_id, instance_id=instance_id)
 
 
 @bp.post("/<instance_id>/power/<action>")
 @login_required
+@forms.rerender_on_error(_instance_page, "power", "state", keep_form=False)
 def power(project_id: str, instance_id: str, action: str):
-    try:
-        started = lifecycle.power(current_principal(), project_id, instance_id, action)
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "power", "state")
+    started = lifecycle.power(current_principal(), project_id, instance_id, action)
     return _done(project_id, instance_id, f"{started.job.message}\u2026", "state")
 
 
 @bp.post("/<instance_id>/rename")
 @login_required
+@forms.rerender_on_error(_instance_page, "rename")
 def rename(project_id: str, instance_id: str):
     name = request.form.get("name", "").strip()
-    try:
-        lifecycle.rename(current_principal(), project_id, instance_id, name)
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "rename", form={"name": name})
+    lifecycle.rename(current_principal(), project_id, instance_id, name)
     return _done(project_id, instance_id, f"Renamed to {name}.")
 
 
 @bp.post("/<instance_id>/resize")
 @login_required
+@forms.rerender_on_error(_instance_page, "resize", keep_form=False)
 def resize(project_id: str, instance_id: str):
-    try:
-        lifecycle.resize(current_principal(), project_id, instance_id,
-                         request.form.get("plan_id", ""))
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "resize")
+    lifecycle.resize(current_principal(), project_id, instance_id,
+                     request.form.get("plan_id", ""))
     return _done(project_id, instance_id, "Resizing\u2026")
 
 
 @bp.post("/<instance_id>/rebuild")
 @login_required
+@forms.rerender_on_error(_instance_page, "rebuild", keep_form=False)
 def rebuild(project_id: str, instance_id: str):
-    try:
-        lifecycle.rebuild(current_principal(), project_id, instance_id,
-                          request.form.get("image_id", ""))
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "rebuild")
+    lifecycle.rebuild(current_principal(), project_id, instance_id,
+                      request.form.get("image_id", ""))
     return _done(project_id, instance_id, "Rebuilding\u2026")
 
 
 @bp.post("/<instance_id>/reset-password")
 @login_required
+@forms.rerender_on_error(_instance_page, "password", keep_form=False)
 def reset_password(project_id: str, instance_id: str):
     chosen = (request.form.get("password", "")
               if request.form.get("password_mode") == "set" else None)
-    try:
-        started = lifecycle.reset_password(current_principal(), project_id, instance_id,
-                                           chosen)
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "password")
+    started = lifecycle.reset_password(current_principal(), project_id, instance_id, chosen)
     if started.password is None:
         return _done(project_id, instance_id, "Setting the new password\u2026")
     return _password_page(project_id, started.instance, started.password, created=False)
@@ -329,12 +295,10 @@ def reset_password(project_id: str, instance_id: str):
 
 @bp.post("/<instance_id>/reveal-password")
 @login_required
+@forms.rerender_on_error(_instance_page, "password", keep_form=False)
 def reveal_password(project_id: str, instance_id: str):
     principal = current_principal()
-    try:
-        password = lifecycle.pending_password(principal, project_id, instance_id)
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "password")
+    password = lifecycle.pending_password(principal, project_id, instance_id)
     if password is None:
         return _done(project_id, instance_id, "No generated password is waiting.")
     instance = lifecycle.get_instance(principal, project_id, instance_id)
@@ -343,37 +307,31 @@ def reveal_password(project_id: str, instance_id: str):
 
 @bp.post("/<instance_id>/ssh-keys")
 @login_required
+@forms.rerender_on_error(_instance_page, "ssh-key")
 def add_ssh_key(project_id: str, instance_id: str):
     principal = current_principal()
     pasted = request.form.get("public_key", "").strip()
     chosen = request.form.get("ssh_key_id", "")
-    try:
-        if not pasted and chosen:
-            pasted = ssh_keys.get_key(principal, chosen).public_key
-        if not pasted:
-            raise InvalidRequest("Pick one of your keys or paste a public key.",
-                                 field="public_key")
-        lifecycle.add_ssh_key(principal, project_id, instance_id, pasted)
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "ssh-key",
-                       form={"public_key": request.form.get("public_key", "")})
+    if not pasted and chosen:
+        pasted = ssh_keys.get_key(principal, chosen).public_key
+    if not pasted:
+        raise InvalidRequest("Pick one of your keys or paste a public key.",
+                             field="public_key")
+    lifecycle.add_ssh_key(principal, project_id, instance_id, pasted)
     return _done(project_id, instance_id, "Adding the SSH key\u2026")
 
 
 @bp.post("/<instance_id>/delete")
 @login_required
+@forms.rerender_on_error(_instance_page, "delete", keep_form=False)
 def delete(project_id: str, instance_id: str):
     principal = current_principal()
     typed = request.form.get("confirm_name", "").strip()
-    try:
-        instance = lifecycle.get_instance(principal, project_id, instance_id)
-        # The typed name only confirms the click; whether it may go is the service's.
-        if typed != instance.name:
-            raise InvalidRequest("Type the instance's name exactly to confirm.",
-                                 field="confirm_name")
-        lifecycle.delete(principal, project_id, instance_id,
-                         final_backup=bool(request.form.get("final_backup")))
-    except ApplianceError as exc:
-        return _failed(project_id, instance_id, exc, "delete")
-    return redirect(url_for("instances.index", project_id=project_id,
-                            notice=f"Deleting {instance.name}."))
+    instance = lifecycle.get_instance(principal, project_id, instance_id)
+    # The typed name only confirms the click; whether it may go is the service's.
+    if typed != instance.name:
+        raise InvalidRequest("Type the instance's name exactly to confirm.",
+                             field="confirm_name")
+    lifecycle.delete(principal, project_id, instance_id,
+                     final_backup=bool(request.form.get("final_backup")))
+    return forms.back("instances.index", f"Deleting {instance.name}.", project_id=project_id)

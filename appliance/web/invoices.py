@@ -9,13 +9,11 @@ the buyer back to the invoices page.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 from flask import Blueprint, Response, redirect, render_template, request
 
-from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import money
 from appliance.services.billing import billing_state, invoices, stripe_topup
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("invoices", __name__)
@@ -27,31 +25,14 @@ TOPUP_NOTICES = {"success": "Thank you: your credit is added as soon as Stripe c
 
 def _context(**context) -> dict:
     currency = billing_state.currency()
-    exponent = money.exponent(currency)
     return {"money": money.format, "topups": stripe_topup.configured(),
-            "site_currency": currency, "step": f"{Decimal(1).scaleb(-exponent)}",
-            "min_topup_major": f"{Decimal(stripe_topup.MIN_AMOUNT).scaleb(-exponent)}",
-            "max_topup_major": f"{Decimal(stripe_topup.MAX_AMOUNT).scaleb(-exponent)}",
+            "site_currency": currency, "step": money.step(currency),
+            "min_topup_major": money.major(stripe_topup.MIN_AMOUNT, currency),
+            "max_topup_major": money.major(stripe_topup.MAX_AMOUNT, currency),
             **context}
 
 
-def _amount_in_minor_units() -> int | None:
-    """The form's amount, typed in the currency's major unit ("25.50"), in minor units."""
-    raw = request.form.get("amount", "").strip()
-    if not raw:
-        return None
-    exponent = money.exponent(billing_state.currency())
-    try:
-        minor = Decimal(raw).scaleb(exponent)
-    except InvalidOperation:
-        raise InvalidRequest("Enter an amount such as 25.00.", field="amount") from None
-    if not minor.is_finite() or minor != minor.to_integral_value():
-        raise InvalidRequest(f"Enter an amount with at most {exponent} decimals.",
-                             field="amount")
-    return int(minor)
-
-
-def _list_page(status: int = 200, **context):
+def _list_page(status: int = 200, fragment: str | None = None, **context):
     rows, next_cursor = invoices.list_invoices(current_principal(),
                                                cursor=request.args.get("cursor") or None)
     notice = TOPUP_NOTICES.get(request.args.get("topup", ""))
@@ -97,11 +78,8 @@ def csv(invoice_id: str):
 
 @bp.post("/billing/top-up")
 @login_required
+@forms.rerender_on_error(_list_page)
 def top_up():
-    try:
-        amount = _amount_in_minor_units()
-        checkout = stripe_topup.create_checkout(current_principal(), amount)
-    except ApplianceError as exc:
-        return _list_page(exc.status, error=exc, error_field=exc.details.get("field"),
-                          form=request.form)
+    amount = forms.money("amount", billing_state.currency(), required=False)
+    checkout = stripe_topup.create_checkout(current_principal(), amount)
     return redirect(checkout.url, code=303)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
-from appliance.errors import ApplianceError, InvalidRequest
+from appliance.errors import InvalidRequest
 from appliance.services import clock, projects
 from appliance.services.accounts import api_keys, ssh_keys
 from appliance.services.accounts.sessions import SCOPES
 from appliance.services.limits import quotas
-from appliance.web.projects import render_fragment_or_page
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("keys", __name__)
@@ -25,22 +25,6 @@ EXPIRY_CHOICES = (("30", "30 days"), ("90", "90 days"), ("365", "1 year"),
                   ("never", "Never"), ("date", "On a date"))
 GRACE_CHOICES = ((0, "No grace: the old secret stops now"), (3600, "1 hour"),
                  (86400, "24 hours"), (604800, "7 days"))
-
-
-def form_int(name: str) -> int | None:
-    """A whole number from the form, None when left empty; 400 naming the field else."""
-    raw = request.form.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest("Enter a whole number.", field=name) from None
-
-
-def _failed(page, exc: ApplianceError, section: str, **context):
-    return page(exc.status, error=exc, error_field=exc.details.get("field"), section=section,
-                **context)
 
 
 # API keys ----------------------------------------------------------------------------
@@ -52,13 +36,10 @@ def _expires_at() -> dt.datetime | None:
     if choice == "never":
         return None
     if choice == "date":
-        try:
-            day = dt.date.fromisoformat(request.form.get("expires_on", ""))
-        except ValueError:
-            raise InvalidRequest("Pick the day the key stops working.",
-                                 field="expires_at") from None
         # Valid through the chosen day (UTC): it stops at the midnight that ends it.
-        return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return forms.midnight_after(forms.date("expires_on", required=True,
+                                               message="Pick the day the key stops working.",
+                                               field="expires_at"))
     if not choice.isdigit():
         raise InvalidRequest("Pick when the key expires.", field="expires_at")
     return clock.now() + dt.timedelta(days=int(choice))
@@ -71,7 +52,7 @@ def _keys_page(status: int = 200, fragment: str | None = None, **context):
     context.setdefault("form", {})
     context.setdefault("section", None)
     scopes = [s for s in SCOPES if s != "admin" or principal.is_admin]
-    return render_fragment_or_page(
+    return forms.render_fragment_or_page(
         "keys/index.html", fragment, status, keys=rows, next_cursor=next_cursor,
         project_names={a.project.id: a.project.name for a in mine}, my_projects=mine,
         scopes=scopes, expiry_choices=EXPIRY_CHOICES, grace_choices=GRACE_CHOICES,
@@ -95,47 +76,38 @@ def index():
 
 @bp.post("/keys")
 @login_required
+@forms.rerender_on_error(_keys_page, "create")
 def create_key():
     form = request.form
-    try:
-        created = api_keys.create_key(
-            current_principal(), form.get("name", ""), form.getlist("scopes"),
-            project_id=form.get("project_id") or None, expires_at=_expires_at(),
-            allowed_ips=form.get("allowed_ips", "").split() or None,
-            rate_limit_rpm=form_int("rate_limit_rpm"))
-    except ApplianceError as exc:
-        return _failed(_keys_page, exc, "create", form=form)
+    created = api_keys.create_key(
+        current_principal(), form.get("name", ""), form.getlist("scopes"),
+        project_id=form.get("project_id") or None, expires_at=_expires_at(),
+        allowed_ips=form.get("allowed_ips", "").split() or None,
+        rate_limit_rpm=forms.integer("rate_limit_rpm"))
     return _secret_page(created, f"Key {created.key.name} created.")
 
 
 @bp.post("/keys/<key_id>/rotate")
 @login_required
+@forms.rerender_on_error(_keys_page, "list", keep_form=False)
 def rotate_key(key_id: str):
-    try:
-        grace = form_int("grace_seconds") or 0
-        rotated = api_keys.rotate_key(current_principal(), key_id, grace)
-    except ApplianceError as exc:
-        return _failed(_keys_page, exc, "list")
+    rotated = api_keys.rotate_key(current_principal(), key_id,
+                                  forms.integer("grace_seconds") or 0)
     return _secret_page(rotated, f"Key {rotated.key.name} has a new secret.")
 
 
 @bp.post("/keys/<key_id>/revoke")
 @login_required
+@forms.rerender_on_error(_keys_page, "list", "keys/_list.html", keep_form=False)
 def revoke_key(key_id: str):
-    try:
-        key = api_keys.revoke_key(current_principal(), key_id)
-    except ApplianceError as exc:
-        return _failed(_keys_page, exc, "list", fragment="keys/_list.html")
-    notice = f"Key {key.name} revoked."
-    if request.headers.get("HX-Request"):
-        return _keys_page(fragment="keys/_list.html", notice=notice)
-    return redirect(url_for("keys.index", notice=notice))
+    key = api_keys.revoke_key(current_principal(), key_id)
+    return forms.done(_keys_page, f"Key {key.name} revoked.", "keys.index", "keys/_list.html")
 
 
 # SSH keys ----------------------------------------------------------------------------
 
 
-def _ssh_page(status: int = 200, **context):
+def _ssh_page(status: int = 200, fragment: str | None = None, **context):
     rows, next_cursor = ssh_keys.list_keys(current_principal(),
                                            cursor=request.args.get("cursor") or None)
     context.setdefault("form", {})
@@ -152,29 +124,25 @@ def ssh_keys_page():
 
 @bp.post("/account/ssh-keys")
 @login_required
+@forms.rerender_on_error(_ssh_page, "add")
 def add_ssh_key():
-    public_key, name = request.form.get("public_key", ""), request.form.get("name", "")
-    try:
-        key = ssh_keys.add_key(current_principal(), public_key, name)
-    except ApplianceError as exc:
-        return _failed(_ssh_page, exc, "add", form={"public_key": public_key, "name": name})
-    return redirect(url_for("keys.ssh_keys_page", notice=f"SSH key {key.name} added."))
+    key = ssh_keys.add_key(current_principal(), request.form.get("public_key", ""),
+                           request.form.get("name", ""))
+    return forms.back("keys.ssh_keys_page", f"SSH key {key.name} added.")
 
 
 @bp.post("/account/ssh-keys/<ssh_key_id>/delete")
 @login_required
+@forms.rerender_on_error(_ssh_page, "list", keep_form=False)
 def delete_ssh_key(ssh_key_id: str):
-    try:
-        ssh_keys.delete_key(current_principal(), ssh_key_id)
-    except ApplianceError as exc:
-        return _failed(_ssh_page, exc, "list")
-    return redirect(url_for("keys.ssh_keys_page", notice="SSH key deleted."))
+    ssh_keys.delete_key(current_principal(), ssh_key_id)
+    return forms.back("keys.ssh_keys_page", "SSH key deleted.")
 
 
 # Limits ------------------------------------------------------------------------------
 
 
-def _limits_page(status: int = 200, **context):
+def _limits_page(status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
     requests, next_cursor = quotas.list_requests(principal,
                                                  cursor=request.args.get("cursor") or None)
@@ -193,15 +161,11 @@ def limits_page():
 
 @bp.post("/account/limits/requests")
 @login_required
+@forms.rerender_on_error(_limits_page, "request")
 def request_limit():
-    form = request.form
-    try:
-        requested = form_int("requested")
-        if requested is None:
-            raise InvalidRequest("How much do you need?", field="requested")
-        quotas.request_increase(current_principal(), form.get("resource", ""), requested,
-                                form.get("reason", ""))
-    except ApplianceError as exc:
-        return _failed(_limits_page, exc, "request", form=form)
-    return redirect(url_for("keys.limits_page",
-                            notice="Request sent; an administrator will decide on it."))
+    requested = forms.integer("requested")
+    if requested is None:
+        raise InvalidRequest("How much do you need?", field="requested")
+    quotas.request_increase(current_principal(), request.form.get("resource", ""), requested,
+                            request.form.get("reason", ""))
+    return forms.back("keys.limits_page", "Request sent; an administrator will decide on it.")

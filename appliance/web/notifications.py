@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.services.events import event_types, notifications
-from appliance.web.projects import render_fragment_or_page
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("notifications", __name__)
@@ -34,7 +34,7 @@ def index():
     unread = request.args.get("unread") == "1"
     rows, next_cursor = notifications.list_notifications(
         principal, unread, cursor=request.args.get("cursor") or None)
-    return render_fragment_or_page(
+    return forms.render_fragment_or_page(
         "notifications/index.html", "notifications/_list.html", rows=rows,
         next_cursor=next_cursor, unread=unread, unread_count=notifications.unread_count(principal))
 

@@ -1,13 +1,16 @@
-"""The overview page's activity charts: instances running, API requests and spend over
-the last hour, day or week, drawn by web/charts.py from `services.dashboard_metrics`."""
+"""The overview page's figures: the billing cards (balance, run-out, month to date,
+instances) and the activity charts - instances running, API requests and spend over the
+last hour, day or week, drawn by web/charts.py from `services.ops.dashboard_metrics`.
+The billing pages show the run-out the same way (`run_out_text`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from appliance.services import money
-from appliance.services.accounts.sessions import Principal
+from appliance.services.billing import prepaid, usage
 from appliance.services.ops import dashboard_metrics
+from appliance.services.principal import Principal
 from appliance.web import charts
 
 # Small charts sit three abreast on a desktop and one per row on a phone; one geometry
@@ -71,3 +74,22 @@ def activity(principal: Principal, window: str) -> dict:
                  tooltip=lambda at, v: f"{_when(at)}: {money.format(v, currency)}")},
         ],
     }
+
+
+def run_out_text(hours: float | None) -> str | None:
+    """"about 18 h" under two days, else "about 5 days"; None when nothing burns."""
+    if hours is None:
+        return None
+    if hours < 1:
+        return "less than an hour"
+    if hours < 48:
+        return f"about {round(hours)} h"
+    return f"about {round(hours / 24)} days"
+
+
+def overview_cards(principal: Principal) -> dict:
+    """The dashboard home's billing cards: balance and run-out, month to date, instances."""
+    found = prepaid.overview(principal)
+    return {"billing_cards": {"billing": found, "run_out": run_out_text(found.hours_left),
+                              "instances": usage.summary(principal)["active_instances"],
+                              "money": lambda minor: money.format(minor, found.currency)}}

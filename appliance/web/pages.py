@@ -7,6 +7,7 @@ from peewee import PeeweeException
 
 from appliance import __version__
 from appliance.services import projects, settings
+from appliance.web import forms
 from appliance.web.session import csrf_token, current_principal
 
 bp = Blueprint("pages", __name__)
@@ -21,7 +22,7 @@ def site_context() -> dict:
                 "signup_open": config["SIGNUP"] == "open"}
     return {"site": site, "version": __version__, "principal": current_principal(),
             "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
-            "project_switcher": project_switcher}
+            "project_switcher": project_switcher, "field_limits": forms.LIMITS}
 
 
 def project_switcher() -> dict | None:

@@ -9,44 +9,21 @@ card are swapped in place; without JavaScript every form posts and redirects.
 
 from __future__ import annotations
 
-from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
-from appliance.errors import ApplianceError, InvalidRequest
+from appliance.errors import InvalidRequest
 from appliance.models.projects import ROLES
-from appliance.services import pagination, projects
+from appliance.services import projects
 from appliance.services.accounts import api_keys
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("projects", __name__)
 
-# Sent with a fragment that shows a form error at its real (4xx) status: base.html asks
-# htmx to swap such a fragment in, as htmx leaves error answers unswapped by default.
-ERROR_FRAGMENT_HEADER = "X-Error-Fragment"
-
-
-def every_page(list_page, *args) -> list:
-    """All rows of a paged service list (members of a project, keys of a project)."""
-    rows, cursor = list_page(*args, pagination.MAX_LIMIT)
-    while cursor:
-        more, cursor = list_page(*args, pagination.MAX_LIMIT, cursor)
-        rows += more
-    return rows
-
-
-def render_fragment_or_page(page: str, fragment: str | None, status: int = 200, **context):
-    """The whole page, or the fragment htmx asked for (flagged when it shows an error)."""
-    is_fragment = bool(fragment and request.headers.get("HX-Request"))
-    response = make_response(render_template(fragment if is_fragment else page, **context),
-                             status)
-    if is_fragment and status >= 400:
-        response.headers[ERROR_FRAGMENT_HEADER] = "1"
-    return response
-
-
 # The list ----------------------------------------------------------------------------
 
 
-def _list_page(status: int = 200, **context):
+def _list_page(status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
     accesses = projects.all_projects(principal)
     counts = {found.project.id: projects.member_count(found.project.id) for found in accesses}
@@ -63,15 +40,11 @@ def index():
 
 @bp.post("/projects")
 @login_required
+@forms.rerender_on_error(_list_page)
 def create():
-    name = request.form.get("name", "")
-    try:
-        found = projects.create_project(current_principal(), name)
-    except ApplianceError as exc:
-        return _list_page(exc.status, error=exc, error_field=exc.details.get("field"),
-                          form={"name": name})
-    return redirect(url_for("projects.show", project_id=found.project.id,
-                            notice="Project created. You are its owner."))
+    found = projects.create_project(current_principal(), request.form.get("name", ""))
+    return forms.back("projects.show", "Project created. You are its owner.",
+                      project_id=found.project.id)
 
 
 # One project -------------------------------------------------------------------------
@@ -84,26 +57,17 @@ def _project_page(project_id: str, status: int = 200, fragment: str | None = Non
     found = projects.access(principal, project_id)
     context.setdefault("form", {})
     context.setdefault("section", None)
-    members = every_page(projects.list_members, principal, project_id)
-    keys = (every_page(api_keys.list_project_keys, principal, project_id)
+    members = forms.every_page(projects.list_members, principal, project_id)
+    keys = (forms.every_page(api_keys.list_project_keys, principal, project_id)
             if found.at_least(projects.MANAGE) else None)
-    return render_fragment_or_page(
+    return forms.render_fragment_or_page(
         "projects/show.html", fragment, status, access=found, project=found.project,
         members=members, project_keys=keys, roles=ROLES, key_status=api_keys.status_of,
         key_scopes=api_keys.scopes_of, **context)
 
 
-def _failed(project_id: str, exc: ApplianceError, section: str,
-            fragment: str | None = None, **context):
-    return _project_page(project_id, exc.status, fragment, error=exc, section=section,
-                         error_field=exc.details.get("field"), **context)
-
-
 def _done(project_id: str, notice: str, fragment: str | None = None):
-    """After a change: htmx gets the card again, a plain form post a redirect."""
-    if fragment and request.headers.get("HX-Request"):
-        return _project_page(project_id, fragment=fragment, notice=notice)
-    return redirect(url_for("projects.show", project_id=project_id, notice=notice))
+    return forms.done(_project_page, notice, "projects.show", fragment, project_id=project_id)
 
 
 @bp.get("/projects/<project_id>")
@@ -114,84 +78,69 @@ def show(project_id: str):
 
 @bp.post("/projects/<project_id>/rename")
 @login_required
+@forms.rerender_on_error(_project_page, "rename")
 def rename(project_id: str):
-    name = request.form.get("name", "")
-    try:
-        projects.rename_project(current_principal(), project_id, name)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "rename", form={"name": name})
+    projects.rename_project(current_principal(), project_id, request.form.get("name", ""))
     return _done(project_id, "Project renamed.")
 
 
 @bp.post("/projects/<project_id>/delete")
 @login_required
+@forms.rerender_on_error(_project_page, "delete")
 def delete(project_id: str):
     principal = current_principal()
     typed = " ".join(request.form.get("confirm_name", "").split())
-    try:
-        found = projects.access(principal, project_id)
-        # The typed name only confirms the click; who may delete what is the service's.
-        if typed != found.project.name:
-            raise InvalidRequest("Type the project's name exactly to confirm.",
-                                 field="confirm_name")
-        projects.delete_project(principal, project_id)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "delete")
-    return redirect(url_for("projects.index", notice=f"Project {found.project.name} deleted."))
+    found = projects.access(principal, project_id)
+    # The typed name only confirms the click; who may delete what is the service's.
+    if typed != found.project.name:
+        raise InvalidRequest("Type the project's name exactly to confirm.",
+                             field="confirm_name")
+    projects.delete_project(principal, project_id)
+    return forms.back("projects.index", f"Project {found.project.name} deleted.")
+
+
+MEMBERS, KEYS = "projects/_members.html", "projects/_keys.html"
 
 
 @bp.post("/projects/<project_id>/members")
 @login_required
+@forms.rerender_on_error(_project_page, "add-member", MEMBERS)
 def add_member(project_id: str):
-    email = request.form.get("email", "")
-    role = request.form.get("role", "member")
-    try:
-        member = projects.add_member(current_principal(), project_id, email, role)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "add-member", "projects/_members.html",
-                       form={"email": email, "role": role})
-    return _done(project_id, f"{member.user.email} added as {member.role}.",
-                 "projects/_members.html")
+    member = projects.add_member(current_principal(), project_id,
+                                 request.form.get("email", ""),
+                                 request.form.get("role", "member"))
+    return _done(project_id, f"{member.user.email} added as {member.role}.", MEMBERS)
 
 
 @bp.post("/projects/<project_id>/members/<user_id>/role")
 @login_required
+@forms.rerender_on_error(_project_page, "members", MEMBERS)
 def set_role(project_id: str, user_id: str):
-    try:
-        member = projects.set_member_role(current_principal(), project_id, user_id,
-                                          request.form.get("role", ""))
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "members", "projects/_members.html")
-    return _done(project_id, f"{member.user.email} is now {member.role}.",
-                 "projects/_members.html")
+    member = projects.set_member_role(current_principal(), project_id, user_id,
+                                      request.form.get("role", ""))
+    return _done(project_id, f"{member.user.email} is now {member.role}.", MEMBERS)
 
 
 @bp.post("/projects/<project_id>/members/<user_id>/remove")
 @login_required
+@forms.rerender_on_error(_project_page, "members", MEMBERS)
 def remove_member(project_id: str, user_id: str):
-    try:
-        projects.remove_member(current_principal(), project_id, user_id)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "members", "projects/_members.html")
-    return _done(project_id, "Member removed.", "projects/_members.html")
+    projects.remove_member(current_principal(), project_id, user_id)
+    return _done(project_id, "Member removed.", MEMBERS)
 
 
 @bp.post("/projects/<project_id>/leave")
 @login_required
+@forms.rerender_on_error(_project_page, "leave")
 def leave(project_id: str):
     principal = current_principal()
-    try:
-        projects.remove_member(principal, project_id, principal.user.id)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "leave")
-    return redirect(url_for("projects.index", notice="You left the project."))
+    projects.remove_member(principal, project_id, principal.user.id)
+    return forms.back("projects.index", "You left the project.")
 
 
 @bp.post("/projects/<project_id>/keys/<key_id>/revoke")
 @login_required
+@forms.rerender_on_error(_project_page, "keys", KEYS)
 def revoke_key(project_id: str, key_id: str):
-    try:
-        api_keys.revoke_project_key(current_principal(), project_id, key_id)
-    except ApplianceError as exc:
-        return _failed(project_id, exc, "keys", "projects/_keys.html")
-    return _done(project_id, "Key revoked.", "projects/_keys.html")
+    api_keys.revoke_project_key(current_principal(), project_id, key_id)
+    return _done(project_id, "Key revoked.", KEYS)

@@ -22,7 +22,7 @@ from flask import Response, current_app, g, redirect, request, url_for
 from appliance.errors import ApplianceError, Forbidden
 from appliance.http import client_ip, user_agent
 from appliance.services.accounts import sessions, users
-from appliance.services.accounts.sessions import Principal
+from appliance.services.principal import Principal
 
 SESSION_COOKIE = "appliance_session"
 CSRF_COOKIE = "appliance_csrf"

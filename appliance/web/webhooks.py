@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
 from appliance.errors import ApplianceError
 from appliance.services import projects
 from appliance.services.events import event_types, outbox, queries
 from appliance.services.webhooks import deliveries, endpoints
-from appliance.web.keys import form_int
+from appliance.web import forms
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("webhooks", __name__)
@@ -56,7 +56,7 @@ def _chosen_types() -> list[str] | None:
 # The list --------------------------------------------------------------------------
 
 
-def _list_page(status: int = 200, **context):
+def _list_page(status: int = 200, fragment: str | None = None, **context):
     rows, next_cursor = endpoints.list_webhooks(current_principal(),
                                                cursor=request.args.get("cursor") or None)
     return render_template("webhooks/index.html", webhooks=rows, next_cursor=next_cursor,
@@ -71,15 +71,13 @@ def index():
 
 @bp.post("/webhooks")
 @login_required
+@forms.rerender_on_error(_list_page, "create")
 def create():
     form = request.form
-    try:
-        created = endpoints.create_webhook(
-            current_principal(), form.get("url", ""), event_types=_chosen_types(),
-            project_id=form.get("project_id") or None, description=form.get("description", ""))
-    except ApplianceError as exc:
-        return _list_page(exc.status, error=exc, error_field=exc.details.get("field"),
-                          section="create", form=form)
+    created = endpoints.create_webhook(
+        current_principal(), form.get("url", ""), event_types=_chosen_types(),
+        project_id=form.get("project_id") or None, description=form.get("description", ""))
+    # The answer shows the signing secret once: a page, not a redirect, and never cached.
     body, status = _list_page(created=created, notice="Webhook created.")
     return body, status, {"Cache-Control": "no-store"}
 
@@ -87,7 +85,7 @@ def create():
 # One webhook -----------------------------------------------------------------------
 
 
-def _show_page(webhook_id: str, status: int = 200, **context):
+def _show_page(webhook_id: str, status: int = 200, fragment: str | None = None, **context):
     principal = current_principal()
     webhook = endpoints.get_webhook(principal, webhook_id)
     wanted = request.args.get("status") or None
@@ -100,13 +98,8 @@ def _show_page(webhook_id: str, status: int = 200, **context):
         groups=type_groups(), grace_choices=GRACE_CHOICES, **_common(**context)), status
 
 
-def _failed(webhook_id: str, exc: ApplianceError, section: str, **context):
-    return _show_page(webhook_id, exc.status, error=exc, error_field=exc.details.get("field"),
-                      section=section, **context)
-
-
 def _back(webhook_id: str, notice: str):
-    return redirect(url_for("webhooks.show", webhook_id=webhook_id, notice=notice))
+    return forms.back("webhooks.show", notice, webhook_id=webhook_id)
 
 
 @bp.get("/webhooks/<webhook_id>")
@@ -117,56 +110,47 @@ def show(webhook_id: str):
 
 @bp.post("/webhooks/<webhook_id>/edit")
 @login_required
+@forms.rerender_on_error(_show_page, "edit")
 def edit(webhook_id: str):
     form = request.form
     types = _chosen_types()
-    try:
-        endpoints.update_webhook(current_principal(), webhook_id, url=form.get("url", ""),
-                                description=form.get("description", ""),
-                                event_types=[endpoints.ALL] if types is None else types)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "edit", form=form)
+    endpoints.update_webhook(current_principal(), webhook_id, url=form.get("url", ""),
+                             description=form.get("description", ""),
+                             event_types=[endpoints.ALL] if types is None else types)
     return _back(webhook_id, "Webhook saved.")
 
 
 @bp.post("/webhooks/<webhook_id>/test")
 @login_required
+@forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def test(webhook_id: str):
-    try:
-        _, outcome = deliveries.send_test(current_principal(), webhook_id)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "actions")
+    _, outcome = deliveries.send_test(current_principal(), webhook_id)
     return _show_page(webhook_id, tested=outcome)
 
 
 @bp.post("/webhooks/<webhook_id>/pause")
 @login_required
+@forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def pause(webhook_id: str):
-    try:
-        endpoints.pause_webhook(current_principal(), webhook_id)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "actions")
+    endpoints.pause_webhook(current_principal(), webhook_id)
     return _back(webhook_id, "Webhook paused: new events are not sent to it.")
 
 
 @bp.post("/webhooks/<webhook_id>/resume")
 @login_required
+@forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def resume(webhook_id: str):
-    try:
-        endpoints.resume_webhook(current_principal(), webhook_id)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "actions")
+    endpoints.resume_webhook(current_principal(), webhook_id)
     return _back(webhook_id, "Webhook active again.")
 
 
 @bp.post("/webhooks/<webhook_id>/rotate")
 @login_required
+@forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def rotate(webhook_id: str):
-    try:
-        rotated = endpoints.rotate_secret(current_principal(), webhook_id,
-                                         form_int("grace_seconds") or 0)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "actions")
+    rotated = endpoints.rotate_secret(current_principal(), webhook_id,
+                                      forms.integer("grace_seconds") or 0)
+    # The answer shows the new secret once: a page, not a redirect, and never cached.
     body, status = _show_page(webhook_id, created=rotated,
                               notice="The webhook has a new secret.")
     return body, status, {"Cache-Control": "no-store"}
@@ -174,21 +158,17 @@ def rotate(webhook_id: str):
 
 @bp.post("/webhooks/<webhook_id>/delete")
 @login_required
+@forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def delete(webhook_id: str):
-    try:
-        endpoints.delete_webhook(current_principal(), webhook_id)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "actions")
-    return redirect(url_for("webhooks.index", notice="Webhook deleted."))
+    endpoints.delete_webhook(current_principal(), webhook_id)
+    return forms.back("webhooks.index", "Webhook deleted.")
 
 
 @bp.post("/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
 @login_required
+@forms.rerender_on_error(_show_page, "deliveries", keep_form=False)
 def redeliver(webhook_id: str, delivery_id: str):
-    try:
-        deliveries.redeliver(current_principal(), webhook_id, delivery_id)
-    except ApplianceError as exc:
-        return _failed(webhook_id, exc, "deliveries")
+    deliveries.redeliver(current_principal(), webhook_id, delivery_id)
     return _back(webhook_id, "Sent again: a new delivery with the same webhook-id.")
 
 

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
+import docker
 import docker.errors
 
-from appliance.drivers.base import DriverError
+from appliance.drivers.base import DriverError, Limits
 from appliance.drivers.docker.names import (
     ARCHIVES,
     BACKUPS,
@@ -23,6 +25,16 @@ from appliance.drivers.docker.names import (
 
 class DockerCopies:
     """Backups, restores, templates and archives (needs DockerDriver's helpers)."""
+
+    if TYPE_CHECKING:  # DockerDriver's, declared for the type checker
+        @property
+        def _client(self) -> docker.DockerClient: ...
+        def _errors(self, what: str) -> AbstractContextManager[None]: ...
+        def _get(self, ref: str) -> Any: ...
+        def _require_image(self, image: str, what: str = "image") -> Any: ...
+        def _remove_image(self, image: str | None, untagged_only: bool = False) -> None: ...
+        def _recreate(self, ref: str, image: str, limits: Limits | None = None,
+                      start: bool = True) -> None: ...
 
     def snapshot(self, ref: str, name: str) -> str:
         """Commit the container (paused meanwhile) to `appliance-backup/<ref>:<name>`."""

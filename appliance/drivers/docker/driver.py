@@ -139,8 +139,11 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         with self._lock:
             if self._docker is None:
                 with self._errors("connecting to Docker"):
-                    self._docker = docker.DockerClient(base_url=self._base_url, tls=self._tls,
-                                                       timeout=self._timeout, version="auto")
+                    # The stubs say int; the SDK hands it to requests, which takes seconds
+                    # as a float.
+                    self._docker = docker.DockerClient(
+                        base_url=self._base_url, tls=self._tls, version="auto",
+                        timeout=self._timeout)  # type: ignore[arg-type]
             return self._docker
 
     def _find(self, ref: str) -> Any:
@@ -231,7 +234,8 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
 
     def create(self, spec: InstanceSpec, started: Callable[[], None] | None = None) -> str:
         self._require_image(spec.image)
-        if spec.password is not None and ("\n" in spec.password or not spec.password):
+        password = spec.password
+        if password is not None and ("\n" in password or not password):
             raise DriverError("a password is one non-empty line", permanent=True)
         labels = {MANAGED: "true", INSTANCE: spec.name, DISK: str(spec.limits.disk_gb),
                   USER: spec.user, KEYS: "\n".join(spec.ssh_keys), ENV: ",".join(spec.env)}
@@ -240,8 +244,8 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         try:
             self._install_ssh_keys(container, spec.user, spec.ssh_keys)
             self._start(container, settle=self._settle, started=started,
-                        meanwhile=None if spec.password is None else
-                        lambda: self._apply_password(container, spec.user, spec.password))
+                        meanwhile=None if password is None else
+                        lambda: self._apply_password(container, spec.user, password))
         except DriverError:
             self._discard(container)  # a retry of the create starts from nothing
             raise
@@ -249,9 +253,10 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
 
     def _create_container(self, name: str, image: str, limits: Limits, *, labels: dict,
                           env: dict[str, str], hostname: str = "") -> Any:
-        settings = {"image": image, "name": name, "hostname": hostname or name,
-                    "labels": labels, "environment": env, "detach": True,
-                    "restart_policy": {"Name": "unless-stopped"}, **_resources(limits)}
+        settings: dict[str, Any] = {
+            "image": image, "name": name, "hostname": hostname or name, "labels": labels,
+            "environment": env, "detach": True, "restart_policy": {"Name": "unless-stopped"},
+            **_resources(limits)}
         with self._errors(f"creating {hostname or name}"):
             if self._quota_possible():
                 try:
@@ -382,7 +387,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         with self._errors("listing containers"):
             listed = self._client.containers.list(all=True,
                                                   filters={"label": [f"{MANAGED}=true"]})
-        return sorted(c.name for c in listed if c.name.startswith(prefix))
+        return sorted(c.name for c in listed if c.name and c.name.startswith(prefix))
 
     def _containers_of(self, ref: str) -> list:
         """Every container labelled with the instance: its own, and any a rebuild left."""
@@ -507,7 +512,8 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
             exec_id = api.exec_create(container.id, argv, stdin=True, stdout=True,
                                       stderr=True, user=user)["Id"]
             stream = api.exec_start(exec_id, socket=True)
-            sock = getattr(stream, "_sock", stream)  # unix: a SocketIO around the socket
+            # unix: a SocketIO around the socket (the SDK's union type has no common API)
+            sock: Any = getattr(stream, "_sock", stream)
             received = bytearray()
             try:
                 sock.sendall(data)
@@ -561,7 +567,7 @@ def _tls_config(options: dict[str, str]) -> docker.tls.TLSConfig | bool:
         return False
     if bool(cert) != bool(key):
         raise DriverError("client_cert and client_key go together", permanent=True)
-    return docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
+    return docker.tls.TLSConfig(client_cert=(cert, key) if cert and key else None, ca_cert=ca,
                                 verify=ca or True)
 
 

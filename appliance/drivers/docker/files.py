@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import docker.errors
 
@@ -14,6 +15,12 @@ from appliance.drivers.base import DriverError
 
 class DockerFiles:
     """Accounts, SSH keys and passwords inside a container (needs DockerDriver's helpers)."""
+
+    if TYPE_CHECKING:  # DockerDriver's, declared for the type checker
+        def _errors(self, what: str) -> AbstractContextManager[None]: ...
+        def _get(self, ref: str) -> Any: ...
+        def _run_with_input(self, container: Any, argv: list[str], data: bytes,
+                            timeout: float, user: str = "") -> tuple[int, str]: ...
 
     def _account(self, container: Any, user: str) -> tuple[int, int, str]:
         """(uid, gid, home) of `user`, read from the container's /etc/passwd."""

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
+import docker
 import docker.errors
 import docker.types
 
@@ -15,6 +17,12 @@ from appliance.drivers.docker.names import MANAGED, networks_of
 
 class DockerNetworks:
     """Private networks (needs DockerDriver's helpers)."""
+
+    if TYPE_CHECKING:  # DockerDriver's, declared for the type checker
+        @property
+        def _client(self) -> docker.DockerClient: ...
+        def _errors(self, what: str) -> AbstractContextManager[None]: ...
+        def _get(self, ref: str) -> Any: ...
 
     def create_network(self, name: str, cidr: str) -> str:
         """An internal user-defined bridge `name` on `cidr` (the default bridge stays the

@@ -8,6 +8,7 @@ a snapshot - templates aliased `appliance-template/<name>` and offered as images
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from appliance.drivers.base import DriverError
 from appliance.drivers.incus.api import ARCHIVE_PREFIX, TEMPLATE_PREFIX, NotFound, quote_name
@@ -15,6 +16,12 @@ from appliance.drivers.incus.api import ARCHIVE_PREFIX, TEMPLATE_PREFIX, NotFoun
 
 class IncusCopies:
     """Snapshots, restores, templates and archives (needs IncusDriver's helpers)."""
+
+    if TYPE_CHECKING:  # IncusDriver's, declared for the type checker
+        _create_timeout: float
+
+        def _call(self, method: str, path: str, *, what: str = "", wait: float | None = None,
+                  **kwargs: Any) -> Any: ...
 
     def snapshot(self, ref: str, name: str) -> str:
         self._call("POST", f"/1.0/instances/{quote_name(ref)}/snapshots", json={"name": name},

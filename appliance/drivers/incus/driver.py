@@ -112,9 +112,9 @@ class IncusDriver(IncusCopies, Driver):
             self._base = target.rstrip("/")
             self._session = requests.Session()
             self._session.trust_env = False
-            if self.options.get("client_cert"):
-                self._session.cert = (self.options["client_cert"],
-                                      self.options.get("client_key") or None)
+            cert, key = self.options.get("client_cert"), self.options.get("client_key")
+            if cert:  # a lone certificate file holds its key too
+                self._session.cert = (cert, key) if key else cert
             self._session.verify = self.options.get("server_cert") or True
         else:
             raise DriverError(f"an Incus endpoint is unix:///path or https://host:port, "
@@ -547,7 +547,7 @@ class IncusDriver(IncusCopies, Driver):
 def addresses_of(network: dict) -> tuple[str, ...]:
     """Global addresses, eth0's first within each family, IPv4 before IPv6."""
     names = sorted((name for name in network if name != "lo"), key=lambda n: (n != "eth0", n))
-    found = {"inet": [], "inet6": []}
+    found: dict[str, list[str]] = {"inet": [], "inet6": []}
     for name in names:
         for address in network[name].get("addresses") or []:
             value = address.get("address", "")

@@ -9,6 +9,7 @@ own, so a driver handles one family of exceptions for the socket and for HTTPS.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,11 +41,11 @@ def _pool_class(socket_path: str) -> type[HTTPConnectionPool]:
 class UnixSocketAdapter(HTTPAdapter):
     """Sends the requests of the URLs it is mounted on to one unix socket."""
 
-    def __init__(self, socket_path: str, **kwargs) -> None:
+    def __init__(self, socket_path: str, **kwargs: Any) -> None:
         self.socket_path = socket_path
         super().__init__(**kwargs)
 
-    def init_poolmanager(self, *args, **kwargs) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _pool_class(self.socket_path)}
 

@@ -10,11 +10,11 @@ import datetime as dt
 
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
-from appliance.models import AuditLog, Invite, User
+from appliance.models import AuditLog, Invite, MailOutbox, User
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts import authcache, mail, sessions, users
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import hash_token, new_id, new_token
+from appliance.services.principal import Principal
 
 INVITE_TTL = dt.timedelta(days=14)
 
@@ -27,7 +27,7 @@ def require_admin(principal: Principal) -> None:
 
 
 def search_users(principal: Principal, q: str = "", status: str | None = None,
-                 limit: int = 50, cursor: str | None = None):
+                 limit: int = 50, cursor: str | None = None) -> pagination.Page[User]:
     """Users whose email or name contains `q`, newest first; returns (rows, next_cursor)."""
     require_admin(principal)
     query = User.select()
@@ -125,14 +125,14 @@ def create_invite(principal: Principal, email: str | None = None) -> tuple[Invit
 
 
 def list_mail(principal: Principal, status: str | None = None, limit: int = 50,
-              cursor: str | None = None):
+              cursor: str | None = None) -> pagination.Page[MailOutbox]:
     """The mail outbox, newest first; returns (rows, next_cursor)."""
     require_admin(principal)
     return mail.list_outbox(limit, cursor, status)
 
 
 def list_audit_log(principal: Principal, action: str | None = None, actor: str | None = None,
-                   limit: int = 50, cursor: str | None = None):
+                   limit: int = 50, cursor: str | None = None) -> pagination.Page[AuditLog]:
     require_admin(principal)
     query = AuditLog.select()
     if action:

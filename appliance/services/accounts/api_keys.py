@@ -25,10 +25,11 @@ from appliance.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from appliance.models import ApiKey, Membership, Project, User
 from appliance.services import audit, clock, pagination, projects
 from appliance.services.accounts import authcache
-from appliance.services.accounts.sessions import SCOPES, Principal, require_active
+from appliance.services.accounts.sessions import SCOPES, require_active
 from appliance.services.events import outbox
 from appliance.services.ids import hash_token, new_id
 from appliance.services.limits import quotas
+from appliance.services.principal import Principal
 
 SECRET_PREFIX = "sk_"  # noqa: S105 - the marker of a key, not a secret
 NAME_MAX = 100
@@ -176,7 +177,7 @@ def active_key_count(user: User) -> int:
 
 
 def list_keys(principal: Principal, limit: int = 50,
-              cursor: str | None = None) -> tuple[list[ApiKey], str | None]:
+              cursor: str | None = None) -> pagination.Page[ApiKey]:
     """The caller's keys, newest first, revoked and expired ones included."""
     query = ApiKey.select().where(ApiKey.user == principal.user)
     if principal.project_id is not None:
@@ -241,7 +242,7 @@ def rotate_key(principal: Principal, key_id: str, grace_seconds: int = 0) -> New
 
 
 def list_project_keys(principal: Principal, project_id: str, limit: int = 50,
-                      cursor: str | None = None) -> tuple[list[ApiKey], str | None]:
+                      cursor: str | None = None) -> pagination.Page[ApiKey]:
     """Project admins see every member's keys restricted to the project."""
     projects.access(principal, project_id, projects.MANAGE)
     query = (ApiKey.select(ApiKey, User).join(User)

@@ -120,7 +120,7 @@ def retry_failed(max_attempts: int = 5) -> int:
 
 
 def list_outbox(limit: int = 50, cursor: str | None = None,
-                status: str | None = None) -> tuple[list[MailOutbox], str | None]:
+                status: str | None = None) -> pagination.Page[MailOutbox]:
     """One page of the outbox, newest first (created_at desc, id desc), and the next cursor.
 
     `next_cursor` is None on the last page. Raises InvalidRequest for a limit outside

@@ -20,8 +20,10 @@ import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
+from peewee import ModelSelect
 
 from appliance import config
 from appliance.db import database
@@ -29,6 +31,7 @@ from appliance.errors import Forbidden, NotFound, Unauthorized
 from appliance.models import AuthSession, RefreshToken, User
 from appliance.services import audit, clock, pagination
 from appliance.services.ids import hash_token, new_id, new_token
+from appliance.services.principal import Principal
 
 ACCESS_TOKEN_TTL = dt.timedelta(minutes=15)
 REFRESH_TOKEN_TTL = dt.timedelta(days=30)
@@ -50,37 +53,6 @@ SCOPES = (
     "networks:write", "usage:read", "billing:read", "billing:write", "webhooks:read",
     "webhooks:write", "keys:write", "projects:write", "admin",
 )
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is acting: a user, through a session (browser or API token) or an API key.
-
-    A key acts as its owner limited by its `scopes` and, when restricted, by its project;
-    the owner's current roles are checked by the services as for any other caller.
-    """
-
-    user: User
-    session_id: str | None
-    via: str  # session | token | api_key
-    scopes: frozenset[str] | None = None  # None: everything the user's roles allow
-    key_id: str | None = None
-    project_id: str | None = None  # a key restricted to one project
-    ip: str = ""  # the client's address, set by the view that resolved the caller (audit)
-
-    @property
-    def is_admin(self) -> bool:
-        """An administrator acting with administrator rights (a key needs the admin scope)."""
-        return self.user.role == "admin" and self.allows("admin")
-
-    def allows(self, scope: str) -> bool:
-        return self.scopes is None or scope in self.scopes
-
-    def require_scope(self, scope: str) -> None:
-        """403 `scope_denied`, naming the scope, when a key lacks it."""
-        if not self.allows(scope):
-            raise Forbidden(f"This API key lacks the scope {scope}.", code="scope_denied",
-                            details={"scope": scope})
 
 
 @dataclass(frozen=True)
@@ -149,7 +121,7 @@ def user_from_mfa_token(token: str) -> User:
 
 
 def _new_session(user: User, kind: str, ip: str, user_agent: str, lifetime: dt.timedelta,
-                 **fields) -> AuthSession:
+                 **fields: Any) -> AuthSession:
     now = clock.now()
     return AuthSession.create(id=new_id("ses"), user=user, kind=kind, ip=ip[:64],
                               user_agent=user_agent[:300], created_at=now, last_used_at=now,
@@ -258,7 +230,7 @@ def _revoke(session: AuthSession, reason: str) -> None:
      .where(AuthSession.id == session.id, AuthSession.revoked_at.is_null()).execute())
 
 
-def _live(user: User):
+def _live(user: User) -> ModelSelect[AuthSession]:
     now = clock.now()
     return AuthSession.select().where(AuthSession.user == user,
                                       AuthSession.revoked_at.is_null(),
@@ -266,7 +238,7 @@ def _live(user: User):
 
 
 def list_sessions(principal: Principal, limit: int = pagination.MAX_LIMIT,
-                  cursor: str | None = None) -> tuple[list[AuthSession], str | None]:
+                  cursor: str | None = None) -> pagination.Page[AuthSession]:
     """The user's live sessions, newest first (idle browser sessions are left out)."""
     idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
     query = _live(principal.user).where((AuthSession.kind != "browser") |

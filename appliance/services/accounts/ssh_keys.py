@@ -20,8 +20,8 @@ from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import SshKey
 from appliance.services import audit, clock, pagination
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 MAX_KEY_LENGTH = 16_384
 NAME_MAX = 100
@@ -137,7 +137,8 @@ def add_key(principal: Principal, public_key: str, name: str = "") -> SshKey:
     return key
 
 
-def list_keys(principal: Principal, limit: int = 50, cursor: str | None = None):
+def list_keys(principal: Principal, limit: int = 50,
+              cursor: str | None = None) -> pagination.Page[SshKey]:
     return pagination.page(SshKey.select().where(SshKey.user == principal.user), SshKey,
                            limit, cursor)
 

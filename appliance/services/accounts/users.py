@@ -8,8 +8,10 @@ Mail is sent after the transaction commits, never while holding the write lock.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import TypeVar
 
 from peewee import IntegrityError
 
@@ -25,13 +27,14 @@ from appliance.errors import (
 from appliance.models import EmailToken, Invite, User
 from appliance.services import audit, clock, projects, settings
 from appliance.services.accounts import mail, mfa, passwords, sessions
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.limits import throttle
+from appliance.services.principal import Principal
 
 VERIFY_TTL = dt.timedelta(hours=48)
 RESET_TTL = dt.timedelta(hours=1)
 THROTTLE_WINDOW = 15 * 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -335,12 +338,12 @@ def update_profile(principal: Principal, *, display_name: str | None = None,
             token = _issue_email_token(user, "verify", new_email, VERIFY_TTL)
             audit.record("account.email_change_requested", actor=user, ip=principal.ip,
                          new=new_email)
-    if token is not None:
+    if new_email is not None and token is not None:
         _send_verification(user, new_email, token)
     return user, token is not None
 
 
-def _guarded(user: User, attempt):
+def _guarded(user: User, attempt: Callable[[], T]) -> T:
     """Run a password/code check; failures count towards the account's sign-in throttle."""
     key, limit = _throttle_keys(user.email, "")[0]
     throttle.check(key, limit, THROTTLE_WINDOW, "Too many wrong codes; wait before trying again.")

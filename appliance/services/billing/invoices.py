@@ -57,10 +57,10 @@ from appliance.models import (
 )
 from appliance.services import clock, pagination
 from appliance.services.accounts.admin import require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state, ledger, metering
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 log = logging.getLogger("appliance.invoices")
 
@@ -142,7 +142,7 @@ def _periods_due(last: dt.datetime) -> list[dt.datetime]:
     return periods
 
 
-def _aware(value) -> dt.datetime:
+def _aware(value: str | dt.datetime) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
@@ -262,7 +262,7 @@ def _announce(invoice: Invoice) -> None:
 
 
 def list_invoices(principal: Principal, limit: int = 50,
-                  cursor: str | None = None) -> tuple[list[Invoice], str | None]:
+                  cursor: str | None = None) -> pagination.Page[Invoice]:
     """The caller's invoices, newest first (API keys need `billing:read`)."""
     principal.require_scope("billing:read")
     query = Invoice.select().where(Invoice.user == principal.user.id)
@@ -279,7 +279,7 @@ def get_invoice(principal: Principal, invoice_id: str) -> Invoice:
 
 
 def admin_list_invoices(principal: Principal, user_id: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[Invoice], str | None]:
+                        cursor: str | None = None) -> pagination.Page[Invoice]:
     """Every account's invoices, newest first, optionally one account's (admins only)."""
     require_admin(principal)
     query = Invoice.select()

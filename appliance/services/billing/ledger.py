@@ -204,7 +204,7 @@ def recomputed_balance(user_id: str) -> int:
 
 
 def entries(user_id: str, limit: int = 50, cursor: str | None = None,
-            type: str | None = None) -> tuple[list[LedgerEntry], str | None]:
+            type: str | None = None) -> pagination.Page[LedgerEntry]:
     """An account's entries, newest first, one page."""
     query = LedgerEntry.select().where(LedgerEntry.user == user_id)
     if type is not None:

@@ -32,6 +32,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, overload
 
 from peewee import JOIN, fn
 
@@ -103,7 +104,11 @@ def _instances(now: dt.datetime) -> list[Subject]:
                  meter_month, month_amount) in database.execute(rows)]
 
 
-def _utc(value) -> dt.datetime | None:
+@overload
+def _utc(value: None) -> None: ...
+@overload
+def _utc(value: str | dt.datetime) -> dt.datetime: ...
+def _utc(value: Any) -> dt.datetime | None:
     """A stored timestamp (naive UTC text or datetime) as an aware datetime."""
     if value is None:
         return None
@@ -226,7 +231,9 @@ def _month_sum(subject: Subject, hour: dt.datetime) -> int:
 def _write(records: list[tuple], meters: list[tuple[Subject, bool]], now: dt.datetime) -> None:
     cursor = database.cursor()
     created = db_time(now)
-    usage_rows, daily, postings = [], defaultdict(lambda: [0, 0]), []
+    usage_rows, postings = [], []
+    # (user, project, day, resource, sku) -> [quantity, amount]
+    daily: defaultdict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for subject, hour, amount in records:
         stamp = db_time(hour)
         usage_rows.append((subject.user_id, subject.project_id, subject.subject_id,

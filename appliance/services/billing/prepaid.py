@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from peewee import JOIN, IntegrityError, fn
+from peewee import JOIN, IntegrityError, ModelSelect, fn
 
 from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
@@ -39,12 +41,12 @@ from appliance.models import (
 from appliance.services import audit, clock, pagination
 from appliance.services import settings as runtime  # `settings` names the operator's, below
 from appliance.services.accounts.admin import get_user, require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state, ledger
 from appliance.services.billing.billing_state import OperatorSettings, operator_settings
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
 from appliance.services.instances import jobs
+from appliance.services.principal import Principal
 
 MAX_ALERTS = 10
 GRANT_TYPES = ("grant", "adjustment", "refund")
@@ -120,6 +122,7 @@ def require_can_provision(user_id: str) -> None:
     ready = readiness(user_id, settings)
     if ready.can_provision:
         return
+    assert ready.reason is not None  # every refusal names its reason
     messages = {
         "suspended": "The account is suspended for an unpaid balance; top up first.",
         "below_minimum_balance": "The balance is below the minimum needed to provision; "
@@ -161,13 +164,13 @@ def overview(principal: Principal) -> Overview:
 
 
 def list_credits(principal: Principal, limit: int = 50, cursor: str | None = None,
-                 type: str | None = None):
+                 type: str | None = None) -> pagination.Page[LedgerEntry]:
     """The caller's ledger, newest first; returns (entries, next_cursor)."""
     principal.require_scope("billing:read")
     return ledger.entries(principal.user.id, limit, cursor, type)
 
 
-def statement_csv(principal: Principal):
+def statement_csv(principal: Principal) -> Iterator[str]:
     principal.require_scope("billing:read")
     return ledger.statement_csv(principal.user.id, billing_state.currency())
 
@@ -296,9 +299,11 @@ def grant(principal: Principal, user_id: str, amount: int, note: str, *,
     return entry
 
 
-def account_balances(principal: Principal, q: str = "", limit: int = 50,
-                     cursor: str | None = None):
-    """Every account with its balance, newest account first: ([(user, balance)], cursor)."""
+def account_balances(
+        principal: Principal, q: str = "", limit: int = 50, cursor: str | None = None,
+) -> pagination.Page[tuple[User, int, BillingAccount | None]]:
+    """Every account with its balance and its BillingAccount row (None when it has none),
+    newest account first: ([(user, balance, billing_account)], next_cursor)."""
     require_admin(principal)
     query = User.select()
     if q.strip():
@@ -312,7 +317,7 @@ def account_balances(principal: Principal, q: str = "", limit: int = 50,
 
 
 def user_credits(principal: Principal, user_id: str, limit: int = 50,
-                 cursor: str | None = None):
+                 cursor: str | None = None) -> pagination.Page[LedgerEntry]:
     require_admin(principal)
     user = get_user(principal, user_id)
     return ledger.entries(user.id, limit, cursor)
@@ -388,7 +393,7 @@ def _enforce_one(account: BillingAccount, balance: int, has_priced: bool, *,
         counts["stops_queued"] += _suspend_instances(account.user_id, now)
 
 
-def _owned_live(user_id: str):
+def _owned_live(user_id: str) -> ModelSelect[Instance]:
     return (Instance.select(Instance.id, Instance.project, Instance.status,
                             Instance.suspended_at)
             .join(Project, JOIN.INNER, on=(Instance.project == Project.id))
@@ -440,8 +445,9 @@ def set_operator_settings(principal: Principal, values: dict[str, object]) -> Op
                 runtime.put(name, value)
             except InvalidRequest as exc:
                 raise InvalidRequest(exc.message, field=field) from None
+        details: dict[str, Any] = dict(raw.values())  # setting names, none of record()'s own
         audit.record("billing.operator_settings_changed", actor=principal.user, ip=principal.ip,
-                     **{field: value for field, value in raw.values()})
+                     **details)
     return operator_settings()
 
 

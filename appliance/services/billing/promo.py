@@ -9,7 +9,9 @@ redemption credits once.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
+from typing import Any
 
 from peewee import fn
 
@@ -17,9 +19,9 @@ from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import LedgerEntry, PromoCode, PromoRedemption
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import ledger
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{2,59}$")
 MAX_USES = 1_000_000
@@ -84,7 +86,8 @@ def redeem(principal: Principal, code: str) -> LedgerEntry:
 # Operator side ------------------------------------------------------------------------
 
 
-def list_codes(principal: Principal, limit: int = 50, cursor: str | None = None):
+def list_codes(principal: Principal, limit: int = 50,
+               cursor: str | None = None) -> pagination.Page[PromoCode]:
     require_admin(principal)
     return pagination.page(PromoCode.select(), PromoCode, limit, cursor)
 
@@ -132,17 +135,27 @@ def create_code(principal: Principal, *, code: str, amount: int, max_uses: int |
     return promo
 
 
-UNSET = object()
+class _Unset(enum.Enum):
+    UNSET = "unset"
 
 
-def update_code(principal: Principal, promo_id: str, *, amount=UNSET, max_uses=UNSET,
-                expires_at=UNSET, active=UNSET, note=UNSET) -> PromoCode:
-    """Change the given fields (the code itself and once-per-user stay as made)."""
-    changes = {name: value for name, value in (
+UNSET = _Unset.UNSET  # the default of update_code: a field left as it is
+
+
+def update_code(principal: Principal, promo_id: str, *, amount: int | None | _Unset = UNSET,
+                max_uses: int | None | _Unset = UNSET,
+                expires_at: dt.datetime | None | _Unset = UNSET,
+                active: bool | None | _Unset = UNSET,
+                note: str | None | _Unset = UNSET) -> PromoCode:
+    """Change the given fields (the code itself and once-per-user stay as made). None
+    removes the limit of max_uses or expires_at; for the other fields it is refused."""
+    changes: dict[str, Any] = {name: value for name, value in (
         ("amount", amount), ("max_uses", max_uses), ("expires_at", expires_at),
         ("active", active), ("note", note)) if value is not UNSET}
     if changes.get("amount", 1) is None:
         raise InvalidRequest("A promo code needs an amount.", field="amount")
+    if "note" in changes and changes["note"] is None:  # the column holds text, "" for none
+        raise InvalidRequest('A note is text; send "" for none.', field="note")
     if "active" in changes and not isinstance(changes["active"], bool):
         raise InvalidRequest("active is true or false.", field="active")
     _check_fields(changes.get("amount"), changes.get("max_uses"), changes.get("expires_at"),
@@ -152,8 +165,9 @@ def update_code(principal: Principal, promo_id: str, *, amount=UNSET, max_uses=U
         if changes:
             PromoCode.update(updated_at=clock.now(), **changes).where(
                 PromoCode.id == promo.id).execute()
+        details: dict[str, Any] = {k: str(v) for k, v in changes.items()}  # the field names
         audit.record("billing.promo_changed", actor=principal.user, target_type="promo_code",
-                     target_id=promo.id, ip=principal.ip, **{k: str(v) for k, v in changes.items()})
+                     target_id=promo.id, ip=principal.ip, **details)
     return PromoCode.get_by_id(promo.id)
 
 

@@ -35,8 +35,8 @@ from appliance.errors import ApplianceError, InvalidRequest, ServiceUnavailable
 from appliance.models import StripeTopup, User
 from appliance.services import clock
 from appliance.services.accounts.mail import link
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state, ledger
+from appliance.services.principal import Principal
 from appliance.services.webhooks import signing
 
 log = logging.getLogger("appliance.stripe")

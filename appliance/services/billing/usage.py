@@ -15,13 +15,13 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from peewee import fn
+from peewee import ModelSelect, fn
 
 from appliance.errors import InvalidRequest
 from appliance.models import Instance, Project, UsageDaily, UsageRecord
 from appliance.services import clock, projects
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state
+from appliance.services.principal import Principal
 
 MAX_CHART_DAYS = 90
 MAX_RANGE_DAYS = 366
@@ -55,7 +55,7 @@ def _scope(principal: Principal, project_id: str | None) -> str | None:
     return project_id
 
 
-def _daily(principal: Principal, project_id: str | None):
+def _daily(principal: Principal, project_id: str | None) -> ModelSelect[UsageDaily]:
     query = UsageDaily.select().where(UsageDaily.user == principal.user.id)
     if project_id is not None:
         query = query.where(UsageDaily.project == project_id)

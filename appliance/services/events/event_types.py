@@ -30,7 +30,8 @@ _JOB = {"id": "job_7c8d9e0f1a2b3c4d5e6f", "type": "instance.start", "status": "s
         "finished_at": "2025-01-31T12:00:04Z"}
 
 
-def _instance_example(message: str, status: str = "running", power: str = "running"):
+def _instance_example(message: str, status: str = "running",
+                      power: str = "running") -> dict[str, Any]:
     return {"instance": {**_INSTANCE, "status": status, "power_state": power},
             "message": message, "job_id": _JOB["id"]}
 

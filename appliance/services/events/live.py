@@ -31,7 +31,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from appliance import config
@@ -39,8 +39,8 @@ from appliance.db import database
 from appliance.errors import InvalidRequest, RateLimited
 from appliance.models import Event
 from appliance.services import clock
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import outbox, queries
+from appliance.services.principal import Principal
 
 HEARTBEAT_SECONDS = 15.0
 POLL_SECONDS = 1.0
@@ -113,7 +113,7 @@ class _Slots:
             elif self.total >= total:
                 if not mine:
                     del self.by_user[user_id]
-                raise RateLimited(HEARTBEAT_SECONDS, "Too many live streams are open on this "
+                raise RateLimited(int(HEARTBEAT_SECONDS), "Too many live streams are open on this "
                                   "server; try again shortly.", code="too_many_streams",
                                   details={"limit": total, "scope": "server"})
             mine.append(stream)
@@ -201,7 +201,7 @@ class EventStream:
         with database.connection_context():
             return list(query)
 
-    def _generate(self) -> Iterator[str]:
+    def _generate(self) -> Generator[str, None, None]:
         yield f"retry: {RETRY_MS}\n: connected\n\n"
         last_beat = time.monotonic()
         while True:

@@ -35,11 +35,11 @@ from peewee import IntegrityError
 from appliance.db import database
 from appliance.errors import NotFound
 from appliance.models import ApiKey, Event, Instance, Job, Membership, Notification, Project, User
-from appliance.services import clock, pagination
+from appliance.services import clock, money, pagination
 from appliance.services.accounts import mail
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,9 @@ TITLE_MAX = 200
 
 def _money(minor: Any, currency: str) -> str:
     try:
-        minor = int(minor)
+        return money.format(int(minor), currency)
     except (TypeError, ValueError):
         return f"{minor} {currency}"
-    sign = "-" if minor < 0 else ""
-    whole, cents = divmod(abs(minor), 100)
-    return f"{sign}{whole}.{cents:02d} {currency}"
 
 
 def _day(value: Any) -> str:
@@ -295,7 +292,7 @@ def send_pending_mail(limit: int = 200) -> int:
 
 def list_notifications(principal: Principal, unread: bool = False,
                        limit: int = pagination.DEFAULT_LIMIT,
-                       cursor: str | None = None) -> tuple[list[Notification], str | None]:
+                       cursor: str | None = None) -> pagination.Page[Notification]:
     """The caller's notifications, newest first; only unread ones when asked."""
     query = Notification.select().where(Notification.user == principal.user.id)
     if unread:

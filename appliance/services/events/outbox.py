@@ -14,6 +14,7 @@ a secret: only ids, names, states and messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import secrets
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.db import database
-from appliance.models import Event, Instance, Job
+from appliance.models import ApiKey, Event, Instance, Job
 from appliance.services import clock
 from appliance.services.events.event_types import EVENT_TYPES
 
@@ -41,7 +42,7 @@ _INSTANCE_KINDS = {"instance.running": "instance.started",
 #   Each returns how many things it queued; when any, its `wake` runs after the commit.
 # - Listeners make what may be lost without harm (notifications, waking the live stream):
 #   each runs in a savepoint; one that raises is logged and rolled back alone.
-Listener = Callable[[Event], None]
+Listener = Callable[[Event], object]  # what it returns is ignored
 FanOut = Callable[[Event], int]
 _listeners: list[Listener] = []
 _fan_outs: list[tuple[FanOut, Callable[[], None]]] = []
@@ -108,7 +109,7 @@ def data_of(event: Event) -> dict[str, Any]:
 # Helpers for the services that emit ----------------------------------------------------
 
 
-def _iso(value) -> str | None:
+def _iso(value: dt.datetime | None) -> str | None:
     return clock.isoformat(value) if value is not None else None
 
 
@@ -141,7 +142,7 @@ def job_finished(job_id: str) -> Event:
         "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at)}})
 
 
-def api_key_event(type: str, key, actor_id: str) -> Event:
+def api_key_event(type: str, key: ApiKey, actor_id: str) -> Event:
     """api_key.created / api_key.revoked: the key's name and limits, never its secret."""
     return emit(type, user_id=key.user_id, project_id=key.project_id, data={
         "api_key": {"id": key.id, "name": key.name, "scopes": key.scopes.split(),

@@ -6,8 +6,8 @@ from peewee import Expression
 
 from appliance.models import Event, Membership, Project
 from appliance.services import pagination, projects
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events.event_types import check_type
+from appliance.services.principal import Principal
 
 
 def visible_to(principal: Principal) -> Expression:
@@ -22,7 +22,7 @@ def visible_to(principal: Principal) -> Expression:
 
 def list_events(principal: Principal, type: str | None = None, project_id: str | None = None,
                 limit: int = pagination.DEFAULT_LIMIT,
-                cursor: str | None = None) -> tuple[list[Event], str | None]:
+                cursor: str | None = None) -> pagination.Page[Event]:
     """Events the caller may see, newest first; 404 for a project that is not theirs."""
     principal.require_scope("webhooks:read")
     check_type(type)

@@ -11,12 +11,13 @@ project and removed by members who may delete instances.
 from __future__ import annotations
 
 from appliance.db import database
+from appliance.drivers.base import Driver
 from appliance.errors import NotFound
 from appliance.models import Backup, Instance
 from appliance.services import audit, clock, pagination, projects
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import new_id
 from appliance.services.instances import nodes
+from appliance.services.principal import Principal
 
 FINAL = "final"
 
@@ -30,7 +31,7 @@ def begin_final(instance: Instance, principal: Principal) -> Backup:
                          created_by=principal.user, created_at=now, updated_at=now)
 
 
-def take(backup_id: str, instance: Instance, driver) -> None:
+def take(backup_id: str, instance: Instance, driver: Driver) -> None:
     """Archive the instance on its engine (a job step); an archive taken again replaces
     the earlier one, so a retried job does not leave two."""
     engine_ref = driver.archive(instance.driver_ref, "final-" + backup_id.removeprefix("bak_"))
@@ -46,7 +47,7 @@ def mark_failed(backup_id: str, error: str) -> None:
 
 
 def list_backups(principal: Principal, project_id: str, limit: int = 50,
-                 cursor: str | None = None):
+                 cursor: str | None = None) -> pagination.Page[Backup]:
     principal.require_scope("instances:read")
     projects.access(principal, project_id, projects.READ)
     query = Backup.select().where(Backup.project == project_id, Backup.deleted_at.is_null())

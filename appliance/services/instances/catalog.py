@@ -18,9 +18,9 @@ from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import App, Image, Instance, Plan
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import new_id
 from appliance.services.instances.nodes import ENGINES
+from appliance.services.principal import Principal
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,58}[a-z0-9])?$")
 PLAN_FIELDS = ("name", "vcpus", "memory_mb", "disk_gb", "price_hourly", "price_monthly_cap",
@@ -33,14 +33,24 @@ APP_FIELDS = ("name", "description", "env", "min_vcpus", "min_memory_mb", "min_d
 
 def _slug(slug: str) -> str:
     if not SLUG.match(slug or ""):
-        raise InvalidRequest("A slug is 1-60 lowercase letters, digits and inner dashes.",
-                             field="slug")
+        raise InvalidRequest(f"A slug is 1-{SLUG_MAX} lowercase letters, digits and inner "
+                             "dashes.", field="slug")
     return slug
 
 
-TEXT_LIMITS = {"name": 100, "family": 60, "version": 60, "default_user": 60,
-               "description": 2000}
-NUMBER_MAX = 1_000_000
+# The limits of every catalog field, read by the JSON API's schemas and the dashboard's
+# forms too (so the three agree): lengths of text, the largest size, price and env.
+SLUG_MAX = 60
+NAME_MAX = 100
+LABEL_MAX = 60  # an image's family, version and default user
+DESCRIPTION_MAX = 2000
+REF_MAX = 300  # an image's ref on its engine
+TEXT_LIMITS = {"name": NAME_MAX, "family": LABEL_MAX, "version": LABEL_MAX,
+               "default_user": LABEL_MAX, "description": DESCRIPTION_MAX}
+NUMBER_MAX = 1_000_000  # vCPUs, MB, GB
+IMAGE_DISK_MAX = 100_000  # GB an image may need at least
+PRICE_MAX = 10**12  # minor units
+ENV_MAX = 100  # variables of an app
 
 
 def _check_text(values: dict[str, Any]) -> None:
@@ -71,8 +81,8 @@ def _check_plan(values: dict[str, Any]) -> None:
             raise InvalidRequest(f"{field} cannot be negative.", field=field)
 
 
-def _page(principal: Principal, query, model, *, include_inactive: bool, limit: int,
-          cursor: str | None):
+def _page(principal: Principal, query: Any, model: Any, *, include_inactive: bool, limit: int,
+          cursor: str | None) -> pagination.Page[Any]:
     if not (include_inactive and principal.is_admin):
         query = query.where(model.active)
     return pagination.page(query, model, limit, cursor)
@@ -82,7 +92,7 @@ def _page(principal: Principal, query, model, *, include_inactive: bool, limit: 
 
 
 def list_plans(principal: Principal, include_inactive: bool = False, limit: int = 50,
-               cursor: str | None = None):
+               cursor: str | None = None) -> pagination.Page[Plan]:
     return _page(principal, Plan.select(), Plan, include_inactive=include_inactive,
                  limit=limit, cursor=cursor)
 
@@ -137,7 +147,7 @@ def delete_plan(principal: Principal, plan_id: str) -> None:
 
 
 def list_images(principal: Principal, include_inactive: bool = False, limit: int = 50,
-                cursor: str | None = None):
+                cursor: str | None = None) -> pagination.Page[Image]:
     return _page(principal, Image.select(), Image, include_inactive=include_inactive,
                  limit=limit, cursor=cursor)
 
@@ -207,7 +217,7 @@ def delete_image(principal: Principal, image_id: str) -> None:
 
 
 def list_apps(principal: Principal, include_inactive: bool = False, limit: int = 50,
-              cursor: str | None = None):
+              cursor: str | None = None) -> pagination.Page[App]:
     query = App.select(App, Image).join(Image)
     return _page(principal, query, App, include_inactive=include_inactive, limit=limit,
                  cursor=cursor)

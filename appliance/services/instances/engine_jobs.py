@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from appliance.db import database
-from appliance.drivers.base import MISSING, RUNNING, DriverError, InstanceSpec, Limits
+from appliance.drivers.base import MISSING, RUNNING, Driver, DriverError, InstanceSpec, Limits
 from appliance.errors import ApplianceError
 from appliance.models import Image, Instance, InstanceEvent, Job, Node, Plan
 from appliance.services import clock
@@ -30,6 +32,16 @@ def _instance(job: Job) -> Instance:
     return Instance.get_by_id(job.instance_id)
 
 
+def _password(sealed: str) -> str:
+    """The password a job carries, unsealed. When it cannot be read back (SECRET_KEY
+    changed since the job was queued) the job fails rather than go on without it."""
+    password = sealing.unseal(sealed)
+    if password is None:
+        raise ApplianceError("The password cannot be read back (the secret key changed "
+                             "since it was set); set it again.", code="password_unreadable")
+    return password
+
+
 def _event(instance_id: str, kind: str, message: str, job: Job | None) -> None:
     with database.atomic():
         InstanceEvent.create(id=new_id("iev"), instance=instance_id, job=job, type=kind,
@@ -37,7 +49,8 @@ def _event(instance_id: str, kind: str, message: str, job: Job | None) -> None:
         outbox.instance_event(instance_id, kind, message, job)
 
 
-def _sync(instance: Instance, driver, *, wait_for_address: bool = False, **changes) -> str:
+def _sync(instance: Instance, driver: Driver, *, wait_for_address: bool = False,
+          **changes: Any) -> str:
     """Copy the engine's view into the row; return the power state."""
     state = driver.state(instance.driver_ref)
     deadline = time.monotonic() + ADDRESS_WAIT
@@ -71,9 +84,10 @@ def create(job: Job, progress: jobs.Progress) -> None:
         # its keys or password may be missing too, so it is made again from scratch.
         driver.delete(ref)
         found = MISSING
+    sealed = params.get("password")
     spec = InstanceSpec(name=ref, image=instance.image.ref, limits=_limits(instance.plan),
                         ssh_keys=tuple(json.loads(instance.ssh_keys or "[]")),
-                        password=sealing.unseal(params.get("password")),
+                        password=_password(sealed) if sealed else None,
                         user=instance.image.default_user, env=params.get("env") or {})
     if found == MISSING:
         ref = _create_on_engine(instance, driver, spec)
@@ -89,7 +103,7 @@ def create(job: Job, progress: jobs.Progress) -> None:
     _event(instance.id, "instance.ready", f"Running on {instance.node.name}", job)
 
 
-def _create_on_engine(instance: Instance, driver, spec: InstanceSpec) -> str:
+def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec) -> str:
     """driver.create; the row shows the instance running as soon as the engine runs it,
     while the driver finishes (password, crash watch), and goes back to creating if the
     create fails after that (a transient failure is retried from nothing)."""
@@ -127,7 +141,7 @@ def _create_failed(job: Job, error: str) -> None:
     _event(job.instance_id, "instance.failed", error, job)
 
 
-def _power(action: str, event: str, done: str):
+def _power(action: str, event: str, done: str) -> Callable[[Job, jobs.Progress], None]:
     def run(job: Job, progress: jobs.Progress) -> None:
         instance = _instance(job)
         driver = nodes.driver_for(instance.node)
@@ -201,7 +215,7 @@ def rebuild(job: Job, progress: jobs.Progress) -> None:
 
 def set_password(job: Job, progress: jobs.Progress) -> None:
     instance = _instance(job)
-    password = sealing.unseal(json.loads(job.params)["password"])
+    password = _password(json.loads(job.params)["password"])
     driver = nodes.driver_for(instance.node)
     driver.set_password(instance.driver_ref, instance.image.default_user, password)
     _event(instance.id, "instance.password_set", "Password changed", job)
@@ -257,7 +271,7 @@ def register_handlers() -> None:
 ENGINE_PREFIX = "ins-"
 
 
-def reconcile_node(node) -> int:
+def reconcile_node(node: Node) -> int:
     """Make the rows of a node's instances agree with its engine; return rows changed.
 
     Instances with an operation in progress are left to their job. One stopped or deleted

@@ -69,6 +69,26 @@ class Progress:
         self.job.step, self.job.message = step, message
 
 
+@dataclass(frozen=True)
+class Figures:
+    """How far a job is, as the API and the dashboard show it."""
+    step: int
+    total: int
+    percent: int
+
+
+def progress_of(job: Job) -> Figures:
+    """The job's step of its total and the percentage; a succeeded job is at 100 %."""
+    total = max(1, job.total_steps)
+    done = job.status == "succeeded"
+    step = total if done else min(job.step, total)
+    return Figures(step, total, 100 if done else int(100 * step / total))
+
+
+def percent_done(job: Job) -> int:
+    return progress_of(job).percent
+
+
 def enqueue(job_type: str, *, project_id: str, instance_id: str | None = None,
             user_id: str | None = None, params: dict[str, Any] | None = None,
             total_steps: int = 1, message: str = "Waiting to start") -> Job:

@@ -1,6 +1,6 @@
 """Instances: create, list, power actions, resize, rebuild, rename, delete, passwords, keys.
 
-Every change to a machine is a job (services/instances/jobs.py, handlers in instance_jobs.py): the
+Every change to a machine is a job (services/instances/jobs.py, handlers in engine_jobs.py): the
 request is checked here - role, scope, state, plan, image, quota, capacity - and answered
 202 with the job; the engine work happens on a worker. One unfinished job per instance
 (a partial unique index): a second operation is 409 `operation_in_progress`.
@@ -20,9 +20,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from peewee import JOIN, IntegrityError, SqliteDatabase
+from peewee import JOIN, IntegrityError, ModelSelect, SqliteDatabase
 
 from appliance.db import database, writes_seen
 from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
@@ -30,13 +30,14 @@ from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Pla
 from appliance.models import SshKey as AccountSshKey
 from appliance.services import audit, clock, pagination, projects
 from appliance.services.accounts import ssh_keys
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import prepaid
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
 from appliance.services.instances import backups, catalog, jobs, nodes, sealing
 from appliance.services.limits import quotas
+from appliance.services.principal import Principal
 
+NAME_MAX = 64  # an instance name is its hostname
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 72
 LIVE = ("creating", "running", "stopped", "failed", "deleting")
@@ -81,7 +82,7 @@ def _check_password(password: str | None) -> str | None:
 
 def _check_name(name: str) -> str:
     if not NAME.match(name or ""):
-        raise InvalidRequest("A name is 1-64 lowercase letters, digits and inner dashes, "
+        raise InvalidRequest(f"A name is 1-{NAME_MAX} lowercase letters, digits and inner dashes, "
                              "like a hostname.", field="name")
     return name
 
@@ -114,7 +115,7 @@ def _event(instance: Instance | str, kind: str, message: str, job: Job | None = 
 
 
 def _enqueue(instance: Instance, job_type: str, principal: Principal, message: str,
-             total_steps: int = 1, **params) -> Job:
+             total_steps: int = 1, **params: Any) -> Job:
     try:
         with database.atomic():
             return jobs.enqueue(job_type, project_id=instance.project_id,
@@ -125,7 +126,7 @@ def _enqueue(instance: Instance, job_type: str, principal: Principal, message: s
                        code="operation_in_progress") from None
 
 
-def _owner(project: Project):
+def _owner(project: Project) -> User:
     return project.created_by
 
 
@@ -154,7 +155,9 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
         quotas.check(owner, "memory_mb", plan.memory_mb)
         prepaid.require_can_provision(owner.id)
         node = nodes.place(plan, image)
-        generated = _generate_password() if password is None else None
+        generated: str | None = None
+        if password is None:
+            password = generated = _generate_password()
         now = clock.now()
         instance = Instance.create(
             id=new_id("ins"), project=project_id, name=name, plan=plan, image=image,
@@ -163,7 +166,7 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
             created_by=principal.user, created_at=now, updated_at=now)
         job = jobs.enqueue("instance.create", project_id=project_id, instance_id=instance.id,
                            user_id=principal.user.id, total_steps=3, message="Queued",
-                           params={"password": sealing.seal(password or generated),
+                           params={"password": sealing.seal(password),
                                    "env": json.loads(app.env) if app else {}})
         _event(instance, "instance.created", f"Created by {principal.user.email}", job)
         audit.record("instance.created", actor=principal.user, target_type="instance",
@@ -188,6 +191,8 @@ def _source(image_id: str | None, app_slug: str | None) -> tuple[Image, App | No
         except NotFound:
             raise InvalidRequest("No such app.", code="app_not_found", field="app_slug") from None
         return app.image, app
+    if image_id is None:
+        raise InvalidRequest("Give either image_id or app_slug.", field="image_id")
     try:
         return catalog.get_image(image_id), None
     except NotFound:
@@ -210,7 +215,7 @@ def _meets(plan: Plan, image: Image, app: App | None) -> None:
 # Reading -----------------------------------------------------------------------------
 
 
-def _query(project_id: str):
+def _query(project_id: str) -> ModelSelect[Instance]:
     return (Instance.select(Instance, Plan, Image, Node)
             .join(Plan, on=(Instance.plan == Plan.id))
             .switch(Instance).join(Image, on=(Instance.image == Image.id))
@@ -219,13 +224,15 @@ def _query(project_id: str):
 
 
 def list_instances(principal: Principal, project_id: str, limit: int = 50,
-                   cursor: str | None = None, include_deleted: bool = False):
+                   cursor: str | None = None,
+                   include_deleted: bool = False) -> pagination.Page[Instance]:
     principal.require_scope("instances:read")
     projects.access(principal, project_id, projects.READ)
     return _page(project_id, limit, cursor, include_deleted)
 
 
-def _page(project_id: str, limit: int, cursor: str | None, include_deleted: bool):
+def _page(project_id: str, limit: int, cursor: str | None,
+          include_deleted: bool) -> pagination.Page[Instance]:
     query = _query(project_id)
     if not include_deleted:
         query = query.where(Instance.deleted_at.is_null())
@@ -314,14 +321,14 @@ def current_jobs(instance_ids: list[str]) -> dict[str, Job]:
 
 
 def list_events(principal: Principal, project_id: str, instance_id: str, limit: int = 50,
-                cursor: str | None = None):
+                cursor: str | None = None) -> pagination.Page[InstanceEvent]:
     instance = get_instance(principal, project_id, instance_id)
     return pagination.page(InstanceEvent.select().where(InstanceEvent.instance == instance),
                            InstanceEvent, limit, cursor)
 
 
 def list_jobs(principal: Principal, project_id: str, instance_id: str | None = None,
-              limit: int = 50, cursor: str | None = None):
+              limit: int = 50, cursor: str | None = None) -> pagination.Page[Job]:
     principal.require_scope("instances:read")
     projects.access(principal, project_id, projects.READ)
     query = Job.select().where(Job.project == project_id)
@@ -495,12 +502,14 @@ def reset_password(principal: Principal, project_id: str, instance_id: str,
                    password: str | None = None) -> Started:
     """Set a new password (generated when not given; shown once)."""
     password = _check_password(password)
-    generated = _generate_password() if password is None else None
+    generated: str | None = None
+    if password is None:
+        password = generated = _generate_password()
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
         _require_state(instance, ("running",), "reset the password of")
         job = _enqueue(instance, "instance.password", principal, "Setting the password",
-                       password=sealing.seal(password or generated))
+                       password=sealing.seal(password))
         if generated:
             Instance.update(password_sealed=sealing.seal(generated)).where(
                 Instance.id == instance.id).execute()
@@ -545,7 +554,7 @@ def add_ssh_key(principal: Principal, project_id: str, instance_id: str,
 # For other services (registered by services/wiring.py) ----------------------------------
 
 
-def _live_of_owner(user: User):
+def _live_of_owner(user: User) -> ModelSelect[Instance]:
     return (Instance.select(Instance, Plan).join(Plan, on=(Instance.plan == Plan.id))
             .switch(Instance).join(Project, JOIN.INNER, on=(Instance.project == Project.id))
             .where(Project.created_by == user, Instance.deleted_at.is_null()))

@@ -20,21 +20,24 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from peewee import IntegrityError, fn
 
 from appliance import config, drivers
 from appliance.db import database
-from appliance.drivers.base import DriverError
+from appliance.drivers.base import Driver, DriverError, ImageInfo
 from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from appliance.models import Image, Instance, Node, Plan
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 T = TypeVar("T")
+NAME_MAX = 100
+ENDPOINT_MAX = 500
+OPTIONS_MAX = 20  # driver options of a node
 log = logging.getLogger("appliance.nodes")
 
 ENGINES = tuple(drivers.ENGINES)
@@ -49,7 +52,7 @@ class Capacity:
     disk_gb: int
 
 
-def driver_for(node: Node):
+def driver_for(node: Node) -> Driver:
     return drivers.connect(node.engine, node.endpoint, json.loads(node.options or "{}"))
 
 
@@ -68,8 +71,8 @@ def _check_fields(engine: str, endpoint: str, capacity: Capacity, name: str) -> 
     if not _ENDPOINT.match(endpoint or ""):
         raise InvalidRequest("endpoint is a unix:///path, https://host:port or tcp://host:port "
                              "(empty: the engine's local socket).", field="endpoint")
-    if not name.strip() or len(name) > 100:
-        raise InvalidRequest("A node needs a name of 1-100 characters.", field="name")
+    if not name.strip() or len(name) > NAME_MAX:
+        raise InvalidRequest(f"A node needs a name of 1-{NAME_MAX} characters.", field="name")
     for field, value in (("capacity_vcpus", capacity.vcpus),
                          ("capacity_memory_mb", capacity.memory_mb),
                          ("capacity_disk_gb", capacity.disk_gb)):
@@ -106,7 +109,8 @@ def _insert(name: str, engine: str, endpoint: str, *, capacity: Capacity,
                        details={"field": "name"}) from None
 
 
-def list_nodes(principal: Principal, limit: int = 50, cursor: str | None = None):
+def list_nodes(principal: Principal, limit: int = 50,
+               cursor: str | None = None) -> pagination.Page[Node]:
     require_admin(principal)
     return pagination.page(Node.select(), Node, limit, cursor)
 
@@ -126,8 +130,9 @@ def update_node(principal: Principal, node_id: str, *, enabled: bool | None = No
     if enabled is not None:
         changes["enabled"] = enabled
     if name is not None:
-        if not name.strip() or len(name) > 100:
-            raise InvalidRequest("A node needs a name of 1-100 characters.", field="name")
+        if not name.strip() or len(name) > NAME_MAX:
+            raise InvalidRequest(f"A node needs a name of 1-{NAME_MAX} characters.",
+                                 field="name")
         changes["name"] = name.strip()
     if capacity is not None:
         _check_fields(node.engine, node.endpoint, capacity, changes.get("name", node.name))
@@ -176,7 +181,7 @@ def check_health(node: Node) -> Node:
         info = driver.info()
         found = driver.images()
     except DriverError as exc:
-        changes = {"health": "unhealthy", "health_message": exc.message[:500]}
+        changes: dict[str, Any] = {"health": "unhealthy", "health_message": exc.message[:500]}
         found = None
     else:
         changes = {"health": "healthy", "health_message": "", "engine_version": info.version,
@@ -191,7 +196,7 @@ def check_health(node: Node) -> Node:
     return Node.get_by_id(node.id)
 
 
-def _record_images(node: Node, found) -> None:
+def _record_images(node: Node, found: list[ImageInfo]) -> None:
     """Discovered images of a node: new ones are added, gone ones deactivated."""
     now = clock.now()
     known = {image.ref: image for image in Image.select().where(Image.node == node)}

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.db import database
 from appliance.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from appliance.models import LimitOverride, LimitRequest, Setting, User
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import get_user, require_admin
-from appliance.services.accounts.sessions import Principal
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def set_defaults(principal: Principal, values: dict[str, int]) -> dict[str, int]
              .on_conflict(conflict_target=[Setting.key],
                           update={Setting.value: json.dumps(value), Setting.updated_at: now})
              .execute())
-        audit.record("limits.defaults_set", actor=principal.user, ip=principal.ip, **values)
+        details: dict[str, Any] = dict(values)  # resource names, none of record()'s own
+        audit.record("limits.defaults_set", actor=principal.user, ip=principal.ip, **details)
     return defaults()
 
 
@@ -193,13 +195,14 @@ def request_increase(principal: Principal, resource: str, requested: int,
     return row
 
 
-def list_requests(principal: Principal, limit: int = 50, cursor: str | None = None):
+def list_requests(principal: Principal, limit: int = 50,
+                  cursor: str | None = None) -> pagination.Page[LimitRequest]:
     query = LimitRequest.select().where(LimitRequest.user == principal.user)
     return pagination.page(query, LimitRequest, limit, cursor)
 
 
 def list_all_requests(principal: Principal, status: str | None = None, limit: int = 50,
-                      cursor: str | None = None):
+                      cursor: str | None = None) -> pagination.Page[LimitRequest]:
     require_admin(principal)
     query = LimitRequest.select(LimitRequest, User).join(
         User, on=(LimitRequest.user == User.id))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from appliance import config
 from appliance.errors import RateLimited
-from appliance.services.accounts.sessions import Principal
 from appliance.services.limits import throttle
+from appliance.services.principal import Principal
 
 WINDOW = 60
 

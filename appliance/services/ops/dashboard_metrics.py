@@ -25,8 +25,8 @@ from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import Instance, MetricSample, Project, UsageRecord, User
 from appliance.services import clock
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import billing_state
+from appliance.services.principal import Principal
 
 WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(days=1),
            "7d": dt.timedelta(days=7)}

@@ -21,7 +21,7 @@ Raw SQL on purpose: on this path peewee's query building cost more than SQLite d
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from appliance.db import database, db_time, raw_sql
@@ -72,7 +72,7 @@ def _marks(values: list) -> str:
     return ", ".join("?" * len(values))
 
 
-def due_webhooks(limit: int = 50, exclude_webhooks=()) -> list[str]:
+def due_webhooks(limit: int = 50, exclude_webhooks: Collection[str] = ()) -> list[str]:
     """Active webhooks with deliveries due now, the longest waiting first, leaving out
     those in `exclude_webhooks` (the ones with enough in flight)."""
     now, excluded = db_time(clock.now()), list(exclude_webhooks)

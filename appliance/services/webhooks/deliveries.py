@@ -27,16 +27,19 @@ import email.utils
 import json
 import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
+
+from peewee import Expression
 
 from appliance import __version__
 from appliance.db import database, db_time, raw_sql
 from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
 from appliance.services import clock, pagination
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
+from appliance.services.principal import Principal
 from appliance.services.webhooks import endpoints, signing, ssrf
 
 log = logging.getLogger("appliance.webhooks")
@@ -116,12 +119,12 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> dt.timedelta | Non
 # Claiming ----------------------------------------------------------------------------
 
 
-def _due(now: dt.datetime):
+def _due(now: dt.datetime) -> Expression:
     return ((WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
             & (WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < now)))
 
 
-def next_due_at(exclude_webhooks=()) -> dt.datetime | None:
+def next_due_at(exclude_webhooks: Collection[str] = ()) -> dt.datetime | None:
     """When the earliest pending delivery nobody holds to an active webhook (not one of
     `exclude_webhooks`) comes due."""
     query = (WebhookDelivery.select(WebhookDelivery.next_attempt_at).join(Webhook)
@@ -330,7 +333,7 @@ def disable_webhook(webhook_id: str, reason: str) -> bool:
 
 def list_deliveries(principal: Principal, webhook_id: str, status: str | None = None,
                     limit: int = pagination.DEFAULT_LIMIT,
-                    cursor: str | None = None) -> tuple[list[WebhookDelivery], str | None]:
+                    cursor: str | None = None) -> pagination.Page[WebhookDelivery]:
     """A webhook's deliveries, newest first, optionally of one status."""
     webhook = endpoints.get_webhook(principal, webhook_id)
     if status is not None and status not in STATUSES:

@@ -87,7 +87,7 @@ class Dispatcher:
             self._wakeup.clear()
 
     def _dispatch(self) -> None:
-        """Hand out batches of due deliveries (delivery_batches.claim_batch) while workers are
+        """Hand out batches of due deliveries (batches.claim_batch) while workers are
         free: one batch per worker, never more than `per_endpoint` to one webhook."""
         while not self._stopping:
             with self._lock:

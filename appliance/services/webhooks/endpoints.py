@@ -27,15 +27,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from peewee import ModelSelect
+
 from appliance import config
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import Event, Membership, Project, Webhook, WebhookDelivery
 from appliance.services import audit, clock, pagination, projects, settings
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events.event_types import EVENT_TYPES
 from appliance.services.ids import new_id
 from appliance.services.instances import sealing
+from appliance.services.principal import Principal
 from appliance.services.webhooks import signing, ssrf
 
 URL_MAX = 2000
@@ -191,7 +193,7 @@ def create_webhook(principal: Principal, url: str, *, event_types: list[str] | N
     return NewSecret(webhook, secret)
 
 
-def _own(principal: Principal):
+def _own(principal: Principal) -> ModelSelect[Webhook]:
     query = Webhook.select().where(Webhook.user == principal.user.id)
     if principal.project_id is not None:
         query = query.where(Webhook.project == principal.project_id)
@@ -200,7 +202,7 @@ def _own(principal: Principal):
 
 def list_webhooks(principal: Principal, limit: int = pagination.DEFAULT_LIMIT,
                   cursor: str | None = None,
-                  project_id: str | None = None) -> tuple[list[Webhook], str | None]:
+                  project_id: str | None = None) -> pagination.Page[Webhook]:
     """The caller's webhooks, newest first (only one project's for a restricted key)."""
     principal.require_scope("webhooks:read")
     query = _own(principal)
@@ -341,7 +343,7 @@ def forget_expired_secrets() -> int:
 # Fan-out -----------------------------------------------------------------------------
 
 
-def _members(project_id: str):
+def _members(project_id: str) -> ModelSelect[Membership]:
     return (Membership.select(Membership.user)
             .join(Project, on=(Membership.project == Project.id))
             .where(Membership.project == project_id, Project.deleted_at.is_null()))

@@ -1,0 +1,45 @@
+"""The acting principal: who a service acts for, and with what rights.
+
+Every service that acts for someone takes a `Principal`: the user, how they came
+(a browser session, an API access token, an API key), the key's scopes and project
+restriction, and the client's address for the audit log. The views resolve it from the
+request (api/principal.py, web/session.py); services check roles and scopes on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.errors import Forbidden
+from appliance.models import User
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting: a user, through a session (browser or API token) or an API key.
+
+    A key acts as its owner limited by its `scopes` and, when restricted, by its project;
+    the owner's current roles are checked by the services as for any other caller.
+    """
+
+    user: User
+    session_id: str | None
+    via: str  # session | token | api_key
+    scopes: frozenset[str] | None = None  # None: everything the user's roles allow
+    key_id: str | None = None
+    project_id: str | None = None  # a key restricted to one project
+    ip: str = ""  # the client's address, set by the view that resolved the caller (audit)
+
+    @property
+    def is_admin(self) -> bool:
+        """An administrator acting with administrator rights (a key needs the admin scope)."""
+        return self.user.role == "admin" and self.allows("admin")
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        """403 `scope_denied`, naming the scope, when a key lacks it."""
+        if not self.allows(scope):
+            raise Forbidden(f"This API key lacks the scope {scope}.", code="scope_denied",
+                            details={"scope": scope})
