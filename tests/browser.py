@@ -11,6 +11,9 @@
   log file, not a pipe nobody reads.
 - `Screenshots` saves full-page PNGs under the test run's output folder:
   `$APPLIANCE_TEST_OUTPUT/screenshots`, or `<repo>/build/test-output/screenshots`.
+- `served_with_an_admin(workdir)` is the body of a module's `server` fixture: the
+  administrator ADMIN_EMAIL (password PASSWORD) made from the shell, then the server;
+  `sign_in(page, server)` signs them in, `submit` clicks a button and waits for the page.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+PASSWORD = "lantern orchard velvet 42"  # every account the browser tests make has it
+ADMIN_EMAIL = "ada@example.com"  # the administrator made from the shell
+ADMIN_NAME = "Ada Lovelace"
+PHONE = {"width": 390, "height": 844}
+SMALL_PHONE = {"width": 375, "height": 812}
 LAUNCH_TIMEOUT_MS = 60_000
 ACTION_TIMEOUT_MS = 15_000
 NAVIGATION_TIMEOUT_MS = 30_000
@@ -86,13 +93,25 @@ def new_page(browser: Any) -> Any:
 
 
 class PageProblems:
-    """Collects what a user would see break: uncaught script errors and failed assets."""
+    """Collects what a user would see break: uncaught script errors, failed assets and
+    anything the Content-Security-Policy refused (Chromium logs "Refused to ...").
+
+    `console` keeps every console message as "type: text", for a test to look at.
+    """
 
     def __init__(self, page: Any) -> None:
         self.errors: list[str] = []
+        self.console: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"script error: {exc}"))
+        page.on("console", self._console)
         page.on("requestfailed", self._failed)
         page.on("response", self._response)
+
+    def _console(self, message: Any) -> None:
+        text = f"{message.type}: {message.text}"
+        self.console.append(text)
+        if "Content Security Policy" in message.text or message.text.startswith("Refused to"):
+            self.errors.append(f"CSP violation: {message.text} ({page_url(message)})")
 
     def _failed(self, request: Any) -> None:
         # ERR_ABORTED is the browser dropping a load because the page navigated away
@@ -105,6 +124,12 @@ class PageProblems:
         # stylesheets, scripts and images never should.
         if response.request.resource_type != "document" and response.status >= 400:
             self.errors.append(f"{response.status} for {response.url}")
+
+
+def page_url(message: Any) -> str:
+    """Where a console message came from: its script's URL, or the page's."""
+    location = message.location or {}
+    return location.get("url") or ""
 
 
 class Screenshots:
@@ -157,17 +182,6 @@ class ApplianceServer(Server):
         return self.log_path.read_text()
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 def link_in(text: str, path: str) -> str:
     """The first absolute URL in a mail body whose path is `path`."""
     match = re.search(rf"https?://\S+{re.escape(path)}\S*", text)
@@ -197,3 +211,46 @@ def create_admin_from_shell(workdir: Path, data: Path, email: str, name: str,
                     "--name", name, "--data-dir", str(data)],
                    env={"APPLIANCE_ADMIN_PASSWORD": password, "PATH": ""}, check=True,
                    capture_output=True, cwd=workdir)
+
+
+def served_with_an_admin(workdir: Path, seed: Callable[[Path], None] | None = None):
+    """The body of a module-scoped `server` fixture: the administrator made from the
+    shell, as an operator would on first install, then `seed(data directory)` if given,
+    then the server: `yield from served_with_an_admin(tmp_path_factory.mktemp(...))`."""
+    data = workdir / "data"
+    create_admin_from_shell(workdir, data, ADMIN_EMAIL, ADMIN_NAME, PASSWORD)
+    if seed is not None:
+        seed(data)
+    yield from running(ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)}))
+
+
+def submit(page: Any, button_name: str, *, scope: Any = None) -> int:
+    """Click a submit button and wait for the page it leads to; return its HTTP status."""
+    with page.expect_navigation() as navigation:
+        (scope or page).get_by_role("button", name=button_name, exact=True).click()
+    return navigation.value.status
+
+
+def fill_sign_in(page: Any, email: str, password: str = PASSWORD) -> int:
+    """Fill and send the sign-in form the page shows; return the status of the answer."""
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    return submit(page, "Sign in")
+
+
+def sign_in(page: Any, server: ApplianceServer, email: str = ADMIN_EMAIL,
+            password: str = PASSWORD) -> None:
+    """Open /signin and sign in (the administrator by default)."""
+    page.goto(server.url + "/signin")
+    assert fill_sign_in(page, email, password) == 200
+
+
+def nav_link(page: Any, name: str) -> Any:
+    """A link of the main navigation, by its exact name."""
+    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name,
+                                                                    exact=True)
+
+
+def fits_the_screen(page: Any) -> bool:
+    """Nothing on the page is wider than its viewport (no sideways scrolling)."""
+    return page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]

@@ -1,4 +1,16 @@
-"""Shared fixtures: a real app on a real SQLite file per test, built by the migrations."""
+"""Shared fixtures: a real app on a real SQLite file per test, built by the migrations.
+
+- `reset_module_state()` runs before and after every test (autouse `clean_environment`):
+  no cache or buffer of the appliance outlives the test that filled it.
+- The standing people of the JSON API tests, each a fixture of bearer headers with a
+  `*_user` twin holding the row: `owner`, `member` and `viewer` (members of the owner's
+  default project, `owner_project`, in those roles), `outsider` (in no project of the
+  owner's) and `admin` (an administrator, root@example.test).
+- The standing people of the dashboard tests, each a signed-in `factories.Browser`:
+  `ada` (the owner), `bob` (a teammate), `eve` (an outsider), all three made first by
+  `users`, which a module overrides when it needs other people; and `root`, the
+  administrator (the same account as `admin`).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +25,58 @@ import pytest
 import requests
 
 from appliance import create_app
+from appliance.drivers import fake
 from appliance.services import clock
 from appliance.services.accounts import api_keys, authcache
+from appliance.services.events import live
+from appliance.services.instances import lifecycle
 from appliance.services.limits import throttle
 from appliance.services.ops import dashboard_metrics
+from appliance.services.webhooks import endpoints
+from tests.factories import (
+    Browser,
+    add_member,
+    default_project,
+    fake_catalog,
+    make_user,
+    signed_in,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def reset_module_state() -> None:
+    """Forget what the appliance keeps in process memory between requests.
+
+    Each test has its own database, but these outlive it: the clock, rate-limit counters,
+    the authorization cache, API-key uses and dashboard request counts not yet written,
+    the fake engine's simulated nodes, the cached WEBHOOKS_ALLOW_PRIVATE setting, the
+    rendered instance lists and the live event streams' slots. Kept on purpose: what
+    `services.wiring.connect()` registers once (hooks, job handlers, quota counters), the
+    settings of the last app built (a module-scoped app reads them) and the cached engine
+    drivers (a module-scoped real-engine driver is shared; the fake one holds no state).
+    """
+    clock.reset()  # first: forgetting pending usage restarts its flush interval at now()
+    throttle.reset_all()
+    authcache.invalidate()
+    api_keys.forget_pending_usage()
+    dashboard_metrics.forget_pending()
+    fake.forget_all()
+    endpoints.forget_cached_setting()  # keyed by id(database): ids are reused
+    lifecycle.forget_rendered_lists()  # kept under their listing version
+    live.reset()  # slots of streams a test left open, and a past end_all()
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    """No APPLIANCE_* variable of the developer's shell leaks into a test."""
+    """No APPLIANCE_* variable of the developer's shell leaks into a test, and no module
+    state of an earlier test either."""
     for name in list(os.environ):
         if name.startswith("APPLIANCE_"):
             monkeypatch.delenv(name)
-    throttle.reset_all()
-    api_keys.forget_pending_usage()
-    dashboard_metrics.forget_pending()
-    authcache.invalidate()
+    reset_module_state()
     yield
-    clock.reset()
-    throttle.reset_all()
+    reset_module_state()
 
 
 @pytest.fixture
@@ -62,6 +105,106 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def catalog(app) -> dict[str, str]:
+    """A healthy simulated node and the plans "small" and "large" (factories.fake_catalog)."""
+    return fake_catalog(app)
+
+
+# The standing people of the JSON API ------------------------------------------------
+
+
+@pytest.fixture
+def owner_user(app):
+    return make_user(app, "owner@example.test")
+
+
+@pytest.fixture
+def owner(client, owner_user) -> dict[str, str]:
+    return signed_in(client, owner_user.email)
+
+
+@pytest.fixture
+def owner_project(client, owner) -> str:
+    """The id of the owner's default project, which `member` and `viewer` belong to."""
+    return default_project(client, owner)
+
+
+@pytest.fixture
+def member_user(app, client, owner, owner_project):
+    user = make_user(app, "member@example.test")
+    add_member(client, owner, owner_project, user.email, "member")
+    return user
+
+
+@pytest.fixture
+def member(client, member_user) -> dict[str, str]:
+    return signed_in(client, member_user.email)
+
+
+@pytest.fixture
+def viewer_user(app, client, owner, owner_project):
+    user = make_user(app, "viewer@example.test")
+    add_member(client, owner, owner_project, user.email, "viewer")
+    return user
+
+
+@pytest.fixture
+def viewer(client, viewer_user) -> dict[str, str]:
+    return signed_in(client, viewer_user.email)
+
+
+@pytest.fixture
+def outsider_user(app):
+    return make_user(app, "outsider@example.test")
+
+
+@pytest.fixture
+def outsider(client, outsider_user) -> dict[str, str]:
+    return signed_in(client, outsider_user.email)
+
+
+@pytest.fixture
+def admin_user(app):
+    return make_user(app, "root@example.test", role="admin", display_name="Root")
+
+
+@pytest.fixture
+def admin(client, admin_user) -> dict[str, str]:
+    return signed_in(client, admin_user.email)
+
+
+# The standing people of the dashboard -------------------------------------------------
+
+
+@pytest.fixture
+def users(app) -> dict:
+    """Ada, Bob and Eve, all made before anyone signs in (override it in a module that
+    needs other people: `ada`, `bob` and `eve` only sign in)."""
+    return {name: make_user(app, f"{name}@example.test", display_name=name.title())
+            for name in ("ada", "bob", "eve")}
+
+
+@pytest.fixture
+def ada(app, users) -> Browser:
+    return Browser(app, "ada@example.test")
+
+
+@pytest.fixture
+def bob(app, users) -> Browser:
+    return Browser(app, "bob@example.test")
+
+
+@pytest.fixture
+def eve(app, users) -> Browser:
+    return Browser(app, "eve@example.test")
+
+
+@pytest.fixture
+def root(app, admin_user) -> Browser:
+    return Browser(app, admin_user.email)
 
 
 def free_port() -> int:

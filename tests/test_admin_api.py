@@ -2,21 +2,12 @@
 
 import pytest
 
-from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, login, make_user
 
 
-@pytest.fixture(autouse=True)
-def fresh_counters():
-    throttle.reset_all()
-    yield
-    throttle.reset_all()
-
-
 @pytest.fixture
-def admin_tokens(app, client):
-    make_user(app, "root@example.test", role="admin")
-    return login(client, "root@example.test")
+def admin_tokens(client, admin_user):
+    return login(client, admin_user.email)
 
 
 def test_non_admins_get_403_everywhere_in_admin(app, client):

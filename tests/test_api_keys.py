@@ -24,12 +24,6 @@ from tests.factories import (
 )
 
 
-@pytest.fixture
-def owner(app, client):
-    make_user(app, "owner@example.test")
-    return bearer(login(client, "owner@example.test"))
-
-
 def test_the_secret_is_shown_once_and_only_its_hash_is_kept(app, client, owner):
     secret, key = create_key(client, owner, name="ci")
     assert re.fullmatch(r"sk_[a-z0-9]{8}_[A-Za-z0-9_\-]{32}", secret)

@@ -9,15 +9,7 @@ import pytest
 
 from appliance.models import AuthSession, EmailToken, User
 from appliance.services import clock
-from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, last_mail, login, make_user, token_from_mail
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters():
-    throttle.reset_all()
-    yield
-    throttle.reset_all()
 
 
 def signup(client, email="new@example.test", password=PASSWORD, **extra):

@@ -13,8 +13,8 @@ from appliance.db import database
 from appliance.models import BillingAccount, Instance, Job
 from appliance.services import clock
 from appliance.services.billing import metering, prepaid
-from tests.billing_helpers import T0, make_instance, make_node_and_image, make_plan
 from tests.factories import (
+    T0,
     api,
     bearer,
     create_key,
@@ -22,6 +22,10 @@ from tests.factories import (
     fake_catalog,
     key_auth,
     login,
+    make_image,
+    make_instance,
+    make_node,
+    make_plan,
     make_user,
 )
 
@@ -57,7 +61,8 @@ def _run_usage(app, people, client, hours=3, price=100):
     """An instance of the owner's on a priced plan, metered for `hours` more hours."""
     project = default_project(client, people["owner"])
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         plan = make_plan(price=price)
         instance = make_instance(project, plan, node, image)
         metering.tick()

@@ -17,14 +17,15 @@ from appliance.errors import ApplianceError
 from appliance.models import LedgerEntry, UsageDaily, UsageRecord, User
 from appliance.services import clock
 from appliance.services.accounts import users
-from appliance.services.accounts.sessions import Principal
 from appliance.services.billing import ledger, metering, promo
 from appliance.services.ids import new_id
-from tests.billing_helpers import (
+from appliance.services.principal import Principal
+from tests.factories import (
     default_project_of,
     delete_instance,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
 )
 
@@ -60,7 +61,8 @@ def test_the_ledger_always_adds_up_and_no_hour_is_charged_twice(app, script):
         made = [users.create_user(f"{new_id('p')}@example.test", "correct horse battery",
                                       "", verified=True) for _ in range(2)]
         ids = [u.id for u in made]
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         plans = [make_plan(new_id("a")[2:], price=70, cap=2000),
                  make_plan(new_id("b")[2:], price=13, cap=10**6)]
         codes = []

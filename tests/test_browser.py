@@ -16,16 +16,18 @@ from aiosmtpd.controller import Controller
 
 from appliance.services.accounts.mfa import qr_svg
 from tests.browser import (
+    PASSWORD,
     ApplianceServer,
     Screenshots,
+    fill_sign_in,
     link_in,
     running,
-    wait_for,
+    submit,
 )
 from tests.conftest import free_port
+from tests.factories import wait_for
 from tests.smtp import Inbox
 
-PASSWORD = "lantern orchard velvet 42"
 TOTP_STEP = 30
 
 pytestmark = pytest.mark.slow
@@ -70,23 +72,10 @@ def mail_to(inbox: Inbox, address: str, subject_start: str):
     return wait_for(find, f"a mail {subject_start!r} to {address}")
 
 
-def submit(page, button_name: str, *, scope=None) -> int:
-    """Click a submit button and wait for the page it leads to; return its HTTP status."""
-    with page.expect_navigation() as navigation:
-        (scope or page).get_by_role("button", name=button_name, exact=True).click()
-    return navigation.value.status
-
-
 def sign_out(page) -> None:
     submit(page, "Sign out", scope=page.locator("nav.nav"))
     assert re.search(r"/signin\?signed_out=1$", page.url)
     assert page.get_by_text("You are signed out.").is_visible()
-
-
-def fill_sign_in(page, email: str, password: str) -> int:
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    return submit(page, "Sign in")
 
 
 def sign_up(page, server: ApplianceServer, name: str, email: str) -> None:

@@ -19,20 +19,26 @@ from appliance.db import database
 from appliance.models import Instance, User
 from appliance.services import clock
 from appliance.services.billing import ledger, metering
-from tests.billing_helpers import (
+from tests.browser import (
+    SMALL_PHONE,
+    Screenshots,
+    fits_the_screen,
+    nav_link,
+    served_with_an_admin,
+    sign_in,
+    submit,
+)
+from tests.factories import (
     default_project_of,
     delete_instance,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
 )
-from tests.browser import ApplianceServer, Screenshots, create_admin_from_shell, running
-from tests.test_browser_instances import nav_link
-from tests.test_browser_projects import PASSWORD, sign_in, submit
 
 pytestmark = pytest.mark.slow
 
-PHONE = {"width": 375, "height": 812}
 DAY = dt.timedelta(days=1)
 
 
@@ -44,7 +50,8 @@ def seed_usage(data) -> None:
         user = User.get(User.email == "ada@example.com")
         ledger.post(user.id, "grant", 5000, "grant:seed", note="Welcome credit")
         project = default_project_of(user.id)
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         small, large = make_plan("small", price=4, cap=2000), make_plan("large", price=15)
         make_instance(project, small, node, image, created_at=now - 21 * DAY, name="web")
         batch = make_instance(project, large, node, image, created_at=now - 12 * DAY,
@@ -60,16 +67,7 @@ def seed_usage(data) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-billing")
-    data = workdir / "data"
-    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
-    seed_usage(data)
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    yield from running(appliance)
-
-
-def fits_the_phone(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    yield from served_with_an_admin(tmp_path_factory.mktemp("browser-billing"), seed_usage)
 
 
 def make_a_promo_code(page, server) -> None:
@@ -176,14 +174,14 @@ def test_billing_and_usage_in_a_browser(page, server):
     page.emulate_media(color_scheme="light")
 
     # On a 375 px phone: the narrow chart, nothing wider than the screen.
-    page.set_viewport_size(PHONE)
+    page.set_viewport_size(SMALL_PHONE)
     for name, path in (("billing", "/billing"), ("usage", "/usage"),
                        ("usage-90", "/usage?days=90"), ("overview", "/dashboard"),
                        ("admin-balances", "/admin/billing/"),
                        ("admin-promo-codes", "/admin/billing/promo-codes"),
                        ("admin-settings", "/admin/billing/settings")):
         page.goto(server.url + path)
-        assert fits_the_phone(page), name
+        assert fits_the_screen(page), name
         shots.take(page, f"phone-{name}")
     page.goto(server.url + "/billing")
     assert page.locator("#billing-chart svg.chart-narrow").is_visible()

@@ -18,12 +18,14 @@ import re
 import pytest
 
 from tests.browser import (
-    ApplianceServer,
+    PHONE,
     Screenshots,
-    create_admin_from_shell,
-    running,
+    fits_the_screen,
+    nav_link,
+    served_with_an_admin,
+    sign_in,
+    submit,
 )
-from tests.test_browser_projects import PASSWORD, PHONE, sign_in, submit
 
 pytestmark = pytest.mark.slow
 
@@ -33,20 +35,7 @@ ENGINE_SECONDS = 3.0  # how long the slowed simulated engine takes to create an 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-instances")
-    data = workdir / "data"
-    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    yield from running(appliance)
-
-
-def nav_link(page, name: str):
-    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name,
-                                                                    exact=True)
-
-
-def fits_the_phone(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    yield from served_with_an_admin(tmp_path_factory.mktemp("browser-instances"))
 
 
 def register_a_fake_node(page, server) -> None:
@@ -192,7 +181,7 @@ def test_nodes_plans_and_an_instance_in_a_browser(page, server):
                        ("admin-plans", server.url + "/admin/plans"),
                        ("admin-images", server.url + "/admin/images")):
         page.goto(path)
-        assert fits_the_phone(page), name
+        assert fits_the_screen(page), name
         shots.take(page, f"phone-{name}")
 
     # Deleted with a final backup: the backup is listed, and can be deleted in turn.

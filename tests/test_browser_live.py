@@ -19,27 +19,24 @@ import pytest
 import requests
 
 from tests.browser import (
-    ApplianceServer,
+    ADMIN_EMAIL,
+    PASSWORD,
+    SMALL_PHONE,
     Screenshots,
-    create_admin_from_shell,
-    running,
-    wait_for,
+    fits_the_screen,
+    served_with_an_admin,
+    sign_in,
 )
-from tests.test_browser_projects import PASSWORD, sign_in
+from tests.factories import wait_for
 
 pytestmark = pytest.mark.slow
 
 ENGINE_SECONDS = 3.0
-PHONE = {"width": 375, "height": 812}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-live")
-    data = workdir / "data"
-    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    yield from running(appliance)
+    yield from served_with_an_admin(tmp_path_factory.mktemp("browser-live"))
 
 
 class Api:
@@ -48,7 +45,7 @@ class Api:
     def __init__(self, server) -> None:
         self.base = server.url + "/api/v1"
         login = requests.post(self.base + "/auth/login", timeout=10, json={
-            "email": "ada@example.com", "password": PASSWORD})
+            "email": ADMIN_EMAIL, "password": PASSWORD})
         assert login.status_code == 200, login.text
         self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 
@@ -144,10 +141,10 @@ def test_the_list_and_the_bell_follow_events_without_a_reload(page, server):
     assert 429 not in streams and streams, streams
 
     # The bell and the notifications on a phone.
-    page.set_viewport_size(PHONE)
+    page.set_viewport_size(SMALL_PHONE)
     for name, url in (("instances", instances_url), ("notifications", pages[3])):
         page.goto(url)
-        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+        assert fits_the_screen(page), name
         assert page.locator("#notification-bell").is_visible()
         shots.take(page, f"phone-{name}")
     page.evaluate("document.body.dataset.live === 'on'")

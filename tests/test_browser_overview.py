@@ -17,16 +17,21 @@ from appliance.db import database
 from appliance.models import Instance, MetricSample, User
 from appliance.services import clock
 from appliance.services.billing import ledger, metering
-from tests.billing_helpers import (
+from tests.browser import (
+    SMALL_PHONE,
+    Screenshots,
+    fits_the_screen,
+    served_with_an_admin,
+    sign_in,
+)
+from tests.factories import (
     default_project_of,
     delete_instance,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
 )
-from tests.browser import ApplianceServer, Screenshots, create_admin_from_shell, running
-from tests.test_browser_billing import PHONE, fits_the_phone
-from tests.test_browser_projects import PASSWORD, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +46,8 @@ def seed_activity(data) -> None:
         user = User.get(User.email == "ada@example.com")
         ledger.post(user.id, "grant", 5000, "grant:seed", note="Welcome credit")
         project = default_project_of(user.id)
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         small, large = make_plan("small", price=4), make_plan("large", price=15)
         make_instance(project, small, node, image, created_at=now - dt.timedelta(days=2))
         make_instance(project, large, node, image, created_at=now - dt.timedelta(hours=9))
@@ -59,12 +65,8 @@ def seed_activity(data) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-overview")
-    data = workdir / "data"
-    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
-    seed_activity(data)
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    yield from running(appliance)
+    yield from served_with_an_admin(tmp_path_factory.mktemp("browser-overview"),
+                                    seed_activity)
 
 
 def test_the_overview_charts_in_a_browser(page, server):
@@ -87,9 +89,9 @@ def test_the_overview_charts_in_a_browser(page, server):
     assert page.locator("#chart-spend rect").count() == 168
     shots.take(page, "7-days")
 
-    page.set_viewport_size(PHONE)
+    page.set_viewport_size(SMALL_PHONE)
     for window in ("24h", "1h", "7d"):
         page.goto(f"{server.url}/dashboard?window={window}")
-        assert fits_the_phone(page), window
+        assert fits_the_screen(page), window
         assert page.locator("#chart-instances svg").is_visible()
         shots.take(page, f"phone-{window}")

@@ -13,41 +13,22 @@ import pytest
 import requests
 
 from tests.browser import (
-    ApplianceServer,
+    PASSWORD,
+    PHONE,
     Screenshots,
-    create_admin_from_shell,
-    running,
+    fits_the_screen,
+    served_with_an_admin,
+    sign_in,
+    submit,
 )
 from tests.sshkeys import ED25519
-
-PASSWORD = "lantern orchard velvet 42"
-PHONE = {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-projects")
-    data = workdir / "data"
-    # An administrator made from the shell, as an operator would on first install.
-    create_admin_from_shell(workdir, data, "ada@example.com", "Ada Lovelace", PASSWORD)
-    appliance = ApplianceServer(workdir, {"APPLIANCE_DATA_DIR": str(data)})
-    yield from running(appliance)
-
-
-def submit(page, button_name: str, *, scope=None) -> int:
-    """Click a submit button and wait for the page it leads to; return its HTTP status."""
-    with page.expect_navigation() as navigation:
-        (scope or page).get_by_role("button", name=button_name, exact=True).click()
-    return navigation.value.status
-
-
-def sign_in(page, server) -> None:
-    page.goto(server.url + "/signin")
-    page.get_by_label("Email").fill("ada@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    assert submit(page, "Sign in") == 200
+    yield from served_with_an_admin(tmp_path_factory.mktemp("browser-projects"))
 
 
 def create_project_and_switch_to_it(page, server, name: str) -> str:
@@ -175,10 +156,10 @@ def test_projects_switcher_and_keys_in_a_browser(page, server):
     page.set_viewport_size(PHONE)
     page.goto(project_url)
     assert page.locator("details.switcher summary").is_visible()
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert fits_the_screen(page)
     shots.take(page, "phone-project")
     page.locator("label.nav-toggle-label").click()
     assert page.get_by_role("link", name="API keys", exact=True).is_visible()
     page.goto(server.url + "/keys")
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert fits_the_screen(page)
     shots.take(page, "phone-keys")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.drivers import fake
 from appliance.models import Node, Plan
 from appliance.services.instances import nodes
-from tests.factories import api, bearer, login, make_user
+from tests.factories import api, make_user, signed_in
 
 PLAN = {"slug": "small", "name": "Small", "vcpus": 1, "memory_mb": 512, "disk_gb": 10,
         "price_hourly": 1, "price_monthly_cap": 500}
@@ -16,13 +15,9 @@ FAKE_NODE = {"name": "demo", "engine": "fake", "endpoint": "fake://demo",
 
 
 @pytest.fixture
-def people(app, client):
-    fake.forget_all()
-    make_user(app, "root@example.test", role="admin")
+def people(app, client, admin):
     make_user(app, "user@example.test")
-    yield {"admin": bearer(login(client, "root@example.test")),
-           "user": bearer(login(client, "user@example.test"))}
-    fake.forget_all()
+    return {"admin": admin, "user": signed_in(client, "user@example.test")}
 
 
 def test_admins_add_plans_and_everyone_reads_the_active_ones(client, people):

@@ -12,13 +12,13 @@ from appliance.db import database
 from appliance.models import MetricSample, UsageRecord
 from appliance.services import clock
 from appliance.services.ops import dashboard_metrics
-from tests.billing_helpers import default_project_of
 from tests.factories import (
     api,
     bearer,
     create_instance,
     create_key,
     default_project,
+    default_project_of,
     fake_catalog,
     key_auth,
     login,

@@ -11,15 +11,14 @@ from appliance.services.events import outbox
 from tests.factories import (
     add_member,
     api,
-    bearer,
     create_instance,
     create_key,
     create_project,
     default_project,
     fake_catalog,
     key_auth,
-    login,
     make_user,
+    signed_in,
 )
 
 DESIGN_TYPES = {
@@ -32,12 +31,12 @@ DESIGN_TYPES = {
 
 
 @pytest.fixture
-def team(app, client):
-    found = {}
-    for name in ("owner", "member", "outsider"):
-        make_user(app, f"{name}@example.test")
-        found[name] = bearer(login(client, f"{name}@example.test"))
-    return found
+def team(app, client, owner, outsider):
+    """The owner and the outsider of tests/conftest.py, and member@example.test, who
+    belongs to no project until a test adds them (so the events they see are the test's)."""
+    make_user(app, "member@example.test")
+    return {"owner": owner, "member": signed_in(client, "member@example.test"),
+            "outsider": outsider}
 
 
 def _events(client, headers, **query) -> list[dict]:

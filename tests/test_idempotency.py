@@ -5,19 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-import pytest
-
 from appliance.errors import Conflict
 from appliance.models import IdempotencyRecord, Project
 from appliance.services import clock
 from appliance.services.limits import idempotency
 from tests.factories import api, bearer, create_key, key_auth, login, make_user
-
-
-@pytest.fixture
-def owner(app, client):
-    make_user(app, "owner@example.test")
-    return bearer(login(client, "owner@example.test"))
 
 
 def _create(client, headers, key, name="Lab"):

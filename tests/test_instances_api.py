@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import time
 
 import pytest
 import requests
@@ -21,29 +20,19 @@ from tests.factories import (
     bearer,
     create_instance,
     create_key,
-    default_project,
     fake_catalog,
     key_auth,
     login,
     make_user,
     run_jobs,
+    wait_for,
 )
 
 
 @pytest.fixture
-def catalog(app):
-    return fake_catalog(app)
-
-
-@pytest.fixture
-def owner(app, client):
-    make_user(app, "owner@example.test")
-    return bearer(login(client, "owner@example.test"))
-
-
-@pytest.fixture
-def project(client, owner):
-    return default_project(client, owner)
+def project(owner_project):
+    """The owner's default project, where these tests make their instances."""
+    return owner_project
 
 
 def _path(project, instance_id="", suffix=""):
@@ -299,10 +288,9 @@ def test_a_served_appliance_runs_jobs_in_the_background(serve, tmp_path):
                                  "image_id": catalog["image"]})
     assert created.status_code == 202
     url = f"{server.url}/api/v1/projects/{project}/instances/{created.json()['instance']['id']}"
-    deadline = time.monotonic() + 15
-    while session.get(url, timeout=10).json()["status"] != "running":
-        assert time.monotonic() < deadline, "the job did not run"
-        time.sleep(0.1)
+    # The served process runs the job on its own clock and thread: wait for what it shows.
+    wait_for(lambda: session.get(url, timeout=10).json()["status"] == "running",
+             "the job to run", timeout=15)
 
 
 def test_the_reconciler_shows_changes_made_outside_and_reports_strangers(app, client, owner,
@@ -445,7 +433,12 @@ def test_the_list_follows_every_change_even_from_another_connection(  # noqa: PL
     with sqlite3.connect(data_dir / "appliance.db") as other:
         other.execute("UPDATE instance SET ipv4 = '10.1.2.3' WHERE id = ?", (instance["id"],))
         other.execute("UPDATE plan SET name = 'Renamed' WHERE slug = 'small'")
-    time.sleep(0.3)
+    # This process did not count those writes: the page kept under the old version is
+    # served until the version is read again, EXTERNAL_WRITES_SEEN_WITHIN seconds after
+    # it last was (time.monotonic, which services.clock does not move). Wait for that,
+    # allowing a little for the requests themselves, but less than the default window.
+    wait_for(lambda: listed()["ipv4"] == "10.1.2.3", "the other connection's write",
+             timeout=lifecycle.EXTERNAL_WRITES_SEEN_WITHIN + 0.5)
     assert (listed()["ipv4"], listed()["plan"]["name"]) == ("10.1.2.3", "Renamed")
     with app.app_context():
         version = lifecycle.listing_version(project)

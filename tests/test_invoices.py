@@ -25,14 +25,23 @@ from appliance.models import (
 )
 from appliance.services import clock
 from appliance.services.billing import billing_state, invoices, ledger, metering
-from tests.billing_helpers import (
+from tests.factories import (
+    EVIL,
+    EVIL_ESCAPED,
+    Browser,
+    api,
+    bearer,
+    create_key,
     default_project_of,
     delete_instance,
+    key_auth,
+    login,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
+    make_user,
 )
-from tests.factories import api, bearer, create_key, key_auth, login, make_user
 
 MARCH = dt.datetime(2025, 3, 10, 12, 30, tzinfo=dt.UTC)
 APRIL_1 = dt.datetime(2025, 4, 1, 0, 20, tzinfo=dt.UTC)
@@ -52,7 +61,8 @@ def people(app):
 @pytest.fixture
 def world(app, people):
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         yield {"node": node, "image": image, **people}
 
 
@@ -157,7 +167,8 @@ def test_vat_is_the_part_of_the_total_it_contains_rounded_half_up(make_app):
     clock.freeze(MARCH)
     user = make_user(app)
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         make_instance(default_project_of(user.id), make_plan(price=100, cap=10**6), node, image)
         metering.tick()
         with database.atomic():
@@ -283,7 +294,8 @@ def test_issuing_records_an_invoice_issued_event(world):
 @pytest.fixture
 def issued(app, people):
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         world = {"node": node, "image": image, **people}
         plan = make_plan(price=100)
         _instance(world, "ada", plan)
@@ -364,7 +376,8 @@ def pdftotext(document: bytes) -> str:
 
 def test_user_strings_are_only_text_in_the_pdf(app, client, people):
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         with database.atomic():
             billing_state.ensure_accounts([people["ada"].id])
             BillingAccount.update(invoice_name="Zoë <b>Ŝtraße</b> 東京 (%PDF)",
@@ -448,8 +461,6 @@ def test_admins_list_every_invoice_and_filter_by_account(app, client, issued, pe
 
 
 def test_the_dashboard_lists_invoices_and_shows_one_with_downloads(app, issued):
-    from tests.test_web_projects import Browser
-
     ada = Browser(app, "ada@example.test")
     listed = ada.page("/billing/invoices")
     invoice = issued["ada"]
@@ -468,18 +479,15 @@ def test_the_dashboard_lists_invoices_and_shows_one_with_downloads(app, issued):
 
 
 def test_the_dashboard_gives_404_for_another_users_invoice(app, issued):
-    from tests.test_web_projects import Browser
-
     bob = Browser(app, "bob@example.test")
     for suffix in ("", ".pdf", ".csv"):
         assert bob.get(f"/billing/invoices/{issued['ada'].id}{suffix}").status_code == 404
 
 
 def test_names_typed_by_users_are_escaped_on_the_invoice_page(app, client, people):
-    from tests.test_web_projects import EVIL, EVIL_ESCAPED, Browser
-
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         with database.atomic():
             billing_state.ensure_accounts([people["ada"].id])
             BillingAccount.update(invoice_name=EVIL).execute()

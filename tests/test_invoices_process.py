@@ -19,15 +19,16 @@ from appliance.db import database
 from appliance.services import clock
 from appliance.services.accounts import passwords
 from appliance.services.billing import invoices, metering
-from tests.billing_helpers import (
+from tests.conftest import Server
+from tests.factories import (
     default_project_of,
     delete_instance,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
+    make_user,
 )
-from tests.conftest import Server
-from tests.factories import make_user
 
 ACCOUNTS = 400
 
@@ -61,7 +62,8 @@ def _accounts_with_usage_last_month(app, monkeypatch) -> list[str]:
         users.append(make_user(app, f"user{n}@example.test"))
     clock.reset()
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         plan = make_plan(price=25)
         started = last_month + dt.timedelta(days=3, minutes=30)
         for user in users:

@@ -12,31 +12,27 @@ from appliance.db import database
 from appliance.models import LedgerEntry, UsageDaily, UsageRecord
 from appliance.services import clock
 from appliance.services.billing import ledger, metering
-from tests.billing_helpers import (
+from tests.factories import (
     T0,
     default_project_of,
     delete_instance,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
 )
-from tests.factories import make_user
 
 H = dt.timedelta(hours=1)
 
 
 @pytest.fixture
-def owner(app):
-    return make_user(app)
-
-
-@pytest.fixture
-def world(app, owner):
+def world(app, owner_user):
     clock.freeze(T0)
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
-        yield {"node": node, "image": image, "project": default_project_of(owner.id),
-               "owner": owner}
+        node = make_node()
+        image = make_image(node)
+        yield {"node": node, "image": image, "project": default_project_of(owner_user.id),
+               "owner": owner_user}
 
 
 def _instance(world, plan, **kwargs):

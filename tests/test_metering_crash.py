@@ -16,9 +16,15 @@ from appliance import create_app
 from appliance.db import database
 from appliance.services import clock
 from appliance.services.billing import ledger
-from tests.billing_helpers import default_project_of, make_instance, make_node_and_image, make_plan
 from tests.conftest import Server
-from tests.factories import make_user
+from tests.factories import (
+    default_project_of,
+    make_image,
+    make_instance,
+    make_node,
+    make_plan,
+    make_user,
+)
 
 INSTANCES = 150
 HOURS_BACK = 400  # each instance has this many hours to catch up: ~60,000 records
@@ -29,7 +35,8 @@ def _prepare(data_dir) -> tuple[str, dt.datetime]:
     user = make_user(app, "owner@example.test")
     created = clock.now() - dt.timedelta(hours=HOURS_BACK)
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         plan = make_plan(price=3, cap=10**6)
         project = default_project_of(user.id)
         with database.atomic():

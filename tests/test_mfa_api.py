@@ -6,16 +6,12 @@ import pyotp
 import pytest
 
 from appliance.services import clock
-from appliance.services.limits import throttle
 from tests.factories import PASSWORD, bearer, login, make_user
 
 
 @pytest.fixture(autouse=True)
 def frozen_clock():
-    throttle.reset_all()
     clock.freeze(dt.datetime(2026, 11, 23, 12, 0, 5, tzinfo=dt.UTC))
-    yield
-    throttle.reset_all()
 
 
 def code(secret):

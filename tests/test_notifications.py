@@ -13,30 +13,30 @@ from appliance.services import clock
 from appliance.services.billing import ledger
 from appliance.services.events import notifications, outbox
 from tests.factories import (
-    add_member,
     api,
     bearer,
     create_instance,
     create_key,
-    default_project,
+    csrf_from,
     fake_catalog,
     key_auth,
     login,
     make_user,
+    run_jobs,
+    sign_in,
 )
 from tests.test_mail import SmtpServers, smtp_settings
 
 
 @pytest.fixture
-def team(app, client):
-    found = {}
-    for name in ("owner", "member", "viewer", "outsider"):
-        found[f"{name}_id"] = make_user(app, f"{name}@example.test").id
-        found[name] = bearer(login(client, f"{name}@example.test"))
-    project = found["project"] = default_project(client, found["owner"])
-    add_member(client, found["owner"], project, "member@example.test", "member")
-    add_member(client, found["owner"], project, "viewer@example.test", "viewer")
-    return found
+def team(owner_user, member_user, viewer_user, outsider_user,  # noqa: PLR0917
+         owner, member, viewer, outsider, owner_project):
+    """The standing people of tests/conftest.py: headers by name, ids as `<name>_id`, and
+    the owner's default project, which the member and the viewer belong to."""
+    return {"owner": owner, "member": member, "viewer": viewer, "outsider": outsider,
+            "owner_id": owner_user.id, "member_id": member_user.id,
+            "viewer_id": viewer_user.id, "outsider_id": outsider_user.id,
+            "project": owner_project}
 
 
 @pytest.fixture
@@ -111,8 +111,6 @@ def test_someone_no_longer_a_member_is_not_told(app, client, team):
     removed = api(client, "DELETE", f"/projects/{team['project']}/members/{team['member_id']}",
                   team["owner"])
     assert removed.status_code == 204, removed.get_json()
-    from tests.factories import run_jobs
-
     run_jobs(app)
     assert _listed(client, team["member"]) == []
     assert [n["type"] for n in _listed(client, team["owner"])] == ["instance.ready"]
@@ -295,8 +293,6 @@ def test_a_notification_rolls_back_with_its_event(app, client, team):
 
 
 def test_the_dashboard_shows_the_bell_lists_and_marks_read(app, client, team):
-    from tests.test_web_auth import csrf_from, sign_in
-
     _emit(app, "invoice.issued", user_id=team["owner_id"], data={"invoice": {
         "id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}})
     sign_in(client, "owner@example.test")

@@ -13,33 +13,28 @@ from tests import sshkeys
 from tests.factories import (
     add_member,
     api,
-    bearer,
     create_key,
     create_project,
     default_project,
-    fake_catalog,
     key_auth,
-    login,
     make_user,
     run_jobs,
+    signed_in,
 )
 
 ROLES = ("viewer", "member", "admin", "owner")
 
 
 @pytest.fixture
-def catalog(app):
-    return fake_catalog(app)
-
-
-@pytest.fixture
-def team(app, client):
-    """An owner, one user per role, a target member to act on, and an outsider."""
-    people = {}
-    for name in ("owner", *ROLES[:3], "target", "outsider"):
+def team(app, client, owner, outsider):
+    """An owner, one user per role, a target member to act on, and an outsider; the
+    role users belong to no project until `_fresh_project` adds them."""
+    people = {"owner": owner}
+    for name in (*ROLES[:3], "target"):
         email = f"{name}@example.test"
         make_user(app, email)
-        people[name] = bearer(login(client, email))
+        people[name] = signed_in(client, email)
+    people["outsider"] = outsider
     return people
 
 

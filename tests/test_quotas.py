@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 
 from appliance.services.limits import quotas
-from tests.factories import api, bearer, create_key, login, make_user
+from tests.factories import api, create_key
 
 
 @pytest.fixture
-def people(app, client):
-    make_user(app, "owner@example.test")
-    make_user(app, "root@example.test", role="admin")
-    return {"owner": bearer(login(client, "owner@example.test")),
-            "admin": bearer(login(client, "root@example.test"))}
+def people(owner, admin):
+    return {"owner": owner, "admin": admin}
 
 
 def _limits(client, headers) -> dict[str, dict]:

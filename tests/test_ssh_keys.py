@@ -10,12 +10,6 @@ from tests import sshkeys
 from tests.factories import api, bearer, login, make_user
 
 
-@pytest.fixture
-def owner(app, client):
-    make_user(app, "owner@example.test")
-    return bearer(login(client, "owner@example.test"))
-
-
 @pytest.mark.parametrize("case", [
     (*sshkeys.ED25519, "ssh-ed25519", 256),
     (*sshkeys.RSA_2048, "ssh-rsa", 2048),

@@ -3,32 +3,8 @@
 import datetime as dt
 import re
 
-import pytest
-
 from appliance.services import clock
-from appliance.services.limits import throttle
-from tests.factories import PASSWORD, make_user
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters():
-    throttle.reset_all()
-    yield
-    throttle.reset_all()
-
-
-def csrf_from(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
-
-
-def sign_in(client, email="ada@example.test", password=PASSWORD, next_url=None):
-    page = client.get("/signin").get_data(as_text=True)
-    form = {"email": email, "password": password, "csrf_token": csrf_from(page)}
-    if next_url:
-        form["next"] = next_url
-    return client.post("/signin", data=form)
+from tests.factories import PASSWORD, csrf_from, make_user, sign_in
 
 
 def test_signing_in_sets_a_strict_session_cookie_and_opens_the_dashboard(app, client):

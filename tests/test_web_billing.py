@@ -15,15 +15,18 @@ from appliance.models import BillingAlert, LedgerEntry, PromoCode
 from appliance.services import clock
 from appliance.services.billing import metering
 from appliance.web import charts
-from tests.billing_helpers import (
+from tests.factories import (
+    EVIL,
+    EVIL_ESCAPED,
     T0,
+    Browser,
     default_project_of,
+    make_image,
     make_instance,
-    make_node_and_image,
+    make_node,
     make_plan,
+    make_user,
 )
-from tests.factories import make_user
-from tests.test_web_projects import EVIL, EVIL_ESCAPED, Browser
 
 H = dt.timedelta(hours=1)
 
@@ -36,15 +39,12 @@ def app(make_app):
 
 @pytest.fixture
 def users(app):
+    """This module's people (`ada` signs in as the first): made at T0, Ada's name is
+    markup, and the administrator is among them."""
     clock.freeze(T0)
     return {"ada": make_user(app, "ada@example.test", display_name=EVIL),
             "eve": make_user(app, "eve@example.test"),
             "root": make_user(app, "root@example.test", role="admin")}
-
-
-@pytest.fixture
-def ada(app, users):
-    return Browser(app, "ada@example.test")
 
 
 @pytest.fixture
@@ -61,7 +61,8 @@ def _grant(root, user, amount: str, note: str = "welcome", kind: str = "grant"):
 
 def _run_usage(app, user, hours: int = 5, price: int = 100) -> None:
     with app.app_context(), database.connection_context():
-        node, image = make_node_and_image()
+        node = make_node()
+        image = make_image(node)
         make_instance(default_project_of(user.id), make_plan(price=price), node, image)
         metering.tick()
         clock.advance(hours * H)

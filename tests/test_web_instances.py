@@ -2,8 +2,9 @@
 
 A simulated node and the plans "small"/"large" come from `fake_catalog`; queued jobs run
 when the test says so (`run_jobs`), so every in-between state can be looked at. Users
-sign in through /signin with the CSRF flow (tests/test_web_projects.py's Browser): the
-owner (Ada), a teammate (Bob), an outsider (Eve) and an administrator (Root).
+sign in through /signin with the CSRF flow (tests/factories.py's Browser): the owner
+(Ada), a teammate (Bob), an outsider (Eve) and an administrator (Root), from
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -18,51 +19,23 @@ from appliance.models import App, Image, Instance, Node, Plan, User
 from appliance.services import clock
 from appliance.web import instances as instance_pages
 from tests.factories import (
+    Browser,
+    add_member_by_form,
     api,
     bearer,
     create_instance,
-    fake_catalog,
+    default_project_id,
+    error_next_to,
     login,
-    make_user,
     run_jobs,
 )
 from tests.sshkeys import ED25519, RSA_2048
-from tests.test_web_projects import Browser, add, default_project_id, error_next_to
 
 HTMX = {"HX-Request": "true"}
 POLLING = 'hx-trigger="every 2s, instance-changed from:body delay:300ms"'
 LIVE_ONLY = 'hx-trigger="instance-changed from:body delay:300ms"'  # live.js, no polling
 MARKUP = "<b>x</b>"
 MARKUP_ESCAPED = "&lt;b&gt;x&lt;/b&gt;"
-
-
-@pytest.fixture
-def catalog(app):
-    return fake_catalog(app)
-
-
-@pytest.fixture
-def ada(app):
-    make_user(app, "ada@example.test", display_name="Ada")
-    return Browser(app, "ada@example.test")
-
-
-@pytest.fixture
-def bob(app):
-    make_user(app, "bob@example.test", display_name="Bob")
-    return Browser(app, "bob@example.test")
-
-
-@pytest.fixture
-def eve(app):
-    make_user(app, "eve@example.test", display_name="Eve")
-    return Browser(app, "eve@example.test")
-
-
-@pytest.fixture
-def root(app):
-    make_user(app, "root@example.test", role="admin", display_name="Root")
-    return Browser(app, "root@example.test")
 
 
 @pytest.fixture
@@ -272,7 +245,7 @@ def test_a_power_action_in_the_wrong_state_says_why(app, ada, project, catalog):
 
 
 def test_a_viewer_sees_no_power_buttons_and_is_refused(app, ada, bob, project, catalog):
-    add(ada, project, "bob@example.test", "viewer")
+    add_member_by_form(ada, project, "bob@example.test", "viewer")
     create(ada, project, catalog)
     run_jobs(app)
     instance_id = created_id(app)

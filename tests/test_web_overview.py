@@ -11,9 +11,7 @@ import pytest
 from appliance.db import database
 from appliance.models import MetricSample, UsageRecord
 from appliance.services import clock
-from tests.billing_helpers import T0, default_project_of
-from tests.factories import make_user
-from tests.test_web_projects import Browser
+from tests.factories import T0, Browser, default_project_of, make_user
 
 CHART_IDS = ("chart-instances", "chart-requests", "chart-spend")
 

@@ -10,66 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import pytest
-
-from appliance.models import ApiKey, Project, User
+from appliance.models import ApiKey
 from appliance.services import clock
-from tests.factories import api, make_user
+from tests.factories import (
+    EVIL,
+    EVIL_ESCAPED,
+    Browser,
+    add_member_by_form,
+    api,
+    default_project_id,
+    error_next_to,
+    make_user,
+)
 from tests.sshkeys import ED25519
-from tests.test_web_auth import csrf_from, sign_in
 
-HTML = {"Accept": "text/html"}
 HTMX = {"HX-Request": "true"}
-EVIL = "<script>alert(1)</script>"
-EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-
-
-class Browser:
-    """One signed-in dashboard user: get pages and post forms with the CSRF token."""
-
-    def __init__(self, app, email: str) -> None:
-        self.client = app.test_client()
-        assert sign_in(self.client, email).status_code == 302
-        self.token = csrf_from(self.client.get("/account").get_data(as_text=True))
-
-    def get(self, path: str, **kwargs):
-        return self.client.get(path, headers={**HTML, **kwargs.pop("headers", {})}, **kwargs)
-
-    def page(self, path: str) -> str:
-        response = self.get(path)
-        assert response.status_code == 200, response.get_data(as_text=True)[:2000]
-        return response.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None, headers: dict | None = None):
-        return self.client.post(path, data={**(data or {}), "csrf_token": self.token},
-                                headers={**HTML, **(headers or {})})
-
-
-@pytest.fixture
-def users(app):
-    return {name: make_user(app, f"{name}@example.test", display_name=name.title())
-            for name in ("ada", "bob", "eve")}
-
-
-@pytest.fixture
-def ada(app, users):
-    return Browser(app, "ada@example.test")
-
-
-@pytest.fixture
-def bob(app, users):
-    return Browser(app, "bob@example.test")
-
-
-@pytest.fixture
-def eve(app, users):
-    return Browser(app, "eve@example.test")
-
-
-@pytest.fixture
-def root(app):
-    make_user(app, "root@example.test", role="admin", display_name="Root")
-    return Browser(app, "root@example.test")
 
 
 def create_project(browser: Browser, name: str = "Lab") -> str:
@@ -77,23 +32,6 @@ def create_project(browser: Browser, name: str = "Lab") -> str:
     assert response.status_code == 302, response.get_data(as_text=True)
     match = re.match(r"/projects/(prj_\w+)\?", response.headers["Location"])
     assert match, response.headers["Location"]
-    return match.group(1)
-
-
-def default_project_id(app, email: str) -> str:
-    with app.app_context():
-        return (Project.select().join(User, on=(Project.created_by == User.id))
-                .where(User.email == email, Project.is_default).get().id)
-
-
-def add(browser: Browser, project_id: str, email: str, role: str = "member"):
-    return browser.post(f"/projects/{project_id}/members", {"email": email, "role": role})
-
-
-def error_next_to(page: str, field_id: str) -> str:
-    """The error text rendered under the field with this id."""
-    match = re.search(rf'<p class="error-text" id="e-{re.escape(field_id)}">([^<]*)</p>', page)
-    assert match, f"no error under #{field_id}"
     return match.group(1)
 
 
@@ -126,7 +64,7 @@ def test_the_pages_need_a_session(client):
 
 def test_the_projects_page_lists_your_projects_with_role_and_member_count(app, ada, bob):
     project_id = create_project(ada, "Lab")
-    add(ada, project_id, "bob@example.test", "viewer")
+    add_member_by_form(ada, project_id, "bob@example.test", "viewer")
     page = bob.page("/projects")
     row = re.search(rf'<tr>\s*<td><a href="/projects/{project_id}">.*?</tr>', page, re.S)
     assert row and "Lab" in row.group(0)
@@ -182,7 +120,7 @@ def test_the_default_project_cannot_be_deleted_and_the_page_says_why(app, ada):
 
 def test_an_admin_adds_a_member_changes_the_role_and_removes_them(app, ada, bob, users):
     project_id = create_project(ada)
-    response = add(ada, project_id, "bob@example.test", "member")
+    response = add_member_by_form(ada, project_id, "bob@example.test", "member")
     assert response.status_code == 302
     page = ada.page(response.headers["Location"])
     assert "bob@example.test added as member." in page
@@ -219,7 +157,7 @@ def test_with_htmx_the_members_card_is_swapped_in_place(app, ada, bob):
 
 def test_adding_an_unknown_email_shows_the_error_next_to_the_field(ada):
     project_id = create_project(ada)
-    response = add(ada, project_id, "nobody@example.test")
+    response = add_member_by_form(ada, project_id, "nobody@example.test")
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert error_next_to(page, "f-add-member-email").startswith("No account has this email")
@@ -228,7 +166,7 @@ def test_adding_an_unknown_email_shows_the_error_next_to_the_field(ada):
 
 def test_a_viewer_sees_no_management_forms_and_is_refused_if_they_post(app, ada, bob, eve):
     project_id = create_project(ada)
-    add(ada, project_id, "bob@example.test", "viewer")
+    add_member_by_form(ada, project_id, "bob@example.test", "viewer")
     page = bob.page(f"/projects/{project_id}")
     assert "Add a member" not in page and "/rename" not in page and "/delete" not in page
     assert "/role" not in page and "/remove" not in page and "restricted to this" not in page
@@ -258,7 +196,7 @@ def test_an_outsider_gets_404_for_another_users_project(ada, eve):
 
 def test_a_member_leaves_but_the_last_owner_cannot(ada, bob):
     project_id = create_project(ada)
-    add(ada, project_id, "bob@example.test", "member")
+    add_member_by_form(ada, project_id, "bob@example.test", "member")
     left = bob.post(f"/projects/{project_id}/leave")
     assert left.status_code == 302 and left.headers["Location"].startswith("/projects?")
     assert "Lab" not in bob.page("/projects")
@@ -270,7 +208,7 @@ def test_a_member_leaves_but_the_last_owner_cannot(ada, bob):
 
 def test_project_admins_see_and_revoke_the_keys_restricted_to_the_project(app, ada, bob):
     project_id = create_project(ada)
-    add(ada, project_id, "bob@example.test", "member")
+    add_member_by_form(ada, project_id, "bob@example.test", "member")
     created = bob.post("/keys", {"name": "Bob's deploy", "scopes": ["instances:read"],
                                  "project_id": project_id, "expires_in": "never"})
     assert created.status_code == 200
@@ -538,7 +476,7 @@ def test_the_admin_limits_page_is_for_administrators(ada):
 
 def test_user_controlled_strings_are_escaped(app, ada, bob, root):
     project_id = create_project(ada, EVIL)
-    add(ada, project_id, "bob@example.test")
+    add_member_by_form(ada, project_id, "bob@example.test")
     ada.post("/keys", {"name": EVIL, "scopes": ["usage:read"], "project_id": project_id})
     ada.post("/account/ssh-keys", {"public_key": ED25519[0], "name": EVIL})
     ada.post("/account/limits/requests", {"resource": "backups", "requested": "99",

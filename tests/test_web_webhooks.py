@@ -8,12 +8,11 @@ import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
 from appliance.models import Webhook
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import outbox
+from appliance.services.principal import Principal
 from appliance.services.webhooks import batches, deliveries
-from tests.factories import make_user
+from tests.factories import EVIL, EVIL_ESCAPED, Browser, make_user
 from tests.receivers import Answer, Receiver, allow_loopback
-from tests.test_web_projects import EVIL, EVIL_ESCAPED, Browser
 
 
 @pytest.fixture(autouse=True)
@@ -30,12 +29,8 @@ def receiver():
 
 @pytest.fixture
 def users(app):
+    """This module's people, without display names (`ada` signs in as the first)."""
     return {name: make_user(app, f"{name}@example.test") for name in ("ada", "eve")}
-
-
-@pytest.fixture
-def ada(app, users):
-    return Browser(app, "ada@example.test")
 
 
 def _create(ada, url, **fields):

@@ -72,6 +72,15 @@ def on_event(event: Event) -> None:
     _poke_all()
 
 
+def reset() -> None:
+    """Forget every stream's slot and a past `end_all` (a new server in this process)."""
+    with _slots._lock:
+        _slots.by_user.clear()
+    with _wake.changed:
+        _wake.ending = False
+        _wake.hurry_until = 0.0
+
+
 def end_all() -> None:
     """The server is stopping: every open stream ends now (its client reconnects after
     `retry`), instead of holding its thread - and the shutdown - until its deadline."""

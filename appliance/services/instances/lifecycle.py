@@ -302,6 +302,12 @@ def listing_version(project_id: str) -> int | None:
     return row[0] if row else 0
 
 
+def forget_rendered_lists() -> None:
+    """Drop the instance lists kept under their listing version."""
+    with _pages_lock:
+        _pages.clear()
+
+
 def get_instance(principal: Principal, project_id: str, instance_id: str,
                  least: str = projects.READ) -> Instance:
     principal.require_scope("instances:read")

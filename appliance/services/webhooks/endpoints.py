@@ -81,6 +81,11 @@ def wake() -> None:
         waker()
 
 
+def forget_cached_setting() -> None:
+    """Drop the cached WEBHOOKS_ALLOW_PRIVATE (the next delivery reads the database)."""
+    _allow_private_cache.clear()
+
+
 def allow_private(*, cached: bool = False) -> bool:
     """The operator's setting: may webhooks reach private LAN addresses? With `cached`
     (deliveries) it is read at most every SETTING_TTL seconds: a change applies within
