@@ -57,19 +57,15 @@ def main() -> None:
 @data_dir_option
 def serve(host: str | None, port: int | None, threads: int | None, data_dir: str | None) -> None:
     """Apply migrations and serve the dashboard and the API with waitress."""
-    from waitress.server import create_server  # lazy, like every command's imports
+    # lazy, like every command's imports
+    from appliance.serving import create_server
 
     extra = {name: value for name, value in
              (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
     app = _build_app(data_dir, extra)
     settings = app.config["APPLIANCE"]
     try:
-        # channel_request_lookahead=1: waitress keeps reading a connection while its
-        # request runs, so a live event stream notices a client that left (and frees its
-        # thread) within a second instead of at its next failed write.
-        server = create_server(app, host=settings["HOST"], port=settings["PORT"],
-                               threads=settings["THREADS"], ident="appliance",
-                               channel_request_lookahead=1)
+        server = create_server(app, settings)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
@@ -84,7 +80,8 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
     signal.signal(signal.SIGINT, stop)
     host_shown = settings["HOST"] if ":" not in settings["HOST"] else f"[{settings['HOST']}]"
     log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
-             host_shown, server.effective_port, settings["DATA_DIR"])
+             host_shown, getattr(server, "effective_port", settings["PORT"]),
+             settings["DATA_DIR"])
     from appliance import scheduler  # lazy, like every command's imports
 
     scheduler.start(app)
@@ -98,7 +95,7 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
 @data_dir_option
 def init(data_dir: str | None) -> None:
     """Create the data directory, its secrets and the database schema."""
-    app = _build_app(data_dir)
+    app = _build_app(data_dir, offer_setup=False)
     click.echo(f"data directory ready: {app.config['APPLIANCE']['DATA_DIR']}")
 
 
@@ -138,7 +135,7 @@ def create_admin(email: str, display_name: str, password: str | None,
     from appliance.errors import ApplianceError
     from appliance.services.accounts import users
 
-    _build_app(data_dir)
+    _build_app(data_dir, offer_setup=False)
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:

@@ -11,6 +11,7 @@ The README's settings table is checked against `SETTINGS` by a test.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -102,6 +103,35 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_ip_address_or_empty(value: str) -> str:
+    """One IP address, written as the WSGI server compares it (`::1`, not `0::1`); empty
+    stays empty."""
+    text = value.strip()
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError("expected one IP address such as 127.0.0.1 or ::1") from None
+
+
+# The forwarded headers waitress can take from a trusted proxy.
+PROXY_HEADERS = ("forwarded", "x-forwarded-by", "x-forwarded-for", "x-forwarded-host",
+                 "x-forwarded-port", "x-forwarded-proto")
+
+
+def parse_proxy_headers(value: str) -> str:
+    """Comma-separated names from PROXY_HEADERS, normalised (lower case, sorted);
+    `forwarded` (RFC 7239) stands alone."""
+    names = sorted({part.strip().lower() for part in value.split(",") if part.strip()})
+    unknown = [name for name in names if name not in PROXY_HEADERS]
+    if not names or unknown:
+        raise ValueError("expected a comma-separated list of " + ", ".join(PROXY_HEADERS))
+    if "forwarded" in names and len(names) > 1:
+        raise ValueError("forwarded cannot be combined with the x-forwarded-* headers")
+    return ",".join(names)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -126,6 +156,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", parse_str, "Address `appliance serve` listens on."),
     Setting("PORT", 8080, parse_port, "Port `appliance serve` listens on."),
     Setting("THREADS", 8, parse_positive_int, "Worker threads of the waitress server."),
+    Setting("CONNECTION_LIMIT", 1000, int_between(10, 100_000),
+            "Client connections `appliance serve` keeps open at once, idle ones included; "
+            "past it new ones wait in the kernel's queue. The soft limit of open files is "
+            "raised to fit at start-up."),
+    Setting("CHANNEL_TIMEOUT_SECONDS", 60, int_between(1, 86_400),
+            "A connection with no request running is closed after this long without a "
+            "byte from its client."),
+    Setting("HEADER_TIMEOUT_SECONDS", 10, int_between(1, 3600),
+            "A request's line and headers must all arrive within this long of their first "
+            "byte, or the connection is closed (slow-loris clients)."),
+    Setting("TRUSTED_PROXY", "", parse_ip_address_or_empty,
+            "Address of the reverse proxy in front (e.g. 127.0.0.1): only its requests' "
+            "TRUSTED_PROXY_HEADERS are believed, and others' are removed. Empty means none."),
+    Setting("TRUSTED_PROXY_HEADERS", "x-forwarded-for,x-forwarded-proto", parse_proxy_headers,
+            "Forwarded headers taken from TRUSTED_PROXY (comma-separated x-forwarded-for, "
+            "-proto, -host, -port, -by, or forwarded alone)."),
+    Setting("TRUSTED_PROXY_COUNT", 1, int_between(1, 10),
+            "Proxies in front, TRUSTED_PROXY the last: the client address is the entry this "
+            "many from the right of X-Forwarded-For."),
     Setting("SITE_NAME", "Appliance", parse_str,
             "The operator's name, shown in the dashboard and in /api/v1/config.", public=True),
     Setting("SIGNUP", "open", one_of("open", "closed", "invite"),
@@ -178,7 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COOKIE_SECURE", "auto", one_of("auto", "true", "false"),
             "Mark cookies Secure: auto means when the request came over HTTPS."),
     Setting("LOGIN_FAILURES_PER_ACCOUNT", 10, parse_positive_int,
-            "Failed sign-ins allowed per account in 15 minutes before 429."),
+            "Failed sign-ins allowed per account in 15 minutes before 429 (wrong MFA codes and "
+            "wrong current passwords each have their own budget of this size)."),
     Setting("LOGIN_FAILURES_PER_IP", 30, parse_positive_int,
             "Failed sign-ins allowed per client address in 15 minutes before 429."),
     Setting("RATE_LIMIT_KEY_PER_MINUTE", 600, parse_positive_int,
@@ -208,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
             "How often the metering tick records started hours (each hour is counted once "
             "however often it runs)."),
+    Setting("ENGINE_CHECK_INTERVAL_SECONDS", 60, int_between(1, 86_400),
+            "How often every node's engine is health-checked (and its images discovered) "
+            "and instance rows are reconciled with what the engines report."),
     Setting("STRIPE_SECRET_KEY", "", parse_str,
             "Stripe secret API key (sk_...); empty turns Stripe top-ups off.", secret=True),
     Setting("STRIPE_WEBHOOK_SECRET", "", parse_str,

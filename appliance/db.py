@@ -6,6 +6,10 @@ kept in a pool (opening one reads the whole schema, about a millisecond: more th
 requests spend on their queries; closing one returns it, rolling back anything left
 open) - or to the database a `DATABASE_URL` names. Tables are made only by the numbered scripts in
 `appliance/migrations`, applied in order and recorded in the `schema_migration` table.
+
+`unavailable_reason` tells a database that cannot be used just now (locked past the busy
+timeout, read-only, full, I/O errors: a 503) from a bug (a 500); `write_probe` is the
+health check's proof that a write can be committed.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from peewee import DatabaseProxy, DateTimeField, Model, SqliteDatabase
+from peewee import DatabaseProxy, DateTimeField, Model, OperationalError, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 from playhouse.pool import PooledDatabase, PooledSqliteDatabase
@@ -90,6 +96,7 @@ class CountingSqliteDatabase(PooledSqliteDatabase):
     least every so often)."""
 
     _made = itertools.count(1)
+    busy_timeout_ms = 5000  # as given to sqlite_database (the write probe's bound)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,7 +131,7 @@ def sqlite_database(path: Path | str, *, synchronous: str = "full",
                     busy_timeout_ms: int = 5000) -> SqliteDatabase:
     """A pooled SQLite database in WAL mode whose write transactions take the lock up
     front. A pooled connection serves one thread at a time, not always the same one."""
-    return CountingSqliteDatabase(
+    db = CountingSqliteDatabase(
         str(path),
         max_connections=POOL_MAX_CONNECTIONS,
         stale_timeout=POOL_STALE_SECONDS,
@@ -140,6 +147,81 @@ def sqlite_database(path: Path | str, *, synchronous: str = "full",
         # with SQLITE_BUSY half-way through when two transactions upgrade at once.
         lock_type="IMMEDIATE",
     )
+    db.busy_timeout_ms = busy_timeout_ms
+    return db
+
+
+# SQLite's primary result codes that mean the database cannot be used just now (not a bug
+# of the statement), with the reason a client is told.
+UNAVAILABLE_CODES = {
+    5: "locked",  # SQLITE_BUSY: another writer held the lock past the busy timeout
+    6: "locked",  # SQLITE_LOCKED
+    8: "read_only",  # SQLITE_READONLY: the file (or its directory) cannot be written
+    10: "io_error",  # SQLITE_IOERR_*: the operating system refused a read or write
+    13: "full",  # SQLITE_FULL: the disk is full
+    14: "cannot_open",  # SQLITE_CANTOPEN
+    15: "locked",  # SQLITE_PROTOCOL: the WAL lock protocol kept failing
+}
+
+# Seconds a client is told to wait (Retry-After): a lock passes; a disk needs an operator.
+RETRY_AFTER_SECONDS = {"locked": 5}
+RETRY_AFTER_DEFAULT_SECONDS = 30
+
+# Longest the health check's write probe waits for the write lock (or the busy timeout,
+# when shorter): a writer holding it longer than this is itself a problem worth reporting.
+WRITE_PROBE_TIMEOUT_SECONDS = 1.0
+
+
+def unavailable_reason(exc: BaseException | None) -> str | None:
+    """Why `exc` means the database is unavailable ("locked", "read_only", "io_error",
+    "full", "cannot_open", or "unavailable" for another engine's OperationalError), looking
+    through what it was raised from or while handling; None for any other error (a bug).
+
+    peewee re-raises a driver's error as its own class while handling it, and a failed
+    write is often followed by a failed rollback: the whole chain is looked at."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for error in chain:
+        code = getattr(error, "sqlite_errorcode", None)
+        if isinstance(error, sqlite3.Error) and code is not None \
+                and code & 0xFF in UNAVAILABLE_CODES:
+            return UNAVAILABLE_CODES[code & 0xFF]
+    if any(isinstance(error, OperationalError) for error in chain) \
+            and not any(isinstance(error, sqlite3.Error) for error in chain):
+        return "unavailable"  # another engine's: a lost connection, a server going down
+    return None
+
+
+def retry_after(reason: str) -> int:
+    return RETRY_AFTER_SECONDS.get(reason, RETRY_AFTER_DEFAULT_SECONDS)
+
+
+def write_probe(db: Any) -> str | None:
+    """Whether `db` can be written now: None when it can, else the reason (as
+    `unavailable_reason`); None too for an engine other than SQLite (not probed).
+
+    On a connection of its own (never a pooled one, whose state a failure could spoil),
+    it takes the write lock within `WRITE_PROBE_TIMEOUT_SECONDS`, writes the schema's
+    user_version back unchanged and commits: a real write reaching the disk, that changes
+    nothing. It never creates a missing file."""
+    if not isinstance(db, SqliteDatabase):
+        return None
+    timeout = min(WRITE_PROBE_TIMEOUT_SECONDS, getattr(db, "busy_timeout_ms", 5000) / 1000)
+    uri = "file:" + urllib.parse.quote(str(Path(db.database).resolve())) + "?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return unavailable_reason(exc) or "error"
+    return None
 
 
 def open_database(settings: dict[str, Any], data_dir: Path):

@@ -137,6 +137,20 @@ class ServiceUnavailable(ApplianceError):
     message = "The service is temporarily unavailable."
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be used right now (locked past the busy timeout, an I/O error,
+    read-only, full); `details.reason` says which, `Retry-After` when to try again."""
+
+    code = "database_unavailable"
+    message = "The database is unavailable; try again shortly."
+
+    def __init__(self, reason: str, retry_after: int, message: str | None = None,
+                 **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(max(1, int(retry_after))))
+        self.details.setdefault("reason", reason)
+
+
 class DriverError(Exception):
     """Raised by instance drivers. `permanent` says whether retrying can help."""
 

@@ -4,7 +4,9 @@ Every response carries `X-Request-Id`. Every error - a domain error from a servi
 unknown route, a wrong method, malformed JSON, an oversized body, an unexpected
 exception - becomes `{"error": {"code", "message", "request_id", "details"}}` with the
 right status. Browsers asking for a dashboard page get the same facts as an HTML page.
-Unexpected exceptions are logged with the request id; their text never reaches a client.
+A database that is locked past the busy timeout, read-only, full or failing with I/O
+errors is 503 `database_unavailable` with `Retry-After`, logged as a warning. Other
+unexpected exceptions are logged with the request id; their text never reaches a client.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any
 from flask import Flask, Response, g, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from appliance.db import retry_after, unavailable_reason
 from appliance.errors import (
     ApplianceError,
+    DatabaseUnavailable,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -174,6 +178,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
+        reason = unavailable_reason(exc)
+        if reason is not None:  # the database, not the code: 503, and no traceback
+            log.warning("database unavailable (%s) request_id=%s %s %s: %s", reason,
+                        request_id(), request.method, request.path, exc)
+            return error_response(DatabaseUnavailable(reason, retry_after(reason)))
         log.exception("unexpected error request_id=%s %s %s",
                       request_id(), request.method, request.path)
         return error_response(ApplianceError())

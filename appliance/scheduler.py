@@ -51,11 +51,12 @@ def _tasks() -> list[Task]:
         Task("retry_mail", 300, mail.retry_failed, "Re-send mail that failed."),
         Task("purge_idempotency", 3600, idempotency.purge_expired,
              "Delete Idempotency-Key records older than 24 hours."),
-        Task("check_nodes", 60, nodes.check_all,
+        Task("check_nodes", _setting("ENGINE_CHECK_INTERVAL_SECONDS"), nodes.check_all,
              "Check every node's engine and discover its images."),
-        Task("reconcile_instances", 60, engine_jobs.reconcile_all,
+        Task("reconcile_instances", _setting("ENGINE_CHECK_INTERVAL_SECONDS"),
+             engine_jobs.reconcile_all,
              "Bring instance rows in line with what the engines report."),
-        Task("meter_usage", _metering_interval(), _meter_usage,
+        Task("meter_usage", _setting("METERING_INTERVAL_SECONDS"), _meter_usage,
              "Record every started hour of usage and debit it (idempotent)."),
         Task("issue_invoices", 3600, _issue_invoices,
              "Issue last month's invoices once it has ended (idempotent).", at_start=True),
@@ -93,11 +94,12 @@ def _meter_usage() -> object:
     return metering.tick()
 
 
-def _metering_interval() -> int:
+def _setting(name: str) -> int:
+    """An interval setting of the app built last (the default before any app is built)."""
     try:
-        return config.active()["METERING_INTERVAL_SECONDS"]
+        return config.active()[name]
     except config.ConfigError:  # no app built yet: the default
-        return config.SETTINGS_BY_NAME["METERING_INTERVAL_SECONDS"].default
+        return config.SETTINGS_BY_NAME[name].default
 
 
 def _enforce_billing() -> object:

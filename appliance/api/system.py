@@ -6,11 +6,12 @@ import os
 
 from flask import current_app, jsonify
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+from pydantic import Field
 
 from appliance import __version__
 from appliance.api.schema import API_VERSION, ApiBlueprint, Schema, openapi_document
-from appliance.db import database
-from appliance.errors import ServiceUnavailable
+from appliance.db import database, retry_after, unavailable_reason, write_probe
+from appliance.errors import DatabaseUnavailable
 from appliance.services import settings
 
 ENGINE_NAMES = ((SqliteDatabase, "sqlite"), (PostgresqlDatabase, "postgresql"),
@@ -27,6 +28,8 @@ class DatabaseHealth(Schema):
     ok: bool
     engine: str
     migrations_applied: int
+    writable: bool | None = Field(
+        description="A write was committed (SQLite; null: not probed on this engine).")
 
 
 class PaginationPolicy(Schema):
@@ -61,8 +64,12 @@ def health():
     return {"ok": True}
 
 
-@bp.operation("/health/db", summary="Can the database be queried?", tags=("system",),
-              response=DatabaseHealth, errors=(503,))
+@bp.operation("/health/db", summary="Can the database be queried and written?",
+              tags=("system",), response=DatabaseHealth, errors=(503,),
+              description="503 `database_unavailable` when the database cannot be read, "
+                          "or cannot be written (`details.writable` false, "
+                          "`details.reason` locked, read_only, io_error, full or "
+                          "cannot_open); a writer holding the lock for over 1 s counts.")
 def health_db():
     try:
         # A pooled SQLite connection keeps working on a file deleted under it: look.
@@ -73,11 +80,19 @@ def health_db():
         applied = database.execute_sql("SELECT COUNT(*) FROM schema_migration").fetchone()[0]
     except Exception as exc:  # whatever the driver raises, the database is down for us
         current_app.logger.warning("database health check failed: %s", exc)
-        raise ServiceUnavailable("The database cannot be queried.",
-                                 code="database_unavailable") from None
+        reason = unavailable_reason(exc) or "unavailable"
+        raise DatabaseUnavailable(reason, retry_after(reason),
+                                  "The database cannot be queried.",
+                                  details={"readable": False, "writable": False}) from None
+    reason = write_probe(database.obj)
+    if reason is not None:
+        current_app.logger.warning("database health check: cannot write (%s)", reason)
+        raise DatabaseUnavailable(reason, retry_after(reason), "The database cannot be written.",
+                                  details={"writable": False})
     engine = next((name for cls, name in ENGINE_NAMES if isinstance(database.obj, cls)),
                   type(database.obj).__name__.lower())
-    return {"ok": True, "engine": engine, "migrations_applied": applied}
+    return {"ok": True, "engine": engine, "migrations_applied": applied,
+            "writable": True if isinstance(database.obj, SqliteDatabase) else None}
 
 
 @bp.operation("/meta", summary="Version and API policies", tags=("system",), response=Meta)
