@@ -113,16 +113,22 @@ def test_keys_belong_to_one_account(app, client, owner):
     assert mine["id"] != theirs["id"]
 
 
-def test_an_api_key_and_a_token_of_one_user_share_the_keys(client, owner):
+def test_an_api_key_does_not_replay_what_a_token_of_its_user_made(client, owner):
+    """A record belongs to the credential that made it (tests/test_defects_auth.py)."""
     secret, _ = create_key(client, owner)
     first = _create(client, owner, "k").get_json()
-    assert _create(client, key_auth(secret), "k").get_json() == first
+    replay = _create(client, key_auth(secret), "k")
+    assert replay.status_code == 422
+    assert replay.get_json()["error"]["code"] == "idempotency_mismatch"
+    assert _create(client, owner, "k").get_json() == first
 
 
 def test_records_expire_after_24_hours(app, client, owner):
     first = _create(client, owner, "k").get_json()
     clock.freeze(clock.now() + idempotency.TTL + dt.timedelta(seconds=1))
     owner = bearer(login(client, "owner@example.test"))
+    # the name is free again once the first is gone (names are unique per owner)
+    assert api(client, "DELETE", f"/projects/{first['id']}", owner).status_code == 204
     second = _create(client, owner, "k").get_json()
     assert second["id"] != first["id"]
     with app.app_context():

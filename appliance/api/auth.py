@@ -200,7 +200,8 @@ def verify_email(body: TokenIn):
 
 
 @bp.operation("/auth/resend-verification", "POST", summary="Mail a new verification link",
-              tags=TAGS, response=Accepted, status=202, auth=AUTH, errors=(409,))
+              tags=TAGS, response=Accepted, status=202, auth=AUTH, errors=(409,),
+              commits_apart=True)  # mails after its commit
 def resend_verification(principal: Principal):
     users.resend_verification(principal.user)
     return {"ok": True, "message": f"A new link was sent to {principal.user.email}."}

@@ -2,8 +2,10 @@
 
 A caller authenticates with `Authorization: Bearer <access token>`, or with an API key
 as `Authorization: Bearer sk_...` or `X-API-Key: sk_...` on the operations that accept
-keys. Each authenticated request is counted against the caller's rate limit; the
-resulting `RateLimit` headers are added to the response, error or not.
+keys. A request carries one credential: `Authorization` and `X-API-Key` together are
+refused (401), whatever either holds. Each authenticated request is counted against the
+caller's rate limit; the resulting `RateLimit` headers are added to the response, error
+or not.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def bearer_token() -> str | None:
     return None
 
 
+def _one_credential() -> None:
+    """401 when a request carries both headers: never pick one and ignore the other."""
+    if "Authorization" in request.headers and "X-API-Key" in request.headers:
+        raise Unauthorized("Send one credential: Authorization or X-API-Key, not both.",
+                           code="multiple_credentials",
+                           headers={"WWW-Authenticate": 'Bearer realm="appliance"'})
+
+
 def _key_secret(token: str | None) -> str | None:
     header = request.headers.get("X-API-Key", "").strip()
     if header:
@@ -50,6 +60,7 @@ def resolve_principal(accept_keys: bool = False) -> Principal:
     principal = g.get("principal")
     if principal is not None:
         return principal
+    _one_credential()
     token = bearer_token()
     secret = _key_secret(token)
     if secret is not None:
@@ -84,9 +95,10 @@ def add_rate_headers(response: Response) -> Response:
 
 
 def count_api_request(response: Response) -> Response:
-    """after_request: count an authenticated API request for the caller's dashboard
-    metrics (in memory; the `sample_metrics` task writes the counts)."""
+    """after_request: count an API request made with a key or an access token for the
+    caller's dashboard metrics (in memory; the `sample_metrics` task writes the counts).
+    The dashboard's own requests by its session cookie are not counted."""
     principal = g.get("principal")
     if principal is not None and g.get("rate_quota") is not None:
-        dashboard_metrics.count_request(principal.user.id)
+        dashboard_metrics.count_call(principal)
     return response

@@ -4,10 +4,13 @@ An API view is declared with `ApiBlueprint.operation(...)`, naming pydantic mode
 its query string, its JSON body and its response. The decorator
 
 - validates the query string and the body against their models (400 `invalid_request`
-  naming the field, 400 `malformed_json`, 415 for a non-JSON body) and passes the
-  parsed models to the view as `query=` and `body=`;
+  naming the field, also for a body nested deeper than MAX_JSON_DEPTH; 400
+  `malformed_json`; 415 for a non-JSON body) and passes the parsed models to the view as
+  `query=` and `body=`;
 - serializes what the view returns through the response model, so a response can only
   carry the fields the document promises;
+- runs a creating request with `Idempotency-Key` once: its service call, its serialized
+  answer and its idempotency record commit in one transaction (see `_run_idempotent`);
 - records the operation, from which `build_openapi` writes the OpenAPI 3.1 document.
 
 A view may also return a Flask `Response` (CSV, streams); it is passed through.
@@ -29,11 +32,20 @@ from pydantic.json_schema import models_json_schema
 
 from appliance import __version__
 from appliance.api import principal as callers
-from appliance.errors import InvalidRequest, UnsupportedMediaType
+from appliance.errors import ApplianceError, InvalidRequest, UnsupportedMediaType
+from appliance.services import projects
+from appliance.services.accounts import authcache
+from appliance.services.billing import ledger
+from appliance.services.instances import jobs
 from appliance.services.limits import idempotency
+from appliance.services.principal import Principal
+from appliance.services.webhooks import endpoints
 
 API_VERSION = "v1"
 API_PREFIX = "/api/v1"
+# JSON bodies nest no deeper than this (the API's own models need 4): deeper is refused
+# before parsing, which would otherwise recurse once per level.
+MAX_JSON_DEPTH = 32
 
 
 class Schema(BaseModel):
@@ -82,6 +94,7 @@ class Operation:
     ip_limited: bool = False
     idempotent: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    commits_apart: bool = False
 
 
 def _field_errors(exc: ValidationError, location: str) -> InvalidRequest:
@@ -108,6 +121,35 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         raise _field_errors(exc, "query") from None
 
 
+# A JSON string (skipped whole, escapes included) or a bracket that opens or closes a level.
+_JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """True when the JSON text `raw` opens more than `limit` arrays/objects at once.
+
+    Brackets inside strings do not count. Counting the brackets first keeps the usual
+    small body to two C-speed scans.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_NESTING.finditer(raw):
+        mark = token.group()
+        if mark in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif mark in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH} "
+                          "levels.", details={"location": "body", "max_depth": MAX_JSON_DEPTH})
+
+
 def parse_body(model: type[BaseModel]) -> BaseModel:
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -115,8 +157,12 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     else:
         if request.mimetype != "application/json":
             raise UnsupportedMediaType()
+        if _nests_deeper_than(raw, MAX_JSON_DEPTH):
+            raise _too_deep()
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise _too_deep() from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequest(f"The body is not valid JSON: {exc}",
                                  code="malformed_json") from None
@@ -141,16 +187,82 @@ def render(op: Operation, result: Any) -> Response:
     return Response(result.model_dump_json(), status=status, mimetype="application/json")
 
 
-def _run_idempotent(op: Operation, owner: str, call: Callable[[], Any]) -> Response:
-    """Run a creating request once per Idempotency-Key (see services/limits/idempotency.py)."""
+def _project_role(principal: Principal, path_args: dict[str, Any]) -> str | None:
+    """The caller's role in the project a route names ("" for none), None elsewhere."""
+    project_id = path_args.get("project_id")
+    if not isinstance(project_id, str):
+        return None
+    try:
+        return projects.access(principal, project_id).role
+    except ApplianceError:
+        return ""  # a first request still gets its view's own answer
+
+
+def _replayed(op: Operation, stored: idempotency.Stored) -> Response:
+    response = Response(stored.body, status=stored.status, mimetype=op.produces)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _after_commit() -> None:
+    """What the services signalled inside the shared transaction, when nothing was visible
+    to other threads yet, signalled again now that it is: the job runner and the webhook
+    dispatcher look for new work, the authorization cache drops what it read meanwhile."""
+    jobs.wake()
+    endpoints.wake()
+    authcache.invalidate()
+
+
+def _run_idempotent(op: Operation, principal: Principal, path_args: dict[str, Any],
+                    call: Callable[[], Any]) -> Response:
+    """Run a creating request once per Idempotency-Key (see services/limits/idempotency.py).
+
+    The record belongs to the caller's credential and standing (`authority_of`): another
+    credential, or the same one with another role, gets 422 / 403, never the stored body.
+    The claim, the view (its service call and the serialized answer) and the stored answer
+    are one durable transaction (the services' own blocks nest in it as savepoints), so a
+    crash leaves the resource and its record both or neither. A domain error keeps what
+    the service committed before it (as without a key) and stores nothing; any other
+    failure rolls everything back.
+    """
     key = idempotency.check_key(request.headers["Idempotency-Key"].strip())
     print_ = idempotency.fingerprint(request.method, request.path,
                                      request.get_data(cache=True))
-    stored = idempotency.begin(owner, key, print_)
+    owner = principal.user.id
+    authority = idempotency.authority_of(principal, _project_role(principal, path_args))
+    if op.commits_apart:
+        return _run_idempotent_apart(op, call, owner=owner, key=key, print_=print_,
+                                     authority=authority)
+    refused: ApplianceError | None = None
+    with ledger.durable():
+        stored = idempotency.begin(owner, key, print_, authority)
+        if stored is not None:
+            return _replayed(op, stored)
+        try:
+            response = render(op, call())
+        except ApplianceError as exc:
+            idempotency.abandon(owner, key)
+            refused = exc
+        else:
+            if 200 <= response.status_code < 300:
+                idempotency.finish(owner, key, response.status_code,
+                                   response.get_data(as_text=True))
+            else:
+                idempotency.abandon(owner, key)
+    if refused is not None:
+        raise refused
+    _after_commit()
+    return response
+
+
+def _run_idempotent_apart(op: Operation, call: Callable[[], Any], *, owner: str, key: str,
+                          print_: str, authority: str) -> Response:
+    """For a view that commits by itself (`commits_apart`): claim, run, then store, each in
+    its own transaction. A crash in between leaves the key in flight (409) until
+    IN_FLIGHT_TIMEOUT: such views create nothing a second run would duplicate harmfully."""
+    stored = idempotency.begin(owner, key, print_, authority)
     if stored is not None:
-        response = Response(stored.body, status=stored.status, mimetype=op.produces)
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
+        return _replayed(op, stored)
     try:
         response = render(op, call())
     except BaseException:
@@ -182,17 +294,21 @@ class ApiBlueprint(Blueprint):
         auth: tuple[str, ...] = (),
         produces: str = "application/json",
         ip_limited: bool = False,
+        commits_apart: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an API operation.
 
         `auth` names who may call it (`principal.USER`, `principal.USER_OR_KEY`); the view
         then gets `principal=`. `ip_limited` counts it against the per-address limit of the
         sign-in endpoints. An authenticated POST answering 201/202 creates something, so
-        it honours `Idempotency-Key`.
+        it honours `Idempotency-Key`: its view then runs inside one transaction with the
+        key's record, unless `commits_apart` says it cannot (it sends mail after its own
+        commit, or waits on an outside service that must not hold the write lock).
         """
         idempotent = method.upper() == "POST" and status in (201, 202) and bool(auth)
         op = Operation(method.upper(), summary, description, tags or (self.name,), query,
-                       body, response, status, errors, auth, produces, ip_limited, idempotent)
+                       body, response, status, errors, auth, produces, ip_limited, idempotent,
+                       commits_apart=commits_apart)
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(view)
@@ -206,7 +322,7 @@ class ApiBlueprint(Blueprint):
                 if body is not None:
                     path_args["body"] = parse_body(body)
                 if idempotent and "Idempotency-Key" in request.headers:
-                    return _run_idempotent(op, path_args["principal"].user.id,
+                    return _run_idempotent(op, path_args["principal"], path_args,
                                            lambda: view(**path_args))
                 return render(op, view(**path_args))
 
@@ -293,6 +409,41 @@ def _responses(op: Operation, ref: Callable[[type[BaseModel], str], dict[str, An
     return responses
 
 
+class SchemaNameCollision(RuntimeError):
+    """Two schema classes of the API would share one name in the OpenAPI document."""
+
+
+def check_schema_names(schemas: dict[str, Any]) -> None:
+    """Refuse a document in which two schemas share a name.
+
+    Clients generated from the document name their classes after each component's key and
+    `title` (the class name). pydantic gives two classes of the same name module-qualified
+    keys (`appliance__api__webhooks__WebhookOut`) that generators cannot resolve, and the
+    validation and serialization forms of one class (`Foo-Input`, `Foo-Output`) the same
+    title. Raises `SchemaNameCollision` naming them (at the first request for the document,
+    so a test of the document fails): rename one class of each pair.
+    """
+    problems = []
+    qualified = sorted(name for name in schemas if "__" in name)
+    by_class: dict[str, list[str]] = {}
+    for name in qualified:
+        by_class.setdefault(name.rsplit("__", 1)[-1], []).append(name)
+    for cls, keys in sorted(by_class.items()):
+        problems.append(f"{cls} names several classes ({', '.join(keys)})")
+    titles: dict[str, list[str]] = {}
+    for name, schema in schemas.items():
+        titles.setdefault(schema.get("title", name), []).append(name)
+    for title, names in sorted(titles.items()):
+        if len(names) > 1 and not all("__" in name for name in names):
+            # Typically `Foo-Input` and `Foo-Output`: one class in requests and responses
+            # whose two forms differ; give each direction a class of its own.
+            problems.append(f"the schemas {', '.join(sorted(names))} share the title {title}")
+    if problems:
+        raise SchemaNameCollision(
+            "API schema names must be unique (generated clients name their classes after "
+            "them); rename one class of each: " + "; ".join(problems))
+
+
 def build_openapi(app: Flask, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every operation registered on `app`."""
     operations = _operations(app)
@@ -304,6 +455,8 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
                    if model is not None]
     refs, top = models_json_schema(list(dict.fromkeys(wanted)),
                                    ref_template="#/components/schemas/{model}")
+    schemas = top.get("$defs", {})
+    check_schema_names(schemas)
 
     def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
         return refs[(model, mode)]
@@ -342,7 +495,7 @@ def build_openapi(app: Flask, version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": top.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

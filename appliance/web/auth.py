@@ -86,12 +86,23 @@ def check_email():
     return render_template("auth/check_email.html")
 
 
+def _link_page(template: str, token: str, purpose: str):
+    """GET of a mailed link: its form, or at once why the link cannot be used (used,
+    unknown or expired), checked without using it up."""
+    try:
+        users.check_email_link(token, purpose)
+    except ApplianceError as exc:
+        return render_template(template, token=token, error=exc,
+                               error_field=exc.details.get("field")), exc.status
+    return render_template(template, token=token)
+
+
 @bp.route("/verify-email", methods=["GET", "POST"])
 def verify_email():
     # GET only shows a button: mail scanners that follow links must not use the token.
     token = request.values.get("token", "")
     if request.method == "GET":
-        return render_template("auth/verify_email.html", token=token)
+        return _link_page("auth/verify_email.html", token, "verify")
     try:
         users.verify_email(token, ip=client_ip())
     except ApplianceError as exc:
@@ -115,7 +126,7 @@ def forgot_password():
 def reset_password():
     token = request.values.get("token", "")
     if request.method == "GET":
-        return render_template("auth/reset.html", token=token)
+        return _link_page("auth/reset.html", token, "reset")
     try:
         users.reset_password(token, request.form.get("password", ""), ip=client_ip())
     except ApplianceError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from peewee import JOIN
+
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
 from appliance.models import AuditLog, Invite, MailOutbox, User
@@ -46,7 +48,8 @@ def get_user(principal: Principal, user_id: str) -> User:
 
 @authcache.invalidates
 def suspend_user(principal: Principal, user_id: str, reason: str) -> User:
-    """Suspend an account: its sessions end and it cannot sign in until unsuspended."""
+    """Suspend an account: its sessions end, it cannot sign in until unsuspended, and
+    it is mailed the reason (after the commit)."""
     require_admin(principal)
     if not reason.strip():
         raise InvalidRequest("Give a reason; the user is shown it.", field="reason")
@@ -62,6 +65,7 @@ def suspend_user(principal: Principal, user_id: str, reason: str) -> User:
         sessions.revoke_all_sessions(user, "suspended")
         audit.record("admin.user_suspended", actor=principal.user, target_type="user",
                      target_id=user.id, ip=principal.ip, reason=reason.strip())
+    users.mail_suspension(user)
     return user
 
 
@@ -132,11 +136,18 @@ def list_mail(principal: Principal, status: str | None = None, limit: int = 50,
 
 
 def list_audit_log(principal: Principal, action: str | None = None, actor: str | None = None,
-                   limit: int = 50, cursor: str | None = None) -> pagination.Page[AuditLog]:
+                   limit: int = 50, cursor: str | None = None, *,
+                   actor_email: str | None = None) -> pagination.Page[AuditLog]:
+    """Audit rows newest first, each with its actor's row joined (`row.actor.email`; None
+    when the actor is gone or there was none). `actor` filters by user id, `actor_email`
+    by the actor's email (case-insensitive, exact)."""
     require_admin(principal)
-    query = AuditLog.select()
+    query = AuditLog.select(AuditLog, User).join(
+        User, JOIN.LEFT_OUTER, on=(AuditLog.actor == User.id))
     if action:
         query = query.where(AuditLog.action == action)
     if actor:
         query = query.where(AuditLog.actor == actor)
+    if actor_email:
+        query = query.where(User.email == actor_email.strip().lower())
     return pagination.page(query, AuditLog, limit, cursor)

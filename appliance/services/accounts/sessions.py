@@ -109,7 +109,9 @@ def mfa_token(user: User) -> str:
     now = int(clock.now().timestamp())
     return _encode({"iss": ISSUER, "aud": MFA_AUDIENCE, "sub": user.id, "iat": now,
                     "exp": now + int(MFA_TOKEN_TTL.total_seconds()),
-                    "pwc": int(user.password_changed_at.timestamp())}, MFA_TYP)
+                    "pwc": int(user.password_changed_at.timestamp()),
+                    # Unique, so each password step has its own budget of wrong codes.
+                    "jti": new_token(nbytes=12)}, MFA_TYP)
 
 
 def user_from_mfa_token(token: str) -> User:
@@ -184,10 +186,18 @@ def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSes
     return session, token
 
 
+def suspension_message(reason: str | None) -> str:
+    """What a suspended user is told, with the administrator's reason when there is one."""
+    reason = (reason or "").strip()
+    return f"This account is suspended. Reason: {reason}" if reason else \
+        "This account is suspended."
+
+
 def require_active(user: User) -> User:
-    """The user, or 403 account_suspended (with the reason) when suspended."""
+    """The user, or 403 account_suspended when suspended: the message and `details.reason`
+    carry the reason the administrator gave (it is meant for the user)."""
     if user.status == "suspended":
-        raise Forbidden("This account is suspended.", code="account_suspended",
+        raise Forbidden(suspension_message(user.suspended_reason), code="account_suspended",
                         details={"reason": user.suspended_reason or ""})
     return user
 

@@ -34,6 +34,9 @@ from appliance.services.principal import Principal
 VERIFY_TTL = dt.timedelta(hours=48)
 RESET_TTL = dt.timedelta(hours=1)
 THROTTLE_WINDOW = 15 * 60.0
+# Wrong codes one MFA token may take before the password must be entered again; the
+# account's budget (LOGIN_FAILURES_PER_ACCOUNT) is separate and outlives sign-ins.
+MFA_FAILURES_PER_TOKEN = 5
 T = TypeVar("T")
 
 
@@ -133,17 +136,28 @@ def signup(email: str, password: str, display_name: str = "", invite_code: str |
     return user
 
 
-def _take_email_token(token: str, purpose: str) -> EmailToken:
-    """Consume a single-use token (conditional UPDATE); raise when unknown/used/expired."""
+def _usable_email_token(token: str, purpose: str) -> EmailToken:
     row = EmailToken.get_or_none(EmailToken.token_hash == hash_token(token.strip()),
                                  EmailToken.purpose == purpose)
-    now = clock.now()
     if row is None or row.used_at is not None:
         raise InvalidRequest("This link is not valid or was already used.",
                              code="token_invalid", field="token")
-    if row.expires_at <= now:
+    if row.expires_at <= clock.now():
         raise InvalidRequest("This link has expired; ask for a new one.",
                              code="token_expired", field="token")
+    return row
+
+
+def check_email_link(token: str, purpose: str) -> None:
+    """Whether a mailed link (`purpose` "verify" or "reset") can still be used, without
+    using it: InvalidRequest `token_invalid` (unknown or used) or `token_expired`."""
+    _usable_email_token(token or "", purpose)
+
+
+def _take_email_token(token: str, purpose: str) -> EmailToken:
+    """Consume a single-use token (conditional UPDATE); raise when unknown/used/expired."""
+    row = _usable_email_token(token, purpose)
+    now = clock.now()
     taken = (EmailToken.update(used_at=now)
              .where(EmailToken.id == row.id, EmailToken.used_at.is_null()).execute())
     if not taken:
@@ -178,6 +192,17 @@ def resend_verification(user: User) -> None:
     with database.atomic():
         token = _issue_email_token(user, "verify", user.email, VERIFY_TTL)
     _send_verification(user, user.email, token)
+
+
+def mail_suspension(user: User) -> None:
+    """Tell a just-suspended user why (the reason the administrator gave); call after the
+    suspension committed. Delivery failures are the outbox's to retry."""
+    site = config.active()["SITE_NAME"]
+    mail.send(user.email, f"Your account on {site} is suspended",
+              f"Hello {user.display_name or user.email},\n\nan administrator suspended your "
+              f"account on {site}. You cannot sign in until the suspension is lifted.\n\n"
+              f"Reason: {user.suspended_reason or '(none given)'}\n\nIf you think this "
+              f"is a mistake, contact the administrators of {site}.\n")
 
 
 def require_verified(user: User) -> None:
@@ -224,13 +249,24 @@ def sign_in(email: str, password: str, ip: str = "") -> SignInResult:
     return SignInResult(user, False)
 
 
+def _mfa_throttle_keys(user: User, mfa_token: str, ip: str) -> list[tuple[str, int]]:
+    """Wrong codes count per account (a budget of its own, which no right password
+    clears), per MFA token, and with the address's failed sign-ins."""
+    settings_ = config.active()
+    keys = [_mfa_key(user), (f"mfa:token:{hash_token(mfa_token)}", MFA_FAILURES_PER_TOKEN)]
+    if ip:
+        keys.append((f"login:ip:{ip}", settings_["LOGIN_FAILURES_PER_IP"]))
+    return keys
+
+
 def complete_mfa(mfa_token: str, code: str, ip: str = "") -> User:
-    """Finish a sign-in with a TOTP or recovery code; failures count like wrong passwords."""
+    """Finish a sign-in with a TOTP or recovery code. Wrong codes are counted per account,
+    per MFA token and per address (429 beyond, whatever passwords were right between)."""
     user = sessions.user_from_mfa_token(mfa_token)
-    keys = _throttle_keys(user.email, ip)
+    keys = _mfa_throttle_keys(user, mfa_token, ip)
     for key, limit in keys:
         throttle.check(key, limit, THROTTLE_WINDOW,
-                       "Too many failed sign-ins; wait before trying again.")
+                       "Too many wrong codes; wait before trying again.")
     try:
         method = mfa.verify(user, code)
     except InvalidRequest:
@@ -303,10 +339,18 @@ def _require_password(user: User, password: str, field: str = "current_password"
                              field=field)
 
 
+def _require_current_password(user: User, password: str,
+                              field: str = "current_password") -> None:
+    """Re-authentication: wrong passwords count per account (429 beyond, like sign-ins,
+    but in a budget of their own that a right sign-in does not clear)."""
+    _guarded(_reauth_key(user), lambda: _require_password(user, password, field))
+
+
 def change_password(principal: Principal, current_password: str, new_password: str) -> int:
-    """Change the password; every other session and refresh family ends. Returns how many."""
+    """Change the password; every other session and refresh family ends. Returns how many.
+    Wrong current passwords are throttled per account (429 with Retry-After)."""
     user = principal.user
-    _require_password(user, current_password)
+    _require_current_password(user, current_password)
     passwords.check_rules(new_password, user.email, field="new_password")
     with database.atomic():
         _set_password(user, new_password)
@@ -318,13 +362,14 @@ def update_profile(principal: Principal, *, display_name: str | None = None,
                    email: str | None = None,
                    current_password: str | None = None) -> tuple[User, bool]:
     """Change the display name and/or email. A new email needs the password and is only
-    taken once confirmed from a link mailed to it. Returns (user, verification_sent)."""
+    taken once confirmed from a link mailed to it. Returns (user, verification_sent).
+    Wrong current passwords are throttled per account (429 with Retry-After)."""
     user = principal.user
     new_email = normalise_email(email) if email is not None else None
     if new_email == user.email:
         new_email = None
     if new_email is not None:
-        _require_password(user, current_password or "")
+        _require_current_password(user, current_password or "")
         if User.select().where(User.email == new_email).exists():
             raise Conflict("An account with this email address exists.", code="email_taken",
                            details={"field": "email"})
@@ -343,10 +388,20 @@ def update_profile(principal: Principal, *, display_name: str | None = None,
     return user, token is not None
 
 
-def _guarded(user: User, attempt: Callable[[], T]) -> T:
-    """Run a password/code check; failures count towards the account's sign-in throttle."""
-    key, limit = _throttle_keys(user.email, "")[0]
-    throttle.check(key, limit, THROTTLE_WINDOW, "Too many wrong codes; wait before trying again.")
+def _reauth_key(user: User) -> tuple[str, int]:
+    return f"reauth:account:{user.id}", config.active()["LOGIN_FAILURES_PER_ACCOUNT"]
+
+
+def _mfa_key(user: User) -> tuple[str, int]:
+    return f"mfa:account:{user.id}", config.active()["LOGIN_FAILURES_PER_ACCOUNT"]
+
+
+def _guarded(budget: tuple[str, int], attempt: Callable[[], T]) -> T:
+    """Run a password/code check; a failure (InvalidRequest) counts against `budget`, a
+    per-account counter that no sign-in clears (429 beyond)."""
+    key, limit = budget
+    throttle.check(key, limit, THROTTLE_WINDOW,
+                   "Too many wrong passwords or codes; wait before trying again.")
     try:
         return attempt()
     except InvalidRequest:
@@ -355,17 +410,17 @@ def _guarded(user: User, attempt: Callable[[], T]) -> T:
 
 
 def disable_mfa(principal: Principal, password: str, code: str) -> None:
-    """Turn MFA off: needs the password and a current code (or a recovery code)."""
-    def attempt() -> None:
-        _require_password(principal.user, password, field="password")
-        mfa.disable(principal.user, code, ip=principal.ip)
-
-    _guarded(principal.user, attempt)
+    """Turn MFA off: needs the password and a current code (or a recovery code). Wrong
+    passwords count as re-authentications, wrong codes with the sign-in codes."""
+    user = principal.user
+    _require_current_password(user, password, field="password")
+    _guarded(_mfa_key(user), lambda: mfa.disable(user, code, ip=principal.ip))
 
 
 def regenerate_recovery_codes(principal: Principal, code: str) -> list[str]:
-    """New recovery codes for a current code; the old ones stop working."""
-    return _guarded(principal.user,
+    """New recovery codes for a current code; the old ones stop working. Wrong codes count
+    with the sign-in codes (429 beyond)."""
+    return _guarded(_mfa_key(principal.user),
                     lambda: mfa.regenerate_recovery_codes(principal.user, code, ip=principal.ip))
 
 

@@ -1,11 +1,23 @@
 """Idempotency-Key for creating requests (Stripe; draft-ietf-httpapi-idempotency-key-header).
 
-A creating request that carries `Idempotency-Key` is recorded (per acting user) before it
-runs. A repeat with the same key and the same request gets the stored status and body for
-24 hours; with a different request 422 `idempotency_mismatch`; while the first is still
-running 409 `idempotency_in_progress`. Only successful responses are stored: a request
-that failed (validation, a conflict, a crash) leaves nothing behind and may be retried.
-A record left "in flight" by a crash is taken over after IN_FLIGHT_TIMEOUT.
+A creating request that carries `Idempotency-Key` runs once per key and account. Its
+record belongs to the credential that made it: the access tokens of the account (which
+carry all of its rights) or one API key. A repeat with the same key and the same request
+gets the stored status and body for 24 hours, but only for that credential and only while
+its standing is what it was (`authority_of`): the account's role and, for a project's
+route, the caller's role in the project. Another credential, another request or another
+standing under the same key get 422 `idempotency_mismatch` (403 `idempotency_rights_changed`
+for a lowered or raised role), never the stored body.
+
+The record is written in the same transaction as what the request creates (`begin`,
+`finish` and `abandon` join the caller's transaction; the API runs a request's service
+call, its serialization and the record in one), so a crash leaves both or neither: a
+retry after any crash replays the first answer or runs afresh. While such a transaction
+is open the write lock holds a duplicate back until the first has committed, and it is
+then replayed. A record committed "in flight" (a request that ran outside one transaction,
+or another process's claim) answers 409 `idempotency_in_progress`, and is taken over
+after IN_FLIGHT_TIMEOUT. Only successful responses are stored: a request that failed
+leaves nothing behind and may be retried.
 """
 
 from __future__ import annotations
@@ -17,13 +29,16 @@ from dataclasses import dataclass
 from peewee import IntegrityError
 
 from appliance.db import database
-from appliance.errors import Conflict, IdempotencyMismatch, InvalidRequest
+from appliance.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidRequest
 from appliance.models import IdempotencyRecord
 from appliance.services import clock
+from appliance.services.principal import Principal
 
 TTL = dt.timedelta(hours=24)
 IN_FLIGHT_TIMEOUT = dt.timedelta(minutes=5)
 KEY_MAX = 255
+AUTHORITY_MAX = 120
+USER_CREDENTIAL = "user"  # the account's own tokens: every right its roles give
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,26 @@ def check_key(key: str) -> str:
     return key
 
 
-def begin(owner: str, key: str, print_: str) -> Stored | None:
+def credential_of(principal: Principal) -> str:
+    """Which credential acts: one API key, or the account's own tokens."""
+    return f"key:{principal.key_id}" if principal.key_id is not None else USER_CREDENTIAL
+
+
+def authority_of(principal: Principal, project_role: str | None = None) -> str:
+    """The credential and the standing a stored answer was given to: the credential, the
+    account's role and, on a project's route, the caller's role there ("-" for none)."""
+    parts = [credential_of(principal), principal.user.role]
+    if project_role is not None:
+        parts.append(project_role or "-")
+    return " ".join(parts)[:AUTHORITY_MAX]
+
+
+def begin(owner: str, key: str, print_: str, authority: str = "") -> Stored | None:
     """Claim `key` for a new request (None), or return the stored response to replay.
 
-    Raises 422 for a different request under the same key, 409 while it is in flight.
+    Inside the caller's transaction the claim commits (or rolls back) with it. Raises 422
+    for a different request, or another credential, under the same key; 403 when the
+    credential's standing changed since; 409 while the first is in flight elsewhere.
     """
     now = clock.now()
     with database.atomic():
@@ -56,24 +87,37 @@ def begin(owner: str, key: str, print_: str) -> Stored | None:
             expired = row.expires_at <= now
             abandoned = row.state == "in_flight" and row.created_at + IN_FLIGHT_TIMEOUT <= now
             if not (expired or abandoned):
-                return _existing(row, print_)
+                return _existing(row, print_, authority)
             row.delete_instance()
         try:
             with database.atomic():
                 IdempotencyRecord.create(owner=owner, key=key, fingerprint=print_,
-                                         state="in_flight", created_at=now,
-                                         expires_at=now + TTL)
+                                         authority=authority, state="in_flight",
+                                         created_at=now, expires_at=now + TTL)
         except IntegrityError:  # another process won the race (PostgreSQL)
             raise _in_progress() from None
     return None
 
 
-def _existing(row: IdempotencyRecord, print_: str) -> Stored:
+def _credential(authority: str) -> str:
+    return authority.split(" ", 1)[0] if authority else USER_CREDENTIAL
+
+
+def _existing(row: IdempotencyRecord, print_: str, authority: str) -> Stored:
     if row.fingerprint != print_:
         raise IdempotencyMismatch("This Idempotency-Key was used for a different request.",
                                   details={"field": "Idempotency-Key"})
     if row.state == "in_flight":
         raise _in_progress()
+    # A record from before credentials were recorded ("") is the account's own.
+    if _credential(row.authority) != _credential(authority):
+        raise IdempotencyMismatch(
+            "This Idempotency-Key was used with another credential (an API key or a "
+            "sign-in); only that credential replays it.",
+            details={"field": "Idempotency-Key", "reason": "credential"})
+    if row.authority and row.authority != authority:
+        raise Forbidden("Your role changed since this Idempotency-Key was used; send the "
+                        "request again with a new key.", code="idempotency_rights_changed")
     return Stored(row.status, row.body)
 
 
@@ -83,6 +127,7 @@ def _in_progress() -> Conflict:
 
 
 def finish(owner: str, key: str, status: int, body: str) -> None:
+    """Store the answer to replay (in the caller's transaction when there is one)."""
     with database.atomic():
         IdempotencyRecord.update(state="done", status=status, body=body).where(
             IdempotencyRecord.owner == owner, IdempotencyRecord.key == key).execute()
