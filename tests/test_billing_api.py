@@ -77,10 +77,12 @@ def test_the_overview_shows_balance_burn_rate_and_run_out(app, client, people):
     body = api(client, "GET", "/billing", people["owner"]).get_json()
     assert body["balance"] == 10_000 - 400
     assert body["currency"] == "EUR"
-    assert body["burn_rate_per_day"] == 400  # four hours in the last 24
+    assert body["burn_rate_per_day"] == 2400  # the instance running now, 1.00 an hour
+    assert body["burn_rate_last_24h"] == 400  # four hours in the last 24
     assert body["month_to_date"] == 400
-    assert body["hours_left"] == pytest.approx(9600 * 24 / 400, rel=0.01)
-    assert body["projected_run_out_at"].startswith("2025-04-03")
+    assert body["hours_left"] == pytest.approx(9600 / 100, rel=0.01)
+    assert body["projected_run_out_at"].startswith("2025-03-14")
+    assert body["run_out_beyond_horizon"] is False
     assert body["provisioning"] == {"can_provision": True, "reason": None, "shortfall": 0}
     assert body["status"] == "active"
     # Nobody else's money shows up.
@@ -344,9 +346,9 @@ def test_zero_balance_starts_grace_then_suspends_stops_and_lifts_after_a_top_up(
     start = api(client, "POST", f"/projects/{project}/instances/{instance.id}/start",
                 people["owner"], json={})
     assert start.status_code == 402 and start.get_json()["error"]["code"] == "payment_required"
-    _grant(client, people, 1000)
+    _grant(client, people, 1000)  # lifts the suspension in the credit's own transaction
     with app.app_context(), database.connection_context():
-        assert prepaid.enforce()["lifted"] == 1
+        assert prepaid.enforce()["lifted"] == 0
         assert Instance.get_by_id(instance.id).suspended_at is None
         account = BillingAccount.get_by_id(people["owner_id"])
         assert (account.suspended_at, account.grace_started_at) == (None, None)

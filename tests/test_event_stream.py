@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from appliance.db import database
-from appliance.services.accounts.sessions import Principal
 from appliance.services.events import live, outbox
+from appliance.services.principal import Principal
 from tests.factories import api, bearer, create_key, fake_catalog, key_auth, login, make_user
 
 WAIT = 15.0

@@ -181,19 +181,21 @@ def test_the_important_ones_are_mailed_through_smtp_once(make_app, smtp_servers)
     assert _unread(client, headers) == 3  # the webhook one is in-app only
 
 
+# An invoice's news stays true; a billing state's mail is skipped once the state is over.
+INVOICE = {"invoice": {"id": "inv_1", "number": "2025-000001", "total": 100, "currency": "EUR"}}
+
+
 def test_without_smtp_the_mail_waits_in_the_outbox(app, client, team):
-    _emit(app, "billing.suspended", user_id=team["owner_id"],
-          data={"balance": 0, "currency": "EUR", "reason": "balance"})
+    _emit(app, "invoice.issued", user_id=team["owner_id"], data=INVOICE)
     with app.app_context(), database.connection_context():
         assert notifications.send_pending_mail() == 1
         held = MailOutbox.get(MailOutbox.to_addr == "owner@example.test",
-                              MailOutbox.subject == "Your account is suspended")
+                              MailOutbox.subject == "Invoice 2025-000001 issued")
         assert held.status == "held"
 
 
 def test_a_crashed_mail_claim_is_taken_again_after_ten_minutes(app, client, team):
-    event = _emit(app, "billing.suspended", user_id=team["owner_id"],
-                  data={"balance": 0, "currency": "EUR", "reason": "balance"})
+    event = _emit(app, "invoice.issued", user_id=team["owner_id"], data=INVOICE)
     with app.app_context(), database.connection_context():
         Notification.update(email_status="sending", email_claimed_at=clock.now()).where(
             Notification.event == event.id).execute()
@@ -201,7 +203,7 @@ def test_a_crashed_mail_claim_is_taken_again_after_ten_minutes(app, client, team
         clock.advance(dt.timedelta(minutes=11))
         assert notifications.send_pending_mail() == 1
         assert MailOutbox.select().where(
-            MailOutbox.subject == "Your account is suspended").count() == 1
+            MailOutbox.subject == "Invoice 2025-000001 issued").count() == 1
 
 
 def test_mark_read_read_all_counts_and_the_unread_filter(app, client, team):

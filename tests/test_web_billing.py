@@ -92,8 +92,9 @@ def test_the_billing_page_shows_balance_run_out_burn_rate_chart_and_ledger(app, 
     _run_usage(app, users["ada"], hours=5, price=100)
     html = ada.page("/billing")
     assert 'id="balance">94.00 EUR<' in html  # six started hours of 1.00
-    assert "Credits last about 16 days" in html  # 94.00 at 6.00 a day
-    assert "6.00 EUR" in html  # burn rate per day and month to date
+    assert "Credits last about 4 days" in html  # 94.00 at the 1.00 an hour running now
+    assert "24.00 EUR" in html  # the burn rate per day at what runs now
+    assert "6.00 EUR" in html  # the last 24 hours and month to date
     assert html.count("<svg") == 3  # the header's bell, the desktop and the phone chart
     assert re.search(r"<title>\w{3} 10 Mar 2025: 6.00 EUR</title>", html)
     assert 'viewBox="0 0 760 250"' in html and 'viewBox="0 0 320 210"' in html

@@ -52,7 +52,7 @@ class SuspendIn(Schema):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class RoleIn(Schema):
+class UserRoleIn(Schema):
     role: str = Field(pattern="^(admin|user)$")
 
 
@@ -138,14 +138,15 @@ def unsuspend_user(principal: Principal, user_id: str):
 
 
 @bp.operation("/admin/users/<user_id>/role", "PUT", summary="Make admin or user", tags=TAGS,
-              body=RoleIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
-def set_role(principal: Principal, user_id: str, body: RoleIn):
+              body=UserRoleIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
+def set_role(principal: Principal, user_id: str, body: UserRoleIn):
     return AdminUserOut.of(admin.set_role(principal, user_id, body.role))
 
 
 @bp.operation("/admin/users/<user_id>/resend-verification", "POST",
               summary="Mail the user a new verification link", tags=TAGS,
-              response=AdminUserOut, status=202, auth=AUTH, errors=ERRORS)
+              response=AdminUserOut, status=202, auth=AUTH, errors=ERRORS,
+              commits_apart=True)  # mails after its commit
 def resend_verification(principal: Principal, user_id: str):
     return AdminUserOut.of(admin.resend_verification(principal, user_id))
 

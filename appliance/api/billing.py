@@ -44,12 +44,23 @@ class ReadinessOut(Schema):
 class BillingOut(Schema):
     balance: int
     currency: str
-    burn_rate_per_day: int = Field(description="Usage of the last 24 hours.")
+    burn_rate_per_day: int = Field(
+        description="What a day costs at what is metered now: 24 times the hourly prices "
+                    "of the live instances (stopped ones are billed too; nothing for one "
+                    "whose plan's monthly cap is reached) and the kept backups' share of "
+                    "their GB-month price.")
+    burn_rate_last_24h: int = Field(description="What usage did cost over the last 24 "
+                                                "hours (the history).")
     month_to_date: int
     projected_run_out_at: dt.datetime | None = Field(
-        description="When the balance reaches zero at the current burn rate; null when "
-                    "nothing is burning or nothing is left.")
-    hours_left: float | None
+        description="When the balance reaches zero at `burn_rate_per_day`; null when "
+                    "nothing is burning, nothing is left, or it is more than 10 years away "
+                    "(then `run_out_beyond_horizon` is true).")
+    hours_left: float | None = Field(description="Hours until `projected_run_out_at`; null "
+                                                 "when that is null.")
+    run_out_beyond_horizon: bool = Field(
+        description="True when the balance lasts more than 10 years at the current burn "
+                    "rate: no date is projected that far.")
     spend_cap: int | None
     minimum_balance: int
     provisioning: ReadinessOut
@@ -155,8 +166,9 @@ def overview(principal: Principal):
     ready = found.readiness
     return BillingOut(
         balance=found.balance, currency=found.currency,
-        burn_rate_per_day=found.burn_rate_per_day, month_to_date=found.month_to_date,
-        projected_run_out_at=found.projected_run_out_at, hours_left=found.hours_left,
+        burn_rate_per_day=found.burn_rate_per_day, burn_rate_last_24h=found.burn_rate_last_24h,
+        month_to_date=found.month_to_date, projected_run_out_at=found.projected_run_out_at,
+        hours_left=found.hours_left, run_out_beyond_horizon=found.run_out_beyond_horizon,
         spend_cap=found.spend_cap, minimum_balance=found.minimum_balance,
         provisioning=ReadinessOut(can_provision=ready.can_provision, reason=ready.reason,
                                   shortfall=ready.shortfall),
@@ -245,7 +257,9 @@ class ProjectFilter(Schema):
 class UsageSummaryOut(Schema):
     days: int
     since: dt.date
-    active_instances: int
+    active_instances: int = Field(description="Live instances now, running or stopped "
+                                              "(both are billed).")
+    running_instances: int = Field(description="Of those, the ones running now.")
     instance_hours: int
     amount: int
     currency: str

@@ -59,6 +59,9 @@ class PromoCodeOut(Schema):
     once_per_user: bool
     expires_at: dt.datetime | None
     active: bool
+    status: Literal["active", "inactive", "expired", "used up"] = Field(
+        description="Whether it can be redeemed now: `active`, else why not (switched "
+                    "off, past `expires_at`, or `max_uses` reached).")
     note: str
     created_at: dt.datetime
 
@@ -67,7 +70,8 @@ class PromoCodeOut(Schema):
         return cls(id=row.id, code=row.code, amount=row.amount,
                    currency=billing_state.currency(), max_uses=row.max_uses, uses=row.uses,
                    once_per_user=row.once_per_user, expires_at=row.expires_at,
-                   active=row.active, note=row.note, created_at=row.created_at)
+                   active=row.active, status=promo.status_of(row), note=row.note,
+                   created_at=row.created_at)
 
 
 class PromoCodeList(Schema):

@@ -26,7 +26,8 @@ class MetricsPoint(Schema):
     at: dt.datetime = Field(description="Start of the bucket (UTC, aligned to its length).")
     instances_running: int = Field(description="The most running at once (sampled each "
                                                "minute).")
-    api_requests: int = Field(description="Authenticated API requests, by session or key.")
+    api_requests: int = Field(description="API requests made with an API key or an access "
+                                           "token (the dashboard's own are not counted).")
     spend: int = Field(description="Usage billed for the hours that start in the bucket, "
                                     "in minor units.")
 
@@ -35,6 +36,8 @@ class MetricsOut(Schema):
     window: str
     bucket: str
     currency: str
+    instances_running_now: int = Field(description="Running at the time of the request "
+                                                   "(the points are sampled each minute).")
     points: list[MetricsPoint]
 
 
@@ -48,6 +51,7 @@ class MetricsOut(Schema):
 def metrics(principal: Principal, query: MetricsQuery):
     found = dashboard_metrics.series(principal, query.window, query.bucket)
     return MetricsOut(window=found.window, bucket=found.bucket, currency=found.currency,
+                      instances_running_now=found.running_now,
                       points=[MetricsPoint(at=p.at, instances_running=p.instances_running,
                                            api_requests=p.api_requests, spend=p.spend)
                               for p in found.points])

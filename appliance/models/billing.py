@@ -35,6 +35,9 @@ class UsageRecord(BaseModel):
     user = ForeignKeyField(User, on_delete="RESTRICT", backref="+")  # the project's owner
     project = ForeignKeyField(Project, on_delete="RESTRICT", backref="+")
     subject_id = CharField(max_length=40)  # ins_... (bak_..., tpl_... for storage)
+    # The instance's name when the hour was recorded (a backup: its instance's); "" in
+    # records made before migration 0013.
+    subject_name = CharField(max_length=64, default="")
     resource = CharField(max_length=40)  # instance
     sku = CharField(max_length=60)  # the plan's slug
     hour = UTCDateTimeField()  # start of the UTC hour

@@ -9,8 +9,10 @@ import cycle is needed. `create_app` calls `connect()`; calling it again changes
 
 from __future__ import annotations
 
+from appliance.models import Backup, Project, User
 from appliance.services import projects
 from appliance.services.accounts import api_keys
+from appliance.services.billing import prepaid
 from appliance.services.events import live, notifications, outbox
 from appliance.services.instances import engine_jobs, lifecycle
 from appliance.services.limits import quotas
@@ -21,10 +23,22 @@ def connect() -> None:
     """Register every hook (idempotent)."""
     outbox.fan_out_to(endpoints.fan_out, endpoints.wake)
     outbox.listen(notifications.from_event)
+    notifications.register_mail_check("billing.grace_started", prepaid.still_in_grace)
+    notifications.register_mail_check("billing.suspended", prepaid.still_suspended)
+    notifications.register_mail_check("billing.low_balance", prepaid.still_low)
     outbox.listen(live.on_event)
     engine_jobs.register_handlers()
     quotas.register_usage("instances", lifecycle.live_instance_count)
     quotas.register_usage("vcpus", lifecycle.vcpus_in_use)
     quotas.register_usage("memory_mb", lifecycle.memory_mb_in_use)
     quotas.register_usage("api_keys", api_keys.active_key_count)
+    quotas.register_usage("backups", kept_backup_count)
     projects.register_holder(lifecycle.instances_in_project)
+
+
+def kept_backup_count(user: User) -> int:
+    """The backups counted against the `backups` limit: those of the user's projects that
+    are kept or being taken (not failed, not deleted)."""
+    return (Backup.select().join(Project, on=(Backup.project == Project.id))
+            .where(Project.created_by == user.id, Backup.deleted_at.is_null(),
+                   Backup.status.in_(("creating", "available"))).count())

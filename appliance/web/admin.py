@@ -142,11 +142,12 @@ def outbox():
 @bp.get("/audit")
 @admin_required
 def audit_log():
-    action = request.args.get("action") or None
+    action = (request.args.get("action") or "").strip() or None
+    actor = (request.args.get("actor") or "").strip() or None
     rows, cursor = admin.list_audit_log(current_principal(), action, None, _limit(),
-                                        request.args.get("cursor"))
+                                        request.args.get("cursor"), actor_email=actor)
     return _render("admin/audit.html", "admin/_audit_table.html", rows=rows,
-                   next_cursor=cursor, action=action or "", json=json)
+                   next_cursor=cursor, action=action or "", actor=actor or "", json=json)
 
 
 STATUSES = ("pending", "approved", "declined")

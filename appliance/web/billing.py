@@ -45,7 +45,8 @@ def _billing_page(status: int = 200, fragment: str | None = None, **context):
     context.setdefault("section", None)
     return forms.render_fragment_or_page(
         "billing/overview.html", fragment, status, billing=found,
-        run_out=overview_metrics.run_out_text(found.hours_left), not_ready=STATUS_TEXT,
+        run_out=overview_metrics.run_out_text(found.hours_left, found.run_out_beyond_horizon),
+        not_ready=STATUS_TEXT,
         charts=charts.both_sizes([(p.day, p.amount) for p in points], currency),
         points=points, entries=entries, next_cursor=next_cursor,
         cursor=request.args.get("cursor") or None,
@@ -142,7 +143,7 @@ def usage_page():
         "billing/usage.html", fragment, days=days, day_choices=CHART_DAYS, points=points,
         charts=charts.both_sizes([(p.day, p.amount) for p in points], currency),
         period_total=sum(p.amount for p in points),
-        summary=usage.summary(principal), lines=lines,
+        summary=usage.summary(principal), lines=lines, subjects=usage.by_subject(principal),
         month_total=sum(line.amount for line in lines),
         month=prepaid.month_start(clock.now()).strftime("%B %Y"),
         **forms.money_context(currency))

@@ -102,6 +102,7 @@ def _promo_page(status: int = 200, fragment: str | None = None, **context):
     context.setdefault("form", {})
     context.setdefault("section", None)
     return render_template("admin/promo_codes.html", codes=rows, next_cursor=next_cursor,
+                           status_of=promo.status_of,
                            **forms.money_context(billing_state.currency()), **context), status
 
 

@@ -47,7 +47,7 @@ def activity(principal: Principal, window: str) -> dict:
     currency = found.currency
     label = _x_label(window)
     running = [(p.at, p.instances_running) for p in found.points]
-    most = max(v for _, v in running)
+    most = max(found.running_now, *(v for _, v in running))
     calls = [(p.at, p.api_requests) for p in found.points]
     spend = [(p.at, p.spend) for p in found.points]
     return {
@@ -55,12 +55,12 @@ def activity(principal: Principal, window: str) -> dict:
         "window_label": dict(WINDOW_CHOICES)[window],
         "activity_charts": [
             {"id": "chart-instances", "title": "Instances running",
-             "figure": _count(running[-1][1]), "note": f"now, at most {most:,}",
+             "figure": _count(found.running_now), "note": f"now, at most {most:,}",
              "chart": charts.series_chart(
                  running, SMALL, axis_label=_count, x_label=label,
                  tooltip=lambda at, v: f"{_when(at)}: at most {v:,} running")},
             {"id": "chart-requests", "title": "API requests",
-             "figure": _count(sum(v for _, v in calls)), "note": "in all",
+             "figure": _count(sum(v for _, v in calls)), "note": "by API keys and tokens",
              "chart": charts.series_chart(
                  calls, SMALL, axis_label=_count, x_label=label,
                  tooltip=lambda at, v: f"{_when(at)}: {v:,} requests")},
@@ -76,8 +76,11 @@ def activity(principal: Principal, window: str) -> dict:
     }
 
 
-def run_out_text(hours: float | None) -> str | None:
-    """"about 18 h" under two days, else "about 5 days"; None when nothing burns."""
+def run_out_text(hours: float | None, beyond: bool = False) -> str | None:
+    """"about 18 h" under two days, else "about 5 days", "more than 10 years" past the
+    projection's horizon; None when nothing burns."""
+    if beyond:
+        return prepaid.RUN_OUT_HORIZON_TEXT
     if hours is None:
         return None
     if hours < 1:
@@ -90,6 +93,10 @@ def run_out_text(hours: float | None) -> str | None:
 def overview_cards(principal: Principal) -> dict:
     """The dashboard home's billing cards: balance and run-out, month to date, instances."""
     found = prepaid.overview(principal)
-    return {"billing_cards": {"billing": found, "run_out": run_out_text(found.hours_left),
-                              "instances": usage.summary(principal)["active_instances"],
-                              "money": lambda minor: money.format(minor, found.currency)}}
+    summary = usage.summary(principal)
+    return {"billing_cards": {
+        "billing": found,
+        "run_out": run_out_text(found.hours_left, found.run_out_beyond_horizon),
+        "instances": summary["active_instances"],
+        "instances_running": summary["running_instances"],
+        "money": lambda minor: money.format(minor, found.currency)}}

@@ -7,18 +7,26 @@
   transaction; an armed alert whose threshold the balance fell below fires once
   (`fired_at`, `_notify_low_balance`), a fired one re-arms when the balance is back at or
   above its threshold.
+- Credit ends what a lack of credit started, in the credit's own transaction
+  (`credit_landed`, called by the ledger): a positive balance ends the grace period and
+  lifts a suspension for an unpaid balance (unless the spend cap is reached), so no
+  page shows "out of credit" after the credit is in, and the enforcement task finds
+  nothing left to do.
 
 This module reads only models, so the ledger can call it without an import cycle.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from peewee import JOIN, fn
+
 from appliance import config
-from appliance.models import BillingAccount, BillingAlert, User
+from appliance.models import BillingAccount, BillingAlert, Instance, Project, UsageDaily, User
 from appliance.services import clock, settings
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
@@ -112,6 +120,52 @@ def balances_changed(balances: dict[str, int]) -> None:
                     _notify_low_balance(User.get_by_id(alert.user_id), alert, current)
             elif not alert.armed and current >= alert.threshold:
                 BillingAlert.update(armed=True).where(BillingAlert.id == alert.id).execute()
+
+
+def month_start(now: dt.datetime) -> dt.datetime:
+    return now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_to_date(user_id: str, now: dt.datetime | None = None) -> int:
+    """What usage cost the account since the first of this UTC month."""
+    start = month_start(now or clock.now()).date().isoformat()
+    return (UsageDaily.select(fn.COALESCE(fn.SUM(UsageDaily.amount), 0))
+            .where(UsageDaily.user == user_id, UsageDaily.day >= start).scalar())
+
+
+def lift_instances(user_id: str) -> int:
+    """Unmark the suspended instances of the account's projects (they may start again)."""
+    ids = [row.id for row in Instance.select(Instance.id)
+           .join(Project, JOIN.INNER, on=(Instance.project == Project.id))
+           .where(Project.created_by == user_id, Instance.deleted_at.is_null(),
+                  Instance.suspended_at.is_null(False))]
+    if ids:
+        Instance.update(suspended_at=None).where(Instance.id.in_(ids)).execute()
+    return len(ids)
+
+
+def credit_landed(user_id: str, balance: int) -> None:
+    """Inside a credit's transaction: end the grace period once the balance is positive,
+    and lift a suspension for an unpaid balance when the spend cap is not reached either.
+
+    A suspension for the spend cap stays (credit does not raise the cap), and a balance
+    still at or below zero changes nothing: the enforcement task decides those.
+    """
+    if balance <= 0:
+        return
+    row = BillingAccount.get_or_none(BillingAccount.user == user_id)
+    if row is None or (row.grace_started_at is None and row.suspended_at is None):
+        return
+    now = clock.now()
+    changes: dict = {"grace_started_at": None, "updated_at": now}
+    cap_reached = row.spend_cap is not None and month_to_date(user_id, now) >= row.spend_cap
+    lifted = row.suspended_reason == "balance" and not cap_reached
+    if lifted:
+        changes.update(suspended_at=None, suspended_reason=None)
+    BillingAccount.update(**changes).where(BillingAccount.user == user_id).execute()
+    if lifted:
+        lift_instances(user_id)
+        log.info("account %s credited: its suspension is lifted", user_id)
 
 
 def _notify_low_balance(user: User, alert: BillingAlert, balance: int) -> None:

@@ -99,8 +99,9 @@ def post(user_id: str, type: str, amount: int, reference: str, *, note: str = ""
 
     Raises InvalidRequest for an unknown type, a zero or oversized amount, or a bad
     reference. Joins the caller's transaction when there is one. A new credit (see
-    `is_credit`) records a `billing.credited` event in the same transaction; a repeated
-    reference records nothing.
+    `is_credit`) ends a grace period or a suspension for an unpaid balance that the new
+    balance settles (`billing_state.credit_landed`) and records a `billing.credited`
+    event, in the same transaction; a repeated reference does nothing.
     """
     posting = Posting(user_id, type, amount, reference, note, project_id, created_by)
     _check(posting)
@@ -117,6 +118,7 @@ def post(user_id: str, type: str, amount: int, reference: str, *, note: str = ""
         billing_state.ensure_accounts([user_id])
         billing_state.balances_changed({user_id: entry.balance_after})
         if is_credit(type, amount):
+            billing_state.credit_landed(user_id, entry.balance_after)
             _credited(entry)
     entry.is_new = True
     return entry

@@ -67,6 +67,7 @@ class Subject:
     meter_month: str | None = None
     month_amount: int = 0
     monthly_price: int | None = None  # per quantity and month, charged pro rata by the hour
+    name: str = ""  # what people call it: the instance's name (a backup: its instance's)
 
 
 _meters: dict[str, Callable[[dt.datetime], list[Subject]]] = {}
@@ -90,7 +91,8 @@ def _instances(now: dt.datetime) -> list[Subject]:
     rows = (Instance.select(Instance.id, Instance.project, Instance.created_at,
                             Instance.deleted_at, Plan.slug, Plan.price_hourly,
                             Plan.price_monthly_cap, Project.created_by,
-                            meter.last_hour, meter.sku, meter.month, meter.month_amount)
+                            meter.last_hour, meter.sku, meter.month, meter.month_amount,
+                            Instance.name)
             .join(Plan, on=(Instance.plan == Plan.id))
             .switch(Instance).join(Project, on=(Instance.project == Project.id))
             .switch(Instance).join(meter, JOIN.LEFT_OUTER,
@@ -99,9 +101,10 @@ def _instances(now: dt.datetime) -> list[Subject]:
             .where(meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
     # The raw cursor: peewee's per-field conversion of 10,000 rows costs more than the rest.
     return [Subject(ins_id, INSTANCE, owner, project, slug, price, cap, 1, _utc(created),
-                    _utc(deleted), _utc(last), meter_sku, meter_month, month_amount or 0)
+                    _utc(deleted), _utc(last), meter_sku, meter_month, month_amount or 0,
+                    name=name or "")
             for (ins_id, project, created, deleted, slug, price, cap, owner, last, meter_sku,
-                 meter_month, month_amount) in database.execute(rows)]
+                 meter_month, month_amount, name) in database.execute(rows)]
 
 
 @overload
@@ -125,10 +128,10 @@ BACKUP, BACKUP_SKU = "backup", "backup-gb"
 def _backups(now: dt.datetime) -> list[Subject]:
     """Backups kept on an engine (available, or being taken), until deleted."""
     meter = UsageMeter.alias()
-    price = settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
+    price = backup_gb_month_price()
     rows = (Backup.select(Backup.id, Backup.project, Backup.created_at, Backup.deleted_at,
                           Backup.size_gb, Project.created_by, meter.last_hour, meter.sku,
-                          meter.month, meter.month_amount)
+                          meter.month, meter.month_amount, Backup.instance_name)
             .join(Project, on=(Backup.project == Project.id))
             .switch(Backup).join(meter, JOIN.LEFT_OUTER,
                                  on=((meter.subject_id == Backup.id)
@@ -137,12 +140,63 @@ def _backups(now: dt.datetime) -> list[Subject]:
                    meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
     return [Subject(backup_id, BACKUP, owner, project, BACKUP_SKU, price, None, size,
                     _utc(created), _utc(deleted), _utc(last), meter_sku, meter_month,
-                    month_amount or 0, monthly_price=price)
+                    month_amount or 0, monthly_price=price, name=name or "")
             for (backup_id, project, created, deleted, size, owner, last, meter_sku,
-                 meter_month, month_amount) in database.execute(rows)]
+                 meter_month, month_amount, name) in database.execute(rows)]
 
 
 register_meter(BACKUP, _backups)
+
+
+def backup_gb_month_price() -> int:
+    """What keeping one GB of backup costs a month (BILLING_BACKUP_GB_MONTH, minor units)."""
+    return settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
+
+
+def usage_note(subject: Subject, hour: dt.datetime) -> str:
+    """The ledger note of a usage debit: what was metered, by name, its SKU and hour
+    ("instance web-1 (small) 2025-03-10T12:00:00Z"); the name is the one at the time."""
+    what = f"{subject.resource} {subject.name} ({subject.sku})" if subject.name else (
+        f"{subject.resource} {subject.subject_id} ({subject.sku})")
+    return f"{what} {clock.isoformat(hour)}"
+
+
+def hours_in_month(hour: dt.datetime) -> int:
+    start = hour.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + dt.timedelta(days=32)).replace(day=1)
+    return round((following - start) / HOUR)
+
+
+def hourly_rate(user_id: str, now: dt.datetime | None = None) -> float:
+    """What the account's metered things cost an hour as they are now, in minor units.
+
+    The sum of the hourly price of each live instance of the projects it owns (stopped
+    ones too: metering bills them), less what the plan's monthly cap leaves of it this
+    month, and of each kept backup's hourly share of its GB-month price. The run-out
+    estimate divides the balance by it; it reads no history, so an instance started a
+    minute ago counts in full and a deleted one not at all.
+    """
+    current = hour_of(now or clock.now())
+    month = month_of(current)
+    meter = UsageMeter.alias()
+    instances = (Instance.select(Plan.slug, Plan.price_hourly, Plan.price_monthly_cap,
+                                 meter.sku, meter.month, meter.month_amount)
+                 .join(Plan, on=(Instance.plan == Plan.id))
+                 .switch(Instance).join(Project, on=(Instance.project == Project.id))
+                 .switch(Instance).join(meter, JOIN.LEFT_OUTER,
+                                        on=((meter.subject_id == Instance.id)
+                                            & (meter.resource == INSTANCE)))
+                 .where(Project.created_by == user_id, Instance.deleted_at.is_null())
+                 .tuples())
+    rate = 0.0
+    for slug, price, cap, meter_sku, meter_month, month_amount in instances:
+        spent = (month_amount or 0) if (meter_sku, meter_month) == (slug, month) else 0
+        rate += price if cap is None else max(0, min(price, cap - spent))
+    kept_gb = (Backup.select(fn.COALESCE(fn.SUM(Backup.size_gb), 0))
+               .join(Project, on=(Backup.project == Project.id))
+               .where(Project.created_by == user_id, Backup.deleted_at.is_null(),
+                      Backup.status.in_(("creating", "available"))).scalar())
+    return rate + backup_gb_month_price() * kept_gb / hours_in_month(current)
 
 
 @dataclass(frozen=True)
@@ -213,8 +267,7 @@ def _hours(subject: Subject, current: dt.datetime) -> tuple[list[tuple], bool]:
 def _pro_rata(monthly: int, hour: dt.datetime) -> int:
     """Hour `hour`'s share of `monthly`: the shares of a month's hours add up to it."""
     start = hour.replace(day=1, hour=0)
-    following = (start + dt.timedelta(days=32)).replace(day=1)
-    hours = round((following - start) / HOUR)
+    hours = hours_in_month(hour)
     index = round((hour - start) / HOUR)
     return monthly * (index + 1) // hours - monthly * index // hours
 
@@ -237,8 +290,8 @@ def _write(records: list[tuple], meters: list[tuple[Subject, bool]], now: dt.dat
     for subject, hour, amount in records:
         stamp = db_time(hour)
         usage_rows.append((subject.user_id, subject.project_id, subject.subject_id,
-                           subject.resource, subject.sku, stamp, subject.quantity,
-                           subject.unit_price, amount, created))
+                           subject.name[:64], subject.resource, subject.sku, stamp,
+                           subject.quantity, subject.unit_price, amount, created))
         totals = daily[(subject.user_id, subject.project_id, hour.date().isoformat(),
                         subject.resource, subject.sku)]
         totals[0] += subject.quantity
@@ -247,12 +300,13 @@ def _write(records: list[tuple], meters: list[tuple[Subject, bool]], now: dt.dat
             postings.append(ledger.Posting(
                 subject.user_id, "usage", -amount,
                 f"usage:{subject.subject_id}:{clock.isoformat(hour)}",
-                note=f"{subject.resource} {subject.sku} {clock.isoformat(hour)}",
+                note=usage_note(subject, hour),
                 project_id=subject.project_id))
     # A duplicate (subject, resource, hour) fails here and rolls back the whole tick.
     cursor.executemany(insert_statement(
-        "usage_record", ("user_id", "project_id", "subject_id", "resource", "sku", "hour",
-                         "quantity", "unit_price", "amount", "created_at")), usage_rows)
+        "usage_record", ("user_id", "project_id", "subject_id", "subject_name", "resource",
+                         "sku", "hour", "quantity", "unit_price", "amount", "created_at")),
+        usage_rows)
     cursor.executemany(insert_statement(
         "usage_daily", ("user_id", "project_id", "day", "resource", "sku", "quantity",
                         "amount"),

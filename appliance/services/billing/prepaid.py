@@ -34,14 +34,13 @@ from appliance.models import (
     LedgerEntry,
     Plan,
     Project,
-    UsageDaily,
     UsageRecord,
     User,
 )
 from appliance.services import audit, clock, pagination
 from appliance.services import settings as runtime  # `settings` names the operator's, below
 from appliance.services.accounts.admin import get_user, require_admin
-from appliance.services.billing import billing_state, ledger
+from appliance.services.billing import billing_state, ledger, metering
 from appliance.services.billing.billing_state import OperatorSettings, operator_settings
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
@@ -65,14 +64,22 @@ class Readiness:
     shortfall: int  # minor units missing to reach the minimum balance
 
 
+# How far the run-out is projected: past it a date means nothing (and past the year
+# 9999 it cannot even be written), so the overview says "more than 10 years".
+RUN_OUT_HORIZON = dt.timedelta(days=3650)
+RUN_OUT_HORIZON_TEXT = "more than 10 years"
+
+
 @dataclass(frozen=True)
 class Overview:
     balance: int
     currency: str
-    burn_rate_per_day: int
+    burn_rate_per_day: int  # what a day costs at what is metered now (metering.hourly_rate)
+    burn_rate_last_24h: int  # what the last 24 hours did cost (the history)
     month_to_date: int
-    projected_run_out_at: dt.datetime | None
+    projected_run_out_at: dt.datetime | None  # None: nothing burns, nothing left, or beyond
     hours_left: float | None
+    run_out_beyond_horizon: bool  # the balance lasts longer than RUN_OUT_HORIZON
     spend_cap: int | None
     minimum_balance: int
     readiness: Readiness
@@ -82,19 +89,17 @@ class Overview:
     suspended_reason: str | None
 
 
-def month_start(now: dt.datetime) -> dt.datetime:
-    return now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def month_to_date(user_id: str, now: dt.datetime | None = None) -> int:
-    """What usage cost the account since the first of this UTC month."""
-    start = month_start(now or clock.now()).date().isoformat()
-    return (UsageDaily.select(fn.COALESCE(fn.SUM(UsageDaily.amount), 0))
-            .where(UsageDaily.user == user_id, UsageDaily.day >= start).scalar())
+month_start = billing_state.month_start
+month_to_date = billing_state.month_to_date
 
 
 def burn_rate_per_day(user_id: str, now: dt.datetime | None = None) -> int:
-    """The account's usage over the last 24 hours (what a day costs at the current pace)."""
+    """What a day costs at what is metered now: 24 times `metering.hourly_rate`."""
+    return round(metering.hourly_rate(user_id, now) * 24)
+
+
+def burn_last_24h(user_id: str, now: dt.datetime | None = None) -> int:
+    """The account's usage over the last 24 hours (the history, a second figure)."""
     since = (now or clock.now()) - dt.timedelta(hours=24)
     return (UsageRecord.select(fn.COALESCE(fn.SUM(UsageRecord.amount), 0))
             .where(UsageRecord.user == user_id, UsageRecord.hour > since).scalar())
@@ -141,11 +146,8 @@ def overview(principal: Principal) -> Overview:
     user_id, now = principal.user.id, clock.now()
     settings = operator_settings()
     balance = ledger.balance(user_id)
-    burn = burn_rate_per_day(user_id, now)
-    run_out = hours_left = None
-    if burn > 0 and balance > 0:
-        hours_left = round(balance * 24 / burn, 1)
-        run_out = now + dt.timedelta(hours=balance * 24 / burn)
+    hourly = metering.hourly_rate(user_id, now)
+    run_out, hours_left, beyond = projected_run_out(balance, hourly, now)
     account = BillingAccount.get_or_none(BillingAccount.user == user_id)
     status, grace_ends = "active", None
     if account is not None and account.suspended_at is not None:
@@ -154,13 +156,28 @@ def overview(principal: Principal) -> Overview:
         status = "grace"
         grace_ends = account.grace_started_at + dt.timedelta(hours=settings.grace_hours)
     return Overview(
-        balance=balance, currency=settings.currency, burn_rate_per_day=burn,
+        balance=balance, currency=settings.currency, burn_rate_per_day=round(hourly * 24),
+        burn_rate_last_24h=burn_last_24h(user_id, now),
         month_to_date=month_to_date(user_id, now), projected_run_out_at=run_out,
-        hours_left=hours_left, spend_cap=account.spend_cap if account else None,
+        hours_left=hours_left, run_out_beyond_horizon=beyond,
+        spend_cap=account.spend_cap if account else None,
         minimum_balance=settings.min_balance, readiness=readiness(user_id, settings),
         status=status, grace_ends_at=grace_ends,
         suspended_at=account.suspended_at if account else None,
         suspended_reason=account.suspended_reason if account else None)
+
+
+def projected_run_out(balance: int, hourly: float, now: dt.datetime,
+                      ) -> tuple[dt.datetime | None, float | None, bool]:
+    """(run-out time, hours left, beyond the horizon) of `balance` at `hourly` minor units
+    an hour: (None, None, False) when nothing burns or nothing is left, and (None, None,
+    True) when it lasts longer than RUN_OUT_HORIZON."""
+    if hourly <= 0 or balance <= 0:
+        return None, None, False
+    hours = balance / hourly
+    if hours > RUN_OUT_HORIZON / dt.timedelta(hours=1):
+        return None, None, True
+    return now + dt.timedelta(hours=hours), round(hours, 1), False
 
 
 def list_credits(principal: Principal, limit: int = 50, cursor: str | None = None,
@@ -423,9 +440,7 @@ def _suspend_instances(user_id: str, now: dt.datetime) -> int:
 
 
 def _lift(user_id: str) -> None:
-    ids = [i.id for i in _owned_live(user_id) if i.suspended_at is not None]
-    if ids:
-        Instance.update(suspended_at=None).where(Instance.id.in_(ids)).execute()
+    billing_state.lift_instances(user_id)
 
 
 def set_operator_settings(principal: Principal, values: dict[str, object]) -> OperatorSettings:
@@ -449,6 +464,29 @@ def set_operator_settings(principal: Principal, values: dict[str, object]) -> Op
         audit.record("billing.operator_settings_changed", actor=principal.user, ip=principal.ip,
                      **details)
     return operator_settings()
+
+
+# Is a billing mail's news still true when it is about to go? (notifications'
+# register_mail_check, filled in by services/wiring.py.)
+
+
+def still_in_grace(user_id: str, data: dict[str, Any]) -> bool:
+    """billing.grace_started: the account is still out of credit in its grace period."""
+    account = BillingAccount.get_or_none(BillingAccount.user == user_id)
+    return (account is not None and account.grace_started_at is not None
+            and account.suspended_at is None)
+
+
+def still_suspended(user_id: str, data: dict[str, Any]) -> bool:
+    """billing.suspended: the account is still suspended."""
+    account = BillingAccount.get_or_none(BillingAccount.user == user_id)
+    return account is not None and account.suspended_at is not None
+
+
+def still_low(user_id: str, data: dict[str, Any]) -> bool:
+    """billing.low_balance: the balance is still below the alert's threshold."""
+    threshold = data.get("threshold")
+    return not isinstance(threshold, int) or ledger.balance(user_id) < threshold
 
 
 def _notify_grace_started(user: User, grace_ends_at: dt.datetime) -> None:

@@ -83,6 +83,18 @@ def redeem(principal: Principal, code: str) -> LedgerEntry:
     return entry
 
 
+def status_of(promo: PromoCode, now: dt.datetime | None = None) -> str:
+    """What redeeming the code would meet now: active, inactive (switched off), expired
+    or used up - the order in which `redeem` refuses."""
+    if not promo.active:
+        return "inactive"
+    if promo.expires_at is not None and promo.expires_at <= (now or clock.now()):
+        return "expired"
+    if promo.max_uses is not None and promo.uses >= promo.max_uses:
+        return "used up"
+    return "active"
+
+
 # Operator side ------------------------------------------------------------------------
 
 

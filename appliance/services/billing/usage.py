@@ -1,5 +1,6 @@
 """Reading usage: the 30-day summary, the daily chart, daily rows, this month by resource
-and SKU, and the hourly CSV export.
+and SKU and by instance, and the hourly CSV export (which names each record's instance as
+it was then, `subject_name`).
 
 Usage is the caller's own account's (what is billed to it: the projects it owns). A key
 restricted to one project sees that project's usage only; asking for another project is
@@ -43,6 +44,8 @@ class Line:
     amount: int
     project_id: str | None = None
     day: dt.date | None = None
+    subject_id: str | None = None
+    name: str = ""  # the instance's name in those records ("" before migration 0013)
 
 
 def _scope(principal: Principal, project_id: str | None) -> str | None:
@@ -67,7 +70,8 @@ def _today() -> dt.date:
 
 
 def summary(principal: Principal, project_id: str | None = None) -> dict:
-    """The last 30 days: instance-hours and amount, and the instances live now."""
+    """The last 30 days: instance-hours and amount, and the instances live now (running
+    or stopped: `active_instances`) and running now (`running_instances`)."""
     project_id = _scope(principal, project_id)
     since = (_today() - dt.timedelta(days=SUMMARY_DAYS - 1)).isoformat()
     rows = (_daily(principal, project_id)
@@ -80,6 +84,7 @@ def summary(principal: Principal, project_id: str | None = None) -> dict:
         live = live.where(Instance.project == project_id)
     return {"days": SUMMARY_DAYS, "since": dt.date.fromisoformat(since),
             "active_instances": live.count(),
+            "running_instances": live.where(Instance.status == "running").count(),
             "instance_hours": by_resource.get("instance", (0, 0))[0],
             "amount": sum(amount for _, amount in by_resource.values()),
             "currency": billing_state.currency()}
@@ -139,8 +144,32 @@ def by_resource(principal: Principal, project_id: str | None = None) -> list[Lin
     return [Line(resource, sku, quantity, total) for resource, sku, quantity, total in rows]
 
 
+BY_SUBJECT_MAX = 50
+
+
+def by_subject(principal: Principal, project_id: str | None = None) -> list[Line]:
+    """This calendar month per metered thing (an instance, a backup), under the name it
+    had in its records - a renamed instance is a line per name - biggest amount first,
+    at most BY_SUBJECT_MAX lines. Reads the month's hourly records of the account."""
+    project_id = _scope(principal, project_id)
+    start = dt.datetime.combine(_today().replace(day=1), dt.time(), dt.UTC)
+    amount = fn.SUM(UsageRecord.amount)
+    query = (UsageRecord.select(UsageRecord.subject_id, UsageRecord.subject_name,
+                                UsageRecord.resource, UsageRecord.sku,
+                                fn.SUM(UsageRecord.quantity), amount)
+             .where(UsageRecord.user == principal.user.id, UsageRecord.hour >= start))
+    if project_id is not None:
+        query = query.where(UsageRecord.project == project_id)
+    rows = (query.group_by(UsageRecord.subject_id, UsageRecord.subject_name,
+                           UsageRecord.resource, UsageRecord.sku)
+            .order_by(amount.desc(), UsageRecord.subject_name, UsageRecord.subject_id)
+            .limit(BY_SUBJECT_MAX).tuples())
+    return [Line(resource, sku, quantity, total, subject_id=subject_id, name=name or "")
+            for subject_id, name, resource, sku, quantity, total in rows]
+
+
 EXPORT_COLUMNS = ("hour", "project_id", "resource", "subject_id", "sku", "quantity",
-                  "unit_price", "amount", "currency")
+                  "unit_price", "amount", "currency", "subject_name")
 
 
 def export_csv(principal: Principal, date_from: dt.date | None = None,
@@ -169,7 +198,7 @@ def export_csv(principal: Principal, date_from: dt.date | None = None,
             for r in rows:
                 writer.writerow((clock.isoformat(r.hour), r.project_id, r.resource,
                                  r.subject_id, r.sku, r.quantity, r.unit_price, r.amount,
-                                 currency))
+                                 currency, r.subject_name))
             yield out.getvalue()
             out.seek(0)
             out.truncate()

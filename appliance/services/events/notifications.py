@@ -17,7 +17,9 @@ Contract:
   the mail itself goes through `mail.send` after the commit (the mail service does SMTP
   outside any transaction), by `send_pending_mail` - a scheduler task every minute that
   claims each row with a conditional UPDATE. A claim older than 10 minutes (a crash
-  mid-send) is taken again, so a mail may rarely go twice but is never lost.
+  mid-send) is taken again, so a mail may rarely go twice but is never lost. A mail
+  whose news is no longer true when its turn comes (`register_mail_check`: e.g. "out of
+  credit" after credit was added) is not sent: `email_status="skipped"`.
 - `notify_expiring_keys` (daily, and at start-up) records `api_key.expiring` once per
   key that expires within 7 days (`once_key`, unique).
 - Reading and marking: a user sees and marks only their own notifications; anyone
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from peewee import IntegrityError
@@ -248,6 +251,24 @@ def notify_expiring_keys(now: dt.datetime | None = None) -> int:
 
 # Email ------------------------------------------------------------------------------------
 
+# type -> check(user_id, event data): is what the mail says still true?
+_mail_checks: dict[str, Callable[[str, dict[str, Any]], bool]] = {}
+
+
+def register_mail_check(type: str, check: Callable[[str, dict[str, Any]], bool]) -> None:
+    """Let the domain that emits `type` say whether its news is still true when the mail
+    is about to go; a mail whose check answers False is skipped (the notification stays)."""
+    _mail_checks[type] = check
+
+
+def _still_true(row: Notification) -> bool:
+    check = _mail_checks.get(row.type)
+    if check is None:
+        return True
+    event = Event.get_or_none(Event.id == row.event_id)
+    return check(row.user_id, outbox.data_of(event) if event is not None else {})
+
+
 
 def _claim_mail(notification_id: str, now: dt.datetime) -> bool:
     with database.atomic():
@@ -274,6 +295,11 @@ def send_pending_mail(limit: int = 200) -> int:
             continue
         row = Notification.select(Notification, User).join(User).where(
             Notification.id == notification_id).get()
+        if not _still_true(row):
+            with database.atomic():
+                Notification.update(email_status="skipped").where(
+                    Notification.id == notification_id).execute()
+            continue
         greeting = f"Hello {row.user.display_name}," if row.user.display_name else "Hello,"
         link = f"\n\n{mail.link(row.link)}" if row.link else ""
         try:

@@ -1,7 +1,9 @@
 """Dashboard metrics: instances running, API requests and spend over a window, in buckets.
 
-Requests to the JSON API are counted in memory per account and UTC minute
-(`count_request`, a dict increment under a lock) and written by `flush_samples`, which
+Requests to the JSON API made with an API key or an access token are counted in memory
+per account and UTC minute (`count_call`, a dict increment under a lock); the
+dashboard's own requests (its session cookie, e.g. the live event stream) are not API
+requests and are not counted and written by `flush_samples`, which
 the scheduler runs every minute (and once more on shutdown) together with a sample of
 each account's running instances. Both writes are upserts on (user, minute): a flushed
 request count is *added* to the row, the running count *replaces* it, so a re-run or a
@@ -48,6 +50,19 @@ def minute_of(at: dt.datetime) -> dt.datetime:
     return at.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
 
+# What the "API requests" figure counts: calls made with a key or an access token.
+COUNTED_VIA = frozenset({"api_key", "token"})
+
+
+def count_call(principal: Principal) -> bool:
+    """Count the caller's API request when it came with an API key or an access token
+    (not the dashboard's session cookie); returns whether it was counted."""
+    if principal.via not in COUNTED_VIA:
+        return False
+    count_request(principal.user.id)
+    return True
+
+
 def count_request(user_id: str, at: dt.datetime | None = None) -> None:
     """Count one API request of the account `user_id` in the minute of `at` (now)."""
     key = (user_id, minute_of(at or clock.now()))
@@ -72,6 +87,13 @@ def _give_back(batch: dict[tuple[str, dt.datetime], int]) -> None:
     with _lock:
         for key, count in batch.items():
             _pending[key] = _pending.get(key, 0) + count
+
+
+def running_now(user_id: str) -> int:
+    """The account's instances running now (the project's owner is billed for them)."""
+    return (Instance.select().join(Project, on=(Instance.project == Project.id))
+            .where(Project.created_by == user_id, Instance.status == "running",
+                   Instance.deleted_at.is_null()).count())
 
 
 def running_by_owner() -> dict[str, int]:
@@ -140,6 +162,7 @@ class Series:
     bucket: str
     currency: str
     points: list[Point]
+    running_now: int = 0  # read now, not sampled: a sample may be up to a minute old
 
 
 def check_window(window: str, bucket: str) -> tuple[dt.timedelta, dt.timedelta]:
@@ -197,4 +220,4 @@ def series(principal: Principal, window: str = "24h", bucket: str = "5m",
         spend[(UsageRecord.hour.python_value(hour) - start) // step] += amount or 0
 
     points = [Point(start + i * step, running[i], requests[i], spend[i]) for i in range(count)]
-    return Series(window, bucket, billing_state.currency(), points)
+    return Series(window, bucket, billing_state.currency(), points, running_now(user_id))
