@@ -374,7 +374,10 @@ def update_node(principal: Principal, node_id: str, body: NodePatch):
 
 
 @bp.operation("/admin/nodes/<node_id>", "DELETE", summary="Remove a node without instances",
-              tags=ADMIN_TAGS, status=204, auth=AUTH, errors=ERRORS)
+              tags=ADMIN_TAGS, status=204, auth=AUTH, errors=ERRORS,
+              description="409 node_not_empty while instances live on it; 409 node_in_use, "
+                          "with the counts in details, while deleted instances (history), "
+                          "backups or apps still refer to it: disable it instead.")
 def delete_node(principal: Principal, node_id: str):
     nodes.delete_node(principal, node_id)
     return None, 204

@@ -163,11 +163,11 @@ class PasswordOut(Schema):
     password: str | None = Field(description="null once acknowledged.")
 
 
-class SshKeyIn(Schema):
+class InstanceSshKeyIn(Schema):
     public_key: str = Field(min_length=1, max_length=16384)
 
 
-class EventOut(Schema):
+class InstanceEventOut(Schema):
     id: str
     type: str
     message: str
@@ -175,13 +175,13 @@ class EventOut(Schema):
     created_at: dt.datetime
 
     @classmethod
-    def of(cls, event: InstanceEvent) -> EventOut:
+    def of(cls, event: InstanceEvent) -> InstanceEventOut:
         return cls(id=event.id, type=event.type, message=event.message, job_id=event.job_id,
                    created_at=event.created_at)
 
 
-class EventList(Schema):
-    data: list[EventOut]
+class InstanceEventList(Schema):
+    data: list[InstanceEventOut]
     page: PageInfo
 
 
@@ -279,7 +279,10 @@ def resize_instance(principal: Principal, project_id: str, instance_id: str, bod
 
 
 @bp.operation(f"{ONE}/rebuild", "POST", summary="Reinstall from an image", tags=TAGS,
-              body=RebuildIn, response=InstanceAccepted, status=202, auth=AUTH, errors=ERRORS)
+              body=RebuildIn, response=InstanceAccepted, status=202, auth=AUTH, errors=ERRORS,
+              description="The disk is erased. The answer carries a new generated password "
+                          "(shown once; GET .../password until acknowledged), which the job "
+                          "sets, and the job puts the instance's SSH keys back.")
 def rebuild_instance(principal: Principal, project_id: str, instance_id: str,
                      body: RebuildIn):
     return _accepted(lifecycle.rebuild(principal, project_id, instance_id, body.image_id))
@@ -294,32 +297,34 @@ def reset_password(principal: Principal, project_id: str, instance_id: str, body
 
 
 @bp.operation(f"{ONE}/password", summary="The generated password, until acknowledged",
-              tags=TAGS, response=PasswordOut, auth=AUTH, errors=(403, 404))
+              tags=TAGS, response=PasswordOut, auth=AUTH, errors=(403, 404),
+              description="A secret: needs the scope instances:write and the member role.")
 def get_password(principal: Principal, project_id: str, instance_id: str):
     return {"password": lifecycle.pending_password(principal, project_id, instance_id)}
 
 
 @bp.operation(f"{ONE}/password", "DELETE", summary="Acknowledge (forget) the generated "
-              "password", tags=TAGS, status=204, auth=AUTH, errors=(403, 404))
+              "password", tags=TAGS, status=204, auth=AUTH, errors=(403, 404),
+              description="Needs the scope instances:write and the member role.")
 def acknowledge_password(principal: Principal, project_id: str, instance_id: str):
     lifecycle.acknowledge_password(principal, project_id, instance_id)
     return None, 204
 
 
 @bp.operation(f"{ONE}/ssh-keys", "POST", summary="Add an SSH key to a running instance",
-              tags=TAGS, body=SshKeyIn, response=InstanceAccepted, status=202, auth=AUTH,
+              tags=TAGS, body=InstanceSshKeyIn, response=InstanceAccepted, status=202, auth=AUTH,
               errors=ERRORS)
-def add_ssh_key(principal: Principal, project_id: str, instance_id: str, body: SshKeyIn):
+def add_ssh_key(principal: Principal, project_id: str, instance_id: str, body: InstanceSshKeyIn):
     return _accepted(lifecycle.add_ssh_key(principal, project_id, instance_id,
                                            body.public_key))
 
 
 @bp.operation(f"{ONE}/events", summary="The instance's timeline", tags=TAGS, query=ListQuery,
-              response=EventList, auth=AUTH, errors=(403, 404))
+              response=InstanceEventList, auth=AUTH, errors=(403, 404))
 def list_events(principal: Principal, project_id: str, instance_id: str, query: ListQuery):
     rows, cursor = lifecycle.list_events(principal, project_id, instance_id, query.limit,
                                          query.cursor)
-    return page_body([EventOut.of(row) for row in rows], query.limit, cursor)
+    return page_body([InstanceEventOut.of(row) for row in rows], query.limit, cursor)
 
 
 @bp.operation(f"{ONE}/logs", summary="Console / log output (text)", tags=TAGS,

@@ -104,6 +104,7 @@ class FakeDriver(Driver):
             "name": spec.name, "image": spec.image, "limits": spec.limits,
             "power": RUNNING, "address": f"10.99.{serial // 250}.{serial % 250 + 2}",
             "ssh_keys": list(spec.ssh_keys), "password": spec.password, "log": [],
+            "spec_keys": tuple(spec.ssh_keys),
             "snapshots": {}, "firewall": [], "networks": set(), "boots": 1}
         self._log(self._node["instances"][ref], f"{spec.name} created from {spec.image}")
         if started is not None:
@@ -157,7 +158,10 @@ class FakeDriver(Driver):
         instance = self._get(ref)
         if image not in self._node["images"]:
             raise DriverError(f"unknown image {image}", permanent=True)
-        instance.update(image=image, power=RUNNING)
+        # A fresh disk, as on the real engines: the keys given at creation are installed
+        # again, keys added since and the password are gone.
+        instance.update(image=image, power=RUNNING, ssh_keys=list(instance["spec_keys"]),
+                        password=None)
         self._log(instance, f"rebuilt from {image}")
         return ref
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.services import money
 from appliance.services.billing import billing_state
@@ -43,6 +43,7 @@ def _page(template: str, status: int = 200, **context):
     context.setdefault("form", {})
     context.setdefault("section", None)
     context.setdefault("notice", request.args.get("notice"))
+    context.setdefault("warning", request.args.get("warning"))
     currency = billing_state.currency()
     return render_template(template, amount=lambda minor: money.major(minor, currency),
                            **context), status
@@ -78,12 +79,19 @@ NODES = "admin_catalog.node_list"
 @admin_required
 @forms.rerender_on_error(_nodes_page, "register")
 def register_node():
-    nodes.register_node(current_principal(), forms.text("name", max_length=nodes.NAME_MAX),
-                        request.form.get("engine", ""), request.form.get("endpoint", "").strip(),
-                        capacity=_capacity(),
-                        options=forms.pairs("options", max_lines=nodes.OPTIONS_MAX),
-                        enabled=forms.checked("enabled"))
+    node = nodes.register_node(
+        current_principal(), forms.text("name", max_length=nodes.NAME_MAX),
+        request.form.get("engine", ""), request.form.get("endpoint", "").strip(),
+        capacity=_capacity(), options=forms.pairs("options", max_lines=nodes.OPTIONS_MAX),
+        enabled=forms.checked("enabled"))
+    if node.health != "healthy":
+        return _warn(f"{node.name} is registered but unreachable: {node.health_message}")
     return forms.back(NODES, "Node registered and checked.")
+
+
+def _warn(message: str):
+    """Redirect to the nodes page with a warning (not the green notice)."""
+    return redirect(url_for(NODES, warning=message))
 
 
 @bp.post("/nodes/<node_id>/edit")
@@ -110,6 +118,8 @@ def enable_node(node_id: str):
 @forms.rerender_on_error(_nodes_page, "node-{node_id}", keep_form=False)
 def check_node(node_id: str):
     node = nodes.check_health(nodes.get_node(current_principal(), node_id))
+    if node.health != "healthy":
+        return _warn(f"{node.name} is unreachable: {node.health_message}")
     return forms.back(NODES, f"{node.name} is {node.health}.")
 
 

@@ -7,17 +7,19 @@ parses the form, calls one service function and renders, or redirects after a ch
 Live progress without custom JavaScript: the list and the instance's state card
 re-poll themselves with htmx (`hx-trigger="every 2s"`) only while something is in
 progress, so the last answer - nothing left to do - carries no trigger and polling stops.
-A generated password is shown once, on the answer to the POST that made it
-(`Cache-Control: no-store`), and acknowledged at once so it is not kept.
+Every form post redirects (post/redirect/get), so reloading a result page repeats
+nothing. A generated password (create, reset, rebuild) is kept sealed by the service
+until acknowledged; the post redirects to the instance's password page, whose GET shows
+the waiting password (`Cache-Control: no-store`) and acknowledges it, so a reload shows
+it no more.
 """
 
 from __future__ import annotations
 
 import functools
 from itertools import groupby
-from typing import TYPE_CHECKING
 
-from flask import Blueprint, make_response, render_template, request
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupported
 from appliance.services import money, projects
@@ -27,9 +29,6 @@ from appliance.services.instances import catalog, jobs, lifecycle
 from appliance.services.limits import quotas
 from appliance.web import forms
 from appliance.web.session import current_principal, login_required
-
-if TYPE_CHECKING:
-    from appliance.models import Instance
 
 bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instances")
 
@@ -113,20 +112,25 @@ def index(project_id: str):
 
 
 def _new_page(project_id: str, status: int = 200, fragment: str | None = None, **context):
+    """The create form. On a first visit the cheapest active plan is chosen and, when the
+    user has exactly one SSH key, that key is ticked."""
     principal = current_principal()
     found = projects.access(principal, project_id, projects.OPERATE)
     images = sorted(forms.every_page(catalog.list_images, principal, False),
                     key=lambda image: (image.engine, image.name))
     owner = found.project.created_by
     context.setdefault("form", {})
+    plans = sorted(forms.every_page(catalog.list_plans, principal, False),
+                   key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb, plan.id))
+    account_keys = forms.every_page(ssh_keys.list_keys, principal)
     return render_template(
         "instances/new.html", access=found, project=found.project, owner=owner,
-        plans=sorted(forms.every_page(catalog.list_plans, principal, False),
-                     key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb)),
+        plans=plans, default_plan=plans[0] if plans else None,
         images_by_engine=[(engine, list(group)) for engine, group
                           in groupby(images, key=lambda image: image.engine)],
         apps=forms.every_page(catalog.list_apps, principal, False),
-        account_keys=forms.every_page(ssh_keys.list_keys, principal),
+        account_keys=account_keys,
+        default_keys=[account_keys[0].id] if len(account_keys) == 1 else [],
         limits=[limit for limit in quotas.limits(owner)
                 if limit.resource.name in QUOTA_RESOURCES], **context), status
 
@@ -154,16 +158,31 @@ def create(project_id: str):
     if started.password is None:
         return forms.back("instances.show", "Creating the instance.", project_id=project_id,
                           instance_id=instance.id)
-    return _password_page(project_id, instance, started.password, created=True)
+    return _to_password_page(project_id, instance.id, "created")
 
 
-def _password_page(project_id: str, instance: Instance, password: str, *, created: bool):
-    """The one answer that carries a generated password; forgotten as it is shown."""
-    lifecycle.acknowledge_password(current_principal(), project_id, instance.id)
+def _to_password_page(project_id: str, instance_id: str, after: str):
+    """The redirect after a post that generated a password (`after`: created, reset,
+    rebuilt, revealed); the page it leads to shows the password once."""
+    return redirect(url_for("instances.password", project_id=project_id,
+                            instance_id=instance_id, after=after), 303)
+
+
+@bp.get("/<instance_id>/password")
+@login_required
+def password(project_id: str, instance_id: str):
+    """The waiting generated password, shown on this one answer and acknowledged as it
+    is shown; a reload finds none and says so."""
+    principal = current_principal()
+    instance = lifecycle.get_instance(principal, project_id, instance_id, projects.OPERATE)
+    pending = lifecycle.pending_password(principal, project_id, instance_id)
+    if pending is not None:
+        lifecycle.acknowledge_password(principal, project_id, instance_id)
+    after = request.args.get("after", "")
     return _no_store(render_template("instances/password.html",
-                                     project=projects.access(current_principal(),
-                                                             project_id).project,
-                                     instance=instance, password=password, created=created))
+                                     project=projects.access(principal, project_id).project,
+                                     instance=instance, password=pending,
+                                     created=after == "created", after=after))
 
 
 # One instance -------------------------------------------------------------------------
@@ -278,7 +297,7 @@ def resize(project_id: str, instance_id: str):
 def rebuild(project_id: str, instance_id: str):
     lifecycle.rebuild(current_principal(), project_id, instance_id,
                       request.form.get("image_id", ""))
-    return _done(project_id, instance_id, "Rebuilding\u2026")
+    return _to_password_page(project_id, instance_id, "rebuilt")
 
 
 @bp.post("/<instance_id>/reset-password")
@@ -290,19 +309,16 @@ def reset_password(project_id: str, instance_id: str):
     started = lifecycle.reset_password(current_principal(), project_id, instance_id, chosen)
     if started.password is None:
         return _done(project_id, instance_id, "Setting the new password\u2026")
-    return _password_page(project_id, started.instance, started.password, created=False)
+    return _to_password_page(project_id, instance_id, "reset")
 
 
 @bp.post("/<instance_id>/reveal-password")
 @login_required
 @forms.rerender_on_error(_instance_page, "password", keep_form=False)
 def reveal_password(project_id: str, instance_id: str):
-    principal = current_principal()
-    password = lifecycle.pending_password(principal, project_id, instance_id)
-    if password is None:
+    if lifecycle.pending_password(current_principal(), project_id, instance_id) is None:
         return _done(project_id, instance_id, "No generated password is waiting.")
-    instance = lifecycle.get_instance(principal, project_id, instance_id)
-    return _password_page(project_id, instance, password, created=False)
+    return _to_password_page(project_id, instance_id, "revealed")
 
 
 @bp.post("/<instance_id>/ssh-keys")

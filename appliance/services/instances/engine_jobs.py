@@ -203,14 +203,31 @@ def resize(job: Job, progress: jobs.Progress) -> None:
 
 
 def rebuild(job: Job, progress: jobs.Progress) -> None:
+    """Reinstall, then give the fresh disk what the rows say the instance has: the new
+    password the request generated and every SSH key (those added after the creation
+    too, which the engine does not keep)."""
     instance = _instance(job)
-    image = Image.get_by_id(json.loads(job.params)["image_id"])
+    params = json.loads(job.params)
+    image = Image.get_by_id(params["image_id"])
     driver = nodes.driver_for(instance.node)
     progress(1, f"Reinstalling from {image.name}")
     ref = driver.rebuild(instance.driver_ref, image.ref)
     instance.driver_ref = ref
     _sync(instance, driver, wait_for_address=True, image=image, driver_ref=ref)
+    progress(2, "Setting the password and the SSH keys")
+    if params.get("password"):
+        driver.set_password(ref, image.default_user, _password(params["password"]))
+    for key in json.loads(instance.ssh_keys or "[]"):
+        _install_key(driver, ref, key)
+    progress(3, "Ready")
     _event(instance.id, "instance.rebuilt", f"Rebuilt from {image.name}", job)
+
+
+def _rebuild_failed(job: Job, error: str) -> None:
+    """The new password may never have reached the disk: none is offered as waiting."""
+    with database.atomic():
+        Instance.update(password_sealed=None).where(Instance.id == job.instance_id).execute()
+    _resync_after_failure(job, error)
 
 
 def set_password(job: Job, progress: jobs.Progress) -> None:
@@ -221,17 +238,24 @@ def set_password(job: Job, progress: jobs.Progress) -> None:
     _event(instance.id, "instance.password_set", "Password changed", job)
 
 
+_ADD_KEY = ('mkdir -p ~/.ssh && chmod 700 ~/.ssh && '
+            '{ grep -qxF "$1" ~/.ssh/authorized_keys 2>/dev/null || '
+            'echo "$1" >> ~/.ssh/authorized_keys; } && chmod 600 ~/.ssh/authorized_keys')
+
+
+def _install_key(driver: Driver, ref: str, key: str) -> None:
+    """Append `key` to the authorized keys inside the instance unless it is there."""
+    driver.capabilities().require("exec")
+    code, output = driver.exec(ref, ["sh", "-c", _ADD_KEY, "sh", key])
+    if code != 0:
+        raise DriverError(f"could not add the key: {output.strip()[:200]}", permanent=True)
+
+
 def add_ssh_key(job: Job, progress: jobs.Progress) -> None:
     instance = _instance(job)
     key = json.loads(job.params)["public_key"]
     driver = nodes.driver_for(instance.node)
-    driver.capabilities().require("exec")
-    script = ('mkdir -p ~/.ssh && chmod 700 ~/.ssh && '
-              '{ grep -qxF "$1" ~/.ssh/authorized_keys 2>/dev/null || '
-              'echo "$1" >> ~/.ssh/authorized_keys; } && chmod 600 ~/.ssh/authorized_keys')
-    code, output = driver.exec(instance.driver_ref, ["sh", "-c", script, "sh", key])
-    if code != 0:
-        raise DriverError(f"could not add the key: {output.strip()[:200]}", permanent=True)
+    _install_key(driver, instance.driver_ref, key)
     keys = json.loads(instance.ssh_keys or "[]")
     with database.atomic():
         Instance.update(ssh_keys=json.dumps([*keys, key])).where(
@@ -261,7 +285,7 @@ def register_handlers() -> None:
                       _resync_after_failure)
     jobs.register("instance.delete", delete, _delete_failed)
     jobs.register("instance.resize", resize, _resync_after_failure)
-    jobs.register("instance.rebuild", rebuild, _resync_after_failure)
+    jobs.register("instance.rebuild", rebuild, _rebuild_failed)
     jobs.register("instance.password", set_password, _resync_after_failure)
     jobs.register("instance.ssh_key", add_ssh_key, _resync_after_failure)
 
@@ -317,9 +341,10 @@ def reconcile_node(node: Node) -> int:
 
 
 def reconcile_all() -> int:
-    """The scheduler's sync of every healthy node."""
+    """The scheduler's sync of every healthy node. The nodes are read in full first (see
+    nodes.check_all: no read snapshot is held across the engine calls and writes)."""
     changed = 0
-    for node in Node.select().where(Node.enabled, Node.health == "healthy"):
+    for node in list(Node.select().where(Node.enabled, Node.health == "healthy")):
         try:
             changed += reconcile_node(node)
         except DriverError as exc:

@@ -486,6 +486,10 @@ def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str
 
 
 def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: str) -> Started:
+    """Reinstall from an image. The disk is erased, so the job sets a new generated
+    password (returned here, shown once, kept sealed until acknowledged as on create) and
+    puts the instance's SSH keys back."""
+    generated = _generate_password()
     with database.atomic():
         instance = _operable(principal, project_id, instance_id)
         _require_state(instance, ("running", "stopped", "failed"), "rebuild")
@@ -495,13 +499,16 @@ def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: s
             raise InvalidRequest("This image is not available on the instance's node.",
                                  field="image_id")
         _meets(instance.plan, image, None)
-        job = _enqueue(instance, "instance.rebuild", principal, "Rebuilding", total_steps=2,
-                       image_id=image.id)
+        job = _enqueue(instance, "instance.rebuild", principal, "Rebuilding", total_steps=3,
+                       image_id=image.id, password=sealing.seal(generated))
+        # The old password goes with the old disk: what waits to be seen is the new one.
+        Instance.update(password_sealed=sealing.seal(generated)).where(
+            Instance.id == instance.id).execute()
         _event(instance, "instance.rebuild_requested", f"Rebuild from {image.name}", job)
         audit.record("instance.rebuild", actor=principal.user, target_type="instance",
                      target_id=instance.id, ip=principal.ip, image=image.id)
     jobs.wake()
-    return Started(instance, job)
+    return Started(instance, job, generated)
 
 
 def reset_password(principal: Principal, project_id: str, instance_id: str,
@@ -528,12 +535,16 @@ def reset_password(principal: Principal, project_id: str, instance_id: str,
 
 
 def pending_password(principal: Principal, project_id: str, instance_id: str) -> str | None:
-    """The generated password, until acknowledged (then None)."""
+    """The generated password, until acknowledged (then None). A secret that gives root
+    on the machine: it needs `instances:write` and the operate role, as changing it does."""
+    principal.require_scope("instances:write")
     instance = get_instance(principal, project_id, instance_id, projects.OPERATE)
     return sealing.unseal(instance.password_sealed)
 
 
 def acknowledge_password(principal: Principal, project_id: str, instance_id: str) -> None:
+    """Forget the generated password (a write: `instances:write` and the operate role)."""
+    principal.require_scope("instances:write")
     with database.atomic():
         instance = get_instance(principal, project_id, instance_id, projects.OPERATE)
         Instance.update(password_sealed=None).where(Instance.id == instance.id).execute()

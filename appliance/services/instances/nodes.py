@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,7 +30,7 @@ from appliance import config, drivers
 from appliance.db import database
 from appliance.drivers.base import Driver, DriverError, ImageInfo
 from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
-from appliance.models import Image, Instance, Node, Plan
+from appliance.models import App, Backup, Image, Instance, Node, Plan
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
 from appliance.services.ids import new_id
@@ -156,15 +158,53 @@ def live_instances(node: Node) -> int:
     return Instance.select().where(Instance.node == node, Instance.deleted_at.is_null()).count()
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 instance`, `2 instances`: a count with its noun in the right number."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def referrers(node: Node) -> dict[str, int]:
+    """What keeps a node's row: its live instances, the deleted ones kept as history
+    (they name the node and its image), backups taken on it, apps of its images."""
+    images = Image.select(Image.id).where(Image.node == node)
+    instances = Instance.select().where((Instance.node == node) | Instance.image.in_(images))
+    return {
+        "instances": instances.where(Instance.deleted_at.is_null()).count(),
+        "deleted_instances": instances.where(Instance.deleted_at.is_null(False)).count(),
+        "backups": Backup.select().where(Backup.node == node).count(),
+        "apps": App.select().where(App.image.in_(images)).count(),
+    }
+
+
+_REFERRER_WORDS = {"deleted_instances": ("deleted instance", "deleted instances"),
+                   "backups": ("backup", "backups"), "apps": ("one-click app", "one-click apps")}
+
+
 def delete_node(principal: Principal, node_id: str) -> None:
+    """Remove a node and the images found on it. 409 `node_not_empty` while instances
+    live on it; 409 `node_in_use`, naming them, while other rows still refer to it (the
+    history of deleted instances, backups, apps): disable it instead."""
     node = get_node(principal, node_id)
     with database.atomic():
-        count = live_instances(node)
+        found = referrers(node)
+        count = found["instances"]
         if count:
-            raise Conflict(f"The node still runs {count} instances; move or delete them first.",
-                           code="node_not_empty", details={"instances": count})
-        Image.delete().where(Image.node == node, Image.discovered).execute()
-        node.delete_instance()
+            raise Conflict(f"The node still runs {plural(count, 'instance')}; move or delete "
+                           "them first.", code="node_not_empty", details={"instances": count})
+        held = [plural(found[name], *words) for name, words in _REFERRER_WORDS.items()
+                if found[name]]
+        if held:
+            raise Conflict(f"The node is still referred to by {' and '.join(held)} "
+                           "(kept as history); disable it instead.", code="node_in_use",
+                           details=found)
+        try:
+            with database.atomic():
+                Image.delete().where(Image.node == node).execute()
+                node.delete_instance()
+        except IntegrityError:
+            log.exception("node %s could not be deleted", node.id)
+            raise Conflict("Other records still refer to this node; disable it instead.",
+                           code="node_in_use", details=found) from None
         audit.record("node.deleted", actor=principal.user, target_type="node",
                      target_id=node_id, ip=principal.ip, name=node.name)
     drivers.forget(node.engine, node.endpoint)
@@ -174,15 +214,24 @@ def delete_node(principal: Principal, node_id: str) -> None:
 
 
 def check_health(node: Node) -> Node:
-    """Ask the engine; record healthy (with its version) or unhealthy (with the reason)."""
+    """Ask the engine; record healthy (with its version) or unhealthy (with the reason
+    in one sentence, `unreachable_reason`; the driver's detail goes to the log).
+
+    The engine is asked with no transaction open; the write that follows takes the lock
+    (BEGIN IMMEDIATE) only for itself.
+    """
     now = clock.now()
     try:
         driver = driver_for(node)
         info = driver.info()
         found = driver.images()
     except DriverError as exc:
-        changes: dict[str, Any] = {"health": "unhealthy", "health_message": exc.message[:500]}
+        changes: dict[str, Any] = {"health": "unhealthy",
+                                   "health_message": unreachable_reason(node, exc)[:500]}
         found = None
+        if node.health != "unhealthy":
+            log.warning("node %s (%s) at %s: %s", node.name, node.engine,
+                        node.endpoint or "the local socket", exc.message)
     else:
         changes = {"health": "healthy", "health_message": "", "engine_version": info.version,
                    "simulated": info.simulated}
@@ -194,6 +243,51 @@ def check_health(node: Node) -> Node:
         log.info("node %s (%s) is %s %s", node.name, node.engine, changes["health"],
                  changes["health_message"])
     return Node.get_by_id(node.id)
+
+
+# What went wrong underneath a driver's error, said the way an operator would say it.
+_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (socket.gaierror, "the host name does not resolve"),
+    (FileNotFoundError, "there is no socket at that path"),
+    (PermissionError, "permission denied"),
+    (ConnectionResetError, "the connection was closed"),
+    (ConnectionAbortedError, "the connection was closed"),
+    (ssl.SSLError, "the TLS handshake failed (check the certificates)"),
+    (TimeoutError, "it did not answer in time"),
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from or wraps (requests and urllib3 keep the socket's
+    error in `args` and `reason`), first to last."""
+    seen: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        current = stack.pop(0)
+        if any(current is other for other in seen):
+            continue
+        seen.append(current)
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None),
+                   *getattr(current, "args", ())]
+        stack += [item for item in wrapped if isinstance(item, BaseException)]
+    return seen
+
+
+def unreachable_reason(node: Node, exc: DriverError) -> str:
+    """One sentence for the node's card: "Cannot reach the engine at <endpoint>: connection
+    refused." when the connection failed, else what the engine answered."""
+    where = f"the engine at {node.endpoint}" if node.endpoint else f"the local {node.engine} engine"
+    for cause in _causes(exc)[1:]:
+        for kind, reason in _CAUSES:
+            if isinstance(cause, kind):
+                return f"Cannot reach {where}: {reason}."
+        if "Timeout" in type(cause).__name__:
+            return f"Cannot reach {where}: it did not answer in time."
+        if "SSLError" in type(cause).__name__:
+            return f"Cannot reach {where}: the TLS handshake failed (check the certificates)."
+    first = exc.message.strip().splitlines()[0] if exc.message.strip() else "no reason given"
+    return f"{where[0].upper()}{where[1:]} is not usable: {first.rstrip('.')}."
 
 
 def _record_images(node: Node, found: list[ImageInfo]) -> None:
@@ -218,8 +312,13 @@ def _record_images(node: Node, found: list[ImageInfo]) -> None:
 
 
 def check_all() -> int:
-    """The scheduler's health sweep: every node; returns how many are healthy."""
-    return sum(check_health(node).health == "healthy" for node in Node.select())
+    """The scheduler's health sweep: every node; returns how many are healthy.
+
+    The nodes are read in full before the first engine call: a SELECT still being
+    stepped through keeps its read snapshot, and a write begun on that connection after
+    another connection's commit fails at once with "database is locked" (SQLite's
+    BUSY_SNAPSHOT, which no busy timeout waits out)."""
+    return sum(check_health(node).health == "healthy" for node in list(Node.select()))
 
 
 def _host_capacity() -> Capacity:
