@@ -33,6 +33,7 @@ from appliance.services.instances import lifecycle
 from appliance.services.limits import throttle
 from appliance.services.ops import dashboard_metrics
 from appliance.services.webhooks import endpoints
+from appliance.web import reveal
 from tests.factories import (
     Browser,
     add_member,
@@ -65,6 +66,7 @@ def reset_module_state() -> None:
     endpoints.forget_cached_setting()  # keyed by id(database): ids are reused
     lifecycle.forget_rendered_lists()  # kept under their listing version
     live.reset()  # slots of streams a test left open, and a past end_all()
+    reveal.forget_all()  # one-time secrets kept for the page after a redirect
 
 
 @pytest.fixture(autouse=True)

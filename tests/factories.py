@@ -144,9 +144,12 @@ class Browser:
         assert response.status_code == 200, response.get_data(as_text=True)[:2000]
         return response.get_data(as_text=True)
 
-    def post(self, path: str, data: dict | None = None, headers: dict | None = None):
+    def post(self, path: str, data: dict | None = None, headers: dict | None = None, *,
+             follow: bool = False):
+        """Post a form; `follow` follows its redirect (a form that made something lands on
+        the page that shows it: post/redirect/get)."""
         return self.client.post(path, data={**(data or {}), "csrf_token": self.token},
-                                headers={**HTML, **(headers or {})})
+                                headers={**HTML, **(headers or {})}, follow_redirects=follow)
 
 
 def default_project_id(app, email: str) -> str:

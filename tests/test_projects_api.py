@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -38,8 +39,12 @@ def team(app, client, owner, outsider):
     return people
 
 
+_made = itertools.count(1)
+
+
 def _fresh_project(client, team) -> str:
-    project = create_project(client, team["owner"], "Team")
+    # project names are unique per owner
+    project = create_project(client, team["owner"], f"Team {next(_made)}")
     for role in ROLES[:3]:
         add_member(client, team["owner"], project, f"{role}@example.test", role)
     add_member(client, team["owner"], project, "target@example.test", "member")
@@ -56,7 +61,7 @@ I = "/projects/{project_id}/instances/{instance_id}"  # noqa: E741 - short on pu
 # `test_the_role_table_covers_every_project_route` fails when a route is missing here.
 ROUTES = [
     ("GET", "/projects/{project_id}", "viewer", None, 200, None),
-    ("PATCH", "/projects/{project_id}", "admin", {"name": "Renamed"}, 200, None),
+    ("PATCH", "/projects/{project_id}", "admin", {"name": "Renamed {project_id}"}, 200, None),
     ("DELETE", "/projects/{project_id}", "owner", None, 409, None),  # holds an instance
     ("GET", "/projects/{project_id}/members", "viewer", None, 200, None),
     ("POST", "/projects/{project_id}/members", "admin",

@@ -34,7 +34,8 @@ def users(app):
 
 
 def _create(ada, url, **fields):
-    response = ada.post("/webhooks", {"url": url, "all_types": "1", **fields})
+    response = ada.post("/webhooks", {"url": url, "all_types": "1", **fields}, follow=True)
+    assert [r.status_code for r in response.history] == [302]  # post/redirect/get
     assert response.status_code == 200, response.get_data(as_text=True)[:3000]
     return response
 
@@ -78,16 +79,16 @@ def test_test_pause_resume_rotate_redeliver_and_delete(app, ada, users, receiver
     _create(ada, receiver.url, event_types="billing.credited")
     webhook = _only_webhook(app)
     one = f"/webhooks/{webhook.id}"
-    tested = ada.post(one + "/test")
+    tested = ada.post(one + "/test", follow=True)
     assert tested.status_code == 200 and "Test delivered: HTTP 200" in tested.get_data(
         as_text=True)
     receiver.answer(Answer(500))
-    failed = ada.post(one + "/test").get_data(as_text=True)
+    failed = ada.post(one + "/test", follow=True).get_data(as_text=True)
     assert "Test failed: HTTP 500" in failed and "badge-danger" in failed
     assert ada.post(one + "/pause").status_code == 302
     assert "paused" in ada.page(one)
     assert ada.post(one + "/resume").status_code == 302
-    rotated = ada.post(one + "/rotate", {"grace_seconds": "3600"})
+    rotated = ada.post(one + "/rotate", {"grace_seconds": "3600"}, follow=True)
     assert rotated.headers["Cache-Control"] == "no-store"
     assert "whsec_" in rotated.get_data(as_text=True)
     with app.app_context():

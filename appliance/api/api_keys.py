@@ -77,7 +77,7 @@ class ApiKeySecretOut(Schema):
     secret: str = Field(description="Shown this once; only its hash is kept.")
 
 
-class RotateIn(Schema):
+class ApiKeyRotateIn(Schema):
     grace_seconds: int = Field(0, ge=0, le=604800,
                                description="How long the old secret keeps working (max 7 "
                                            "days).")
@@ -115,9 +115,9 @@ def revoke_key(principal: Principal, key_id: str):
 
 
 @bp.operation("/api-keys/<key_id>/rotate", "POST", summary="Give a key a new secret",
-              tags=TAGS, body=RotateIn, response=ApiKeySecretOut, auth=AUTH, errors=(404,),
+              tags=TAGS, body=ApiKeyRotateIn, response=ApiKeySecretOut, auth=AUTH, errors=(404,),
               description="Same key, same settings, new secret (shown once). The old secret "
                           "keeps working for `grace_seconds`, then is refused.")
-def rotate_key(principal: Principal, key_id: str, body: RotateIn):
+def rotate_key(principal: Principal, key_id: str, body: ApiKeyRotateIn):
     rotated = api_keys.rotate_key(principal, key_id, body.grace_seconds)
     return {"key": ApiKeyOut.of(rotated.key), "secret": rotated.secret}

@@ -72,7 +72,7 @@ class MemberIn(Schema):
     role: Role = "member"
 
 
-class RoleIn(Schema):
+class MemberRoleIn(Schema):
     role: Role
 
 
@@ -84,7 +84,8 @@ def list_projects(principal: Principal, query: ListQuery):
 
 
 @bp.operation("/projects", "POST", summary="Create a project (you become its owner)",
-              tags=TAGS, body=ProjectIn, response=ProjectOut, status=201, auth=AUTH)
+              tags=TAGS, body=ProjectIn, response=ProjectOut, status=201, auth=AUTH,
+              errors=(409,))
 def create_project(principal: Principal, body: ProjectIn):
     return ProjectOut.of(projects.create_project(principal, body.name))
 
@@ -96,7 +97,7 @@ def get_project(principal: Principal, project_id: str):
 
 
 @bp.operation("/projects/<project_id>", "PATCH", summary="Rename a project (admin)",
-              tags=TAGS, body=ProjectIn, response=ProjectOut, auth=AUTH, errors=(404,))
+              tags=TAGS, body=ProjectIn, response=ProjectOut, auth=AUTH, errors=(404, 409))
 def rename_project(principal: Principal, project_id: str, body: ProjectIn):
     return ProjectOut.of(projects.rename_project(principal, project_id, body.name))
 
@@ -127,11 +128,11 @@ def add_member(principal: Principal, project_id: str, body: MemberIn):
 
 
 @bp.operation("/projects/<project_id>/members/<user_id>", "PATCH",
-              summary="Change a member's role (admin)", tags=TAGS, body=RoleIn,
+              summary="Change a member's role (admin)", tags=TAGS, body=MemberRoleIn,
               response=MemberOut, auth=AUTH, errors=(404, 409),
               description="Only owners grant or take away the owner role; the last owner "
                           "stays owner (409 `last_owner`).")
-def set_member_role(principal: Principal, project_id: str, user_id: str, body: RoleIn):
+def set_member_role(principal: Principal, project_id: str, user_id: str, body: MemberRoleIn):
     return MemberOut.of(projects.set_member_role(principal, project_id, user_id, body.role))
 
 

@@ -77,7 +77,7 @@ class WebhookSecretOut(Schema):
     secret: str = Field(description="`whsec_...`: shown this once; verify deliveries with it.")
 
 
-class RotateIn(Schema):
+class WebhookRotateIn(Schema):
     grace_seconds: int = Field(endpoints.DEFAULT_GRACE_SECONDS, ge=0, le=604800,
                                description="How long the old secret keeps signing too "
                                            "(default 24 hours, at most 7 days).")
@@ -219,10 +219,10 @@ def resume_webhook(principal: Principal, webhook_id: str):
 
 
 @bp.operation(ONE + "/rotate-secret", "POST", summary="Give a webhook a new secret",
-              tags=TAGS, body=RotateIn, response=WebhookSecretOut, auth=AUTH, errors=(404,),
+              tags=TAGS, body=WebhookRotateIn, response=WebhookSecretOut, auth=AUTH, errors=(404,),
               description="The new secret is shown once. For `grace_seconds` deliveries "
                           "carry a signature with each secret.")
-def rotate_secret(principal: Principal, webhook_id: str, body: RotateIn):
+def rotate_secret(principal: Principal, webhook_id: str, body: WebhookRotateIn):
     rotated = endpoints.rotate_secret(principal, webhook_id, body.grace_seconds)
     return {"webhook": WebhookOut.of(rotated.webhook), "secret": rotated.secret}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from peewee import JOIN, IntegrityError
+from peewee import JOIN, IntegrityError, fn
 
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -59,6 +59,23 @@ def _clean_name(name: str) -> str:
     if len(name) > NAME_MAX:
         raise InvalidRequest(f"A project name has at most {NAME_MAX} characters.", field="name")
     return name
+
+
+def _refuse_taken_name(owner_ids: list[str], name: str, project_id: str | None = None) -> None:
+    """409 `project_name_taken` (field name) when one of these owners already owns a live
+    project of this name, compared without case; `project_id` is the one being renamed.
+
+    Enforced here rather than by an index: a project has several owners, and projects
+    made before this rule may share a name (they keep it until renamed)."""
+    query = (Project.select(Project.id)
+             .join(Membership, on=(Membership.project == Project.id))
+             .where(Membership.user.in_(owner_ids), Membership.role == "owner",
+                    Project.deleted_at.is_null(), fn.LOWER(Project.name) == name.lower()))
+    if project_id is not None:
+        query = query.where(Project.id != project_id)
+    if query.exists():
+        raise Conflict(f"You already have a project named {name}; pick another name.",
+                       code="project_name_taken", details={"field": "name"})
 
 
 def _check_role(role: str, field: str = "role") -> str:
@@ -140,12 +157,15 @@ def default_project(principal: Principal) -> Access | None:
 
 
 def create_project(principal: Principal, name: str) -> Access:
+    """A new project the caller owns. 400 for an empty or too long name; 409
+    `project_name_taken` (field name) when the caller owns a live project of that name."""
     principal.require_scope("projects:write")
     if principal.project_id is not None:
         raise Forbidden("A key restricted to one project cannot create projects.",
                         code="key_restricted")
     name = _clean_name(name)
     with database.atomic():
+        _refuse_taken_name([principal.user.id], name)
         project = _new_project(principal.user, name)
         audit.record("project.created", actor=principal.user, target_type="project",
                      target_id=project.id, ip=principal.ip, name=name)
@@ -154,10 +174,15 @@ def create_project(principal: Principal, name: str) -> Access:
 
 @authcache.invalidates
 def rename_project(principal: Principal, project_id: str, name: str) -> Access:
+    """Admins rename; 409 `project_name_taken` (field name) when an owner of the project
+    already owns another live project of that name."""
     principal.require_scope("projects:write")
     name = _clean_name(name)
     with database.atomic():
         found = access(principal, project_id, MANAGE)
+        owners = [m.user_id for m in Membership.select(Membership.user).where(
+            Membership.project == project_id, Membership.role == "owner")]
+        _refuse_taken_name(owners, name, project_id)
         Project.update(name=name, updated_at=clock.now()).where(
             Project.id == project_id).execute()
         audit.record("project.renamed", actor=principal.user, target_type="project",

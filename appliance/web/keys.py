@@ -1,8 +1,9 @@
 """Dashboard pages for API keys, SSH keys and account limits.
 
-A new or rotated API key's secret is rendered once, on the answer to the POST that made
-it (never in a URL, never stored, `Cache-Control: no-store`); the list shows only its
-prefix and last four characters. The services decide everything else.
+A new or rotated API key's secret is shown once, on the page the POST redirects to (so a
+reload repeats nothing): `reveal.keep` holds it in memory for a minute for this session,
+the GET takes it once (`Cache-Control: no-store`); it is never in a URL or on disk. The
+list shows only its prefix and last four characters. The services decide everything else.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from appliance.services import clock, projects
 from appliance.services.accounts import api_keys, ssh_keys
 from appliance.services.accounts.sessions import SCOPES
 from appliance.services.limits import quotas
-from appliance.web import forms
+from appliance.web import forms, reveal
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("keys", __name__)
@@ -61,17 +62,20 @@ def _keys_page(status: int = 200, fragment: str | None = None, **context):
         **context)
 
 
-def _secret_page(created: api_keys.NewSecret, notice: str):
-    """The one answer that carries a secret: not cached, not kept anywhere."""
-    response = _keys_page(created=created, notice=notice)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def _show_secret(created: api_keys.NewSecret, notice: str):
+    """Redirect to the list, which shows the secret once (see the module's docstring)."""
+    return forms.back("keys.index", notice, **{reveal.TICKET_ARG: reveal.keep(created)})
 
 
 @bp.get("/keys")
 @login_required
 def index():
-    return _keys_page(fragment="keys/_list.html", notice=request.args.get("notice"))
+    ticket = request.args.get(reveal.TICKET_ARG)
+    response = _keys_page(fragment="keys/_list.html", notice=request.args.get("notice"),
+                          created=reveal.take(ticket), already_shown=bool(ticket))
+    if ticket:  # the answer may carry a secret: never cached
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/keys")
@@ -84,7 +88,7 @@ def create_key():
         project_id=form.get("project_id") or None, expires_at=_expires_at(),
         allowed_ips=form.get("allowed_ips", "").split() or None,
         rate_limit_rpm=forms.integer("rate_limit_rpm"))
-    return _secret_page(created, f"Key {created.key.name} created.")
+    return _show_secret(created, f"Key {created.key.name} created.")
 
 
 @bp.post("/keys/<key_id>/rotate")
@@ -93,7 +97,7 @@ def create_key():
 def rotate_key(key_id: str):
     rotated = api_keys.rotate_key(current_principal(), key_id,
                                   forms.integer("grace_seconds") or 0)
-    return _secret_page(rotated, f"Key {rotated.key.name} has a new secret.")
+    return _show_secret(rotated, f"Key {rotated.key.name} has a new secret.")
 
 
 @bp.post("/keys/<key_id>/revoke")

@@ -1,8 +1,12 @@
-"""Public pages: the landing page and the API reference."""
+"""Public pages: the landing page and the API reference; and the template filters that
+turn plain text into a little markup, always escaping it first (`code_spans`, `linkify`)."""
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, render_template, request
+from markupsafe import Markup, escape
 from peewee import PeeweeException
 
 from appliance import __version__
@@ -54,3 +58,26 @@ def landing():
 def api_reference():
     # The JSON API puts its document builder here (api/__init__.py): no import of api/.
     return render_template("reference.html", doc=current_app.extensions["openapi_document"]())
+
+
+# Template filters: text in, escaped markup out (never `|safe` on what a user typed) ------
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+# http(s) URLs up to a space, quote or angle bracket, in text that is already escaped (so
+# `&`, `<`, `>` and quotes are entities); a trailing full stop or bracket is not part of it.
+_URL = re.compile(r"\bhttps?://[^\s<>\"']+?(?=[.,;:!?)\]]*(?:\s|&lt;|&gt;|&#34;|&#39;|$))")
+
+
+def code_spans(text: str | None) -> Markup:
+    """Markdown's `code` spans as <code>, for the API reference's descriptions: the text
+    is escaped first, so only the backticks become markup."""
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", str(escape(text or ""))))  # noqa: S704 - escaped first
+
+
+def linkify(text: str | None) -> Markup:
+    """Plain text (a mail body) with its http(s) URLs as links: escaped first, then each
+    URL wrapped in <a rel="noopener noreferrer">; nothing else becomes markup."""
+    escaped = str(escape(text or ""))
+    return Markup(_URL.sub(  # noqa: S704 - escaped first
+        lambda m: f'<a href="{m.group(0)}" rel="noopener noreferrer">{m.group(0)}</a>',
+        escaped))

@@ -2,9 +2,10 @@
 
 Every rule is the services' (services/webhooks/endpoints.py, services/webhooks/deliveries.py,
 services/events/outbox.py): a view parses the form, calls the function the JSON API calls, and
-renders. A new or rotated secret is rendered once, on the answer to the POST that made
-it (`Cache-Control: no-store`), never in a URL. Someone else's webhook is the service's
-404, rendered by the app's error handler.
+renders. Every post redirects (a reload repeats nothing): a new or rotated secret, and a
+test's outcome, are shown once by the page the redirect leads to (`reveal.keep` /
+`reveal.take`, `Cache-Control: no-store`), never in a URL. Someone else's webhook is the
+service's 404, rendered by the app's error handler.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from appliance.errors import ApplianceError
 from appliance.services import projects
 from appliance.services.events import event_types, outbox, queries
 from appliance.services.webhooks import deliveries, endpoints
-from appliance.web import forms
+from appliance.web import forms, reveal
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("webhooks", __name__)
@@ -63,10 +64,19 @@ def _list_page(status: int = 200, fragment: str | None = None, **context):
                            groups=type_groups(), **_common(**context)), status
 
 
+def _once(page, *args):
+    """A GET that may show what a post kept for it (see reveal.py), never cached."""
+    ticket = request.args.get(reveal.TICKET_ARG)
+    kept = reveal.take(ticket) or {}
+    body, status = page(*args, notice=request.args.get("notice"), already_shown=bool(ticket)
+                        and not kept, **kept)
+    return body, status, {"Cache-Control": "no-store"} if ticket else {}
+
+
 @bp.get("/webhooks")
 @login_required
 def index():
-    return _list_page(notice=request.args.get("notice"))
+    return _once(_list_page)
 
 
 @bp.post("/webhooks")
@@ -77,9 +87,8 @@ def create():
     created = endpoints.create_webhook(
         current_principal(), form.get("url", ""), event_types=_chosen_types(),
         project_id=form.get("project_id") or None, description=form.get("description", ""))
-    # The answer shows the signing secret once: a page, not a redirect, and never cached.
-    body, status = _list_page(created=created, notice="Webhook created.")
-    return body, status, {"Cache-Control": "no-store"}
+    return forms.back("webhooks.index", "Webhook created.",
+                      **{reveal.TICKET_ARG: reveal.keep({"created": created})})
 
 
 # One webhook -----------------------------------------------------------------------
@@ -98,14 +107,16 @@ def _show_page(webhook_id: str, status: int = 200, fragment: str | None = None, 
         groups=type_groups(), grace_choices=GRACE_CHOICES, **_common(**context)), status
 
 
-def _back(webhook_id: str, notice: str):
-    return forms.back("webhooks.show", notice, webhook_id=webhook_id)
+def _back(webhook_id: str, notice: str | None, shown: dict | None = None):
+    """Redirect to the webhook's page; `shown` is kept for it to show once."""
+    extra = {reveal.TICKET_ARG: reveal.keep(shown)} if shown else {}
+    return forms.back("webhooks.show", notice, webhook_id=webhook_id, **extra)
 
 
 @bp.get("/webhooks/<webhook_id>")
 @login_required
 def show(webhook_id: str):
-    return _show_page(webhook_id, notice=request.args.get("notice"))
+    return _once(_show_page, webhook_id)
 
 
 @bp.post("/webhooks/<webhook_id>/edit")
@@ -125,7 +136,7 @@ def edit(webhook_id: str):
 @forms.rerender_on_error(_show_page, "actions", keep_form=False)
 def test(webhook_id: str):
     _, outcome = deliveries.send_test(current_principal(), webhook_id)
-    return _show_page(webhook_id, tested=outcome)
+    return _back(webhook_id, None, {"tested": outcome})
 
 
 @bp.post("/webhooks/<webhook_id>/pause")
@@ -150,10 +161,7 @@ def resume(webhook_id: str):
 def rotate(webhook_id: str):
     rotated = endpoints.rotate_secret(current_principal(), webhook_id,
                                       forms.integer("grace_seconds") or 0)
-    # The answer shows the new secret once: a page, not a redirect, and never cached.
-    body, status = _show_page(webhook_id, created=rotated,
-                              notice="The webhook has a new secret.")
-    return body, status, {"Cache-Control": "no-store"}
+    return _back(webhook_id, "The webhook has a new secret.", {"created": rotated})
 
 
 @bp.post("/webhooks/<webhook_id>/delete")
