@@ -1,6 +1,15 @@
+import pytest
+from flask import Flask
 from openapi_spec_validator import validate
+from pydantic import BaseModel
 
-from appliance.api.schema import API_PREFIX
+from appliance.api.schema import (
+    API_PREFIX,
+    ApiBlueprint,
+    Schema,
+    SchemaNameCollision,
+    build_openapi,
+)
 
 
 def test_the_document_is_valid_openapi_3_1(client):
@@ -41,3 +50,54 @@ def test_responses_match_their_documented_schema(client):
         ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         schema = schemas[ref.rsplit("/", 1)[1]]
         assert set(body) == set(schema["properties"]), path
+
+
+def test_every_schema_has_a_name_of_its_own(client):
+    """Generated clients name their classes after the component names and titles: two
+    classes of one name came out as `appliance__api__webhooks__WebhookOut` and the like,
+    which openapi-python-client could not resolve (operations went missing)."""
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    assert [name for name in schemas if "__" in name] == []
+    titles = [schema.get("title", name) for name, schema in schemas.items()]
+    assert sorted(title for title in set(titles) if titles.count(title) > 1) == []
+
+
+def _app_with(*responses: type[BaseModel]) -> Flask:
+    """An app with one GET operation per response model."""
+    app = Flask(__name__)
+    bp = ApiBlueprint("probe", __name__, url_prefix=API_PREFIX)
+    for number, response in enumerate(responses):
+        def view() -> dict:
+            return {}
+        view.__name__ = f"probe_{number}"
+        bp.operation(f"/probe/{number}", summary="Probe", response=response)(view)
+    app.register_blueprint(bp)
+    return app
+
+
+def test_the_document_builder_refuses_two_schema_classes_of_one_name():
+    def first():
+        class ThingOut(Schema):
+            a: int
+        return ThingOut
+
+    def second():
+        class ThingOut(Schema):
+            b: str
+        return ThingOut
+
+    app = _app_with(first(), second())
+    with pytest.raises(SchemaNameCollision, match="ThingOut"):
+        build_openapi(app, "test")
+
+
+def test_the_document_builder_accepts_distinct_names():
+    class OneOut(Schema):
+        a: int
+
+    class OtherOut(Schema):
+        b: str
+
+    document = build_openapi(_app_with(OneOut, OtherOut), "test")
+    assert {"OneOut", "OtherOut"} <= set(document["components"]["schemas"])
+    validate(document)

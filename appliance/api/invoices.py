@@ -168,14 +168,14 @@ class TopUpOut(Schema):
     session_id: str
 
 
-class WebhookOut(Schema):
+class StripeWebhookOut(Schema):
     received: bool
     credited: bool
 
 
 @bp.operation("/billing/top-up", "POST", summary="Buy credit with Stripe Checkout",
               tags=TAGS, body=TopUpIn, response=TopUpOut, status=201, auth=USER_OR_KEY,
-              errors=(502, 503),
+              errors=(502, 503), commits_apart=True,  # waits on Stripe: not in the write lock
               description="Creates a Stripe Checkout Session; the balance grows when Stripe "
                           "reports the payment. 503 `provider_not_configured` without a "
                           "Stripe key. API keys need `billing:write`.")
@@ -185,10 +185,10 @@ def top_up(principal: Principal, body: TopUpIn):
 
 
 @bp.operation("/billing/stripe/webhook", "POST", summary="Stripe's event webhook",
-              tags=TAGS, response=WebhookOut, errors=(400, 503),
+              tags=TAGS, response=StripeWebhookOut, errors=(400, 503),
               description="Called by Stripe, signed with `Stripe-Signature`; credits each "
                           "paid Checkout Session once. Other event types are ignored.")
 def stripe_webhook():
     credited = stripe_topup.handle_webhook(request.headers.get("Stripe-Signature", ""),
                                            request.get_data(cache=True))
-    return WebhookOut(received=True, credited=credited)
+    return StripeWebhookOut(received=True, credited=credited)
