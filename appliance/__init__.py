@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,8 +58,13 @@ def _offer_first_run_setup(app: Flask) -> None:
         "`appliance create-admin --email you@example.com`.", url, token)
 
 
-def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = True) -> Flask:
+def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = True,
+               offer_setup: bool = True) -> Flask:
     """Build the WSGI app: settings, data directory, secrets, database, migrations, routes.
+
+    With `offer_setup` (the serving process) and no user yet, a one-time set-up token is
+    made and its /setup link logged; it lives in this app, so commands that do not serve
+    (init, create-admin) pass False instead of printing a link that dies with them.
 
     Raises `appliance.config.ConfigError` when a setting is malformed.
     """
@@ -98,7 +103,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     app.teardown_appcontext(db.close_connection)
     wiring.connect()
 
-    if migrate:
+    if migrate and offer_setup:
         _offer_first_run_setup(app)
     Htmx(app)
     http.init_app(app)
