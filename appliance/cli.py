@@ -9,18 +9,14 @@ from typing import Any
 
 import click
 
-from appliance import __version__
+from appliance import __version__, logs
 from appliance.config import ConfigError
 
 log = logging.getLogger("appliance")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logs.configure(level, fmt, sys.stderr)  # one line per event (appliance/logs.py)
 
 
 def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwargs: Any):
@@ -33,7 +29,8 @@ def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwar
     if data_dir:
         overrides["DATA_DIR"] = data_dir
     try:
-        _setup_logging(load_settings(overrides)["LOG_LEVEL"])
+        settings = load_settings(overrides)
+        _setup_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
         return create_app(overrides, **kwargs)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None

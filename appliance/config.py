@@ -192,6 +192,9 @@ SETTINGS: tuple[Setting, ...] = (
             "When set, GET /metrics needs `Authorization: Bearer <token>`.", secret=True),
     Setting("LOG_LEVEL", "info", one_of("debug", "info", "warning", "error"),
             "Log level of the appliance's own log lines."),
+    Setting("LOG_FORMAT", "text", one_of("text", "json"),
+            "Log lines on standard error: text, or json (one object per line); one line "
+            "per event either way."),
     Setting("BASE_URL", "", parse_str,
             "Public URL of the dashboard, used in links sent by email; empty means "
             "http://HOST:PORT."),
