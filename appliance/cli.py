@@ -1,10 +1,12 @@
-"""The `appliance` command: serve, init, migrate, version."""
+"""The `appliance` command: serve, init, migrate, create-admin, install-service,
+uninstall-service, version."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -67,9 +69,14 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
         raise click.ClickException(
             f"cannot listen on {settings['HOST']}:{settings['PORT']}: {exc.strerror}") from None
 
+    stopping: list[int] = []
+
     def stop(signum: int, frame: Any) -> None:
         from appliance.services.events import live  # lazy, like every command's imports
 
+        if stopping:  # a second signal (the single binary's bootloader forwards the one a
+            return    # terminal or systemd also sent) must not cut the shutdown short
+        stopping.append(signum)
         live.end_all()  # live streams hold worker threads waitress waits for
         raise SystemExit(0)  # waitress closes its sockets on SystemExit
 
@@ -79,12 +86,15 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
     log.info("appliance %s listening on http://%s:%s (data in %s)", __version__,
              host_shown, getattr(server, "effective_port", settings["PORT"]),
              settings["DATA_DIR"])
-    from appliance import scheduler  # lazy, like every command's imports
+    # lazy, like every command's imports
+    from appliance import scheduler, systemd
 
     scheduler.start(app)
+    systemd.notify("READY=1")  # Type=notify: started once it listens and runs its tasks
     try:
         server.run()
     finally:
+        systemd.notify("STOPPING=1")
         scheduler.stop(app)
 
 
@@ -141,6 +151,72 @@ def create_admin(email: str, display_name: str, password: str | None,
     except ApplianceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"administrator {user.email} created ({user.id})")
+
+
+@main.command("install-service")
+@click.option("--user", default=None,
+              help="System user the service runs as, created with useradd --system "
+                   "(default: appliance).")
+@click.option("--data-dir", default=None,
+              help="Data directory of the service, created with mode 0700 (default: "
+                   "/var/lib/appliance).")
+@click.option("--backup-dir", default=None, metavar="DIR",
+              help="Another directory the service may write, e.g. a NAS mount for backups "
+                   "(default: none; DATA_DIR/backups is inside the data directory).")
+@click.option("--host", default=None, help="Address to listen on (default: 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default: 8080).")
+@click.option("--group-for-engines", "groups", default=None, metavar="G1,G2",
+              help="Groups whose engine sockets the service may use (default: those of "
+                   "incus-admin and docker that exist here; '' for none). Membership of "
+                   "docker or incus-admin is as good as root on this machine.")
+@click.option("--root", "root", default=None, type=click.Path(file_okay=False),
+              help="Write every file under this directory instead of /, create no user and "
+                   "touch nothing outside it (no root needed).")
+@click.option("--print-unit", is_flag=True,
+              help="Print the unit for these options (the defaults for the others) and "
+                   "write nothing.")
+def install_service(*, user: str | None, data_dir: str | None, backup_dir: str | None,
+                    host: str | None, port: int | None, groups: str | None, root: str | None,
+                    print_unit: bool) -> None:
+    """Install the appliance as a hardened systemd service (appliance.service).
+
+    Run again (with a new binary, say), it keeps the options of the last install that
+    are not given anew."""
+    # lazy, like every command's imports
+    from appliance import service_install as service
+
+    given = {"user": user, "data_dir": data_dir, "backup_dir": backup_dir, "host": host,
+             "port": port, "engine_groups": None if groups is None else tuple(
+                 group.strip() for group in groups.split(",") if group.strip())}
+    installer = service.Installer(Path(root).resolve() if root else None, click.echo)
+    try:
+        options = service.options_for(given, {} if print_unit else installer.previous())
+        if print_unit:
+            options.check()
+            click.echo(service.render_unit(options), nl=False)
+            return
+        installer.install(options)
+    except service.InstallError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
+
+
+@main.command("uninstall-service")
+@click.option("--root", "root", default=None, type=click.Path(file_okay=False),
+              help="Remove what install-service --root DIR wrote under DIR.")
+def uninstall_service(root: str | None) -> None:
+    """Remove the service's unit and the /usr/local/bin/appliance it installed; the data
+    directory, its settings file and the user stay."""
+    # lazy, like every command's imports
+    from appliance import service_install as service
+
+    try:
+        service.Installer(Path(root).resolve() if root else None, click.echo).uninstall()
+    except service.InstallError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
 
 
 @main.command()
