@@ -41,21 +41,18 @@ def _asset_dir(name: str) -> Path:
 
 
 def _offer_first_run_setup(app: Flask) -> None:
-    """While no user exists, print a one-time token that unlocks the /setup page."""
-    import logging  # here like create_app's imports: `import appliance` stays light
-    import secrets
-
+    """While no user exists, log a one-time link that unlocks the /setup page (the
+    scheduler's `remind_setup_link` logs it again until it is used)."""
+    # here like create_app's imports: `import appliance` stays light
     from appliance.db import database
-    from appliance.services.accounts import mail, users
+    from appliance.services.accounts import setup_link
 
     with database.connection_context():
-        if users.user_count() > 0:
+        token = setup_link.issue()
+        if token is None:
             return
-        url = mail.link("/setup")
-    token = app.extensions["setup_token"] = secrets.token_urlsafe(18)
-    logging.getLogger("appliance").warning(
-        "first run: no administrator yet. Open %s?token=%s to create one, or run "
-        "`appliance create-admin --email you@example.com`.", url, token)
+        app.extensions["setup_token"] = token
+        setup_link.announce(token)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = True,
@@ -63,8 +60,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     """Build the WSGI app: settings, data directory, secrets, database, migrations, routes.
 
     With `offer_setup` (the serving process) and no user yet, a one-time set-up token is
-    made and its /setup link logged; it lives in this app, so commands that do not serve
-    (init, create-admin) pass False instead of printing a link that dies with them.
+    made and its /setup link logged (kept as `extensions["setup_token"]` for the
+    reminders); commands that do not serve (init, create-admin) pass False instead of
+    replacing the link a running server printed.
 
     Raises `appliance.config.ConfigError` when a setting is malformed.
     """

@@ -1,5 +1,5 @@
-"""The `appliance` command: serve, init, migrate, create-admin, install-service,
-uninstall-service, version."""
+"""The `appliance` command: serve, init, migrate, create-admin, setup-link,
+install-service, uninstall-service, version."""
 
 from __future__ import annotations
 
@@ -41,6 +41,27 @@ def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwar
 data_dir_option = click.option(
     "--data-dir", envvar=None, default=None,
     help="Data directory (default: APPLIANCE_DATA_DIR or ./data).")
+
+
+def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    # lazy, like every command's imports
+    import os
+
+    from appliance.service_install import read_env_file
+
+    try:
+        os.environ.update(read_env_file(Path(value)))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+
+
+env_file_option = click.option(
+    "--env-file", default=None, expose_value=False, is_eager=True, callback=_load_env_file,
+    metavar="FILE",
+    help="Read APPLIANCE_* settings from FILE first, as the service does (install-service "
+         "writes /etc/appliance/appliance.env).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,6 +150,7 @@ def migrate(show_status: bool, data_dir: str | None) -> None:
 
 
 @main.command("create-admin")
+@env_file_option
 @click.option("--email", required=True, help="Email address of the new administrator.")
 @click.option("--name", "display_name", default="", help="Display name.")
 @click.option("--password", envvar="APPLIANCE_ADMIN_PASSWORD", default=None,
@@ -151,6 +173,29 @@ def create_admin(email: str, display_name: str, password: str | None,
     except ApplianceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"administrator {user.email} created ({user.id})")
+
+
+@main.command("setup-link")
+@env_file_option
+@data_dir_option
+def setup_link(data_dir: str | None) -> None:
+    """Print a fresh one-time set-up link (the last one stops working) while no account
+    exists."""
+    # lazy, like every command's imports
+    from appliance import invocation
+    from appliance.db import database
+    from appliance.services.accounts import setup_link as links
+
+    app = _build_app(data_dir, offer_setup=False)
+    with database.connection_context():
+        token = links.issue()
+    if token is None:
+        raise click.ClickException(
+            "the appliance is already set up: sign in, or add an administrator with "
+            + invocation.command("create-admin", "--email", "you@example.com",
+                                 data_dir=app.config["APPLIANCE"]["DATA_DIR"]))
+    with app.app_context():
+        click.echo(links.link(token))
 
 
 @main.command("install-service")

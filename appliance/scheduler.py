@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from flask import Flask
+from flask import Flask, current_app
 
 from appliance import config
 from appliance.db import database
-from appliance.services.accounts import api_keys, mail
+from appliance.services.accounts import api_keys, mail, setup_link
 from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
 from appliance.services.instances import engine_jobs, jobs, nodes
@@ -71,7 +71,13 @@ def _tasks() -> list[Task]:
         Task("purge_old_events", 86400, _purge_old_events,
              "Delete events, finished webhook deliveries and read notifications older "
              "than EVENT_RETENTION_DAYS (in batches)."),
+        Task("remind_setup_link", setup_link.REMIND_SECONDS, _remind_setup_link,
+             "While no account exists, log the first-run set-up link again."),
     ]
+
+
+def _remind_setup_link() -> object:
+    return setup_link.remind(current_app.extensions.get("setup_token"))
 
 
 def _mail_notifications() -> object:

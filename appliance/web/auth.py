@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
-from appliance.errors import ApplianceError, Forbidden, NotFound
+from appliance import invocation
+from appliance.errors import ApplianceError, NotFound
 from appliance.http import client_ip
-from appliance.services.accounts import sessions, users
+from appliance.services.accounts import sessions, setup_link, users
 from appliance.web import forms
 from appliance.web.session import current_principal, safe_next, sign_in_browser
 
@@ -139,19 +138,20 @@ def setup():
     """First run: create the administrator with the one-time token from the server log."""
     if users.user_count() > 0:
         raise NotFound("The appliance is already set up; sign in instead.", code="setup_done")
+    data_dir = current_app.config["APPLIANCE"]["DATA_DIR"]
+    commands = {"setup_link": invocation.command("setup-link", data_dir=data_dir),
+                "create_admin": invocation.command("create-admin", "--email",
+                                                   "you@example.com", data_dir=data_dir)}
     if request.method == "GET":
-        return render_template("auth/setup.html", form={"token": request.args.get("token", "")})
+        return render_template("auth/setup.html", commands=commands,
+                               form={"token": request.args.get("token", "")})
     form = forms.values("token", "email", "password", "display_name")
-    expected = current_app.extensions.get("setup_token", "")
     try:
-        if not expected or not hmac.compare_digest(form["token"].encode(), expected.encode()):
-            raise Forbidden("The set-up token is wrong; it is printed in the server log.",
-                            code="setup_token_invalid", details={"field": "token"})
-        user = users.create_first_admin(form["email"], form["password"],
-                                           form["display_name"], ip=client_ip())
+        user = setup_link.create_first_admin(form["token"], form["email"], form["password"],
+                                             form["display_name"], ip=client_ip())
     except ApplianceError as exc:
         form.pop("password")
-        return _failed("auth/setup.html", exc, form=form)
+        return _failed("auth/setup.html", exc, form=form, commands=commands)
     current_app.extensions.pop("setup_token", None)
     sign_in_browser(user)
     return redirect(HOME)
