@@ -1,6 +1,6 @@
 """The benchmark harness that `scripts/bench` runs (`python -m benchmarks` in scripts/).
 
-It measures the appliance on 127.0.0.1 with processes it starts and stops itself, in four
+It measures the appliance on 127.0.0.1 with processes it starts and stops itself, in five
 parts that `--only` and `--skip` pick (default: all), each documented in its module:
 
 * `core` (benchmarks/core.py): health, login, /auth/me, GET project and GET instances
@@ -12,6 +12,8 @@ parts that `--only` and `--skip` pick (default: all), each documented in its mod
   records.
 * `webhooks` (benchmarks/webhooks.py): deliveries per second with 1,000 queued events,
   and the delay a dead endpoint adds to a healthy one.
+* `binary` (benchmarks/binary.py): start-up of the single binary (scripts/build-binary,
+  built first when missing or stale) against `appliance serve` from the virtualenv.
 
 How targets are set: a number measured on its own says more about the machine than about
 the appliance, so each is read against a baseline measured in the same run, on the same
@@ -19,7 +21,8 @@ machine, alternately with it where the two are loaded. Throughput targets are ra
 the appliance's GET /api/v1/health req/s over a bare Flask app with only that route on
 waitress with the same settings (>= 0.8; GET project >= 0.7 and GET instances >= 0.5 of
 that baseline's health req/s), and the API's create-to-running time over the engine's
-own `incus launch` / `docker run -d` of the same image with the same limits (<= 1.3).
+own `incus launch` / `docker run -d` of the same image with the same limits (<= 1.3), and
+the binary's start-up over the virtualenv's (<= 1.5).
 The metering tick and the chart are printed beside this machine's SQLite batched-insert
 rate. Start-up (< 1.5 s), idle RSS (< 80 MB), the tick (< 2 s), the chart's p99 (< 50 ms)
 and webhook deliveries (>= 200/s, a dead endpoint adding < 1 s) have absolute targets.

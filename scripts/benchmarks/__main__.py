@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import billing, billing_chart, webhooks
+from benchmarks import billing, billing_chart, binary, webhooks
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
 from benchmarks.engines import CREATE_ENGINES, JOB_POLL_S
@@ -27,8 +27,9 @@ from benchmarks.engines import CREATE_ENGINES, JOB_POLL_S
 AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run near 3 min
 BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged as noisy
 # Parts of a run (--only / --skip): core is benchmarks/core.py with benchmarks/engines.py;
-# metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py.
-PARTS = ("core", "metering", "chart", "webhooks")
+# metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
+# (the single binary's start-up) in benchmarks/binary.py.
+PARTS = ("core", "metering", "chart", "webhooks", "binary")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -50,7 +51,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         report.setdefault("wrk_runs", []).extend(asdict(r) for r in runs)
     if "webhooks" in args.parts:
         metrics.update(webhooks.measure(work))
-    report["targets"] |= billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
+    if "binary" in args.parts:
+        metrics.update(binary.measure(work, args.binary_rounds))
+    report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
+                          | binary.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -61,7 +65,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
     return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
-            + webhooks.rows(metrics, strict))
+            + webhooks.rows(metrics, strict) + binary.rows(metrics, strict))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -96,6 +100,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "(default 3)")
     parser.add_argument("--startup-runs", type=int, default=2,
                         help="extra start-ups timed besides the load server's (default 2)")
+    parser.add_argument("--binary-rounds", type=int, default=3,
+                        help="alternating virtualenv/binary start-ups (default 3)")
     parser.add_argument("--idle", type=float, default=2.0,
                         help="seconds the appliance rests before its RSS is read (default 2)")
     parser.add_argument("--create-rounds", type=int, default=5,
@@ -131,9 +137,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.auth_duration is None:
         args.auth_duration = min(args.duration, AUTH_DURATION_MAX)
     if (min(args.duration, args.rounds, args.auth_duration, args.auth_rounds) < 1
-            or args.warmup < 0 or args.startup_runs < 0):
-        parser.error("--duration, --rounds, --auth-duration and --auth-rounds must be >= 1, "
-                     "--warmup and --startup-runs >= 0")
+            or args.warmup < 0 or args.startup_runs < 0 or args.binary_rounds < 1):
+        parser.error("--duration, --rounds, --auth-duration, --auth-rounds and --binary-rounds "
+                     "must be >= 1, --warmup and --startup-runs >= 0")
     return args
 
 
