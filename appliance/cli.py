@@ -52,7 +52,8 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None
     from appliance.service_install import read_env_file
 
     try:
-        os.environ.update(read_env_file(Path(value)))
+        os.environ.update({name: setting for name, setting in read_env_file(Path(value)).items()
+                           if name.startswith("APPLIANCE_")})
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
 
@@ -60,8 +61,8 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None
 env_file_option = click.option(
     "--env-file", default=None, expose_value=False, is_eager=True, callback=_load_env_file,
     metavar="FILE",
-    help="Read APPLIANCE_* settings from FILE first, as the service does (install-service "
-         "writes /etc/appliance/appliance.env).")
+    help="Take the APPLIANCE_* settings of FILE over the environment's, as the service "
+         "does (install-service writes /etc/appliance/appliance.env).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

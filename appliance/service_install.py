@@ -340,6 +340,7 @@ class Installer:
             raise InstallError(f"--group-for-engines: no group {', '.join(missing)} on this "
                                "machine (systemd would refuse to start the service); install "
                                "the engine first, or leave the group out")
+        upgrade = self.at(UNIT).exists()
         written = self._install_program()
         self._create_user(options)
         for path in (options.data_dir, options.backup_dir):
@@ -352,7 +353,7 @@ class Installer:
         if self._systemd_running():
             self._run(["systemctl", "daemon-reload"])
             self.say("systemctl daemon-reload: done")
-        self._next_steps(options)
+        self._next_steps(options, upgrade)
 
     def _install_program(self) -> list[Path]:
         target = self.at(BIN)
@@ -422,13 +423,16 @@ class Installer:
         paths = list(dict.fromkeys([*known, *(str(path) for path in written)]))
         self._write(MANIFEST, "\n".join(paths) + "\n", 0o644)
 
-    def _next_steps(self, options: ServiceOptions) -> None:
+    def _next_steps(self, options: ServiceOptions, upgrade: bool) -> None:
         run_as = shlex.join(["sudo", "-u", options.user, "appliance"])
         self.say("")
         self.say("next steps:")
         if not self.live:
             self.say(f"  (the files are under {self.root}; copy them to the target machine "
                      f"and create the user there)")
+        if upgrade:
+            self.say("  systemctl restart appliance         # if it runs: the new program "
+                     "and settings")
         self.say("  systemctl enable --now appliance    # start it now and at every boot")
         self.say("  journalctl -u appliance             # its log: the first-run set-up link")
         self.say(f"  {run_as} setup-link --env-file {ENV_FILE}   # a fresh set-up link")

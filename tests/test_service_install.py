@@ -125,6 +125,7 @@ def test_with_root_it_writes_only_under_root_and_creates_no_user(tmp_path):
                    "APPLIANCE_DATA_DIR": "/var/lib/test-appliance"}
     assert "systemctl enable --now appliance" in result.stdout
     assert "journalctl -u appliance" in result.stdout
+    assert "systemctl restart" not in result.stdout  # a first install
 
 
 def test_the_installed_wrapper_runs_this_installation(tmp_path):
@@ -145,7 +146,8 @@ def test_installing_again_keeps_the_operators_settings_and_the_last_options(tmp_
     env_file.write_text(env_file.read_text() + "APPLIANCE_SMTP_HOST=mail.example.test\n")
     unit = root / "etc/systemd/system/appliance.service"
     first_unit = unit.read_text()
-    installed(root)  # e.g. with a new binary: no options given
+    again = installed(root)  # e.g. with a new binary: no options given
+    assert "systemctl restart appliance" in again.stdout
     assert unit.read_text() == first_unit
     assert service_install.read_env_file(env_file)["APPLIANCE_PORT"] == "9182"
     installed(root, "--port", "9183")
