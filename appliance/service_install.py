@@ -308,6 +308,9 @@ class Installer:
             text = unit.read_text()
             if (user := re.search(r"^User=(\S+)$", text, re.MULTILINE)) is not None:
                 found["user"] = user.group(1)
+            data = re.search(r"^Environment=APPLIANCE_DATA_DIR=(\S+)$", text, re.MULTILINE)
+            if data is not None:
+                found["data_dir"] = data.group(1)
             groups = re.search(r"^SupplementaryGroups=(.*)$", text, re.MULTILINE)
             found["engine_groups"] = tuple(groups.group(1).split()) if groups else ()
             paths = re.search(r"^ReadWritePaths=(.*)$", text, re.MULTILINE)
