@@ -64,7 +64,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     reminders); commands that do not serve (init, create-admin) pass False instead of
     replacing the link a running server printed.
 
-    Raises `appliance.config.ConfigError` when a setting is malformed.
+    Raises `appliance.config.ConfigError` when a setting is malformed, and
+    `appliance.db.MigrationFailed` when a migration fails (it names the copy of the
+    database taken before the upgrade).
     """
     # Imported here, not at the top: `import appliance` (the version, the CLI's --help)
     # must not load Flask's blueprints, the services and the database drivers.
@@ -97,7 +99,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
         db.release(db.database.obj)
     db.database.initialize(database)
     if migrate:
-        db.migrate(database)
+        # Before an upgrade's migrations, the database is copied to DATA_DIR/backups.
+        db.migrate(database, backup_dir=data_dir / "backups")
     app.teardown_appcontext(db.close_connection)
     wiring.connect()
 

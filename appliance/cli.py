@@ -26,6 +26,7 @@ def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwar
     # answer without loading Flask, the services and the database drivers.
     from appliance import create_app
     from appliance.config import load_settings
+    from appliance.db import MigrationFailed
 
     overrides = dict(extra or {})
     if data_dir:
@@ -36,6 +37,8 @@ def _build_app(data_dir: str | None, extra: dict[str, Any] | None = None, **kwar
         return create_app(overrides, **kwargs)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+    except MigrationFailed as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 data_dir_option = click.option(
@@ -138,10 +141,17 @@ def migrate(show_status: bool, data_dir: str | None) -> None:
     app = _build_app(data_dir, migrate=False)
     database = db.database.obj
     if show_status:
-        for name, applied in db.migration_status(database):
+        listed = db.migration_status(database)
+        for name, applied in listed:
             click.echo(f"{'applied' if applied else 'pending'}  {name}")
+        pending = sum(not applied for _, applied in listed)
+        click.echo(f"{pending} pending" if pending else "database is up to date")
         return
-    applied = db.migrate(database)
+    try:
+        applied = db.migrate(database,
+                             backup_dir=Path(app.config["APPLIANCE"]["DATA_DIR"]) / "backups")
+    except db.MigrationFailed as exc:
+        raise click.ClickException(str(exc)) from None
     if applied:
         for name in applied:
             click.echo(f"applied {name}")

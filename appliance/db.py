@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import os
+import re
 import sqlite3
 import threading
 import urllib.parse
@@ -243,14 +245,139 @@ def open_database(settings: dict[str, Any], data_dir: Path):
     return connect_url(url)
 
 
+def sqlite_path(db: Any) -> Path | None:
+    """The file of a SQLite database (absolute); None for another engine."""
+    if not isinstance(db, SqliteDatabase) or db.database in ("", ":memory:"):
+        return None
+    return Path(db.database).expanduser().resolve()
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy the SQLite database at `source` to the new file `target`, consistently, while
+    other connections read and write it (SQLite's online backup API, in one step: one
+    read transaction, so the copy holds exactly the transactions committed before it
+    began). The copy is in rollback-journal mode, a single self-contained file, 0600.
+
+    Raises sqlite3.Error when the source cannot be read; `target` is then removed.
+    """
+    uri = "file:" + urllib.parse.quote(str(source)) + "?mode=rw"  # never create a missing one
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(uri, uri=True, timeout=30)
+        try:
+            dst = sqlite3.connect(str(target))
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
 def migration_runner(db) -> Runner:
     return Runner(db, str(MIGRATIONS_DIR), table_name="schema_migration")
 
 
-def migrate(db) -> list[str]:
-    """Apply pending migrations in order; return the names applied (none when current)."""
+class MigrationFailed(Exception):
+    """A migration raised: it was rolled back, and the start-up must stop. The message
+    names the migration, the error, the schema the database is now at, and the copy
+    taken before the upgrade (when one was)."""
+
+    def __init__(self, message: str, backup: Path | None) -> None:
+        super().__init__(message)
+        self.backup = backup
+
+
+def private_dir(path: Path) -> Path:
+    """Make `path` and any missing parents with mode 0700 (backups hold the secrets)."""
+    missing = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+PRE_MIGRATE_KEEP = 3
+_PRE_MIGRATE = re.compile(r"^pre-migrate-(\d+)-(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.sqlite3$")
+
+
+def _index(name: str) -> str:
+    digits = re.match(r"\d+", name)
+    return digits.group() if digits else name
+
+
+def pre_migrate_backup(db: Any, backup_dir: Path, applied: str, target: str) -> Path:
+    """Copy the database to `backup_dir/pre-migrate-<from>-<to>-<UTC time>.sqlite3` (0600;
+    the directory is made 0700) and keep the newest PRE_MIGRATE_KEEP such copies."""
+    source = sqlite_path(db)
+    assert source is not None
+    private_dir(backup_dir)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem = f"pre-migrate-{_index(applied)}-{_index(target)}-{stamp}"
+    # Within one second, each copy takes a number past the highest so far (a name freed
+    # by pruning is never reused: it would sort as the oldest).
+    taken = [int(m.group(4) or 0) for m in map(_PRE_MIGRATE.match, os.listdir(backup_dir))
+             if m and m.group(3) == stamp]
+    for attempt in itertools.count(max(taken) + 1 if taken else 0):
+        path = backup_dir / (f"{stem}.sqlite3" if attempt == 0 else f"{stem}-{attempt}.sqlite3")
+        try:
+            copy_sqlite(source, path)
+            break
+        except FileExistsError:
+            continue
+    kept = sorted((p for p in backup_dir.iterdir() if _PRE_MIGRATE.match(p.name)),
+                  key=_pre_migrate_order, reverse=True)
+    for old in kept[PRE_MIGRATE_KEEP:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _pre_migrate_order(path: Path) -> tuple[str, int]:
+    match = _PRE_MIGRATE.match(path.name)
+    assert match is not None
+    return match.group(3), int(match.group(4) or 0)
+
+
+def migrate(db, backup_dir: Path | None = None) -> list[str]:
+    """Apply pending migrations in order; return the names applied (none when current).
+
+    Each migration runs in its own transaction (peewee's runner; SQLite's DDL is
+    transactional), so one that fails leaves the database as the migration before it
+    left it. With `backup_dir`, a SQLite database that already has migrations applied
+    and some pending is first copied there (`pre_migrate_backup`). A failure raises
+    MigrationFailed, whose message names that copy.
+    """
     with db.connection_context():
-        applied = migration_runner(db).up()
+        runner = migration_runner(db)
+        status = runner.status()
+        done = [m.name for m in status if m.applied]
+        pending = [m.name for m in status if not m.applied and m.path is not None]
+        backup = None
+        if done and pending and backup_dir is not None and sqlite_path(db) is not None:
+            backup = pre_migrate_backup(db, backup_dir, done[-1], pending[-1])
+            log.info("database copied to %s before applying %s", backup,
+                        ", ".join(pending))
+        try:
+            applied = runner.up()
+        except Exception as exc:
+            now_at = [m.name for m in runner.status() if m.applied]
+            failed = next((name for name in pending if name not in now_at), "?")
+            where = f"the database is at {now_at[-1]}" if now_at else "the database is empty"
+            saved = (f"; a copy from before this upgrade is at {backup}" if backup
+                     else "")
+            raise MigrationFailed(
+                f"migration {failed} failed ({type(exc).__name__}: {exc}) and was rolled "
+                f"back: {where}{saved}. The appliance does not start until this is "
+                "fixed; see 'Restore after a failed upgrade' in docs/operations.md.",
+                backup) from exc
     for name in applied:
         log.info("applied migration %s", name)
     return applied
