@@ -1,5 +1,5 @@
-"""The `appliance` command: serve, init, migrate, create-admin, setup-link,
-install-service, uninstall-service, version."""
+"""The `appliance` command: serve, init, migrate, create-admin, setup-link, backup,
+restore, install-service, uninstall-service, version."""
 
 from __future__ import annotations
 
@@ -88,6 +88,9 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
              (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
     app = _build_app(data_dir, extra)
     settings = app.config["APPLIANCE"]
+    from appliance.services.ops import server_lock  # lazy, like every command's imports
+
+    server_lock.hold(Path(settings["DATA_DIR"]))  # `appliance restore` checks it
     try:
         server = create_server(app, settings)
     except OSError as exc:
@@ -158,6 +161,86 @@ def migrate(show_status: bool, data_dir: str | None) -> None:
     else:
         click.echo("database is up to date")
     del app
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Archive to write (default: SELF_BACKUP_DIR/appliance-<version>-<time>"
+                   ".tar.gz).")
+@click.option("--with-instance-backups", is_flag=True,
+              help="Also take the instance backup store (BACKUP_DIR).")
+@click.option("--verify", "verify_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Check this archive instead of writing one.")
+@data_dir_option
+def backup(output: Path | None, with_instance_backups: bool, verify_file: Path | None,
+           data_dir: str | None) -> None:
+    """Write one archive of the appliance (database, secrets, uploads), safe while it serves."""
+    # lazy, like every command's imports
+    from appliance.config import load_settings
+    from appliance.db import database
+    from appliance.services.ops import archive, selfbackup
+
+    if verify_file is not None:
+        try:
+            manifest = selfbackup.verify(verify_file)
+        except archive.BackupError as exc:
+            raise click.ClickException(f"{verify_file}: {exc.message}") from None
+        click.echo(f"{verify_file}: ok - appliance {manifest['appliance_version']}, schema "
+                   f"{manifest['schema']}, made {manifest['created_at']}, "
+                   f"{len(manifest['members'])} files checked")
+        try:
+            archive.check_schema(manifest)
+        except archive.BackupError as exc:
+            click.echo(f"note: this appliance cannot restore it: {exc.message}")
+        return
+    try:
+        selfbackup.check_source(load_settings({"DATA_DIR": data_dir} if data_dir else {}))
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    except archive.BackupError as exc:
+        raise click.ClickException(exc.message) from None
+    _build_app(data_dir, migrate=False, offer_setup=False)
+    try:
+        with database.connection_context():
+            result = selfbackup.create_backup(output, with_instance_backups=with_instance_backups)
+    except archive.BackupError as exc:
+        raise click.ClickException(f"backup failed: {exc.message}") from None
+    click.echo(f"backup written: {result.path} ({result.size_bytes} bytes, schema "
+               f"{result.manifest['schema']}, sha256 {result.sha256})")
+    if not result.secret_key_included:
+        click.echo("note: SECRET_KEY is set outside the data directory and is not in the "
+                   "archive; keep it with the archive.")
+
+
+@main.command()
+@click.argument("archive_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@data_dir_option
+def restore(archive_file: Path, data_dir: str | None) -> None:
+    """Restore an archive of `appliance backup` into a stopped or new data directory."""
+    # lazy, like every command's imports
+    from appliance.config import load_settings
+    from appliance.services.ops import archive
+    from appliance.services.ops import restore as restoring
+
+    overrides = {"DATA_DIR": data_dir} if data_dir else {}
+    try:
+        settings = load_settings(overrides)
+        _setup_logging(settings["LOG_LEVEL"])
+        done = restoring.restore(archive_file, settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    except archive.BackupError as exc:
+        raise click.ClickException(f"restore refused: {exc.message}") from None
+    manifest = done.manifest
+    click.echo(f"restored {archive_file} (appliance {manifest['appliance_version']}, schema "
+               f"{manifest['schema']}, made {manifest['created_at']}) into {done.data_dir}")
+    if done.moved_aside is not None:
+        click.echo(f"the previous data directory is now {done.moved_aside}"
+                   + ("; its backups/ moved into the restored one" if done.backups_carried
+                      else ""))
+    _build_app(str(done.data_dir), offer_setup=False)  # applies pending migrations
+    click.echo("migrations applied; start the appliance with `appliance serve`")
 
 
 @main.command("create-admin")

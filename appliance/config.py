@@ -213,6 +213,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EVENT_RETENTION_DAYS", 90, int_between(1, 36_500),
             "Days events, finished webhook deliveries (with their attempts) and read "
             "notifications are kept before the daily purge deletes them."),
+    Setting("SELF_BACKUP_DIR", "", parse_str,
+            "Directory of the appliance's own backup archives; empty means "
+            "DATA_DIR/backups/appliance."),
     Setting("SMTP_HOST", "", parse_str,
             "SMTP server for outgoing mail; empty keeps mail in the outbox the admin reads."),
     Setting("SMTP_PORT", 587, parse_port, "SMTP server port."),
