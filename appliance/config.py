@@ -213,6 +213,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EVENT_RETENTION_DAYS", 90, int_between(1, 36_500),
             "Days events, finished webhook deliveries (with their attempts) and read "
             "notifications are kept before the daily purge deletes them."),
+    Setting("SELF_BACKUP_SCHEDULE", "daily", one_of("daily", "off"),
+            "Back up the appliance itself (database, secrets, uploads) once a day, or off."),
+    Setting("SELF_BACKUP_KEEP", 7, int_between(1, 1000),
+            "Archives of the appliance kept in SELF_BACKUP_DIR; older ones are deleted "
+            "after each scheduled backup."),
     Setting("SELF_BACKUP_DIR", "", parse_str,
             "Directory of the appliance's own backup archives; empty means "
             "DATA_DIR/backups/appliance."),

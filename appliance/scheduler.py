@@ -26,7 +26,7 @@ from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
 from appliance.services.instances import engine_jobs, jobs, nodes
 from appliance.services.limits import idempotency
-from appliance.services.ops import dashboard_metrics, retention
+from appliance.services.ops import dashboard_metrics, retention, selfbackup
 from appliance.services.webhooks import dispatcher
 
 log = logging.getLogger("appliance.scheduler")
@@ -73,6 +73,9 @@ def _tasks() -> list[Task]:
              "than EVENT_RETENTION_DAYS (in batches)."),
         Task("remind_setup_link", setup_link.REMIND_SECONDS, _remind_setup_link,
              "While no account exists, log the first-run set-up link again."),
+        Task("self_backup", 900, _self_backup,
+             "Back up the appliance once a UTC day into SELF_BACKUP_DIR and keep the newest "
+             "SELF_BACKUP_KEEP archives (unless SELF_BACKUP_SCHEDULE is off)."),
     ]
 
 
@@ -94,6 +97,10 @@ def _notify_expiring_keys() -> object:
 
 def _purge_old_events() -> object:
     return retention.purge_old()
+
+
+def _self_backup() -> object:
+    return selfbackup.run_scheduled()
 
 
 def _meter_usage() -> object:

@@ -17,7 +17,8 @@ def test_every_task_runs_on_its_own(app):
                                       "check_nodes", "reconcile_instances", "issue_invoices",
                                       "meter_usage", "enforce_billing", "webhook_sweep",
                                       "mail_notifications", "notify_expiring_keys",
-                                      "sample_metrics", "purge_old_events", "remind_setup_link"}
+                                      "sample_metrics", "purge_old_events", "remind_setup_link",
+                                      "self_backup"}
     for name in scheduler.tasks():
         scheduler.run_task(app, name)
 

@@ -1,4 +1,5 @@
-"""Backups of the appliance itself: `appliance backup`, `--verify` and `appliance restore`.
+"""Backups of the appliance itself: `appliance backup`, `--verify`, `appliance restore`, and
+the daily `self_backup` task with its status page, API and failure notice.
 
 The load test drives the real thing: `appliance serve` in a subprocess taking writes over
 HTTP while `appliance backup` runs in another, then `appliance restore` into a fresh
@@ -24,10 +25,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from appliance import __version__, db
+from appliance import __version__, config, db, scheduler
 from appliance.db import database
+from appliance.models import Notification, SelfBackupRun
+from appliance.services import clock
 from appliance.services.ops import archive, selfbackup
-from tests.factories import PASSWORD, bearer, make_user
+from tests.factories import PASSWORD, T0, bearer, make_user
 
 ADMIN_PASSWORD = "a long admin passphrase"
 
@@ -385,3 +388,116 @@ def test_restore_moves_the_old_directory_aside_and_carries_its_backups_over(good
     conn = sqlite3.connect(target / "appliance.db")
     assert [r[0] for r in conn.execute('SELECT email FROM "user"')] == ["ada@example.test"]
     conn.close()
+
+
+# The daily task --------------------------------------------------------------------------
+
+
+def archives(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("appliance-*.tar.gz"))
+
+
+def test_the_daily_backup_runs_once_a_day_and_keeps_the_newest(make_app, data_dir):
+    app = make_app(SELF_BACKUP_KEEP="2")
+    folder = data_dir / "backups" / "appliance"
+    clock.freeze(T0)
+    assert scheduler.run_task(app, "self_backup") == "ok"
+    assert scheduler.run_task(app, "self_backup") is None  # done today
+    clock.advance(dt.timedelta(hours=11))  # 23:30, still the same UTC day
+    assert scheduler.run_task(app, "self_backup") is None
+    assert len(archives(folder)) == 1
+    for _ in range(3):
+        clock.advance(dt.timedelta(days=1))
+        assert scheduler.run_task(app, "self_backup") == "ok"
+    kept = archives(folder)
+    assert len(kept) == 2
+    assert kept[-1].endswith("20250313T233000Z.tar.gz")
+    assert kept[0].endswith("20250312T233000Z.tar.gz")
+    (folder / "notes.txt").write_text("not ours")
+    clock.advance(dt.timedelta(days=1))
+    scheduler.run_task(app, "self_backup")
+    assert (folder / "notes.txt").exists()
+    with app.app_context():
+        runs = list(SelfBackupRun.select().order_by(SelfBackupRun.id))
+    assert [run.status for run in runs] == ["ok"] * 5
+    assert {run.trigger for run in runs} == {"scheduled"}
+    assert runs[-1].file.endswith(".tar.gz") and runs[-1].size_bytes > 0
+
+
+def test_archives_of_one_second_keep_their_order_when_pruned(app, data_dir):
+    clock.freeze(T0)
+    made = [backup_of(app, None).path for _ in range(4)]
+    folder = data_dir / "backups" / "appliance"
+    assert sorted(selfbackup.prune(folder, 2)) == sorted(made[:2])
+    assert archives(folder) == sorted(path.name for path in made[2:])
+    assert backup_of(app, None).path.name.endswith("-4.tar.gz")  # never a freed name
+
+
+def test_the_daily_backup_can_be_switched_off(make_app, data_dir):
+    app = make_app(SELF_BACKUP_SCHEDULE="off")
+    assert scheduler.run_task(app, "self_backup") is None
+    assert not (data_dir / "backups" / "appliance").exists()
+
+
+def test_a_failing_daily_backup_tells_each_administrator_once_a_day(make_app, tmp_path,
+                                                                    monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the directory should be")
+    app = make_app(SELF_BACKUP_DIR=str(blocker / "appliance"))
+    root = make_user(app, "root@example.test", role="admin")
+    other = make_user(app, "other-admin@example.test", role="admin")
+    user = make_user(app, "user@example.test")
+    clock.freeze(T0)
+
+    def told(who) -> list[Notification]:
+        with app.app_context():
+            return list(Notification.select().where(Notification.user == who.id,
+                                                    Notification.type == "appliance.backup_failed"))
+
+    assert scheduler.run_task(app, "self_backup") == "failed"
+    assert len(told(root)) == 1 and len(told(other)) == 1 and told(user) == []
+    notice = told(root)[0]
+    assert notice.email_status == "pending" and notice.link == "/admin/backups"
+    assert "Not a directory" in notice.body
+    with app.app_context():
+        run = SelfBackupRun.select().order_by(SelfBackupRun.id.desc()).get()
+    assert run.status == "failed" and "Not a directory" in run.error and run.file == ""
+
+    assert scheduler.run_task(app, "self_backup") is None  # retried after an hour
+    clock.advance(dt.timedelta(minutes=61))
+    assert scheduler.run_task(app, "self_backup") == "failed"
+    assert len(told(root)) == 1  # told once that day
+    clock.advance(dt.timedelta(days=1))
+    assert scheduler.run_task(app, "self_backup") == "failed"
+    assert len(told(root)) == 2  # and again the next
+
+    monkeypatch.setitem(config.active(), "SELF_BACKUP_DIR", str(tmp_path / "fixed"))
+    clock.advance(dt.timedelta(hours=2))
+    assert scheduler.run_task(app, "self_backup") == "ok"
+    scheduler.run_task(app, "mail_notifications")
+    with app.app_context():
+        statuses = {n.email_status for n in Notification.select().where(
+            Notification.type == "appliance.backup_failed")}
+    assert statuses == {"skipped"}  # the news is no longer true when the mail would go
+
+
+def test_administrators_see_the_last_run_in_the_api_and_the_dashboard(app, client, admin,
+                                                                      owner, root):
+    data_dir = Path(app.config["APPLIANCE"]["DATA_DIR"])
+    empty = client.get("/api/v1/admin/self-backup", headers=admin).get_json()
+    assert empty["last_run"] is None and empty["archives"] == []
+    assert empty["schedule"] == "daily" and empty["keep"] == 7
+    assert empty["directory"] == str(data_dir / "backups" / "appliance")
+    result = backup_of(app, None)
+
+    body = client.get("/api/v1/admin/self-backup", headers=admin).get_json()
+    assert body["last_run"]["status"] == "ok" and body["last_run"]["trigger"] == "manual"
+    assert body["last_success"]["file"] == str(result.path)
+    assert body["last_success"]["sha256"] == result.sha256
+    assert [a["file"] for a in body["archives"]] == [str(result.path)]
+    assert client.get("/api/v1/admin/self-backup", headers=owner).status_code == 403
+
+    page = root.get("/admin/backups")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Backups of the appliance" in html and result.path.name in html

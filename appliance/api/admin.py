@@ -1,10 +1,11 @@
-"""Administration over JSON: users, invitations, the mail outbox and the audit log."""
+"""Administration over JSON: users, invitations, the mail outbox, the audit log, limits and
+the backups of the appliance itself."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -20,6 +21,7 @@ from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.services.accounts import admin, mail
 from appliance.services.limits import quotas
+from appliance.services.ops import selfbackup
 from appliance.services.principal import Principal
 
 bp = ApiBlueprint("admin_api", __name__)
@@ -253,3 +255,54 @@ def user_limits(principal: Principal, user_id: str):
 def set_user_limit(principal: Principal, user_id: str, body: LimitOverrideIn):
     found = quotas.set_override(principal, user_id, body.resource, body.value)
     return {"data": [LimitOut.of(limit) for limit in found]}
+
+
+class SelfBackupRunOut(Schema):
+    trigger: Literal["scheduled", "manual"]
+    status: Literal["ok", "failed"]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    file: str = Field(description="The archive written; empty when the run failed.")
+    size_bytes: int
+    sha256: str = Field(description="Of the whole archive file.")
+    error: str
+
+    @classmethod
+    def of(cls, run) -> SelfBackupRunOut:
+        return cls(trigger=run.trigger, status=run.status, started_at=run.started_at,
+                   finished_at=run.finished_at, file=run.file, size_bytes=run.size_bytes,
+                   sha256=run.sha256, error=run.error)
+
+
+class SelfBackupArchiveOut(Schema):
+    file: str
+    size_bytes: int
+    created_at: dt.datetime
+
+
+class SelfBackupOut(Schema):
+    schedule: Literal["daily", "off"]
+    keep: int
+    directory: str
+    database_supported: bool = Field(
+        description="False when DATABASE_URL names a database other than SQLite: the "
+                    "appliance does not back that up itself.")
+    last_run: SelfBackupRunOut | None
+    last_success: SelfBackupRunOut | None
+    archives: list[SelfBackupArchiveOut] = Field(description="In the directory, newest first.")
+
+
+@bp.operation("/admin/self-backup", summary="Backups of the appliance itself", tags=TAGS,
+              description="The daily backup of the appliance (database, secrets, uploads): "
+                          "its settings, the last run and the archives kept. `appliance "
+                          "backup` runs are listed too.",
+              response=SelfBackupOut, auth=AUTH, errors=(403,))
+def self_backup(principal: Principal):
+    found = selfbackup.status(principal)
+    return SelfBackupOut(
+        schedule=found.schedule, keep=found.keep, directory=str(found.directory),
+        database_supported=found.database_supported,
+        last_run=SelfBackupRunOut.of(found.last_run) if found.last_run else None,
+        last_success=SelfBackupRunOut.of(found.last_success) if found.last_success else None,
+        archives=[SelfBackupArchiveOut(file=str(path), size_bytes=size, created_at=made)
+                  for path, size, made in found.archives])

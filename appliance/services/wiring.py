@@ -16,6 +16,7 @@ from appliance.services.billing import prepaid
 from appliance.services.events import live, notifications, outbox
 from appliance.services.instances import engine_jobs, lifecycle
 from appliance.services.limits import quotas
+from appliance.services.ops import selfbackup
 from appliance.services.webhooks import endpoints
 
 
@@ -26,6 +27,7 @@ def connect() -> None:
     notifications.register_mail_check("billing.grace_started", prepaid.still_in_grace)
     notifications.register_mail_check("billing.suspended", prepaid.still_suspended)
     notifications.register_mail_check("billing.low_balance", prepaid.still_low)
+    notifications.register_mail_check("appliance.backup_failed", selfbackup.still_failing)
     outbox.listen(live.on_event)
     engine_jobs.register_handlers()
     quotas.register_usage("instances", lifecycle.live_instance_count)

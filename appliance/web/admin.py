@@ -1,4 +1,5 @@
-"""Dashboard pages for administrators: users, invitations, limits, mail outbox, audit log."""
+"""Dashboard pages for administrators: users, invitations, limits, mail outbox, audit log,
+backups of the appliance."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import projects
 from appliance.services.accounts import admin, mail
 from appliance.services.limits import quotas
+from appliance.services.ops import selfbackup
 from appliance.web import forms
 from appliance.web.session import admin_required, current_principal
 
@@ -148,6 +150,13 @@ def audit_log():
                                         request.args.get("cursor"), actor_email=actor)
     return _render("admin/audit.html", "admin/_audit_table.html", rows=rows,
                    next_cursor=cursor, action=action or "", actor=actor or "", json=json)
+
+
+@bp.get("/backups")
+@admin_required
+def self_backup():
+    return render_template("admin/self_backup.html",
+                           backup=selfbackup.status(current_principal()))
 
 
 STATUSES = ("pending", "approved", "declined")

@@ -121,6 +121,13 @@ EVENT_TYPES: dict[str, EventType] = {
         "A test sent from the webhook's page or `POST /webhooks/{id}/test`; only that "
         "webhook receives it.",
         {"webhook_id": "whk_2b3c4d5e6f7a8b9c0d1e", "message": "This is a test event."}),
+    "appliance.backup_failed": EventType(
+        "The daily backup of the appliance itself failed. Administrators only: each active "
+        "administrator gets one, as an account event (the first failure since the last "
+        "success, then at most one a day).",
+        {"error": "No space left on device (/var/lib/appliance/backups/appliance)",
+         "attempted_at": "2025-02-03T00:05:00Z",
+         "directory": "/var/lib/appliance/backups/appliance"}),
     "webhook.disabled": EventType(
         "A webhook was disabled after five days of failed deliveries or a 410 answer.",
         {"webhook_id": "whk_2b3c4d5e6f7a8b9c0d1e", "url": "https://example.com/hooks",

@@ -10,9 +10,11 @@ Contract:
     are still members of the live project. (A failed create is told once, by
     instance.failed, not again by its job.failed.)
   - billing.low_balance, billing.grace_started, billing.suspended, invoice.issued,
-    api_key.expiring, webhook.disabled: the account the event names.
+    api_key.expiring, webhook.disabled, appliance.backup_failed (emitted once per
+    administrator): the account the event names.
   Other events make no notification.
-- Email: low balance, grace started, suspension and invoice issued also mail the user.
+- Email: low balance, grace started, suspension, invoice issued and a failed backup of the
+  appliance also mail the user.
   The notification is written with `email_status="pending"` in the event's transaction;
   the mail itself goes through `mail.send` after the commit (the mail service does SMTP
   outside any transaction), by `send_pending_mail` - a scheduler task every minute that
@@ -47,11 +49,11 @@ from appliance.services.principal import Principal
 log = logging.getLogger(__name__)
 
 EMAILED = frozenset({"billing.low_balance", "billing.grace_started", "billing.suspended",
-                     "invoice.issued"})
+                     "invoice.issued", "appliance.backup_failed"})
 PROJECT_TYPES = frozenset({"instance.ready", "instance.failed", "job.failed"})
 ACCOUNT_TYPES = frozenset({"billing.low_balance", "billing.grace_started",
                            "billing.suspended", "invoice.issued", "api_key.expiring",
-                           "webhook.disabled"})
+                           "webhook.disabled", "appliance.backup_failed"})
 TYPES = PROJECT_TYPES | ACCOUNT_TYPES
 EXPIRY_NOTICE = dt.timedelta(days=7)
 MAIL_CLAIM = dt.timedelta(minutes=10)
@@ -139,12 +141,18 @@ def _webhook_disabled(event: Event, data: dict[str, Any]) -> tuple[str, str, str
             f"/webhooks/{data.get('webhook_id', '')}")
 
 
+def _backup_failed(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
+    return ("The backup of the appliance failed",
+            f"The daily backup of the appliance failed at {_day(data.get('attempted_at'))}: "
+            f"{data.get('error', '')}. It is tried again every hour.", "/admin/backups")
+
+
 DESCRIBE = {
     "instance.ready": _instance_notice, "instance.failed": _instance_notice,
     "job.failed": _job_failed, "billing.low_balance": _low_balance,
     "billing.grace_started": _grace_started, "billing.suspended": _suspended,
     "invoice.issued": _invoice_issued, "api_key.expiring": _key_expiring,
-    "webhook.disabled": _webhook_disabled,
+    "webhook.disabled": _webhook_disabled, "appliance.backup_failed": _backup_failed,
 }
 
 

@@ -15,7 +15,12 @@ What goes into an archive (services/ops/archive.py has the format):
 Only a SQLite database can be copied so; with another DATABASE_URL, `create_backup`
 refuses (BackupError) and the daily task does nothing.
 
-Every `appliance backup` is recorded as a `SelfBackupRun` row.
+The daily task (`run_scheduled`, every 15 minutes) makes one archive a UTC day into
+SELF_BACKUP_DIR (default DATA_DIR/backups/appliance) unless SELF_BACKUP_SCHEDULE is off,
+then deletes all but the newest SELF_BACKUP_KEEP archives there. A failed run is retried
+an hour later; the first failure since the last success, and then at most one a day, is
+told to every administrator (`appliance.backup_failed` event, notification and mail).
+Every run, scheduled or `appliance backup`, is recorded as a `SelfBackupRun` row.
 """
 
 from __future__ import annotations
@@ -35,13 +40,17 @@ from typing import Any
 
 from appliance import __version__, config, db
 from appliance.db import database
-from appliance.models import SelfBackupRun
+from appliance.models import SelfBackupRun, User
 from appliance.services import clock
+from appliance.services.accounts.admin import require_admin
+from appliance.services.events import outbox
 from appliance.services.ops import archive, server_lock
 from appliance.services.ops.archive import BackupError
+from appliance.services.principal import Principal
 
 log = logging.getLogger("appliance.selfbackup")
 
+RETRY_AFTER = dt.timedelta(hours=1)
 RUNS_KEPT = 100  # rows of SelfBackupRun
 ERROR_MAX = 2000
 _ARCHIVE = re.compile(r"^appliance-(?P<version>[^/]+?)-(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?"
@@ -57,6 +66,17 @@ class Result:
     sha256: str
     manifest: dict[str, Any]
     secret_key_included: bool  # False: SECRET_KEY comes from elsewhere; keep it too
+
+
+@dataclass(frozen=True)
+class Status:
+    schedule: str
+    keep: int
+    directory: Path
+    database_supported: bool
+    last_run: SelfBackupRun | None
+    last_success: SelfBackupRun | None
+    archives: list[tuple[Path, int, dt.datetime]]  # newest first: file, size, made at
 
 
 # Where things are -------------------------------------------------------------------------
@@ -234,7 +254,7 @@ def verify(path: Path) -> dict[str, Any]:
     return manifest
 
 
-# Runs ------------------------------------------------
+# Runs: recorded, scheduled, pruned, told ------------------------------------------------
 
 
 def _record(trigger: str, started: dt.datetime, result: Result | None, error: str) -> None:
@@ -254,3 +274,107 @@ def _record(trigger: str, started: dt.datetime, result: Result | None, error: st
             SelfBackupRun.delete().where(SelfBackupRun.id.in_(stale)).execute()
     except Exception:  # the run's outcome stands; its record is a convenience
         log.exception("could not record the backup run")
+
+
+def _day_start(now: dt.datetime) -> dt.datetime:
+    return now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _scheduled() -> Any:
+    return SelfBackupRun.select().where(SelfBackupRun.trigger == "scheduled")
+
+
+def due(now: dt.datetime) -> bool:
+    """Whether the daily backup should run now: scheduled, SQLite, no successful scheduled
+    run yet this UTC day, and no failed one within RETRY_AFTER."""
+    if _settings()["SELF_BACKUP_SCHEDULE"] == "off" or database_file() is None:
+        return False
+    if _scheduled().where(SelfBackupRun.status == "ok",
+                          SelfBackupRun.started_at >= _day_start(now)).exists():
+        return False
+    return not _scheduled().where(SelfBackupRun.status == "failed",
+                                  SelfBackupRun.started_at > now - RETRY_AFTER).exists()
+
+
+def run_scheduled() -> str | None:
+    """The `self_backup` task: make today's archive when `due`, prune, tell a failure.
+    Returns "ok", "failed", or None when nothing was due. Never raises for a failed
+    backup (it is recorded and told)."""
+    now = clock.now()
+    if not due(now):
+        return None
+    try:
+        result = create_backup(trigger="scheduled")
+    except BackupError as exc:
+        log.error("the scheduled backup of the appliance failed: %s", exc.message)
+        _tell_failure(now, exc.message)
+        return "failed"
+    pruned = prune(archive_dir(_settings()), _settings()["SELF_BACKUP_KEEP"])
+    log.info("backup of the appliance written to %s (%d bytes)%s", result.path,
+             result.size_bytes, f"; {len(pruned)} older deleted" if pruned else "")
+    return "ok"
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` archives named like ours in `folder` (other files
+    are never touched); returns the deleted ones."""
+    if not folder.is_dir():
+        return []
+    ours = []
+    for path in folder.iterdir():
+        match = _ARCHIVE.match(path.name)
+        if match and path.is_file():
+            ours.append(((match["stamp"], int(match["n"] or 0)), path))
+    ours.sort(reverse=True)
+    deleted = [path for _, path in ours[keep:]]
+    for path in deleted:
+        path.unlink(missing_ok=True)
+    return deleted
+
+
+def _tell_failure(now: dt.datetime, error: str) -> None:
+    """Tell every active administrator, unless a failure was told already since the last
+    success or the start of the UTC day, whichever is later."""
+    last_ok = (_scheduled().where(SelfBackupRun.status == "ok")
+               .order_by(SelfBackupRun.started_at.desc()).first())
+    since = max(_day_start(now), last_ok.started_at) if last_ok else _day_start(now)
+    with database.atomic():
+        if _scheduled().where(SelfBackupRun.notified == True,  # noqa: E712 (SQL)
+                              SelfBackupRun.started_at >= since).exists():
+            return
+        latest = _scheduled().order_by(SelfBackupRun.id.desc()).first()
+        if latest is not None:
+            SelfBackupRun.update(notified=True).where(SelfBackupRun.id == latest.id).execute()
+        for admin in User.select().where(User.role == "admin", User.status == "active"):
+            outbox.emit("appliance.backup_failed", user_id=admin.id, data={
+                "error": error[:500], "attempted_at": clock.isoformat(now),
+                "directory": str(archive_dir(_settings()))})
+
+
+def still_failing(user_id: str, data: dict[str, Any]) -> bool:
+    """For the failure mail: true while no scheduled backup succeeded since."""
+    latest = _scheduled().order_by(SelfBackupRun.id.desc()).first()
+    return latest is None or latest.status == "failed"
+
+
+def status(principal: Principal) -> Status:
+    """What the administrators' page shows: the settings, the last run, the last success
+    and the archives in SELF_BACKUP_DIR."""
+    require_admin(principal)
+    settings = _settings()
+    folder = archive_dir(settings)
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _ARCHIVE.match(path.name)
+            if match and path.is_file():
+                made = dt.datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(
+                    tzinfo=dt.UTC)
+                found.append((path, path.stat().st_size, made))
+    found.sort(key=lambda item: (item[2], item[0].name), reverse=True)
+    return Status(schedule=settings["SELF_BACKUP_SCHEDULE"], keep=settings["SELF_BACKUP_KEEP"],
+                  directory=folder, database_supported=database_file() is not None,
+                  last_run=SelfBackupRun.select().order_by(SelfBackupRun.id.desc()).first(),
+                  last_success=SelfBackupRun.select().where(SelfBackupRun.status == "ok")
+                  .order_by(SelfBackupRun.id.desc()).first(),
+                  archives=found)
