@@ -29,7 +29,7 @@ from appliance import __version__, config, db, scheduler
 from appliance.db import database
 from appliance.models import Notification, SelfBackupRun
 from appliance.services import clock
-from appliance.services.ops import archive, selfbackup
+from appliance.services.ops import archive, restore, selfbackup
 from tests.factories import PASSWORD, T0, bearer, make_user
 
 ADMIN_PASSWORD = "a long admin passphrase"
@@ -259,6 +259,28 @@ def test_backup_refuses_a_data_directory_without_a_database(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_a_damaged_database_is_not_archived(app, data_dir):
+    make_user(app, "ada@example.test")
+    db.release(database.obj)
+    database_file = data_dir / "appliance.db"
+    conn = sqlite3.connect(database_file)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'user'").fetchone()[0]
+    conn.close()
+    with database_file.open("r+b") as handle:  # scribble over the user table's b-tree page
+        handle.seek((root - 1) * page_size + 8)
+        handle.write(b"\xff" * 64)
+
+    result = appliance("backup", "--data-dir", str(data_dir))
+
+    assert result.returncode != 0, result.stdout
+    assert "backup failed: the copy of the database fails SQLite's integrity check" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list((data_dir / "backups" / "appliance").glob("*.tar.gz")) == []
+
+
 # Verify and restore refuse what is wrong ----------------------------------------------
 
 
@@ -388,6 +410,36 @@ def test_restore_moves_the_old_directory_aside_and_carries_its_backups_over(good
     conn = sqlite3.connect(target / "appliance.db")
     assert [r[0] for r in conn.execute('SELECT email FROM "user"')] == ["ada@example.test"]
     conn.close()
+
+
+def test_instance_backups_in_a_store_outside_the_data_directory_round_trip(
+        app, tmp_path, monkeypatch):
+    # BACKUP_DIR (the instance backup store) may be a NAS mount outside the data directory.
+    nas = tmp_path / "nas"
+    (nas / "sub").mkdir(parents=True)
+    (nas / "bak_a.tar").write_bytes(b"backup a")
+    (nas / "sub" / "bak_b.tar").write_bytes(b"backup b")
+    monkeypatch.setitem(config.active(), "BACKUP_DIR", str(nas))
+    path = backup_of(app, tmp_path / "full.tar.gz", with_instance_backups=True).path
+    assert {"instance-backups/bak_a.tar", "instance-backups/sub/bak_b.tar"} <= \
+        set(members(path))
+    (nas / "bak_a.tar").unlink()  # lost; bak_b is still there, the same
+    settings = {**config.load_settings({"DATA_DIR": str(tmp_path / "new")}),
+                "BACKUP_DIR": str(nas)}
+
+    restore.restore(path, settings)
+
+    assert (nas / "bak_a.tar").read_bytes() == b"backup a"
+    assert (nas / "sub" / "bak_b.tar").read_bytes() == b"backup b"
+    assert not (tmp_path / "new" / restore.STAGED_INSTANCE_BACKUPS).exists()
+    assert (tmp_path / "new" / "appliance.db").exists()
+
+    (nas / "sub" / "bak_b.tar").write_bytes(b"another b")
+    before = tree(tmp_path / "new")
+    with pytest.raises(archive.BackupError, match="exists and differs"):
+        restore.restore(path, settings)
+    assert tree(tmp_path / "new") == before
+    assert (nas / "sub" / "bak_b.tar").read_bytes() == b"another b"
 
 
 # The daily task --------------------------------------------------------------------------

@@ -166,8 +166,9 @@ def _number(name: str) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def check_integrity(database_file: Path) -> None:
-    """ArchiveInvalid unless SQLite's integrity_check of the file answers ok."""
+def check_integrity(database_file: Path, what: str = "the database in the archive") -> None:
+    """ArchiveInvalid unless SQLite's integrity_check of the file answers ok; `what` names
+    the file in the message."""
     try:
         conn = sqlite3.connect(f"file:{database_file}?mode=ro", uri=True)
         try:
@@ -175,10 +176,9 @@ def check_integrity(database_file: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise ArchiveInvalid(f"the database in the archive cannot be read: {exc}") from None
+        raise ArchiveInvalid(f"{what} cannot be read: {exc}") from None
     if rows != ["ok"]:
-        raise ArchiveInvalid("the database in the archive fails SQLite's integrity check: "
-                             + "; ".join(rows[:5]))
+        raise ArchiveInvalid(f"{what} fails SQLite's integrity check: " + "; ".join(rows[:5]))
 
 
 def _safe_name(name: str) -> bool:

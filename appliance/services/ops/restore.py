@@ -110,13 +110,18 @@ def restore(path: Path, settings: dict[str, Any], now: dt.datetime | None = None
         outside = _outside_store_files(staging, store) if not store_inside else []
         _refuse_when_served(data_dir)  # it may have started meanwhile
         moved_aside = _move_aside(data_dir, stamp)
-        staging.rename(data_dir)
+        try:
+            staging.rename(data_dir)
+        except OSError:
+            if moved_aside is not None:
+                moved_aside.rename(data_dir)  # as it was
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for source, target in outside:
         db.private_dir(target.parent)
-        shutil.move(source, target)
+        shutil.move(data_dir / source.relative_to(staging), target)  # staging is data_dir now
     shutil.rmtree(data_dir / STAGED_INSTANCE_BACKUPS, ignore_errors=True)
     carried = False
     old_backups = moved_aside / "backups" if moved_aside else None

@@ -222,7 +222,7 @@ def _create(output: Path | None, with_instance_backups: bool, started: dt.dateti
     try:
         copy = work / archive.DATABASE
         db.copy_sqlite(source, copy)
-        archive.check_integrity(copy)
+        archive.check_integrity(copy, "the copy of the database")  # a damaged one fails
         migrations = archive.applied_migrations(copy)
         manifest = archive.base_manifest(migrations, with_instance_backups, started)
         for attempt in itertools.count(_next_number(folder, started)):
