@@ -84,12 +84,12 @@ def test_version_and_help_answer_with_no_python(binary, bare):
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"appliance {__version__}"
     helped = run(binary, bare, "--help")
-    for command in ("serve", "init", "migrate", "create-admin", "setup-link",
-                    "install-service", "uninstall-service", "version"):
+    for command in ("serve", "init", "migrate", "create-admin", "setup-link", "backup",
+                    "restore", "install-service", "uninstall-service", "version"):
         assert command in helped.stdout
 
 
-def test_init_migrate_serve_create_admin_from_the_binary_alone(binary, bare):
+def test_init_migrate_serve_create_admin_backup_from_the_binary_alone(binary, bare):
     env, work = bare
     init = run(binary, bare, "init")
     assert init.returncode == 0, init.stderr
@@ -139,6 +139,13 @@ def test_init_migrate_serve_create_admin_from_the_binary_alone(binary, bare):
             "email": "root@example.test", "password": PASSWORD})
         assert signed_in.status_code == 200
         assert signed_in.json()["user"]["role"] == "admin"
+
+        # A backup of the running appliance, made and checked by the binary alone.
+        archive = work / "appliance-backup.tar.gz"
+        backup = run(binary, bare, "backup", "--output", str(archive))
+        assert backup.returncode == 0, backup.stderr
+        verified = run(binary, bare, "backup", "--verify", str(archive))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
