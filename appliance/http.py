@@ -30,6 +30,7 @@ from appliance.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from appliance.services.accounts import authcache
 
 log = logging.getLogger("appliance.http")
 
@@ -167,6 +168,14 @@ def init_app(app: Flask) -> None:
     app.before_request(hooks.run_before)
     app.after_request(hooks.run_after)
     add_hooks(app, _start_request, _tag_response)
+
+    @app.teardown_request
+    def forget_authorization_after_a_change(_exc: BaseException | None) -> None:
+        # Whatever a POST, PATCH, PUT or DELETE changed (a profile, an email, a role, MFA,
+        # a revoked session) is committed by now: the authorization cache, which keeps
+        # users, sessions and keys for a few seconds, reads it afresh. Reads keep it.
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            authcache.invalidate()
 
     @app.errorhandler(ApplianceError)
     def handle_domain_error(exc: ApplianceError) -> Response:

@@ -27,7 +27,7 @@ import requests
 from appliance import create_app
 from appliance.drivers import fake
 from appliance.services import clock
-from appliance.services.accounts import api_keys, authcache
+from appliance.services.accounts import api_keys, authcache, sessions
 from appliance.services.events import live
 from appliance.services.instances import lifecycle
 from appliance.services.limits import throttle
@@ -60,6 +60,7 @@ def reset_module_state() -> None:
     clock.reset()  # first: forgetting pending usage restarts its flush interval at now()
     throttle.reset_all()
     authcache.invalidate()
+    sessions.forget_verified_tokens()
     api_keys.forget_pending_usage()
     dashboard_metrics.forget_pending()
     fake.forget_all()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from appliance.db import database
 from appliance.errors import Forbidden, NotFound, Unauthorized
 from appliance.models import AuthSession, RefreshToken, User
 from appliance.services import audit, clock, pagination
+from appliance.services.accounts import authcache
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.principal import Principal
 
@@ -88,12 +90,30 @@ def _decode(token: str, audience: str, typ: str) -> dict:
     if decoded["header"].get("typ") != typ:
         raise Unauthorized("The token is of the wrong type.", code="invalid_token")
     claims = decoded["payload"]
+    _check_times(claims)
+    return claims
+
+
+def _check_times(claims: dict) -> None:
     now = clock.now().timestamp()
     if not isinstance(claims["exp"], int | float) or claims["exp"] <= now:
         raise Unauthorized("The token has expired.", code="token_expired")
     if not isinstance(claims["iat"], int | float) or claims["iat"] > now + 60:
         raise Unauthorized("The token is invalid.", code="invalid_token")
-    return claims
+
+
+# Access tokens whose signature was verified, with their claims (see
+# `_verified_access_claims`); cleared whole when full. Keyed by the token and the signing
+# key, so a changed SECRET_KEY verifies again.
+_VERIFIED_MAX = 4096
+_verified: dict[tuple[str, bytes], dict] = {}
+_verified_lock = threading.Lock()
+
+
+def forget_verified_tokens() -> None:
+    """Drop the verified-token cache (tests)."""
+    with _verified_lock:
+        _verified.clear()
 
 
 def _access_token(session: AuthSession) -> str:
@@ -162,6 +182,7 @@ def refresh(refresh_token: str, ip: str = "") -> TokenPair:
             audit.record("auth.refresh_reuse", actor=session.user_id, target_type="session",
                          target_id=session.id, ip=ip, success=False)
     if not claimed:
+        authcache.invalidate()
         raise Unauthorized("This refresh token was already used; the session is revoked.",
                            code="refresh_token_reused")
     new_refresh = new_token("rt_")
@@ -207,6 +228,7 @@ def _touch(session: AuthSession) -> None:
     if now - session.last_used_at >= TOUCH_INTERVAL:
         with database.atomic():
             AuthSession.update(last_used_at=now).where(AuthSession.id == session.id).execute()
+        session.last_used_at = now  # the cached row too: one write a minute, not per request
 
 
 def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
@@ -224,12 +246,46 @@ def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
     return Principal(require_active(session.user), session.id, "session"), session
 
 
+def _verified_access_claims(token: str) -> dict:
+    """An access token's claims, its signature checked once per token and process: the
+    verified claims are kept (`_VERIFIED_MAX` at most) and only their times are checked
+    again on each use (`_check_times`), so expiry is never cached."""
+    key = (token, _signing_key(ACCESS_AUDIENCE))
+    claims = _verified.get(key)
+    if claims is None:
+        claims = _decode(token, ACCESS_AUDIENCE, ACCESS_TYP)
+        with _verified_lock:
+            if len(_verified) >= _VERIFIED_MAX:
+                _verified.clear()
+            _verified[key] = claims
+        return claims
+    _check_times(claims)
+    return claims
+
+
+def _session_of(session_id: Any) -> AuthSession | None:
+    """The session row (with its user) an access token names, through the authorization
+    cache: at most `authcache.TTL` seconds old, and dropped at once in this process when
+    a session is revoked or a user's standing changes (`authcache.invalidate()`)."""
+    if not isinstance(session_id, str):
+        return None
+    key = ("session", session_id)
+    session = authcache.get(key)
+    if session is None:
+        gen = authcache.generation()
+        session = (AuthSession.select(AuthSession, User).join(User)
+                   .where(AuthSession.id == session_id).first())
+        if session is None:
+            return None
+        authcache.put(key, session, gen)
+    return session
+
+
 def principal_from_access_token(token: str) -> Principal:
-    claims = _decode(token, ACCESS_AUDIENCE, ACCESS_TYP)
-    session = (AuthSession.select(AuthSession, User).join(User)
-               .where(AuthSession.id == claims.get("sid"), AuthSession.user == claims["sub"])
-               .first())
-    if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
+    claims = _verified_access_claims(token)
+    session = _session_of(claims.get("sid"))
+    if session is None or session.user_id != claims["sub"] or session.revoked_at is not None \
+            or session.expires_at <= clock.now():
         raise Unauthorized("This session has ended; sign in again.", code="session_ended")
     _touch(session)
     return Principal(require_active(session.user), session.id, "token")
@@ -256,6 +312,7 @@ def list_sessions(principal: Principal, limit: int = pagination.MAX_LIMIT,
     return pagination.page(query, AuthSession, limit, cursor)
 
 
+@authcache.invalidates
 def revoke_session(principal: Principal, session_id: str) -> None:
     """End one of the user's sessions; another user's session is simply not found."""
     with database.atomic():
@@ -268,6 +325,7 @@ def revoke_session(principal: Principal, session_id: str) -> None:
                      target_id=session_id, ip=principal.ip)
 
 
+@authcache.invalidates
 def revoke_other_sessions(principal: Principal, reason: str = "revoked_by_user") -> int:
     """End every session of the user except the one making the request."""
     with database.atomic():
@@ -281,11 +339,13 @@ def revoke_other_sessions(principal: Principal, reason: str = "revoked_by_user")
 
 
 def revoke_all_sessions(user: User, reason: str) -> int:
-    """End every session of `user` (password reset, suspension). Call inside a transaction."""
+    """End every session of `user` (password reset, suspension). Call inside a transaction,
+    and `authcache.invalidate()` once it is committed (cached sessions end then)."""
     return (AuthSession.update(revoked_at=clock.now(), revoked_reason=reason)
             .where(AuthSession.user == user, AuthSession.revoked_at.is_null()).execute())
 
 
+@authcache.invalidates
 def end_session(principal: Principal) -> None:
     """Sign out: the current session (browser or refresh family) is revoked."""
     if principal.session_id is None:
@@ -298,6 +358,7 @@ def end_session(principal: Principal) -> None:
                          target_id=session.id, ip=principal.ip)
 
 
+@authcache.invalidates
 def end_session_by_refresh_token(refresh_token: str, ip: str = "") -> None:
     row = RefreshToken.get_or_none(RefreshToken.token_hash == hash_token(refresh_token))
     if row is not None:

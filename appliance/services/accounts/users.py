@@ -26,7 +26,7 @@ from appliance.errors import (
 )
 from appliance.models import EmailToken, Invite, User
 from appliance.services import audit, clock, projects, settings
-from appliance.services.accounts import mail, mfa, passwords, sessions
+from appliance.services.accounts import authcache, mail, mfa, passwords, sessions
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.limits import throttle
 from appliance.services.principal import Principal
@@ -322,6 +322,7 @@ def reset_password(token: str, new_password: str, ip: str = "") -> User:
             user.save()
         sessions.revoke_all_sessions(user, "password_reset")
         audit.record("auth.password_reset", actor=user, ip=ip)
+    authcache.invalidate()  # committed: cached sessions of the account end now
     return user
 
 
