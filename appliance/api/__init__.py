@@ -6,6 +6,7 @@ from appliance import http
 from appliance.api import (
     account,
     admin,
+    admin_instances,
     api_keys,
     auth,
     backups,
@@ -34,6 +35,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(system.bp, url_prefix=API_PREFIX)
     app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(admin_instances.bp, url_prefix=API_PREFIX)
     app.register_blueprint(projects.bp, url_prefix=API_PREFIX)
     app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)

@@ -8,7 +8,7 @@ request (api/principal.py, web/session.py); services check roles and scopes on i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from appliance.errors import Forbidden
 from appliance.models import User
@@ -29,11 +29,23 @@ class Principal:
     key_id: str | None = None
     project_id: str | None = None  # a key restricted to one project
     ip: str = ""  # the client's address, set by the view that resolved the caller (audit)
+    # An administrator acting on someone else's resources through the admin routes; set
+    # only by `as_operator`, after the administrator was checked.
+    operator: bool = False
 
     @property
     def is_admin(self) -> bool:
         """An administrator acting with administrator rights (a key needs the admin scope)."""
         return self.user.role == "admin" and self.allows("admin")
+
+    def as_operator(self) -> Principal:
+        """The same caller acting as the operator: `projects.access` lets it into any live
+        project as a member (it can operate instances, not manage the project). Only the
+        admin services call this, after `require_admin`; the customer routes never do, so
+        there an administrator is an outsider like anyone else (404)."""
+        if not self.is_admin:
+            raise Forbidden("This needs an administrator.", code="admin_only")
+        return replace(self, operator=True)
 
     def allows(self, scope: str) -> bool:
         return self.scopes is None or scope in self.scopes

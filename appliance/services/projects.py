@@ -102,10 +102,38 @@ def access(principal: Principal, project_id: str, least: str = READ) -> Access:
 
     404 `project_not_found` when the project is deleted, the caller is not a member, or
     the caller's key is restricted to another project. 403 `role_denied` (naming the
-    role needed) when the caller is a member with too small a role.
+    role needed) when the caller is a member with too small a role. An administrator
+    acting as the operator (`Principal.as_operator`) gets any live project with
+    OPERATOR_ROLE.
     """
     if principal.project_id is not None and principal.project_id != project_id:
         raise _not_found()
+    if principal.operator and principal.is_admin:
+        found = _operator_access(project_id)
+    else:
+        found = _member_access(principal, project_id)
+    if not found.at_least(least):
+        raise Forbidden(f"This needs the {least} role in the project; you are {found.role}.",
+                        code="role_denied", details={"required_role": least,
+                                                     "role": found.role})
+    return found
+
+
+# The role an administrator acting as the operator has in anyone's project: enough to
+# operate its instances (power, delete), not to manage its members, keys or webhooks.
+OPERATOR_ROLE = OPERATE
+
+
+def _operator_access(project_id: str) -> Access:
+    """Any live project, for an administrator acting through the admin routes (never
+    cached: the same user's own membership answers are)."""
+    project = Project.get_or_none(Project.id == project_id, Project.deleted_at.is_null())
+    if project is None:
+        raise _not_found()
+    return Access(project, OPERATOR_ROLE)
+
+
+def _member_access(principal: Principal, project_id: str) -> Access:
     cache_key = ("access", principal.user.id, project_id)
     found = authcache.get(cache_key)
     if found is None:
@@ -119,10 +147,6 @@ def access(principal: Principal, project_id: str, least: str = READ) -> Access:
             raise _not_found()
         found = Access(row, row.caller_role)
         authcache.put(cache_key, found, gen)
-    if not found.at_least(least):
-        raise Forbidden(f"This needs the {least} role in the project; you are {found.role}.",
-                        code="role_denied", details={"required_role": least,
-                                                     "role": found.role})
     return found
 
 

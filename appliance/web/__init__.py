@@ -18,6 +18,7 @@ from appliance import http
 from appliance.web import (
     account,
     admin,
+    admin_instances,
     auth,
     backups,
     billing,
@@ -74,6 +75,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(admin_instances.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)

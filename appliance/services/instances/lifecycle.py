@@ -130,6 +130,21 @@ def _owner(project: Project) -> User:
     return project.created_by
 
 
+def _audit(principal: Principal, action: str, instance: Instance, **details: Any) -> None:
+    """The audit row of a change to `instance`. An administrator acting as the operator
+    is its actor, and the owner is named beside them (`owner_id`, `owner_email`)."""
+    if principal.operator:
+        owner = _owner(Project.get_by_id(instance.project_id))
+        details.update(as_operator=True, owner_id=owner.id, owner_email=owner.email)
+    audit.record(action, actor=principal.user, target_type="instance",
+                 target_id=instance.id, ip=principal.ip, **details)
+
+
+def _who(principal: Principal) -> str:
+    """Who acted, as the instance's timeline tells its owner."""
+    return f"{principal.user.email}, administrator" if principal.operator else principal.user.email
+
+
 # Creating ----------------------------------------------------------------------------
 
 
@@ -168,10 +183,9 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
                            user_id=principal.user.id, total_steps=3, message="Queued",
                            params={"password": sealing.seal(password),
                                    "env": json.loads(app.env) if app else {}})
-        _event(instance, "instance.created", f"Created by {principal.user.email}", job)
-        audit.record("instance.created", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip, project_id=project_id, plan=plan.slug,
-                     node=node.name)
+        _event(instance, "instance.created", f"Created by {_who(principal)}", job)
+        _audit(principal, "instance.created", instance, project_id=project_id,
+               plan=plan.slug, node=node.name)
     jobs.wake()
     return Started(instance, job, generated)
 
@@ -392,10 +406,9 @@ def power(principal: Principal, project_id: str, instance_id: str, action: str) 
         instance = _operable(principal, project_id, instance_id)
         _require_state(instance, allowed, action)
         job = _enqueue(instance, job_type, principal, message)
-        _event(instance, f"instance.{action}_requested", f"{message} ({principal.user.email})",
+        _event(instance, f"instance.{action}_requested", f"{message} ({_who(principal)})",
                job)
-        audit.record(f"instance.{action}", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip)
+        _audit(principal, f"instance.{action}", instance)
     jobs.wake()
     return Started(instance, job)
 
@@ -408,8 +421,7 @@ def rename(principal: Principal, project_id: str, instance_id: str, name: str) -
         Instance.update(name=name, updated_at=clock.now()).where(
             Instance.id == instance.id).execute()
         _event(instance, "instance.renamed", f"Renamed from {instance.name} to {name}")
-        audit.record("instance.renamed", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip, name=name)
+        _audit(principal, "instance.renamed", instance, name=name)
     return get_instance(principal, project_id, instance_id)
 
 
@@ -431,10 +443,9 @@ def delete(principal: Principal, project_id: str, instance_id: str,
                        total_steps=3 if final_backup else 2, **params)
         Instance.update(status="deleting", updated_at=clock.now()).where(
             Instance.id == instance.id).execute()
-        _event(instance, "instance.delete_requested", f"Deleted by {principal.user.email}",
+        _event(instance, "instance.delete_requested", f"Deleted by {_who(principal)}",
                job)
-        audit.record("instance.delete", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip)
+        _audit(principal, "instance.delete", instance)
     jobs.wake()
     return Started(get_instance(principal, project_id, instance_id), job)
 
@@ -479,8 +490,7 @@ def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str
         job = _enqueue(instance, "instance.resize", principal, "Resizing", total_steps=3,
                        plan_id=plan.id)
         _event(instance, "instance.resize_requested", f"Resize to {plan.name}", job)
-        audit.record("instance.resize", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip, plan=plan.slug)
+        _audit(principal, "instance.resize", instance, plan=plan.slug)
     jobs.wake()
     return Started(instance, job)
 
@@ -505,8 +515,7 @@ def rebuild(principal: Principal, project_id: str, instance_id: str, image_id: s
         Instance.update(password_sealed=sealing.seal(generated)).where(
             Instance.id == instance.id).execute()
         _event(instance, "instance.rebuild_requested", f"Rebuild from {image.name}", job)
-        audit.record("instance.rebuild", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip, image=image.id)
+        _audit(principal, "instance.rebuild", instance, image=image.id)
     jobs.wake()
     return Started(instance, job, generated)
 
@@ -526,10 +535,9 @@ def reset_password(principal: Principal, project_id: str, instance_id: str,
         if generated:
             Instance.update(password_sealed=sealing.seal(generated)).where(
                 Instance.id == instance.id).execute()
-        _event(instance, "instance.password_reset", f"Password reset by {principal.user.email}",
+        _event(instance, "instance.password_reset", f"Password reset by {_who(principal)}",
                job)
-        audit.record("instance.password_reset", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip)
+        _audit(principal, "instance.password_reset", instance)
     jobs.wake()
     return Started(instance, job, generated)
 
@@ -562,8 +570,7 @@ def add_ssh_key(principal: Principal, project_id: str, instance_id: str,
         job = _enqueue(instance, "instance.ssh_key", principal, "Adding the SSH key",
                        public_key=parsed.openssh)
         _event(instance, "instance.ssh_key_added", f"SSH key {parsed.fingerprint}", job)
-        audit.record("instance.ssh_key_added", actor=principal.user, target_type="instance",
-                     target_id=instance.id, ip=principal.ip, fingerprint=parsed.fingerprint)
+        _audit(principal, "instance.ssh_key_added", instance, fingerprint=parsed.fingerprint)
     jobs.wake()
     return Started(instance, job)
 
