@@ -7,6 +7,7 @@ from appliance.api import (
     account,
     admin,
     admin_instances,
+    admin_overview,
     api_keys,
     auth,
     backups,
@@ -36,6 +37,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin_instances.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(admin_overview.bp, url_prefix=API_PREFIX)
     app.register_blueprint(projects.bp, url_prefix=API_PREFIX)
     app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)

@@ -32,6 +32,8 @@ class GrantIn(Schema):
 
 class AccountQuery(ListQuery):
     q: str = Field("", max_length=254, description="Part of the email or name.")
+    status: Literal["active", "grace", "suspended"] | None = Field(
+        None, description="grace: out of credit, not yet suspended; suspended: for billing.")
 
 
 class AccountOut(Schema):
@@ -137,7 +139,8 @@ def grant(principal: Principal, body: GrantIn):
 @bp.operation("/admin/billing/accounts", summary="Every account's balance", tags=TAGS,
               query=AccountQuery, response=AccountList, auth=AUTH, errors=(403,))
 def accounts(principal: Principal, query: AccountQuery):
-    rows, cursor = prepaid.account_balances(principal, query.q, query.limit, query.cursor)
+    rows, cursor = prepaid.account_balances(principal, query.q, query.limit, query.cursor,
+                                            query.status)
     currency = billing_state.currency()
     data = []
     for user, balance, account in rows:

@@ -19,6 +19,7 @@ from appliance.web import (
     account,
     admin,
     admin_instances,
+    admin_overview,
     auth,
     backups,
     billing,
@@ -76,6 +77,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(admin_instances.bp)
+    app.register_blueprint(admin_overview.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.services import projects
@@ -31,12 +31,6 @@ def _render(template: str, fragment: str | None = None, **context):
     if fragment and request.headers.get("HX-Request"):
         return render_template(fragment, **context)
     return render_template(template, **context)
-
-
-@bp.get("/")
-@admin_required
-def home():
-    return redirect(url_for("admin.users"))
 
 
 @bp.get("/users")

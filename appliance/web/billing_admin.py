@@ -41,9 +41,11 @@ GRANT_LABELS = {"grant": "Grant (adds credit)",
 @admin_required
 def accounts():
     q = request.args.get("q", "")
+    status = request.args.get("status") or None
     rows, next_cursor = prepaid.account_balances(current_principal(), q, PAGE,
-                                                 request.args.get("cursor") or None)
-    context = {"rows": rows, "next_cursor": next_cursor, "q": q,
+                                                 request.args.get("cursor") or None, status)
+    context = {"rows": rows, "next_cursor": next_cursor, "q": q, "status": status or "",
+               "statuses": prepaid.ACCOUNT_STATUSES,
                **forms.money_context(billing_state.currency())}
     if request.headers.get("HX-Request") and request.args.get("part") == "table":
         return render_template("admin/_billing_accounts.html", **context)

@@ -316,21 +316,49 @@ def grant(principal: Principal, user_id: str, amount: int, note: str, *,
     return entry
 
 
+ACCOUNT_STATUSES = ("active", "grace", "suspended")
+
+
 def account_balances(
         principal: Principal, q: str = "", limit: int = 50, cursor: str | None = None,
+        status: str | None = None,
 ) -> pagination.Page[tuple[User, int, BillingAccount | None]]:
     """Every account with its balance and its BillingAccount row (None when it has none),
-    newest account first: ([(user, balance, billing_account)], next_cursor)."""
+    newest account first: ([(user, balance, billing_account)], next_cursor). `status`
+    keeps the accounts in a grace period (not yet suspended), the suspended ones, or the
+    others (`active`)."""
     require_admin(principal)
     query = User.select()
     if q.strip():
         needle = f"%{q.strip().lower()}%"
         query = query.where(User.email ** needle | User.display_name ** needle)
+    if status == "active":
+        query = query.where(User.id.not_in(BillingAccount.select(BillingAccount.user).where(
+            BillingAccount.grace_started_at.is_null(False)
+            | BillingAccount.suspended_at.is_null(False))))
+    elif status:
+        query = query.where(User.id.in_(_accounts_in(status)))
     rows, next_cursor = pagination.page(query, User, limit, cursor)
     found = ledger.balances([user.id for user in rows])
     accounts = {a.user_id: a for a in BillingAccount.select().where(
         BillingAccount.user.in_([user.id for user in rows]))}
     return [(user, found[user.id], accounts.get(user.id)) for user in rows], next_cursor
+
+
+def _accounts_in(status: str) -> ModelSelect[BillingAccount]:
+    """The ids of the accounts in a grace period, or of the suspended ones."""
+    accounts = BillingAccount.select(BillingAccount.user)
+    if status == "grace":
+        return accounts.where(BillingAccount.grace_started_at.is_null(False),
+                              BillingAccount.suspended_at.is_null())
+    if status == "suspended":
+        return accounts.where(BillingAccount.suspended_at.is_null(False))
+    raise InvalidRequest(f"status is one of {', '.join(ACCOUNT_STATUSES)}.", field="status")
+
+
+def count_accounts(status: str) -> int:
+    """How many accounts are in a grace period (`grace`) or suspended (`suspended`)."""
+    return _accounts_in(status).count()
 
 
 def user_credits(principal: Principal, user_id: str, limit: int = 50,

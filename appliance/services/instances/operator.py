@@ -20,19 +20,22 @@ project is an outsider, and gets 404.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from peewee import JOIN, ModelSelect
 
 from appliance.errors import InvalidRequest, NotFound
-from appliance.models import Image, Instance, Node, Plan, Project, User
-from appliance.services import pagination
+from appliance.models import Image, Instance, Job, Node, Plan, Project, User
+from appliance.services import clock, pagination
 from appliance.services.accounts.admin import require_admin
 from appliance.services.instances import lifecycle
 from appliance.services.instances.lifecycle import Started
 from appliance.services.principal import Principal
 
 STATES = ("creating", "running", "stopped", "failed", "deleting", "deleted")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+MAX_WITHIN_HOURS = 24 * 90
 QUERY_MAX = 254
 Owner = User.alias("owner")
 
@@ -131,3 +134,40 @@ def delete(principal: Principal, instance_id: str, confirm_name: str,
     return lifecycle.delete(principal.as_operator(), instance.project_id, instance.id,
                             final_backup=final_backup)
 
+
+
+# Jobs -----------------------------------------------------------------------------------
+
+
+def _jobs_query(status: str | None, within_hours: int | None) -> ModelSelect[Job]:
+    query = (Job.select(Job, Instance, Project, Owner)
+             .join(Instance, JOIN.LEFT_OUTER, on=(Job.instance == Instance.id))
+             .switch(Job).join(Project, on=(Job.project == Project.id))
+             .join(Owner, JOIN.INNER, on=(Project.created_by == Owner.id),
+                   attr="created_by"))
+    if status:
+        if status not in JOB_STATUSES:
+            raise InvalidRequest(f"status is one of {', '.join(JOB_STATUSES)}.",
+                                 field="status")
+        query = query.where(Job.status == status)
+    if within_hours is not None:
+        if not 1 <= within_hours <= MAX_WITHIN_HOURS:
+            raise InvalidRequest(f"within_hours is 1-{MAX_WITHIN_HOURS}.",
+                                 field="within_hours")
+        query = query.where(Job.finished_at >= clock.now() - dt.timedelta(hours=within_hours))
+    return query
+
+
+def list_jobs(principal: Principal, status: str | None = None, within_hours: int | None = None,
+              limit: int = pagination.DEFAULT_LIMIT,
+              cursor: str | None = None) -> pagination.Page[Job]:
+    """Every account's jobs, newest first, each with its instance (None when it is gone),
+    project and owner; `status` keeps one status, `within_hours` those finished in the
+    last that many hours."""
+    require_admin(principal)
+    return pagination.page(_jobs_query(status, within_hours), Job, limit, cursor)
+
+
+def count_jobs(status: str, within_hours: int) -> int:
+    """How many jobs `list_jobs(status=..., within_hours=...)` lists."""
+    return _jobs_query(status, within_hours).count()

@@ -32,8 +32,9 @@ from peewee import ModelSelect
 from appliance import config
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from appliance.models import Event, Membership, Project, Webhook, WebhookDelivery
+from appliance.models import Event, Membership, Project, User, Webhook, WebhookDelivery
 from appliance.services import audit, clock, pagination, projects, settings
+from appliance.services.accounts.admin import require_admin
 from appliance.services.events.event_types import EVENT_TYPES
 from appliance.services.ids import new_id
 from appliance.services.instances import sealing
@@ -214,6 +215,27 @@ def list_webhooks(principal: Principal, limit: int = pagination.DEFAULT_LIMIT,
     if project_id is not None:
         query = query.where(Webhook.project == project_id)
     return pagination.page(query, Webhook, limit, cursor)
+
+
+STATUSES = ("active", "paused", "disabled")
+
+
+def list_every_account(principal: Principal, status: str | None = None,
+                       limit: int = pagination.DEFAULT_LIMIT,
+                       cursor: str | None = None) -> pagination.Page[Webhook]:
+    """Every account's webhooks, for administrators (403 `admin_only` otherwise), newest
+    first, each with its owner's row joined (`webhook.user`); `status` keeps one status."""
+    require_admin(principal)
+    query = Webhook.select(Webhook, User).join(User, on=(Webhook.user == User.id))
+    if status:
+        if status not in STATUSES:
+            raise InvalidRequest(f"status is one of {', '.join(STATUSES)}.", field="status")
+        query = query.where(Webhook.status == status)
+    return pagination.page(query, Webhook, limit, cursor)
+
+
+def count_with_status(status: str) -> int:
+    return Webhook.select().where(Webhook.status == status).count()
 
 
 def get_webhook(principal: Principal, webhook_id: str) -> Webhook:
