@@ -179,6 +179,9 @@ SETTINGS: tuple[Setting, ...] = (
             "The operator's name, shown in the dashboard and in /api/v1/config.", public=True),
     Setting("SIGNUP", "open", one_of("open", "closed", "invite"),
             "Who may create an account: open, closed or invite (invite-only).", public=True),
+    Setting("NOTIFY_ADMINS_OF_SIGNUPS", False, parse_bool,
+            "Tell the administrators of every new signup (their bell, and the "
+            "user.signed_up event to their webhooks). Changeable at run time."),
     Setting("SECRET_KEY", "", parse_str,
             "Key for signing sessions and tokens; generated into DATA_DIR/secrets on "
             "first start when not given.", secret=True),

@@ -45,8 +45,8 @@ def seeded(app, admin_user, catalog):
     """Known numbers: 4 running (one on an unhealthy node), 1 stopped, 1 failed (and 1
     deleted) instances; 1 account in grace, 2 suspended for billing, 1 user suspended;
     this month 1000 + 250 + 40 of credit (a February grant, a negative adjustment and
-    usage are not credit) and 30 + 12 of usage; 2 pending limit requests; 1 job failed within 24 h (another 2 days ago);
-    1 disabled webhook; 1 failed and 2 held mails."""
+    usage are not credit) and 30 + 12 of usage; 2 pending limit requests; 1 job failed
+    within 24 h (another 2 days ago); 1 disabled webhook; 1 failed and 2 held mails."""
     people = [make_user(app, f"u{n}@example.test") for n in range(5)]
     with app.app_context():
         node = Node.get_by_id(catalog["node"])

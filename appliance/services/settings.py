@@ -12,8 +12,8 @@ from appliance.models import Setting
 from appliance.services import clock
 
 # Settings an admin may change from the dashboard; the rest need a restart.
-RUNTIME_SETTINGS = ("SITE_NAME", "SIGNUP", "BILLING_CURRENCY", "BILLING_VAT_RATE_BP",
-                    "BILLING_MIN_BALANCE", "BILLING_GRACE_HOURS",
+RUNTIME_SETTINGS = ("SITE_NAME", "SIGNUP", "NOTIFY_ADMINS_OF_SIGNUPS", "BILLING_CURRENCY",
+                    "BILLING_VAT_RATE_BP", "BILLING_MIN_BALANCE", "BILLING_GRACE_HOURS",
                     "BILLING_LOW_BALANCE_THRESHOLDS", "BILLING_OPERATOR_NAME",
                     "BILLING_OPERATOR_ADDRESS", "WEBHOOKS_ALLOW_PRIVATE")
 

@@ -27,6 +27,7 @@ from appliance.errors import (
 from appliance.models import EmailToken, Invite, User
 from appliance.services import audit, clock, projects, settings
 from appliance.services.accounts import authcache, mail, mfa, passwords, sessions
+from appliance.services.events import outbox
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.limits import throttle
 from appliance.services.principal import Principal
@@ -132,6 +133,9 @@ def signup(email: str, password: str, display_name: str = "", invite_code: str |
         token = _issue_email_token(user, "verify", email, VERIFY_TTL)
         audit.record("account.signed_up", actor=user, target_type="user", target_id=user.id,
                      ip=ip)
+        if settings.get(config.active(), "NOTIFY_ADMINS_OF_SIGNUPS"):
+            outbox.emit_to_administrators("user.signed_up", data={"user": {
+                "id": user.id, "email": user.email, "display_name": user.display_name}})
     _send_verification(user, email, token)
     return user
 

@@ -30,6 +30,9 @@ _JOB = {"id": "job_7c8d9e0f1a2b3c4d5e6f", "type": "instance.start", "status": "s
         "finished_at": "2025-01-31T12:00:04Z"}
 
 
+_USER_ID = "usr_1a2b3c4d5e6f7a8b9c0d"
+
+
 def _instance_example(message: str, status: str = "running",
                       power: str = "running") -> dict[str, Any]:
     return {"instance": {**_INSTANCE, "status": status, "power_state": power},
@@ -132,7 +135,30 @@ EVENT_TYPES: dict[str, EventType] = {
         "A webhook was disabled after five days of failed deliveries or a 410 answer.",
         {"webhook_id": "whk_2b3c4d5e6f7a8b9c0d1e", "url": "https://example.com/hooks",
          "reason": "Every delivery failed for 5 days."}),
+    "limit_request.created": EventType(
+        "An account asked for a higher limit. Administrators only: each active "
+        "administrator gets one, as an account event.",
+        {"limit_request": {"id": "lrq_4a5b6c7d8e9f0a1b2c3d", "resource": "instances",
+                           "current_limit": 5, "requested": 10,
+                           "reason": "A second web server", "user_id": _USER_ID,
+                           "email": "grace@example.com"}}),
+    "node.unhealthy": EventType(
+        "A node that was healthy failed its health check. Administrators only: each "
+        "active administrator gets one, as an account event.",
+        {"node": {"id": "node_6b7c8d9e0f1a2b3c4d5e", "name": "local-incus",
+                  "engine": "incus"},
+         "message": "Cannot reach the local incus engine: connection refused."}),
+    "user.signed_up": EventType(
+        "Someone signed up. Only while NOTIFY_ADMINS_OF_SIGNUPS is on; administrators "
+        "only: each active administrator gets one, as an account event.",
+        {"user": {"id": "usr_5d6e7f8a9b0c1d2e3f4a", "email": "grace@example.com",
+                  "display_name": "Grace"}}),
 }
+
+# Sent to each active administrator (`outbox.emit_to_administrators`), not to whom they
+# are about: the operator's news.
+ADMINISTRATOR_TYPES = frozenset({"appliance.backup_failed", "limit_request.created",
+                                 "node.unhealthy", "user.signed_up"})
 
 
 def check_type(type: str | None, field: str = "type") -> str | None:

@@ -10,8 +10,15 @@ Contract:
     are still members of the live project. (A failed create is told once, by
     instance.failed, not again by its job.failed.)
   - billing.low_balance, billing.grace_started, billing.suspended, invoice.issued,
-    api_key.expiring, webhook.disabled, appliance.backup_failed (emitted once per
-    administrator): the account the event names.
+    api_key.expiring, webhook.disabled: the account the event names.
+  - The operator's news, emitted once per active administrator as an account event of
+    each (`outbox.emit_to_administrators`): appliance.backup_failed,
+    limit_request.created, node.unhealthy and, while NOTIFY_ADMINS_OF_SIGNUPS is on,
+    user.signed_up.
+  - job.failed is also told to every active administrator not told already (the owner's
+    link is a project page an administrator may not see: theirs leads to the admin's
+    list of failed jobs), including the failed creates that instance.failed tells the
+    owners.
   Other events make no notification.
 - Email: low balance, grace started, suspension, invoice issued and a failed backup of the
   appliance also mail the user.
@@ -43,6 +50,7 @@ from appliance.models import ApiKey, Event, Instance, Job, Membership, Notificat
 from appliance.services import clock, money, pagination
 from appliance.services.accounts import mail
 from appliance.services.events import outbox
+from appliance.services.events.event_types import ADMINISTRATOR_TYPES
 from appliance.services.ids import new_id
 from appliance.services.principal import Principal
 
@@ -53,7 +61,9 @@ EMAILED = frozenset({"billing.low_balance", "billing.grace_started", "billing.su
 PROJECT_TYPES = frozenset({"instance.ready", "instance.failed", "job.failed"})
 ACCOUNT_TYPES = frozenset({"billing.low_balance", "billing.grace_started",
                            "billing.suspended", "invoice.issued", "api_key.expiring",
-                           "webhook.disabled", "appliance.backup_failed"})
+                           "webhook.disabled"}) | ADMINISTRATOR_TYPES
+# Also told to every active administrator, with a link to the admin pages.
+ALSO_ADMINISTRATORS = frozenset({"job.failed"})
 TYPES = PROJECT_TYPES | ACCOUNT_TYPES
 EXPIRY_NOTICE = dt.timedelta(days=7)
 MAIL_CLAIM = dt.timedelta(minutes=10)
@@ -147,13 +157,46 @@ def _backup_failed(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
             f"{data.get('error', '')}. It is tried again every hour.", "/admin/backups")
 
 
+def _limit_requested(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
+    request = data.get("limit_request") or {}
+    resource = str(request.get("resource") or "a limit").replace("_", " ")
+    reason = f" {request.get('reason')}" if request.get("reason") else ""
+    return (f"{request.get('email', 'Someone')} asks for more {resource}",
+            f"From {request.get('current_limit')} to {request.get('requested')}.{reason}",
+            "/admin/limits?status=pending")
+
+
+def _node_unhealthy(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
+    node = data.get("node") or {}
+    return (f"Node {node.get('name', '')} is unhealthy",
+            f"{data.get('message', '')} No new instance is placed on it until it answers "
+            "again.", f"/admin/nodes/{node.get('id', '')}")
+
+
+def _signed_up(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
+    user = data.get("user") or {}
+    name = f" ({user['display_name']})" if user.get("display_name") else ""
+    return (f"{user.get('email', 'Someone')} signed up", f"A new account{name}.",
+            f"/admin/users/{user.get('id', '')}")
+
+
+def _job_failed_for_administrators(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
+    title, body, _ = _job_failed(event, data)
+    project = Project.get_or_none(Project.id == event.project_id)
+    owner = project.created_by.email if project is not None else "an account"
+    return f"{title} ({owner})", body, "/admin/jobs?status=failed&within_hours=24"
+
+
 DESCRIBE = {
     "instance.ready": _instance_notice, "instance.failed": _instance_notice,
     "job.failed": _job_failed, "billing.low_balance": _low_balance,
     "billing.grace_started": _grace_started, "billing.suspended": _suspended,
     "invoice.issued": _invoice_issued, "api_key.expiring": _key_expiring,
     "webhook.disabled": _webhook_disabled, "appliance.backup_failed": _backup_failed,
+    "limit_request.created": _limit_requested, "node.unhealthy": _node_unhealthy,
+    "user.signed_up": _signed_up,
 }
+DESCRIBE_FOR_ADMINISTRATORS = {"job.failed": _job_failed_for_administrators}
 
 
 def describe(event: Event, data: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -200,6 +243,11 @@ def recipients(event: Event, data: dict[str, Any]) -> list[str]:
     return sorted(_live_members(event.project_id, owners | ({actor} if actor else set())))
 
 
+def _administrators() -> list[str]:
+    return [row.id for row in User.select(User.id).where(User.role == "admin",
+                                                          User.status == "active")]
+
+
 def from_event(event: Event) -> list[Notification]:
     """Make the event's notifications (inside its transaction; see the contract)."""
     if event.type not in TYPES:
@@ -208,15 +256,21 @@ def from_event(event: Event) -> list[Notification]:
     described = describe(event, data)
     if described is None:
         return []
-    title, body, link = described
-    made = []
-    for user_id in recipients(event, data):
-        made.append(Notification.create(
-            id=new_id("ntf"), user=user_id, event=event.id, type=event.type,
-            title=title[:TITLE_MAX], body=body, link=link[:300],
-            email_status="pending" if event.type in EMAILED else None,
-            created_at=event.created_at))
+    made = [_notify(user_id, event, *described) for user_id in recipients(event, data)]
+    if event.type in ALSO_ADMINISTRATORS:
+        told = {row.user_id for row in made}
+        title, body, link = DESCRIBE_FOR_ADMINISTRATORS[event.type](event, data)
+        made += [_notify(user_id, event, title, body, link)
+                 for user_id in _administrators() if user_id not in told]
     return made
+
+
+def _notify(user_id: str, event: Event, title: str, body: str, link: str) -> Notification:
+    return Notification.create(
+        id=new_id("ntf"), user=user_id, event=event.id, type=event.type,
+        title=title[:TITLE_MAX], body=body, link=link[:300],
+        email_status="pending" if event.type in EMAILED else None,
+        created_at=event.created_at)
 
 
 def _once_key(key: ApiKey) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.db import database
-from appliance.models import ApiKey, Event, Instance, Job
+from appliance.models import ApiKey, Event, Instance, Job, User
 from appliance.services import clock
 from appliance.services.events.event_types import EVENT_TYPES
 
@@ -100,6 +100,16 @@ def emit(type: str, *, data: dict[str, Any], project_id: str | None = None,
     for wake in woken:
         wake()
     return event
+
+
+def emit_to_administrators(type: str, *, data: dict[str, Any]) -> list[Event]:
+    """`emit` the operator's news once per active administrator, as an account event of
+    each (their notifications, their webhooks, their live stream). Call inside the
+    transaction of the change."""
+    with database.atomic():
+        return [emit(type, data=data, user_id=admin.id) for admin in
+                User.select(User.id).where(User.role == "admin", User.status == "active")
+                .order_by(User.id)]
 
 
 def data_of(event: Event) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavaila
 from appliance.models import App, Backup, Image, Instance, Node, Plan
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
+from appliance.services.events import outbox
 from appliance.services.ids import new_id
 from appliance.services.principal import Principal
 
@@ -215,7 +216,8 @@ def delete_node(principal: Principal, node_id: str) -> None:
 
 def check_health(node: Node) -> Node:
     """Ask the engine; record healthy (with its version) or unhealthy (with the reason
-    in one sentence, `unreachable_reason`; the driver's detail goes to the log).
+    in one sentence, `unreachable_reason`; the driver's detail goes to the log). A node
+    that was healthy and is not any more is told to the administrators (`node.unhealthy`).
 
     The engine is asked with no transaction open; the write that follows takes the lock
     (BEGIN IMMEDIATE) only for itself.
@@ -236,9 +238,14 @@ def check_health(node: Node) -> Node:
         changes = {"health": "healthy", "health_message": "", "engine_version": info.version,
                    "simulated": info.simulated}
     with database.atomic():
+        before = Node.get_by_id(node.id).health  # read under the write lock: told once
         Node.update(last_checked_at=now, **changes).where(Node.id == node.id).execute()
         if found is not None:
             _record_images(node, found)
+        if before == "healthy" and changes["health"] == "unhealthy":
+            outbox.emit_to_administrators("node.unhealthy", data={
+                "node": {"id": node.id, "name": node.name, "engine": node.engine},
+                "message": changes["health_message"]})
     if changes["health"] != node.health:
         log.info("node %s (%s) is %s %s", node.name, node.engine, changes["health"],
                  changes["health_message"])

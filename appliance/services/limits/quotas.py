@@ -18,6 +18,7 @@ from appliance.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from appliance.models import LimitOverride, LimitRequest, Setting, User
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import get_user, require_admin
+from appliance.services.events import outbox
 from appliance.services.ids import new_id
 from appliance.services.principal import Principal
 
@@ -192,6 +193,9 @@ def request_increase(principal: Principal, resource: str, requested: int,
                                   created_at=clock.now())
         audit.record("limits.requested", actor=principal.user, target_type="limit_request",
                      target_id=row.id, ip=principal.ip, resource=name, requested=requested)
+        outbox.emit_to_administrators("limit_request.created", data={"limit_request": {
+            "id": row.id, "resource": name, "current_limit": current, "requested": requested,
+            "reason": reason, "user_id": principal.user.id, "email": principal.user.email}})
     return row
 
 

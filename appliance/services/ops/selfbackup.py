@@ -40,7 +40,7 @@ from typing import Any
 
 from appliance import __version__, config, db
 from appliance.db import database
-from appliance.models import SelfBackupRun, User
+from appliance.models import SelfBackupRun
 from appliance.services import clock
 from appliance.services.accounts.admin import require_admin
 from appliance.services.events import outbox
@@ -345,10 +345,9 @@ def _tell_failure(now: dt.datetime, error: str) -> None:
         latest = _scheduled().order_by(SelfBackupRun.id.desc()).first()
         if latest is not None:
             SelfBackupRun.update(notified=True).where(SelfBackupRun.id == latest.id).execute()
-        for admin in User.select().where(User.role == "admin", User.status == "active"):
-            outbox.emit("appliance.backup_failed", user_id=admin.id, data={
-                "error": error[:500], "attempted_at": clock.isoformat(now),
-                "directory": str(archive_dir(_settings()))})
+        outbox.emit_to_administrators("appliance.backup_failed", data={
+            "error": error[:500], "attempted_at": clock.isoformat(now),
+            "directory": str(archive_dir(_settings()))})
 
 
 def still_failing(user_id: str, data: dict[str, Any]) -> bool:
