@@ -11,7 +11,7 @@ from appliance.models.projects import Project
 class Webhook(BaseModel):
     """A URL subscribed to event types, owned by a user, optionally for one project.
 
-    The signing secret is sealed (services/instances/sealing.py), never stored in the clear. After
+    The signing secret is sealed (services/sealing.py), never stored in the clear. After
     a rotation the previous secret stays, sealed, until `previous_valid_until`: meanwhile
     deliveries carry a signature with each.
     """

@@ -17,10 +17,10 @@ from appliance.db import database
 from appliance.drivers.base import MISSING, RUNNING, Driver, DriverError, InstanceSpec, Limits
 from appliance.errors import ApplianceError
 from appliance.models import Image, Instance, InstanceEvent, Job, Node, Plan
-from appliance.services import clock
+from appliance.services import clock, sealing
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
-from appliance.services.instances import backups, jobs, nodes, sealing
+from appliance.services.instances import backups, jobs, nodes
 from appliance.services.instances.lifecycle import engine_name
 
 log = logging.getLogger("appliance.instances")

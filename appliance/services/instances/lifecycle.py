@@ -28,12 +28,12 @@ from appliance.db import database, writes_seen
 from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
 from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Plan, Project, User
 from appliance.models import SshKey as AccountSshKey
-from appliance.services import audit, clock, pagination, projects
+from appliance.services import audit, clock, pagination, projects, sealing
 from appliance.services.accounts import ssh_keys
 from appliance.services.billing import prepaid
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
-from appliance.services.instances import backups, catalog, jobs, nodes, sealing
+from appliance.services.instances import backups, catalog, jobs, nodes
 from appliance.services.limits import quotas
 from appliance.services.principal import Principal
 

@@ -33,11 +33,10 @@ from appliance import config
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import Event, Membership, Project, User, Webhook, WebhookDelivery
-from appliance.services import audit, clock, pagination, projects, settings
+from appliance.services import audit, clock, pagination, projects, sealing, settings
 from appliance.services.accounts.admin import require_admin
 from appliance.services.events.event_types import EVENT_TYPES
 from appliance.services.ids import new_id
-from appliance.services.instances import sealing
 from appliance.services.principal import Principal
 from appliance.services.webhooks import signing, ssrf
 
