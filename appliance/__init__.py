@@ -73,12 +73,19 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     from htmx_flask import Htmx
 
     from appliance import api, db, http, metrics, web
-    from appliance.config import activate, ensure_data_dir, ensure_secrets, load_settings
+    from appliance.config import (
+        activate,
+        backup_dir,
+        ensure_data_dir,
+        ensure_secrets,
+        load_settings,
+    )
     from appliance.services import wiring
 
     settings = load_settings(overrides)
     data_dir = ensure_data_dir(Path(settings["DATA_DIR"]))
     settings["DATA_DIR"] = str(data_dir)
+    settings["BACKUP_DIR"] = str(backup_dir(settings))
     ensure_secrets(settings, data_dir)
     activate(settings)
 

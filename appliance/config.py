@@ -149,6 +149,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "./data", parse_str,
             "Directory for the SQLite database, generated secrets and backups."),
+    Setting("BACKUP_DIR", "", parse_str,
+            "Directory of the instance backups' archive files (may be a NAS mount); empty "
+            "means DATA_DIR/backups."),
     Setting("DATABASE_URL", "", parse_str,
             "Database URL; empty means SQLite at DATA_DIR/appliance.db. "
             "postgresql://... is accepted (PostgreSQL support is being completed).",
@@ -380,6 +383,13 @@ def ensure_data_dir(data_dir: Path) -> Path:
     elif not data_dir.is_dir():
         raise ConfigError(f"APPLIANCE_DATA_DIR: {data_dir} is not a directory")
     return data_dir
+
+
+def backup_dir(settings: dict[str, Any]) -> Path:
+    """Where the instance backups' archives go: BACKUP_DIR, or DATA_DIR/backups (absolute;
+    made on first use, not here: a NAS mount may come up after the appliance)."""
+    chosen = settings.get("BACKUP_DIR") or str(Path(settings["DATA_DIR"]) / "backups")
+    return Path(chosen).expanduser().resolve()
 
 
 def ensure_secrets(settings: dict[str, Any], data_dir: Path) -> None:

@@ -12,6 +12,7 @@ elsewhere they are skipped with the reason and the fix (`scripts/engines`).
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import uuid
@@ -29,6 +30,7 @@ from appliance.drivers.base import (
     Limits,
     Unsupported,
 )
+from appliance.drivers.fake import WRITE_FILE
 
 SMALL = Limits(vcpus=1, memory_mb=128, disk_gb=1)
 BIGGER = Limits(vcpus=2, memory_mb=256, disk_gb=2)
@@ -38,6 +40,10 @@ TRICKY_PASSWORD = """ lead $HOME `id` \\n 'q' "dq" trail """
 METHODS = {"1": "md5", "5": "sha256", "6": "sha512"}  # /etc/shadow $id$ -> mkpasswd -m
 SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBnecwh7bkk3QGByRquKIT4NexvEYhdnLFIWkogGtq1O "
            "contract@test")
+
+
+class StoreFull(Exception):
+    """What a test's archive destination raises: it must reach the caller unchanged."""
 
 
 def require_engine(name: str, probe: Callable[[], object]) -> None:
@@ -218,38 +224,115 @@ class DriverContract:
 
     # -- backups -----------------------------------------------------------------------
 
-    def test_snapshots_restore_and_delete(self, driver, instance):
-        if not driver.capabilities().snapshots:
+    def leftovers(self, driver: Driver) -> set[str]:
+        """What exports and restores leave on the engine for a while (temporary snapshots
+        and images), by name: each driver's module says how to list them."""
+        return set()
+
+    def write(self, driver: Driver, ref: str, path: str, content: str) -> None:
+        assert driver.exec(ref, ["sh", "-c", WRITE_FILE, "sh", path, content]) == (0, "")
+
+    def read(self, driver: Driver, ref: str, path: str) -> tuple[int, str]:
+        code, output = driver.exec(ref, ["cat", path])
+        return code, output if code == 0 else ""
+
+    def export(self, driver: Driver, ref: str, path) -> None:
+        with open(path, "wb") as out:
+            driver.export_archive(ref, out)
+        assert path.stat().st_size > 0
+
+    def test_an_archive_of_a_running_instance_restores_its_disk(self, driver, instance,
+                                                                 tmp_path):
+        if not driver.capabilities().backups:
             with pytest.raises(Unsupported):
-                driver.snapshot(instance, "b1")
+                driver.export_archive(instance, io.BytesIO())
             return
-        backup = driver.snapshot(instance, "b1")
-        driver.restore(instance, backup)
-        driver.start(instance)
+        self.running_address(driver, instance)
+        before = self.leftovers(driver)
+        self.write(driver, instance, "/root/marker", "taken")
+        self.export(driver, instance, tmp_path / "a.archive")
         assert driver.state(instance).power == RUNNING
-        driver.delete_backup(instance, backup)
-        driver.delete_backup(instance, backup)  # again: nothing to do
+        assert self.leftovers(driver) - before == set()
+        self.write(driver, instance, "/root/marker", "changed")
+        self.write(driver, instance, "/root/later", "made after")
+        with open(tmp_path / "a.archive", "rb") as archive:
+            driver.restore_archive(instance, archive)
+        assert driver.state(instance).power == RUNNING  # as it was
+        assert self.read(driver, instance, "/root/marker") == (0, "taken")
+        assert self.read(driver, instance, "/root/later")[0] != 0
+        assert SSH_KEY in self.read(driver, instance, "/root/.ssh/authorized_keys")[1]
+        assert self.leftovers(driver) - before == set()
 
-    def archive_exists(self, driver: Driver, archive_ref: str) -> bool:
-        """Whether the engine still holds the archive (each driver's module says how)."""
-        raise NotImplementedError
+    def test_a_stopped_instance_is_restored_and_stays_stopped(self, driver, instance,
+                                                               tmp_path):
+        self.write(driver, instance, "/root/marker", "taken while stopped")
+        driver.stop(instance, timeout=10)
+        self.export(driver, instance, tmp_path / "a.archive")
+        driver.start(instance)
+        self.write(driver, instance, "/root/marker", "changed")
+        driver.stop(instance, timeout=10)
+        with open(tmp_path / "a.archive", "rb") as archive:
+            driver.restore_archive(instance, archive)
+        assert driver.state(instance).power == STOPPED
+        driver.start(instance)
+        assert self.read(driver, instance, "/root/marker") == (0, "taken while stopped")
 
-    def test_an_archive_outlives_its_instance_and_is_not_offered(self, driver, image, made):
+    def test_an_archive_outlives_its_instance_and_makes_new_ones(self, driver, image, made,
+                                                                  tmp_path):
         ref = driver.create(self.spec(image))
         made.append(ref)
-        if not driver.capabilities().snapshots:
-            with pytest.raises(Unsupported):
-                driver.archive(ref, "final")
-            return
-        archive = driver.archive(ref, f"contract-{uuid.uuid4().hex[:8]}")
-        try:
-            driver.delete(ref)
-            assert self.archive_exists(driver, archive)
-            assert archive not in [found.ref for found in driver.images()]
-        finally:
-            driver.delete_archive(archive)
-        assert not self.archive_exists(driver, archive)
-        driver.delete_archive(archive)  # again: nothing to do
+        before = self.leftovers(driver)
+        self.write(driver, ref, "/root/marker", "from the first")
+        self.export(driver, ref, tmp_path / "a.archive")
+        driver.delete(ref)
+        spec = self.spec(image, password=TRICKY_PASSWORD)
+        with open(tmp_path / "a.archive", "rb") as archive:
+            made.append(driver.create_from_archive(spec, archive))
+        assert driver.state(spec.name).power == RUNNING
+        assert self.read(driver, spec.name, "/root/marker") == (0, "from the first")
+        assert driver.exec(spec.name, ["hostname"]) == (0, spec.name + "\n")
+        assert self.password_is(driver, spec.name, TRICKY_PASSWORD)
+        assert SSH_KEY in self.read(driver, spec.name, "/root/.ssh/authorized_keys")[1]
+        driver.delete(spec.name)
+        assert self.leftovers(driver) - before == set()
+        assert self.images_made_for(driver, spec.name) == set()
+
+    def images_made_for(self, driver: Driver, ref: str) -> set[str]:
+        """Images on the engine that belong to the instance `ref` (none once deleted)."""
+        return set()
+
+    def test_an_archive_of_another_instance_restores_onto_this_one(self, driver, image,
+                                                                    instance, made,
+                                                                    tmp_path):
+        other = driver.create(self.spec(image))
+        made.append(other)
+        self.write(driver, other, "/root/marker", "cloned back")
+        self.export(driver, other, tmp_path / "other.archive")
+        with open(tmp_path / "other.archive", "rb") as archive:
+            driver.restore_archive(instance, archive)
+        assert self.read(driver, instance, "/root/marker") == (0, "cloned back")
+        assert driver.exec(instance, ["hostname"]) == (0, instance + "\n")
+        assert driver.state(other).power == RUNNING  # the source is untouched
+
+    def test_an_archive_the_engine_cannot_read_is_refused_for_good(self, driver, instance):
+        self.write(driver, instance, "/root/marker", "kept")
+        with pytest.raises(DriverError) as caught:
+            driver.restore_archive(instance, io.BytesIO(b"this is not an archive"))
+        assert caught.value.permanent
+        assert driver.state(instance).power == RUNNING
+        assert self.read(driver, instance, "/root/marker") == (0, "kept")
+
+    def test_a_failing_write_ends_the_export_and_leaves_nothing(self, driver, instance):
+        before = self.leftovers(driver)
+
+        class Full:
+            def write(self, data):
+                raise StoreFull
+
+        with pytest.raises(StoreFull):
+            driver.export_archive(instance, Full())
+        assert self.leftovers(driver) - before == set()
+        assert driver.state(instance).power == RUNNING
 
     def test_networks_attach_and_detach_repeat_harmlessly(self, driver, instance):
         if not driver.capabilities().networks:

@@ -47,14 +47,17 @@ class TestDockerDriver(DriverContract):
     def image(self):
         return IMAGE
 
-    def archive_exists(self, driver, archive_ref):
-        import docker.errors
+    def leftovers(self, driver):
+        tags = {tag for image in driver._client.images.list(
+                    filters={"reference": "appliance-backup/*"})
+                for tag in image.tags if ":export-" in tag}
+        untagged = {image.id for image in driver._client.images.list(
+            filters={"dangling": True, "label": "appliance.managed"})}
+        return tags | untagged
 
-        try:
-            driver._client.images.get(archive_ref)
-        except docker.errors.ImageNotFound:
-            return False
-        return True
+    def images_made_for(self, driver, ref):
+        return {tag for image in driver._client.images.list() for tag in image.tags
+                if ref.lower() in tag}
 
     def inspect(self, driver, ref) -> dict:
         return driver._client.api.inspect_container(ref)
@@ -259,42 +262,33 @@ class TestDockerDriver(DriverContract):
         assert [c.name for c in driver._client.containers.list(
             all=True, filters={"label": f"appliance.instance={ref}"})] == [ref]
 
-    def test_a_restore_brings_the_files_back_and_delete_removes_the_backups(self, driver,
-                                                                            instance):
-        driver.exec(instance, ["sh", "-c", "echo kept > /marker"])
-        backup = driver.snapshot(instance, "b1")
-        assert backup == f"appliance-backup/{instance}:b1"
-        assert not [i.ref for i in driver.images() if i.ref.startswith("appliance-backup/")]
-        driver.exec(instance, ["rm", "/marker"])
-        driver.restore(instance, backup)
-        assert driver.state(instance).power == RUNNING
-        assert driver.exec(instance, ["cat", "/marker"]) == (0, "kept\n")
+    def test_a_restored_container_is_a_new_one_with_the_same_settings(self, driver,
+                                                                       instance, tmp_path):
+        self.export(driver, instance, tmp_path / "a.archive")
+        before = self.inspect(driver, instance)
+        with open(tmp_path / "a.archive", "rb") as archive:
+            driver.restore_archive(instance, archive)
+        after = self.inspect(driver, instance)
+        assert after["Id"] != before["Id"] and after["Config"]["Hostname"] == instance
+        assert after["Config"]["Image"] == f"appliance-restored/{instance}:latest"
+        assert after["Config"]["Labels"] == before["Config"]["Labels"]
+        self.assert_limits(driver, instance, SMALL)
+        labels = driver._client.images.get(after["Config"]["Image"]).labels
+        assert labels["appliance.managed"] == labels["appliance.instance"] == ""
         driver.delete(instance)
-        leftovers = [tag for image in driver._client.images.list() for tag in image.tags
-                     if instance in tag]
-        assert leftovers == []
+        assert self.images_made_for(driver, instance) == set()
 
-    def test_an_unknown_backup_is_a_permanent_error(self, driver, instance):
-        with pytest.raises(DriverError) as caught:
-            driver.restore(instance, f"appliance-backup/{instance}:never")
-        assert caught.value.permanent
-
-    def test_an_exported_template_is_an_image_to_create_from(self, driver, image, instance,
-                                                             made):
-        driver.exec(instance, ["sh", "-c", "echo templated > /marker"])
-        template = driver.export_template(instance, f"t-{instance}")
+    def test_it_removes_what_an_interrupted_export_left(self, driver, instance):
+        container = driver._client.containers.get(instance)
+        container.commit(repository=f"appliance-backup/{instance}", tag="export-crashed",
+                         changes=['LABEL appliance.managed="" appliance.instance=""'])
+        kept = container.commit(repository=f"appliance-backup/{instance}", tag="mine")
         try:
-            assert template in [found.ref for found in driver.images()]
-            ref = driver.create(self.spec(template))
-            made.append(ref)
-            assert driver.exec(ref, ["cat", "/marker"]) == (0, "templated\n")
-            assert self.inspect(driver, ref)["Config"]["Labels"]["appliance.instance"] == ref
-            labels = driver._client.images.get(template).labels
-            assert labels["appliance.managed"] == labels["appliance.instance"] == ""
+            assert f"appliance-backup/{instance}:export-crashed" in driver.remove_leftovers()
+            assert self.leftovers(driver) == set()
+            assert driver._client.images.get(f"appliance-backup/{instance}:mine").id == kept.id
         finally:
-            for ref in list(made):
-                driver.delete(ref)
-            driver._client.images.remove(template)
+            driver._client.images.remove(f"appliance-backup/{instance}:mine")
 
     def test_it_is_not_a_vm_engine_and_has_no_firewall(self, driver):
         capabilities = driver.capabilities()

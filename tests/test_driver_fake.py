@@ -25,9 +25,6 @@ class TestFakeDriver(DriverContract):
     def password_is(self, driver, ref, password):
         return driver._get(ref)["password"] == password
 
-    def archive_exists(self, driver, archive_ref):
-        return archive_ref in driver._node["archives"]
-
     def assert_limits(self, driver, ref, limits):
         assert driver._get(ref)["limits"] == limits
 

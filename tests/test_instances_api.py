@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
+from pathlib import Path
 
 import pytest
 import requests
@@ -474,12 +476,12 @@ def test_a_delete_can_keep_a_final_backup_that_outlives_the_instance(app, client
     backups = api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"]
     assert [(b["instance_name"], b["status"], b["kind"]) for b in backups] == [
         (instance["name"], "available", "final")]
-    engine = FakeDriver("fake://tests")
-    archive = "fake/archive-final-" + backups[0]["id"].removeprefix("bak_")
-    assert archive in engine._node["archives"]
+    archive = Path(app.config["APPLIANCE"]["BACKUP_DIR"]) / f"{backups[0]['id']}.fake.archive"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == backups[0]["sha256"]
+    assert archive.stat().st_size == backups[0]["size_bytes"]
     one = f"/projects/{project}/backups/{backups[0]['id']}"
     assert api(client, "DELETE", one, owner).status_code == 204
-    assert archive not in engine._node["archives"]
+    assert not archive.exists()
     assert api(client, "GET", one, owner).get_json()["error"]["code"] == "backup_not_found"
     assert api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"] == []
 
@@ -489,18 +491,19 @@ def test_a_final_backup_that_fails_deletes_nothing(app, client, owner, project, 
     instance = create_instance(app, client, owner, project, catalog)
     path = _path(project, instance["id"])
 
-    def broken(self, ref, name):
-        raise DriverError("the archive store is full", permanent=True)
+    def broken(self, ref, out):
+        raise DriverError("the engine cannot read the disk", permanent=True)
 
-    monkeypatch.setattr(FakeDriver, "archive", broken)
+    monkeypatch.setattr(FakeDriver, "export_archive", broken)
     assert api(client, "DELETE", path + "?final_backup=true", owner).status_code == 202
     run_jobs(app)
     assert _get(client, owner, project, instance["id"])["status"] == "running"
     backup = api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"][0]
-    assert backup["status"] == "failed" and "archive store is full" in backup["error"]
+    assert backup["status"] == "failed" and "cannot read the disk" in backup["error"]
+    assert list(Path(app.config["APPLIANCE"]["BACKUP_DIR"]).iterdir()) == []
 
 
-def test_a_final_backup_needs_an_engine_with_snapshots(app, client, owner, project, catalog,  # noqa: PLR0917
+def test_a_final_backup_needs_an_engine_that_makes_archives(app, client, owner, project, catalog,  # noqa: PLR0917
                                                        monkeypatch):
     from appliance.drivers.base import Capabilities
 
@@ -510,6 +513,6 @@ def test_a_final_backup_needs_an_engine_with_snapshots(app, client, owner, proje
                    owner)
     assert response.status_code == 409
     error = response.get_json()["error"]
-    assert (error["code"], error["details"]["capability"]) == ("unsupported", "snapshots")
+    assert (error["code"], error["details"]["capability"]) == ("unsupported", "backups")
     assert _get(client, owner, project, instance["id"])["status"] == "running"
     assert api(client, "GET", f"/projects/{project}/backups", owner).get_json()["data"] == []

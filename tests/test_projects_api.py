@@ -91,6 +91,11 @@ ROUTES = [
     ("GET", I + "/events", "viewer", None, 200, None),
     ("GET", I + "/logs", "viewer", None, 200, None),
     ("GET", "/projects/{project_id}/jobs", "viewer", None, 200, None),
+    ("GET", I + "/backups", "viewer", None, 200, None),
+    ("POST", I + "/backups", "member", {"name": "nightly"}, 202, None),
+    ("GET", I + "/backups/{backup_id}", "viewer", None, 200, None),
+    ("DELETE", I + "/backups/{backup_id}", "member", None, 204, None),
+    ("POST", I + "/backups/{backup_id}/restore", "member", None, 202, None),
     ("GET", "/projects/{project_id}/backups", "viewer", None, 200, None),
     ("GET", "/projects/{project_id}/backups/{backup_id}", "viewer", None, 200, None),
     ("DELETE", "/projects/{project_id}/backups/{backup_id}", "member", None, 204, None),
@@ -116,13 +121,16 @@ def _world(app, client, team, catalog, state=None) -> dict[str, str]:
 
 
 def _backup(app, instance_id: str) -> str:
-    """A final backup row of the instance (no engine object: deleting it is row-only)."""
+    """A final backup row of the instance naming an archive (never read: its restore job
+    is queued, not run; deleting it removes no file)."""
     with app.app_context():
         instance = Instance.get_by_id(instance_id)
         now = clock.now()
-        return Backup.create(id=new_id("bak"), project=instance.project_id, instance=instance,
+        backup_id = new_id("bak")
+        return Backup.create(id=backup_id, project=instance.project_id, instance=instance,
                              instance_name=instance.name, node=instance.node_id, kind="final",
-                             status="available", size_gb=1, created_at=now,
+                             status="available", archive=f"{backup_id}.fake.archive",
+                             size_gb=1, image=instance.image_id, created_at=now,
                              updated_at=now).id
 
 

@@ -135,6 +135,9 @@ class CreateIn(Schema):
     plan_id: str = Field(min_length=1, max_length=60, description="Plan id or slug.")
     image_id: str | None = Field(None, max_length=40)
     app_slug: str | None = Field(None, max_length=60)
+    backup_id: str | None = Field(None, max_length=40, description="A backup of the "
+                                  "project (also the final backup of a deleted instance): "
+                                  "the new instance starts with its disk, on its engine.")
     ssh_key_ids: list[str] = Field(default_factory=list, max_length=20,
                                    description="SSH keys of your account.")
     password: str | None = Field(None, min_length=lifecycle.PASSWORD_MIN,
@@ -216,13 +219,15 @@ def _render_page(rows: list[Instance], running: dict[str, Job], limit: int,
 @bp.operation(BASE, "POST", summary="Create an instance (202 with its job)", tags=TAGS,
               body=CreateIn, response=InstanceAccepted, status=202, auth=AUTH, errors=(402, *ERRORS,
                                                                               503),
-              description="From an image or a one-click app. The plan must be active, the "
-                          "image's and app's minimums met and your limits not exceeded "
+              description="From an image, a one-click app or a backup (one of image_id, "
+                          "app_slug, backup_id). The plan must be active, the image's and "
+                          "app's minimums (a backup's disk) met and your limits not exceeded "
                           "(403 quota_exceeded). 503 no_capacity when no node has room.")
 def create_instance(principal: Principal, project_id: str, body: CreateIn):
     return _accepted(lifecycle.create_instance(
         principal, project_id, name=body.name, plan_id=body.plan_id, image_id=body.image_id,
-        app_slug=body.app_slug, ssh_key_ids=body.ssh_key_ids, password=body.password))
+        app_slug=body.app_slug, backup_id=body.backup_id, ssh_key_ids=body.ssh_key_ids,
+        password=body.password))
 
 
 @bp.operation(ONE, summary="One instance", tags=TAGS, response=InstanceOut, auth=AUTH,
@@ -239,9 +244,10 @@ def rename_instance(principal: Principal, project_id: str, instance_id: str, bod
 
 
 class DeleteQuery(Schema):
-    final_backup: bool = Field(False, description="Keep an archive of the instance on its "
-                               "engine first (GET .../backups); 409 unsupported when the "
-                               "engine has no snapshots. If it fails nothing is deleted.")
+    final_backup: bool = Field(False, description="Keep a backup of the instance first, "
+                               "in the backup store (GET .../backups); 409 unsupported when "
+                               "the engine cannot, 403 quota_exceeded past the backups "
+                               "limit. If it fails nothing is deleted.")
 
 
 @bp.operation(ONE, "DELETE", summary="Delete an instance (202 with its job)", tags=TAGS,

@@ -21,16 +21,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
 
 from appliance.errors import DriverError, Unsupported
 
 __all__ = [
     "Capabilities", "Driver", "DriverError", "EngineInfo", "FirewallRule", "ImageInfo",
-    "InstanceSpec", "InstanceState", "Limits", "Unsupported",
+    "InstanceSpec", "InstanceState", "Limits", "Sink", "Unsupported",
 ]
 
 # Power states a driver reports.
 RUNNING, STOPPED, MISSING = "running", "stopped", "missing"
+
+
+class Sink(Protocol):
+    """Where a driver writes an archive: a binary file, or anything with its `write`."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class InstanceState:
 @dataclass(frozen=True)
 class Capabilities:
     snapshots: bool = False
+    backups: bool = False  # export_archive, restore_archive, create_from_archive
     firewall: bool = False
     networks: bool = False
     resize_live: bool = False
@@ -198,30 +206,43 @@ class Driver(ABC):
         command line and no engine record. Permanent error for an unknown user."""
         raise Unsupported("exec")
 
-    # -- backups and templates ---------------------------------------------------------
+    # -- backups -----------------------------------------------------------------------
+    # An archive is a self-contained file of an instance's disk, kept by the appliance
+    # (never on the engine): any node of the same engine restores it, after the instance
+    # it was taken of is long gone. The caller hands the driver the open file.
 
-    def snapshot(self, ref: str, name: str) -> str:
-        """Take a backup; return its ref."""
-        raise Unsupported("snapshots")
+    def export_archive(self, ref: str, out: Sink) -> None:
+        """Write an archive of the instance's disk to `out`, consistent while it runs (it
+        keeps running; it may pause for a moment). Whatever the engine makes on the way
+        (a snapshot, an image) is removed before this returns, on failure too; what a
+        crash left is removed by the next export of this instance or `remove_leftovers`."""
+        raise Unsupported("backups")
 
-    def restore(self, ref: str, backup_ref: str) -> None:
-        raise Unsupported("snapshots")
+    def restore_archive(self, ref: str, archive: BinaryIO) -> None:
+        """Replace the instance's disk by the archive's (one `export_archive` wrote, of
+        this or another instance on this engine). The name, limits and network identity
+        stay; files, passwords and the rest of the disk are the archive's, and the SSH keys
+        the instance was created with are put back. The instance is stopped for it when the
+        engine needs that, and left in the power state it had. Permanent error for an
+        archive the engine cannot read."""
+        raise Unsupported("backups")
 
-    def delete_backup(self, ref: str, backup_ref: str) -> None:
-        raise Unsupported("snapshots")
+    def create_from_archive(self, spec: InstanceSpec, archive: BinaryIO,
+                            started: Callable[[], None] | None = None) -> str:
+        """`create`, with the disk of the archive instead of `spec.image` (which is only
+        a label here); the spec's keys and password are set on it as on any new instance.
+        Nothing of the archive stays on the engine but the instance."""
+        raise Unsupported("backups")
 
-    def export_template(self, ref: str, name: str) -> str:
-        """Publish the instance as an image; return the image ref."""
-        raise Unsupported("snapshots")
-
-    def archive(self, ref: str, name: str) -> str:
-        """Keep a copy of the instance that outlives it (a final backup before a delete)
-        and that `images()` does not offer; return its ref. A name archived again is
-        replaced."""
-        raise Unsupported("snapshots")
+    def remove_leftovers(self) -> list[str]:
+        """Remove what exports and restores interrupted by a crash left on the engine
+        (temporary snapshots and images); return what was removed. Only while no backup
+        job runs (the appliance calls it at start-up)."""
+        raise Unsupported("backups")
 
     def delete_archive(self, archive_ref: str) -> None:
-        """Remove an archive; no-op when gone."""
+        """Remove an engine archive kept by a final backup before backups became files in
+        the appliance's store (migration 0014); no-op when gone."""
         raise Unsupported("snapshots")
 
     # -- firewall and networks ---------------------------------------------------------

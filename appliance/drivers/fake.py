@@ -11,9 +11,12 @@ default when a real engine is configured.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import BinaryIO
 
 from appliance.drivers.base import (
     MISSING,
@@ -28,12 +31,18 @@ from appliance.drivers.base import (
     InstanceSpec,
     InstanceState,
     Limits,
+    Sink,
 )
 
 IMAGES = (
     ImageInfo("fake/debian-12", "Debian 12 (simulated)", "debian", "12", 300_000_000),
     ImageInfo("fake/alpine-3", "Alpine 3 (simulated)", "alpine", "3.20", 8_000_000),
 )
+
+ARCHIVE_FORMAT = "appliance-fake-archive/1"
+# The one way to write a file the simulated exec understands: `sh -c WRITE_FILE sh PATH
+# CONTENT` (a real shell runs it the same way, so tests use it on every engine).
+WRITE_FILE = 'printf "%s" "$2" > "$1"'
 
 _nodes: dict[str, dict] = {}
 _lock = threading.Lock()
@@ -81,8 +90,8 @@ class FakeDriver(Driver):
         instance["log"].append(line)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(snapshots=True, firewall=True, networks=True, resize_live=True,
-                            console=True, exec=True)
+        return Capabilities(snapshots=True, backups=True, firewall=True, networks=True,
+                            resize_live=True, console=True, exec=True)
 
     def info(self) -> EngineInfo:
         if self.options.get("down") == "true":
@@ -105,7 +114,7 @@ class FakeDriver(Driver):
             "power": RUNNING, "address": f"10.99.{serial // 250}.{serial % 250 + 2}",
             "ssh_keys": list(spec.ssh_keys), "password": spec.password, "log": [],
             "spec_keys": tuple(spec.ssh_keys),
-            "snapshots": {}, "firewall": [], "networks": set(), "boots": 1}
+            "files": {}, "firewall": [], "networks": set(), "boots": 1}
         self._log(self._node["instances"][ref], f"{spec.name} created from {spec.image}")
         if started is not None:
             started()
@@ -161,7 +170,7 @@ class FakeDriver(Driver):
         # A fresh disk, as on the real engines: the keys given at creation are installed
         # again, keys added since and the password are gone.
         instance.update(image=image, power=RUNNING, ssh_keys=list(instance["spec_keys"]),
-                        password=None)
+                        password=None, files={})
         self._log(instance, f"rebuilt from {image}")
         return ref
 
@@ -171,7 +180,7 @@ class FakeDriver(Driver):
     def logs(self, ref: str, lines: int = 200) -> str:
         return "\n".join(self._get(ref)["log"][-lines:])
 
-    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:  # noqa: PLR0911
+    def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
         instance = self._get(ref)
         if instance["power"] != RUNNING:
             raise DriverError("the instance is not running", permanent=True)
@@ -188,35 +197,24 @@ class FakeDriver(Driver):
                 if argument not in instance["ssh_keys"]:
                     instance["ssh_keys"].append(argument)
                 return 0, ""
+        return self._file_command(instance, argv)
+
+    def _file_command(self, instance: dict, argv: list[str]) -> tuple[int, str]:
+        """Writing (WRITE_FILE), removing (rm -f) and reading (cat) simulated files."""
+        if argv[:4] == ["sh", "-c", WRITE_FILE, "sh"] and len(argv) == 6:
+            instance["files"][argv[4]] = argv[5]
+            return 0, ""
+        if argv[:2] == ["rm", "-f"]:
+            for path in argv[2:]:
+                instance["files"].pop(path, None)
+            return 0, ""
         if argv[:1] == ["cat"] and len(argv) == 2:
             if argv[1] == "/root/.ssh/authorized_keys" and instance["ssh_keys"]:
                 return 0, "".join(key + "\n" for key in instance["ssh_keys"])
+            if argv[1] in instance["files"]:
+                return 0, instance["files"][argv[1]]
             return 1, f"cat: can't open '{argv[1]}': No such file or directory\n"
         return 127, f"{argv[0]}: not found (simulated)\n"
-
-    def snapshot(self, ref: str, name: str) -> str:
-        instance = self._get(ref)
-        instance["snapshots"][name] = {"image": instance["image"], "limits": instance["limits"]}
-        return f"{ref}/{name}"
-
-    def restore(self, ref: str, backup_ref: str) -> None:
-        instance = self._get(ref)
-        snapshot = instance["snapshots"].get(backup_ref.rpartition("/")[2])
-        if snapshot is None:
-            raise DriverError(f"no backup {backup_ref}", permanent=True)
-        instance["image"] = snapshot["image"]
-        self._log(instance, f"restored {backup_ref}")
-
-    def delete_backup(self, ref: str, backup_ref: str) -> None:
-        instance = self._node["instances"].get(ref)
-        if instance is not None:
-            instance["snapshots"].pop(backup_ref.rpartition("/")[2], None)
-
-    def export_template(self, ref: str, name: str) -> str:
-        instance = self._get(ref)
-        image_ref = f"fake/template-{name}"
-        self._node["images"][image_ref] = ImageInfo(image_ref, f"Template of {instance['name']}")
-        return image_ref
 
     def set_password(self, ref: str, user: str, password: str) -> None:
         instance = self._get(ref)
@@ -226,10 +224,50 @@ class FakeDriver(Driver):
             raise DriverError(f"{ref} is not running", permanent=True)
         instance["password"] = password
 
-    def archive(self, ref: str, name: str) -> str:
-        archive_ref = f"fake/archive-{name}"
-        self._node["archives"][archive_ref] = dict(self._get(ref))
-        return archive_ref
+    # -- backups -------------------------------------------------------------------------
+    # An archive is a JSON document of what the simulated disk holds: the image it came
+    # from, the files written into it (exec), the root password and the authorized keys.
+
+    def export_archive(self, ref: str, out: Sink) -> None:
+        instance = self._get(ref)
+        self._pause(0.5)
+        out.write(json.dumps({
+            "format": ARCHIVE_FORMAT, "name": instance["name"], "image": instance["image"],
+            "files": instance["files"], "password": instance["password"],
+            "ssh_keys": instance["ssh_keys"]}, sort_keys=True).encode())
+
+    def _read_archive(self, archive: BinaryIO) -> dict:
+        try:
+            disk = json.loads(archive.read())
+        except ValueError:
+            disk = None
+        if not isinstance(disk, dict) or disk.get("format") != ARCHIVE_FORMAT:
+            raise DriverError("not an archive of the simulated engine", permanent=True)
+        return disk
+
+    def restore_archive(self, ref: str, archive: BinaryIO) -> None:
+        instance = self._get(ref)
+        disk = self._read_archive(archive)
+        self._pause(0.5)
+        keys = [*disk["ssh_keys"], *(key for key in instance["spec_keys"]
+                                     if key not in disk["ssh_keys"])]
+        instance.update(image=disk["image"], files=dict(disk["files"]),
+                        password=disk["password"], ssh_keys=keys)
+        self._log(instance, f"restored from an archive of {disk['name']}")
+
+    def create_from_archive(self, spec: InstanceSpec, archive: BinaryIO,
+                            started: Callable[[], None] | None = None) -> str:
+        disk = self._read_archive(archive)
+        ref = self.create(replace(spec, image=disk["image"]), started)
+        instance = self._get(ref)
+        instance["files"] = dict(disk["files"])
+        if spec.password is None:
+            instance["password"] = disk["password"]
+        self._log(instance, f"made from an archive of {disk['name']}")
+        return ref
+
+    def remove_leftovers(self) -> list[str]:
+        return []  # an export or restore here is instant: nothing is ever left
 
     def delete_archive(self, archive_ref: str) -> None:
         self._node["archives"].pop(archive_ref, None)

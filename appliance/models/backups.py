@@ -1,10 +1,10 @@
-"""Backups the appliance keeps of instances."""
+"""Backups the appliance keeps of instances: archive files in its store (BACKUP_DIR)."""
 
-from peewee import CharField, ForeignKeyField, IntegerField
+from peewee import BigIntegerField, CharField, ForeignKeyField, IntegerField
 
 from appliance.db import BaseModel, UTCDateTimeField
 from appliance.models.accounts import User
-from appliance.models.catalog import Node
+from appliance.models.catalog import Image, Node
 from appliance.models.instances import Instance
 from appliance.models.projects import Project
 
@@ -14,13 +14,23 @@ class Backup(BaseModel):
     project = ForeignKeyField(Project, on_delete="RESTRICT", backref="backups")
     instance = ForeignKeyField(Instance, null=True, on_delete="SET NULL", backref="backups")
     instance_name = CharField(max_length=64)  # as it was named when backed up
-    node = ForeignKeyField(Node, on_delete="RESTRICT", backref="+")
-    kind = CharField(max_length=20)  # final: kept by a delete
-    status = CharField(max_length=20, index=True)  # creating | available | failed | deleted
-    engine_ref = CharField(max_length=300, null=True)  # the driver's archive ref, opaque
-    size_gb = IntegerField()  # the plan's disk when taken (what storage is billed by)
+    name = CharField(max_length=64, default="")
+    node = ForeignKeyField(Node, on_delete="RESTRICT", backref="+")  # taken there
+    kind = CharField(max_length=20)  # manual | scheduled | final
+    # creating | available | restoring | failed | deleting | deleted
+    status = CharField(max_length=20, index=True)
+    archive = CharField(max_length=200, null=True)  # the file's name in the store
+    size_bytes = BigIntegerField(null=True)  # of the archive file, once written
+    sha256 = CharField(max_length=64, null=True)  # of the archive file, hex
+    engine_ref = CharField(max_length=300, null=True)  # an engine archive (before 0014)
+    # What storage is billed by: the archive's size in GiB rounded up (the plan's disk
+    # while it is being taken).
+    size_gb = IntegerField()
+    disk_gb = IntegerField(default=0)  # the instance's disk when taken
+    image = ForeignKeyField(Image, null=True, on_delete="SET NULL", backref="+")
     error = CharField(max_length=500, null=True)
     created_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField(null=True)  # scheduled backups: pruned then
     deleted_at = UTCDateTimeField(null=True)

@@ -9,12 +9,12 @@ import cycle is needed. `create_app` calls `connect()`; calling it again changes
 
 from __future__ import annotations
 
-from appliance.models import Backup, Project, User
+from appliance.models import User
 from appliance.services import projects
 from appliance.services.accounts import api_keys
 from appliance.services.billing import prepaid
 from appliance.services.events import live, notifications, outbox
-from appliance.services.instances import engine_jobs, lifecycle
+from appliance.services.instances import backups, engine_jobs, lifecycle
 from appliance.services.limits import quotas
 from appliance.services.ops import selfbackup
 from appliance.services.webhooks import endpoints
@@ -41,6 +41,4 @@ def connect() -> None:
 def kept_backup_count(user: User) -> int:
     """The backups counted against the `backups` limit: those of the user's projects that
     are kept or being taken (not failed, not deleted)."""
-    return (Backup.select().join(Project, on=(Backup.project == Project.id))
-            .where(Project.created_by == user.id, Backup.deleted_at.is_null(),
-                   Backup.status.in_(("creating", "available"))).count())
+    return backups.kept_count(user.id)

@@ -1,6 +1,6 @@
 """The Docker engine: `DockerDriver` (driver.py: endpoint, options, lifecycle, errors),
-mixed from files.py (accounts and passwords inside a container), copies.py (backups,
-templates, archives as committed images) and networks.py (private networks); names.py
+mixed from files.py (accounts and passwords inside a container), copies.py (backup
+archives: `docker save`s of commits) and networks.py (private networks); names.py
 holds the names and labels of what the driver owns.
 """
 

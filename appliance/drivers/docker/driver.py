@@ -23,9 +23,9 @@ recorded in the label `appliance.disk_gb` (the size at creation: labels cannot c
 What the driver keeps on the container, so a rebuild can redo it: labels with the SSH
 keys (public keys only), the default user, the disk size and the names of the spec's
 environment variables (their values are in the container's config). The password is
-never stored, so a rebuild or restore leaves none. Backups, templates and archives are
-`docker commit`s (the filesystem, not volumes the image may declare) and private networks
-are user-defined bridges: see copies.py and networks.py. A rebuild or restore makes a new
+never stored, so a rebuild leaves none. Backup archives are `docker save`s of `docker
+commit`s (the filesystem, not volumes the image may declare) and private networks are
+user-defined bridges: see copies.py and networks.py. A rebuild or restore makes a new
 container under a temporary name, swaps the names, then removes the old one, so a failure
 leaves the instance as it was.
 
@@ -186,8 +186,8 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
     # -- the engine --------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(snapshots=True, networks=True, resize_live=True, console=True,
-                            exec=True)
+        return Capabilities(snapshots=True, backups=True, networks=True, resize_live=True,
+                            console=True, exec=True)
 
     def info(self) -> EngineInfo:
         with self._errors("asking Docker for its version"):

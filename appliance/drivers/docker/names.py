@@ -1,22 +1,19 @@
 """The names the Docker driver gives what it owns, and the labels it marks them with.
 
-Image repositories: `appliance-backup/<ref>:<name>` (backups, removed with the instance),
-`appliance-restored/<ref>` (the image of a restored instance, which the recreated
-container uses), `appliance-template/<name>` (templates, offered as images) and
-`appliance-archive/<name>` (a copy kept when an instance is deleted with a final backup;
-never offered as an image).
+Image repositories: `appliance-backup/<ref>:export-<hex>` (a commit being exported to an
+archive, removed with it or with the instance), `appliance-restored/<ref>` (the image of
+an instance restored or created from an archive, which its container uses; removed with
+the instance) and `appliance-archive/<name>` (an engine archive of a final backup taken
+before archives moved to the appliance's store; never offered as an image).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 MANAGED, INSTANCE = "appliance.managed", "appliance.instance"
 BACKUPS, RESTORED = "appliance-backup", "appliance-restored"
-TEMPLATES, ARCHIVES = "appliance-template", "appliance-archive"
-TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+ARCHIVES = "appliance-archive"
 
 
 def networks_of(container: Any) -> dict:

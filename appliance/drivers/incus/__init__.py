@@ -1,5 +1,5 @@
 """The Incus engine: `IncusDriver` (driver.py: endpoint, options, lifecycle, errors),
-mixed from copies.py (snapshots, templates, archives); api.py holds what the modules
+mixed from copies.py (backup archives: exported images); api.py holds what the modules
 share about Incus's REST API, transport.py the HTTP over its unix socket.
 """
 

@@ -6,8 +6,10 @@ from urllib.parse import quote
 
 from appliance.drivers.base import DriverError
 
-TEMPLATE_PREFIX = "appliance-template/"
-ARCHIVE_PREFIX = "appliance-archive/"
+ARCHIVE_PREFIX = "appliance-archive/"  # engine archives of final backups before 0014
+# What the driver keeps in an instance's config so a rebuild or restore can redo it.
+KEYS_CONFIG = "user.appliance.ssh-keys"
+USER_CONFIG = "user.appliance.user"
 
 
 class NotFound(DriverError):

@@ -48,15 +48,21 @@ from appliance.drivers.base import (
     InstanceSpec,
     InstanceState,
     Limits,
+    Sink,
 )
-from appliance.drivers.incus.api import ARCHIVE_PREFIX, NotFound, quote_name
+from appliance.drivers.incus.api import (
+    ARCHIVE_PREFIX,
+    KEYS_CONFIG,
+    USER_CONFIG,
+    NotFound,
+    quote_name,
+)
 from appliance.drivers.incus.copies import IncusCopies
 from appliance.drivers.incus.transport import unix_session
 
 DEFAULT_SOCKET = "/var/lib/incus/unix.socket"
-KEYS_CONFIG = "user.appliance.ssh-keys"
-USER_CONFIG = "user.appliance.user"
 CONSOLE_KEEP = 256 * 1024  # bytes of console output kept per instance
+STREAM_CHUNK = 1 << 20  # bytes read at a time from a download
 _TRANSIENT_WORDS = ("timeout", "timed out", "deadline", "busy", "try again", "temporar")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -123,12 +129,21 @@ class IncusDriver(IncusCopies, Driver):
     # -- talking to the engine ---------------------------------------------------------
 
     def _send(self, method: str, path: str, *, timeout: float | None = None,
-              raw: bool = False, **kwargs: Any) -> Any:
-        """One request; the JSON envelope (or the bytes when `raw`). Raises DriverError."""
+              raw: bool = False, into: Sink | None = None, **kwargs: Any) -> Any:
+        """One request; the JSON envelope (or the bytes when `raw`; or, with `into`, the
+        body is written there as it arrives and the byte count returned). Raises
+        DriverError."""
         params = {**self._params, **kwargs.pop("params", {})}
         try:
             response = self._session.request(method, self._base + path, params=params,
-                                             timeout=timeout or self._timeout, **kwargs)
+                                             timeout=timeout or self._timeout,
+                                             stream=into is not None, **kwargs)
+            if into is not None and response.ok:
+                count = 0
+                for chunk in response.iter_content(STREAM_CHUNK):
+                    into.write(chunk)
+                    count += len(chunk)
+                return count
         except requests.Timeout as exc:
             raise DriverError(f"Incus did not answer {method} {path} in time: {exc}") from exc
         except requests.exceptions.SSLError as exc:  # a certificate retrying cannot fix
@@ -234,7 +249,13 @@ class IncusDriver(IncusCopies, Driver):
               else "qemu" in str(environment.get("driver", "")))
         if self._socket:  # the engine is on this host: KVM and vsock must be here too
             vm = vm and os.path.exists("/dev/kvm") and os.path.exists("/dev/vhost-vsock")
-        return Capabilities(snapshots=True, resize_live=True, console=True, exec=True, vm=vm)
+        # Restoring an archive rebuilds the instance from it (Incus 5.x's instances_rebuild)
+        try:
+            rebuild = "instances_rebuild" in (self._server().get("api_extensions") or [])
+        except DriverError:
+            rebuild = False
+        return Capabilities(snapshots=True, backups=rebuild, resize_live=True, console=True,
+                            exec=True, vm=vm)
 
     def info(self) -> EngineInfo:
         server = self._server(refresh=True)

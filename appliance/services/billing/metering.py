@@ -123,10 +123,14 @@ def _utc(value: Any) -> dt.datetime | None:
 register_meter(INSTANCE, _instances)
 
 BACKUP, BACKUP_SKU = "backup", "backup-gb"
+# Kept (or being taken, restored from or deleted), and deleted ones up to their
+# deleted_at; failed ones keep nothing (size_gb 0 from then on), so they cost nothing.
+BACKUP_METERED = ("creating", "available", "restoring", "deleting", "deleted")
 
 
 def _backups(now: dt.datetime) -> list[Subject]:
-    """Backups kept on an engine (available, or being taken), until deleted."""
+    """Backups kept in the store (available, or being taken), until deleted; their
+    size_gb is the archive's size in GiB rounded up (the plan's disk until it is written)."""
     meter = UsageMeter.alias()
     price = backup_gb_month_price()
     rows = (Backup.select(Backup.id, Backup.project, Backup.created_at, Backup.deleted_at,
@@ -136,7 +140,7 @@ def _backups(now: dt.datetime) -> list[Subject]:
             .switch(Backup).join(meter, JOIN.LEFT_OUTER,
                                  on=((meter.subject_id == Backup.id)
                                      & (meter.resource == BACKUP)))
-            .where(Backup.status.in_(("creating", "available", "deleted")),
+            .where(Backup.status.in_(BACKUP_METERED),
                    meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
     return [Subject(backup_id, BACKUP, owner, project, BACKUP_SKU, price, None, size,
                     _utc(created), _utc(deleted), _utc(last), meter_sku, meter_month,
@@ -195,7 +199,7 @@ def hourly_rate(user_id: str, now: dt.datetime | None = None) -> float:
     kept_gb = (Backup.select(fn.COALESCE(fn.SUM(Backup.size_gb), 0))
                .join(Project, on=(Backup.project == Project.id))
                .where(Project.created_by == user_id, Backup.deleted_at.is_null(),
-                      Backup.status.in_(("creating", "available"))).scalar())
+                      Backup.status.in_(BACKUP_METERED)).scalar())
     return rate + backup_gb_month_price() * kept_gb / hours_in_month(current)
 
 

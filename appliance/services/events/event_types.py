@@ -31,6 +31,11 @@ _JOB = {"id": "job_7c8d9e0f1a2b3c4d5e6f", "type": "instance.start", "status": "s
 
 
 _USER_ID = "usr_1a2b3c4d5e6f7a8b9c0d"
+_BACKUP = {"id": "bak_1a2b3c4d5e6f7a8b9c0d", "name": "before the upgrade", "kind": "manual",
+           "project_id": _INSTANCE["project_id"], "instance_id": _INSTANCE["id"],
+           "instance_name": _INSTANCE["name"], "engine": "incus", "size_bytes": 734003200,
+           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+           "created_at": "2025-01-31T12:00:00Z"}
 
 
 def _instance_example(message: str, status: str = "running",
@@ -62,13 +67,22 @@ EVENT_TYPES: dict[str, EventType] = {
         "An instance could not be created, or vanished from its engine.",
         _instance_example("The engine refused the image", "failed", "missing")),
     "backup.created": EventType(
-        "A backup of an instance was made.",
-        {"backup": {"id": "bak_1a2b3c4d5e6f7a8b9c0d", "instance_id": _INSTANCE["id"],
-                    "size_bytes": 734003200}, "job_id": _JOB["id"]}),
-    "backup.restored": EventType(
-        "An instance was restored from a backup.",
-        {"backup": {"id": "bak_1a2b3c4d5e6f7a8b9c0d", "instance_id": _INSTANCE["id"]},
+        "A backup of an instance was taken: its archive is in the backup store.",
+        {"backup": {**_BACKUP, "status": "available"}, "job_id": _JOB["id"]}),
+    "backup.failed": EventType(
+        "A backup could not be taken (nothing of it is kept), or its archive no longer "
+        "matches its checksum; `error` says why.",
+        {"backup": {**_BACKUP, "status": "failed", "size_bytes": None, "sha256": None},
+         "error": "Writing to the backup store failed: No space left on device.",
          "job_id": _JOB["id"]}),
+    "backup.restored": EventType(
+        "An instance's disk was replaced by a backup's (`instance_id`: the instance "
+        "restored, which may be another one than the backup's).",
+        {"backup": {**_BACKUP, "status": "available"}, "instance_id": _INSTANCE["id"],
+         "job_id": _JOB["id"]}),
+    "backup.deleted": EventType(
+        "A backup was deleted: its archive is gone from the store.",
+        {"backup": {**_BACKUP, "status": "deleted"}}),
     "job.succeeded": EventType("An asynchronous operation finished.", {"job": _JOB}),
     "job.failed": EventType(
         "An asynchronous operation failed; `error` says why.",

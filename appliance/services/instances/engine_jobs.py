@@ -90,7 +90,7 @@ def create(job: Job, progress: jobs.Progress) -> None:
                         password=_password(sealed) if sealed else None,
                         user=instance.image.default_user, env=params.get("env") or {})
     if found == MISSING:
-        ref = _create_on_engine(instance, driver, spec)
+        ref = _create_on_engine(instance, driver, spec, params.get("backup_id"))
     elif spec.password is not None:
         # Running already: a crash came after the start, perhaps before the password.
         driver.set_password(ref, spec.user, spec.password)
@@ -100,13 +100,17 @@ def create(job: Job, progress: jobs.Progress) -> None:
     progress(2, "Waiting for an address")
     _sync(instance, driver, wait_for_address=True)
     progress(3, "Ready")
+    if params.get("backup_id"):
+        backups.release(params["backup_id"], job)
     _event(instance.id, "instance.ready", f"Running on {instance.node.name}", job)
 
 
-def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec) -> str:
-    """driver.create; the row shows the instance running as soon as the engine runs it,
-    while the driver finishes (password, crash watch), and goes back to creating if the
-    create fails after that (a transient failure is retried from nothing)."""
+def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec,
+                      backup_id: str | None) -> str:
+    """driver.create (or create_from_archive, from the backup's archive); the row shows
+    the instance running as soon as the engine runs it, while the driver finishes
+    (password, crash watch), and goes back to creating if the create fails after that
+    (a transient failure is retried from nothing)."""
     shown = False
 
     def started() -> None:
@@ -116,7 +120,10 @@ def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec) ->
         shown = True
 
     try:
-        return driver.create(spec, started=started)
+        if backup_id is None:
+            return driver.create(spec, started=started)
+        with backups.verified_archive(backup_id) as archive:
+            return driver.create_from_archive(spec, archive, started=started)
     except Exception:
         if shown:
             with database.atomic():
@@ -138,6 +145,9 @@ def _create_failed(job: Job, error: str) -> None:
     with database.atomic():
         Instance.update(status="failed", updated_at=clock.now()).where(
             Instance.id == job.instance_id).execute()
+    backup_id = json.loads(job.params).get("backup_id")
+    if backup_id:
+        backups.release(backup_id, job)
     _event(job.instance_id, "instance.failed", error, job)
 
 
@@ -272,7 +282,44 @@ POWER_ACTIONS = (("start", "instance.started", "Started"),
 def _delete_failed(job: Job, error: str) -> None:
     backup_id = json.loads(job.params).get("backup_id")
     if backup_id:
-        backups.mark_failed(backup_id, error)
+        backups.mark_failed(backup_id, error, job)
+    _resync_after_failure(job, error)
+
+
+def back_up(job: Job, progress: jobs.Progress) -> None:
+    """backup.create: the archive of the instance (running or not) into the store."""
+    instance = _instance(job)
+    backup_id = json.loads(job.params)["backup_id"]
+    progress(1, "Archiving the disk")
+    backups.take(backup_id, instance, nodes.driver_for(instance.node), job)
+    _event(instance.id, "backup.created", "Backed up", job)
+
+
+def _back_up_failed(job: Job, error: str) -> None:
+    backups.mark_failed(json.loads(job.params)["backup_id"], error, job)
+    _resync_after_failure(job, error)
+
+
+def restore(job: Job, progress: jobs.Progress) -> None:
+    """backup.restore: the instance's disk replaced by the backup's archive (checked
+    against its checksum first); the engine stops and starts it again as needed."""
+    instance = _instance(job)
+    backup_id = json.loads(job.params)["backup_id"]
+    driver = nodes.driver_for(instance.node)
+    progress(1, "Checking the archive")
+    with backups.verified_archive(backup_id) as archive:
+        progress(2, "Replacing the disk")
+        driver.restore_archive(instance.driver_ref, archive)
+    progress(3, "Restored")
+    _sync(instance, driver, wait_for_address=True)
+    with database.atomic():
+        backups.release(backup_id, job)
+        backups.restored(backup_id, instance, job)
+    _event(instance.id, "backup.restored", "Restored from a backup", job)
+
+
+def _restore_failed(job: Job, error: str) -> None:
+    backups.release(json.loads(job.params)["backup_id"], job)
     _resync_after_failure(job, error)
 
 
@@ -288,6 +335,8 @@ def register_handlers() -> None:
     jobs.register("instance.rebuild", rebuild, _rebuild_failed)
     jobs.register("instance.password", set_password, _resync_after_failure)
     jobs.register("instance.ssh_key", add_ssh_key, _resync_after_failure)
+    jobs.register("backup.create", back_up, _back_up_failed)
+    jobs.register("backup.restore", restore, _restore_failed)
 
 
 # Reconciling -------------------------------------------------------------------------

@@ -150,18 +150,25 @@ def _who(principal: Principal) -> str:
 
 def create_instance(principal: Principal, project_id: str, *, name: str, plan_id: str,
                     image_id: str | None = None, app_slug: str | None = None,
-                    ssh_key_ids: list[str] | None = None, password: str | None = None) -> Started:
-    """Check everything, place it, and queue the creation (202)."""
+                    backup_id: str | None = None, ssh_key_ids: list[str] | None = None,
+                    password: str | None = None) -> Started:
+    """Check everything, place it, and queue the creation (202). From an image, an app,
+    or a backup of the project (its archive is the new disk: on any node of its engine)."""
     principal.require_scope("instances:write")
     _check_name(name)
     password = _check_password(password)
-    if (image_id is None) == (app_slug is None):
-        raise InvalidRequest("Give either image_id or app_slug.", field="image_id")
+    if [image_id, app_slug, backup_id].count(None) != 2:
+        raise InvalidRequest("Give one of image_id, app_slug and backup_id.", field="image_id")
     with database.atomic():
         found = projects.access(principal, project_id, projects.OPERATE)
         plan = _active_plan(plan_id)
-        image, app = _source(image_id, app_slug)
-        _meets(plan, image, app)
+        backup = None
+        if backup_id is not None:
+            backup = backups.usable(project_id, backup_id, field="backup_id")
+            image, app = backups.source_image(backup), None
+        else:
+            image, app = _source(image_id, app_slug)
+            _meets(plan, image, app)
         keys = _account_keys(principal, ssh_key_ids or [])
         _name_free(project_id, name)
         owner = _owner(found.project)
@@ -169,7 +176,10 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
         quotas.check(owner, "vcpus", plan.vcpus)
         quotas.check(owner, "memory_mb", plan.memory_mb)
         prepaid.require_can_provision(owner.id)
-        node = nodes.place(plan, image)
+        node = nodes.place(plan, image, any_node=backup is not None)
+        if backup is not None:
+            backups.check_target(backup, node, plan)
+            backups.mark_in_use(backup)
         generated: str | None = None
         if password is None:
             password = generated = _generate_password()
@@ -182,8 +192,10 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
         job = jobs.enqueue("instance.create", project_id=project_id, instance_id=instance.id,
                            user_id=principal.user.id, total_steps=3, message="Queued",
                            params={"password": sealing.seal(password),
-                                   "env": json.loads(app.env) if app else {}})
-        _event(instance, "instance.created", f"Created by {_who(principal)}", job)
+                                   "env": json.loads(app.env) if app else {},
+                                   "backup_id": backup.id if backup else None})
+        _event(instance, "instance.created", f"Created by {_who(principal)}"
+               + (f" from the backup {backup.name}" if backup else ""), job)
         _audit(principal, "instance.created", instance, project_id=project_id,
                plan=plan.slug, node=node.name)
     jobs.wake()
@@ -433,11 +445,13 @@ def delete(principal: Principal, project_id: str, instance_id: str,
         # Asked of the engine before the write transaction, which must not wait on it.
         instance = _deletable(principal, project_id, instance_id)
         principal.require_scope("backups:write")
+        quotas.check(_owner(instance.project), "backups", 1)
         _require_backup_possible(instance)
     with database.atomic():
         instance = _deletable(principal, project_id, instance_id)
         params = {}
         if final_backup:
+            quotas.check(_owner(instance.project), "backups", 1)
             params["backup_id"] = backups.begin_final(instance, principal).id
         job = _enqueue(instance, "instance.delete", principal, "Deleting",
                        total_steps=3 if final_backup else 2, **params)
@@ -462,7 +476,7 @@ def _require_backup_possible(instance: Instance) -> None:
         raise Conflict("This instance was never made on its engine: there is nothing to "
                        "back up.", code="invalid_state", details={"status": instance.status})
     driver = nodes.driver_for(instance.node)
-    nodes.engine_call(lambda: driver.capabilities().require("snapshots"))
+    nodes.engine_call(lambda: driver.capabilities().require("backups"))
 
 
 def resize(principal: Principal, project_id: str, instance_id: str, plan_id: str) -> Started:
@@ -573,6 +587,28 @@ def add_ssh_key(principal: Principal, project_id: str, instance_id: str,
         _audit(principal, "instance.ssh_key_added", instance, fingerprint=parsed.fingerprint)
     jobs.wake()
     return Started(instance, job)
+
+
+# For the requests of backup_requests.py, which change instances the same way ------------
+
+
+def changeable(principal: Principal, project_id: str, instance_id: str, *,
+               allowed: tuple[str, ...], action: str, scope: str) -> Instance:
+    """The instance an operation may start on: scope, role, billing and state checked."""
+    instance = _operable(principal, project_id, instance_id, scope)
+    _require_state(instance, allowed, action)
+    return instance
+
+
+def queue(instance: Instance, job_type: str, principal: Principal, message: str,
+          total_steps: int = 1, **params: Any) -> Job:
+    """Insert the instance's job (409 operation_in_progress while it has another)."""
+    return _enqueue(instance, job_type, principal, message, total_steps, **params)
+
+
+def record(instance: Instance, kind: str, message: str, job: Job | None = None) -> None:
+    """A timeline entry of the instance (and its event, for the instance.* kinds)."""
+    _event(instance, kind, message, job)
 
 
 # For other services (registered by services/wiring.py) ----------------------------------

@@ -381,15 +381,17 @@ def free_capacity(node: Node) -> Capacity:
                     node.capacity_disk_gb - used.disk_gb)
 
 
-def place(plan: Plan, image: Image) -> Node:
+def place(plan: Plan, image: Image, any_node: bool = False) -> Node:
     """The node for a new instance of `plan` from `image`; call inside the creating
-    transaction (BEGIN IMMEDIATE keeps two placements from sharing the last slot).
+    transaction (BEGIN IMMEDIATE keeps two placements from sharing the last slot). An
+    image found on one node places there, unless `any_node` (a backup's archive, which
+    any node of the image's engine can take).
 
     503 `engine_unavailable` when no enabled node of the image's engine is healthy,
     503 `no_capacity` when none of the healthy ones has room.
     """
     candidates = Node.select().where(Node.enabled, Node.engine == image.engine)
-    if image.node_id is not None:
+    if image.node_id is not None and not any_node:
         candidates = candidates.where(Node.id == image.node_id)
     if not any(node.health == "healthy" for node in candidates):
         raise ServiceUnavailable(f"No {image.engine} node is reachable right now.",
