@@ -358,6 +358,29 @@ def uninstall_service(root: str | None) -> None:
         raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
 
 
+@main.command("check-backups")
+@click.option("--dry-run", is_flag=True, help="Only report; change nothing.")
+@data_dir_option
+def check_backups(dry_run: bool, data_dir: str | None) -> None:
+    """Compare the backup store with the backups (start-up does this too).
+
+    Without --dry-run it repairs what it finds and asks the engines to remove what
+    interrupted exports left: run it while `appliance serve` is stopped.
+    """
+    from appliance.db import database  # lazy, like every command's imports
+    from appliance.services.instances import backup_check
+
+    app = _build_app(data_dir)
+    with app.app_context(), database.connection_context():
+        report = backup_check.check(repair=not dry_run)
+    for line in report.lines():
+        click.echo(line)
+    if report.clean and not report.problems:
+        click.echo("backups and the backup store agree")
+    elif dry_run and not report.clean:
+        raise SystemExit(1)
+
+
 @main.command()
 def version() -> None:
     """Print the version."""

@@ -24,7 +24,7 @@ from appliance.db import database
 from appliance.services.accounts import api_keys, mail, setup_link
 from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
-from appliance.services.instances import engine_jobs, jobs, nodes
+from appliance.services.instances import backup_check, engine_jobs, jobs, nodes
 from appliance.services.limits import idempotency
 from appliance.services.ops import dashboard_metrics, retention, selfbackup
 from appliance.services.webhooks import dispatcher
@@ -148,6 +148,8 @@ def start(app: Flask) -> BackgroundScheduler:
     """
     with app.app_context(), database.connection_context():
         nodes.register_local_engine()
+        # Before the job runner: no backup job runs while the store is compared.
+        backup_check.check()
     runner = app.extensions["job_runner"] = jobs.Runner(app)
     runner.start()
     app.extensions["webhook_dispatcher"] = dispatcher.Dispatcher(app)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from appliance import drivers
+from appliance import create_app, drivers
+from appliance.services.instances import backup_check
 from tests.conftest import Server
 from tests.test_engines_e2e import Client, _prepare
 
@@ -214,3 +217,82 @@ def test_an_instance_backed_up_while_it_writes_restores_and_runs(tmp_path, engin
     finally:
         server.stop()
         _cleanup(engine, refs)
+
+
+def _running(api: Client, job: dict, timeout: float = 30.0) -> dict:
+    """The job once the runner has it under way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = api.get(f"/projects/{api.project}/jobs/{job['id']}")
+        if found["status"] != "queued":
+            return found
+        assert time.monotonic() < deadline, f"job {job['id']} never started"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("operation", ["backup", "restore"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_kill_during_a_backup_or_restore_ends_the_job_and_leaves_nothing(tmp_path, engine,
+                                                                           operation):
+    """`kill -9` of the serving process while its job works on the engine: after the
+    restart the job ends (succeeded, or failed), the instance runs, and the backup check
+    finds nothing to repair - the start-up's check already did."""
+    data_dir = tmp_path / "data"
+    image_id = _prepare(data_dir, engine)
+    images_before = engine_images(engine)
+    server = _serve(data_dir)
+    refs: list[str] = []
+    try:
+        calls = Backups(Client(server.url))
+        instance = calls.create_instance("bk-crash", image_id=image_id)
+        refs.append(ref_of(instance))
+        # 48 MB of noise: an export or restore that takes a moment, to be killed in.
+        filled = inside(engine, ref_of(instance), "printf 'before' > /root/marker && "
+                        "dd if=/dev/urandom of=/root/noise bs=1M count=48 2>/dev/null")
+        assert filled.returncode == 0, filled.stderr
+        path = f"{calls.base}/{instance['id']}/backups"
+        if operation == "restore":
+            backup = calls.back_up(instance, "before")
+            inside(engine, ref_of(instance), "printf 'after' > /root/marker")
+            accepted = calls.api.accepted("POST", f"{path}/{backup['id']}/restore")
+        else:
+            accepted = calls.api.accepted("POST", path, name="killed")
+            backup = accepted["backup"]
+        assert _running(calls.api, accepted["job"])["status"] == "running"
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+
+        server = _serve(data_dir)
+        calls = Backups(Client(server.url))
+        job = calls.api.finish(accepted["job"])
+        assert job["status"] in ("succeeded", "failed"), job
+        assert job["attempts"] >= 2  # it was under way when killed, and ran again
+        shown = calls.api.get(f"{calls.base}/{instance['id']}")
+        assert (shown["status"], shown["power_state"]) == ("running", "running")
+        assert drivers.connect(engine, "").state(ref_of(instance)).power == "running"
+        kept = calls.api.get(f"{path}/{backup['id']}")
+        if job["status"] == "succeeded":
+            assert kept["status"] == "available"
+            archive = data_dir / "backups" / f"{backup['id']}.{engine}.archive"
+            assert hashlib.sha256(archive.read_bytes()).hexdigest() == kept["sha256"]
+            if operation == "restore":
+                assert inside(engine, ref_of(instance), "cat /root/marker").stdout == "before"
+        else:
+            assert kept["status"] == ("failed" if operation == "backup" else "available")
+    finally:
+        server.stop()
+    try:
+        _assert_nothing_left(data_dir, engine, ref_of(instance), images_before)
+    finally:
+        _cleanup(engine, refs)
+
+
+def _assert_nothing_left(data_dir, engine: str, ref: str, images_before: set[str]) -> None:
+    """The backup check finds nothing, and the engine holds no temporary object."""
+    app = create_app({"DATA_DIR": str(data_dir)})
+    with app.app_context():
+        report = backup_check.check(repair=False)
+    assert report.clean and not report.problems, report.lines()
+    own = {f"appliance-restored/{ref}:latest"} if engine == "docker" else set()
+    assert engine_images(engine) - images_before - own == set()
+    assert snapshots(engine, ref) == []

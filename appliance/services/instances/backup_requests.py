@@ -67,8 +67,10 @@ def restore_backup(principal: Principal, project_id: str, instance_id: str,
                                         action="restore", scope=SCOPE)
         backup = backups.usable(project_id, backup_id)
         backups.check_target(backup, instance.node, instance.plan)
+        # Recorded now: a job run again after a crash may find it stopped by itself.
         job = lifecycle.queue(instance, "backup.restore", principal, "Restoring",
-                              total_steps=3, backup_id=backup.id)
+                              total_steps=3, backup_id=backup.id,
+                              start=instance.status == "running")
         backups.mark_in_use(backup)
         source = ("" if backup.instance_id == instance.id
                   else f" (of {backup.instance_name})")

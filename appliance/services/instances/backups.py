@@ -59,6 +59,12 @@ def _emit(event_type: str, backup_id: str, **extra: Any) -> None:
                 data={"backup": snapshot(backup), **extra})
 
 
+def emit_failed(backup_id: str, error: str, job: Job | None = None) -> None:
+    """backup.failed, inside the transaction that failed it."""
+    _emit("backup.failed", backup_id, error=error[:500],
+          job_id=job.id if job is not None else None)
+
+
 def check_name(name: str | None, default: str) -> str:
     name = (name or "").strip() or default[:NAME_MAX]
     if len(name) > NAME_MAX or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
@@ -178,8 +184,7 @@ def mark_failed(backup_id: str, error: str, job: Job | None = None) -> None:
                                 updated_at=clock.now()).where(
             Backup.id == backup_id, Backup.status == "creating").execute()
         if changed:
-            _emit("backup.failed", backup_id, error=error[:500],
-                  job_id=job.id if job is not None else None)
+            emit_failed(backup_id, error, job)
 
 
 # Using one (restores, new instances) ---------------------------------------------------
@@ -250,7 +255,7 @@ def verified_archive(backup_id: str) -> Iterator[BinaryIO]:
         with database.atomic():
             Backup.update(status="failed", error=message, size_gb=0,
                           updated_at=clock.now()).where(Backup.id == backup_id).execute()
-            _emit("backup.failed", backup_id, error=message, job_id=None)
+            emit_failed(backup_id, message)
         raise Conflict(message, code="backup_corrupt")
     with store.opened(backup.archive) as handle:
         yield handle

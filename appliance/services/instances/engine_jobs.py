@@ -304,17 +304,19 @@ def restore(job: Job, progress: jobs.Progress) -> None:
     """backup.restore: the instance's disk replaced by the backup's archive (checked
     against its checksum first); the engine stops and starts it again as needed."""
     instance = _instance(job)
-    backup_id = json.loads(job.params)["backup_id"]
+    params = json.loads(job.params)
     driver = nodes.driver_for(instance.node)
     progress(1, "Checking the archive")
-    with backups.verified_archive(backup_id) as archive:
+    with backups.verified_archive(params["backup_id"]) as archive:
         progress(2, "Replacing the disk")
         driver.restore_archive(instance.driver_ref, archive)
-    progress(3, "Restored")
+    if params.get("start"):  # running when asked (a re-run may find it stopped)
+        progress(3, "Starting")
+        driver.start(instance.driver_ref)
     _sync(instance, driver, wait_for_address=True)
     with database.atomic():
-        backups.release(backup_id, job)
-        backups.restored(backup_id, instance, job)
+        backups.release(params["backup_id"], job)
+        backups.restored(params["backup_id"], instance, job)
     _event(instance.id, "backup.restored", "Restored from a backup", job)
 
 
