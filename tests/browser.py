@@ -120,9 +120,12 @@ class PageProblems:
             self.errors.append(f"request failed: {request.url} ({request.failure})")
 
     def _response(self, response: Any) -> None:
-        # Documents may answer 4xx on purpose (a wrong password is a 401 page);
-        # stylesheets, scripts and images never should.
-        if response.request.resource_type != "document" and response.status >= 400:
+        # Documents may answer 4xx on purpose (a wrong password is a 401 page), and so may
+        # htmx requests whose answer is a form's error, flagged X-Error-Fragment
+        # (appliance/web/forms.py); stylesheets, scripts and images never should.
+        intended = (response.request.resource_type == "document"
+                    or response.headers.get("x-error-fragment"))
+        if not intended and response.status >= 400:
             self.errors.append(f"{response.status} for {response.url}")
 
 

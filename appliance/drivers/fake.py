@@ -230,7 +230,7 @@ class FakeDriver(Driver):
 
     def export_archive(self, ref: str, out: Sink) -> None:
         instance = self._get(ref)
-        self._pause(0.5)
+        self._pause()  # an archive takes a real engine a while
         out.write(json.dumps({
             "format": ARCHIVE_FORMAT, "name": instance["name"], "image": instance["image"],
             "files": instance["files"], "password": instance["password"],
@@ -248,7 +248,7 @@ class FakeDriver(Driver):
     def restore_archive(self, ref: str, archive: BinaryIO) -> None:
         instance = self._get(ref)
         disk = self._read_archive(archive)
-        self._pause(0.5)
+        self._pause()
         keys = [*disk["ssh_keys"], *(key for key in instance["spec_keys"]
                                      if key not in disk["ssh_keys"])]
         instance.update(image=disk["image"], files=dict(disk["files"]),

@@ -1,4 +1,6 @@
-"""Dashboard page for a project's backups (the final backups deletes kept): list, delete.
+"""Dashboard page for a project's backups (those of deleted instances too, such as the
+final backups deletes kept): list (all, or one kind), delete, and a link to create an
+instance from one.
 
 The rules are the service's (services/instances/backups.py), called as the JSON API calls them.
 """
@@ -21,11 +23,12 @@ def _page(project_id: str, status: int = 200, fragment: str | None = None,
     principal = current_principal()
     found = projects.access(principal, project_id)
     cursor = request.args.get("cursor") or None
-    rows, next_cursor = backups.list_backups(principal, project_id, cursor=cursor)
+    kind = request.args.get("kind") if request.args.get("kind") in backups.KINDS else None
+    rows, next_cursor = backups.list_backups(principal, project_id, cursor=cursor, kind=kind)
     return forms.render_fragment_or_page(
         "backups/index.html", None, status, access=found, project=found.project, rows=rows,
-        cursor=cursor, next_cursor=next_cursor, error=error,
-        notice=request.args.get("notice"))
+        cursor=cursor, next_cursor=next_cursor, error=error, kind=kind, kinds=backups.KINDS,
+        usable=backups.USABLE, notice=request.args.get("notice"))
 
 
 @bp.get("")

@@ -28,7 +28,7 @@ from appliance.services import money as money_rules
 from appliance.services import pagination, projects
 from appliance.services.accounts import api_keys, ssh_keys
 from appliance.services.billing import ledger, prepaid
-from appliance.services.instances import catalog, lifecycle, nodes
+from appliance.services.instances import backups, catalog, lifecycle, nodes
 from appliance.services.webhooks import endpoints
 
 T = TypeVar("T")
@@ -48,6 +48,7 @@ LIMITS: dict[str, dict[str, int]] = {
                 "description": catalog.DESCRIPTION_MAX, "ref": catalog.REF_MAX,
                 "number": catalog.NUMBER_MAX, "image_disk": catalog.IMAGE_DISK_MAX},
     "node": {"name": nodes.NAME_MAX},
+    "backup": {"name": backups.NAME_MAX},
 }
 Page = Callable[..., Any]  # page(status=, fragment=, **context) -> the rendered page
 

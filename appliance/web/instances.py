@@ -25,7 +25,7 @@ from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupport
 from appliance.services import money, projects
 from appliance.services.accounts import ssh_keys
 from appliance.services.billing import billing_state
-from appliance.services.instances import catalog, jobs, lifecycle
+from appliance.services.instances import backup_requests, backups, catalog, jobs, lifecycle
 from appliance.services.limits import quotas
 from appliance.web import forms
 from appliance.web.session import current_principal, login_required
@@ -36,6 +36,7 @@ bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instanc
 SETTLING = ("creating", "deleting")
 QUOTA_RESOURCES = ("instances", "vcpus", "memory_mb")
 EVENTS_PER_PAGE = 20
+BACKUPS_SHOWN = 20  # the newest on the instance page; the project's Backups page has all
 POLL_SECONDS = 2
 # htmx stops polling when an answer has this status (the resource went away meanwhile).
 STOP_POLLING = 286
@@ -61,10 +62,28 @@ def memory(megabytes: int) -> str:
     return f"{megabytes / 1024:.1f}".removesuffix(".0") + " GB"
 
 
+JOB_LABELS = {"backup.create": "Backup", "backup.restore": "Restore"}
+
+
+def job_label(job_type: str) -> str:
+    """What a job is called on the pages: "Backup", "Restore", "Reboot", "Ssh key"..."""
+    return JOB_LABELS.get(job_type) or job_type.rpartition(".")[2].replace("_", " ").capitalize()
+
+
+def size(count: int | None) -> str:
+    """Bytes as 950 B, 12.3 MB, 4.1 GB (powers of 1000, one decimal)."""
+    if count is None:
+        return "\u2013"
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
 @bp.app_context_processor
 def _formatting() -> dict:
     return {"money": money_text, "memory": memory, "job_percent": jobs.percent_done,
-            "currency": display_currency()}
+            "currency": display_currency(), "size": size, "job_label": job_label}
 
 
 def _polled(view):
@@ -123,8 +142,11 @@ def _new_page(project_id: str, status: int = 200, fragment: str | None = None, *
     plans = sorted(forms.every_page(catalog.list_plans, principal, False),
                    key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb, plan.id))
     account_keys = forms.every_page(ssh_keys.list_keys, principal)
+    kept, _ = backups.list_backups(principal, project_id, BACKUPS_SHOWN)
     return render_template(
         "instances/new.html", access=found, project=found.project, owner=owner,
+        backups=[row for row in kept if row.status in backups.USABLE and row.archive],
+        chosen_backup=request.args.get("backup_id", ""),
         plans=plans, default_plan=plans[0] if plans else None,
         images_by_engine=[(engine, list(group)) for engine, group
                           in groupby(images, key=lambda image: image.engine)],
@@ -153,6 +175,7 @@ def create(project_id: str):
         plan_id=form.get("plan_id", ""),
         image_id=source if kind == "image" and source else None,
         app_slug=source if kind == "app" and source else None,
+        backup_id=source if kind == "backup" and source else None,
         ssh_key_ids=form.getlist("ssh_key_ids"), password=password)
     instance = started.instance
     if started.password is None:
@@ -221,8 +244,14 @@ def _console_context(project_id: str, instance_id: str) -> dict:
     return {"console": text, "console_problem": None}
 
 
+def _backups_context(project_id: str, instance_id: str) -> dict:
+    rows, more = backups.list_instance_backups(current_principal(), project_id, instance_id,
+                                               BACKUPS_SHOWN)
+    return {"backups": rows, "more_backups": more is not None}
+
+
 PARTS = {"state": "instances/_state.html", "events": "instances/_events.html",
-         "console": "instances/_console.html"}
+         "console": "instances/_console.html", "backups": "instances/_backups.html"}
 
 
 def _instance_page(project_id: str, instance_id: str, status: int = 200,
@@ -237,6 +266,8 @@ def _instance_page(project_id: str, instance_id: str, status: int = 200,
         context.update(_events_context(project_id, instance_id))
     if part in (None, "console"):
         context.update(_console_context(project_id, instance_id))
+    if part in (None, "backups"):
+        context.update(_backups_context(project_id, instance_id))
     if part is None and context["can_operate"]:
         node = context["instance"].node
         context.update(
@@ -335,6 +366,46 @@ def add_ssh_key(project_id: str, instance_id: str):
                              field="public_key")
     lifecycle.add_ssh_key(principal, project_id, instance_id, pasted)
     return _done(project_id, instance_id, "Adding the SSH key\u2026")
+
+
+def _backups_done(project_id: str, instance_id: str, notice: str, job_started: bool = True):
+    """The Backups card again (htmx) or a redirect; when a job started, the state card is
+    told (HX-Trigger instance-changed) so it shows the job's progress and polls."""
+    response = make_response(_done(project_id, instance_id, notice, "backups"))
+    if job_started and request.headers.get("HX-Request"):
+        response.headers["HX-Trigger"] = "instance-changed"
+    return response
+
+
+@bp.post("/<instance_id>/backups")
+@login_required
+@forms.rerender_on_error(_instance_page, "backup", "backups")
+def back_up(project_id: str, instance_id: str):
+    backup_requests.create_backup(current_principal(), project_id, instance_id,
+                                  request.form.get("name", "").strip() or None)
+    return _backups_done(project_id, instance_id, "Backing up\u2026")
+
+
+@bp.post("/<instance_id>/backups/<backup_id>/restore")
+@login_required
+@forms.rerender_on_error(_instance_page, "restore-{backup_id}", "backups", keep_form=False)
+def restore(project_id: str, instance_id: str, backup_id: str):
+    principal = current_principal()
+    instance = lifecycle.get_instance(principal, project_id, instance_id)
+    # The typed name only confirms the click; whether it may be restored is the service's.
+    if request.form.get("confirm_name", "").strip() != instance.name:
+        raise InvalidRequest("Type the instance's name exactly to confirm.",
+                             field="confirm_name")
+    backup_requests.restore_backup(principal, project_id, instance_id, backup_id)
+    return _backups_done(project_id, instance_id, f"Restoring {instance.name}\u2026")
+
+
+@bp.post("/<instance_id>/backups/<backup_id>/delete")
+@login_required
+@forms.rerender_on_error(_instance_page, "backups", "backups", keep_form=False)
+def delete_backup(project_id: str, instance_id: str, backup_id: str):
+    backups.delete_backup(current_principal(), project_id, backup_id, instance_id)
+    return _backups_done(project_id, instance_id, "Backup deleted.", job_started=False)
 
 
 @bp.post("/<instance_id>/delete")
