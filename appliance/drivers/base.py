@@ -242,7 +242,7 @@ class Driver(ABC):
 
     def delete_archive(self, archive_ref: str) -> None:
         """Remove an engine archive kept by a final backup before backups became files in
-        the appliance's store (migration 0014); no-op when gone."""
+        the appliance's store (migration 0015); no-op when gone."""
         raise Unsupported("snapshots")
 
     # -- firewall and networks ---------------------------------------------------------

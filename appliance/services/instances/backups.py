@@ -15,7 +15,7 @@ marked, for the bills). Backups count against the account's `backups` limit whil
 
 This module holds the rows, the reading, the synchronous delete (no engine work: the
 archive is a file) and the steps the jobs run; the requests that queue backup jobs are in
-backup_requests.py. Final backups from before migration 0014 are engine archives
+backup_requests.py. Final backups from before migration 0015 are engine archives
 (`engine_ref`): listed and deleted as before, never restored.
 """
 
@@ -271,7 +271,7 @@ def restored(backup_id: str, instance: Instance, job: Job) -> None:
 
 def delete_backup(principal: Principal, project_id: str, backup_id: str,
                   instance_id: str | None = None) -> None:
-    """Remove the archive from the store (or, for one from before migration 0014, from
+    """Remove the archive from the store (or, for one from before migration 0015, from
     its engine), then mark the row deleted (backup.deleted). 409 while it is being taken
     or a job reads it. A crash between the two is finished by the start-up check."""
     principal.require_scope("backups:write")
