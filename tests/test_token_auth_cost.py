@@ -86,3 +86,25 @@ def test_an_expired_token_is_refused_though_its_signature_was_checked_before(app
     refused = api(client, "GET", "/auth/me", token)
     assert refused.status_code == 401
     assert refused.get_json()["error"]["code"] == "token_expired"
+
+
+def test_dashboard_pages_do_not_reread_the_session_either(app, queries):
+    from tests.factories import Browser
+    make_user(app, "ada@example.test")
+    ada = Browser(app, "ada@example.test")
+    ada.page("/account")
+    queries()
+    clock.freeze(clock.now())
+    for _ in range(5):
+        ada.page("/account")
+    sent = queries()
+    assert not [q for q in sent if '"token_hash" = ?' in q], sent  # the cookie's lookup
+
+
+def test_a_signed_out_dashboard_session_is_refused_on_the_next_page(app):
+    from tests.factories import Browser
+    make_user(app, "ada@example.test")
+    ada = Browser(app, "ada@example.test")
+    ada.page("/account")  # now cached
+    assert ada.post("/signout").status_code in (302, 303)
+    assert ada.get("/account").status_code in (302, 303)  # to the sign-in page

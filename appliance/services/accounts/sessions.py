@@ -233,9 +233,16 @@ def _touch(session: AuthSession) -> None:
 
 def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
     """The signed-in user of a dashboard cookie, or None when it is not (or no longer) valid."""
-    session = (AuthSession.select(AuthSession, User).join(User)
-               .where(AuthSession.token_hash == hash_token(token), AuthSession.kind == "browser")
-               .first())
+    digest = hash_token(token)
+    key = ("cookie", digest)
+    session = authcache.get(key)  # as for access tokens: see `_session_of`
+    if session is None:
+        gen = authcache.generation()
+        session = (AuthSession.select(AuthSession, User).join(User)
+                   .where(AuthSession.token_hash == digest, AuthSession.kind == "browser")
+                   .first())
+        if session is not None:
+            authcache.put(key, session, gen)
     if session is None or session.revoked_at is not None:
         return None
     now = clock.now()
