@@ -82,12 +82,13 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, migrate: bool = Tr
     )
     from appliance.services import wiring
 
-    settings = load_settings(overrides)
+    sources: dict[str, str] = {}
+    settings = load_settings(overrides, sources=sources)
     data_dir = ensure_data_dir(Path(settings["DATA_DIR"]))
     settings["DATA_DIR"] = str(data_dir)
     settings["BACKUP_DIR"] = str(backup_dir(settings))
     ensure_secrets(settings, data_dir)
-    activate(settings)
+    activate(settings, sources)
 
     app = ApplianceFlask(__name__, template_folder=str(_asset_dir("templates")),
                 static_folder=str(_asset_dir("static")))

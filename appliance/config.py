@@ -103,6 +103,18 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_email_or_empty(value: str) -> str:
+    """One plain address such as help@example.org (no display name); empty stays empty."""
+    text = value.strip()
+    if not text:
+        return ""
+    local, at, domain = text.rpartition("@")
+    if (not at or not local or "." not in domain or any(ch.isspace() for ch in text)
+            or any(ch in text for ch in '<>",;')):
+        raise ValueError("expected one email address such as help@example.org")
+    return text
+
+
 def parse_ip_address_or_empty(value: str) -> str:
     """One IP address, written as the WSGI server compares it (`::1`, not `0::1`); empty
     stays empty."""
@@ -182,6 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
             "The operator's name, shown in the dashboard and in /api/v1/config.", public=True),
     Setting("SIGNUP", "open", one_of("open", "closed", "invite"),
             "Who may create an account: open, closed or invite (invite-only).", public=True),
+    Setting("SUPPORT_EMAIL", "", parse_email_or_empty,
+            "Where users write for help: shown at the foot of every page and in "
+            "/api/v1/config. Empty: not shown.", public=True),
     Setting("NOTIFY_ADMINS_OF_SIGNUPS", False, parse_bool,
             "Tell the administrators of every new signup (their bell, and the "
             "user.signed_up event to their webhooks). Changeable at run time."),
@@ -288,6 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _active: dict[str, Any] = {}
+_active_sources: dict[str, str] = {}
 
 
 def active() -> dict[str, Any]:
@@ -297,9 +313,20 @@ def active() -> dict[str, Any]:
     return _active
 
 
-def activate(settings: dict[str, Any]) -> None:
+def activate(settings: dict[str, Any], sources: Mapping[str, str] | None = None) -> None:
+    """Make `settings` the active ones; `sources` names where each setting that was given
+    (not left at its default) came from (see `load_settings`)."""
     _active.clear()
     _active.update(settings)
+    _active_sources.clear()
+    _active_sources.update(sources or {})
+
+
+def source_of(name: str) -> str | None:
+    """Where the active value of `name` was given - `APPLIANCE_<NAME>`,
+    `APPLIANCE_<NAME>_FILE`, `<config file>: <name>` or `overrides[...]` - or None when it
+    is the default."""
+    return _active_sources.get(name)
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -337,11 +364,13 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Return every setting's value, parsed; raise ConfigError on any bad value."""
+    """Return every setting's value, parsed; raise ConfigError on any bad value. When
+    `sources` is given, it is filled with where each given setting came from."""
     environ = os.environ if environ is None else environ
     values = {setting.name: setting.default for setting in SETTINGS}
-    sources = {}
+    sources = {} if sources is None else sources
 
     config_path = environ.get(ENV_PREFIX + "CONFIG")
     if config_path:

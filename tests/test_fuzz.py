@@ -202,6 +202,17 @@ def _known_bodies() -> dict[str, st.SearchStrategy]:
         "POST /api/v1/account/ssh-keys": st.fixed_dictionaries(
             {"public_key": st.sampled_from([key for key, _ in sshkeys.ALL])},
             optional={"name": st.text(max_size=100)}),
+        # Run-time settings really change: mail must go nowhere slow (127.0.0.1:9 refuses
+        # at once), and the administrator's own settings stay usable.
+        "PUT /api/v1/admin/settings": st.fixed_dictionaries({}, optional={
+            "site_name": st.text(min_size=1, max_size=200),
+            "support_email": st.sampled_from(["", "help@example.test", "not an address"]),
+            "signup": st.sampled_from(["open", "closed", "invite"]),
+            "smtp_host": st.sampled_from(["", "127.0.0.1"]),
+            "smtp_port": st.just(9), "smtp_security": st.just("none"),
+            "smtp_password": st.none() | st.text(max_size=20),
+            "webhooks_allow_private": st.booleans(),
+            "event_retention_days": st.integers(1, 36_500)}),
         "POST /api/v1/api-keys": st.fixed_dictionaries(
             {"name": st.text(min_size=1, max_size=100),
              "scopes": st.lists(st.sampled_from(["instances:read", "admin", "keys:write"]),

@@ -6,8 +6,6 @@ import datetime as dt
 import logging
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from appliance.db import database
 from appliance.errors import InvalidRequest
@@ -15,37 +13,7 @@ from appliance.models import MailOutbox
 from appliance.services import clock
 from appliance.services.accounts import mail
 from tests.conftest import free_port
-from tests.smtp import Inbox
-
-SMTP_USER = "mailer"
-SMTP_PASSWORD = "correct horse battery"
-
-
-def authenticate(server, session, envelope, mechanism, auth_data):
-    if not isinstance(auth_data, LoginPassword):
-        return AuthResult(success=False, handled=False)
-    if auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode():
-        return AuthResult(success=True, auth_data=SMTP_USER)
-    return AuthResult(success=False, handled=False)  # handled=False: aiosmtpd answers 535
-
-
-class SmtpServers:
-    """Starts aiosmtpd controllers on 127.0.0.1 and stops them all after the test."""
-
-    def __init__(self) -> None:
-        self.controllers: list[Controller] = []
-
-    def start(self, port: int | None = None, **smtp_parameters) -> tuple[Inbox, int]:
-        inbox = Inbox()
-        port = port or free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, **smtp_parameters)
-        controller.start()
-        self.controllers.append(controller)
-        return inbox, port
-
-    def stop_all(self) -> None:
-        for controller in self.controllers:
-            controller.stop()
+from tests.smtp import SMTP_PASSWORD, SMTP_USER, Inbox, SmtpServers, authenticate
 
 
 @pytest.fixture

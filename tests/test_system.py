@@ -43,7 +43,8 @@ def test_meta_states_version_and_policies(client):
 def test_public_config_follows_the_settings(make_app):
     client = make_app(SITE_NAME="Club VPS", SIGNUP="closed").test_client()
     assert client.get("/api/v1/config").get_json() == {
-        "site_name": "Club VPS", "signup": "closed", "signup_open": False}
+        "site_name": "Club VPS", "support_email": "", "signup": "closed",
+        "signup_open": False}
 
 
 def test_public_config_prefers_a_value_changed_at_run_time(app):

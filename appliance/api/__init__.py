@@ -8,6 +8,7 @@ from appliance.api import (
     admin,
     admin_instances,
     admin_overview,
+    admin_settings,
     api_keys,
     auth,
     backups,
@@ -38,6 +39,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin_instances.bp, url_prefix=API_PREFIX)
     app.register_blueprint(admin_overview.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(admin_settings.bp, url_prefix=API_PREFIX)
     app.register_blueprint(projects.bp, url_prefix=API_PREFIX)
     app.register_blueprint(api_keys.bp, url_prefix=API_PREFIX)
     app.register_blueprint(account.bp, url_prefix=API_PREFIX)

@@ -55,6 +55,7 @@ class Meta(Schema):
 
 class PublicConfig(Schema):
     site_name: str
+    support_email: str = Field(description="Where users write for help; empty: none.")
     signup: str
     signup_open: bool
 

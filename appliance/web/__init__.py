@@ -20,6 +20,7 @@ from appliance.web import (
     admin,
     admin_instances,
     admin_overview,
+    admin_settings,
     auth,
     backups,
     billing,
@@ -78,6 +79,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(admin_instances.bp)
     app.register_blueprint(admin_overview.bp)
+    app.register_blueprint(admin_settings.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)

@@ -22,8 +22,8 @@ def site_context() -> dict:
     try:
         site = settings.public_config(config)
     except Exception:  # the error page must render even when the database is down
-        site = {"site_name": config["SITE_NAME"], "signup": config["SIGNUP"],
-                "signup_open": config["SIGNUP"] == "open"}
+        site = {"site_name": config["SITE_NAME"], "support_email": config["SUPPORT_EMAIL"],
+                "signup": config["SIGNUP"], "signup_open": config["SIGNUP"] == "open"}
     return {"site": site, "version": __version__, "principal": current_principal(),
             "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
             "project_switcher": project_switcher, "field_limits": forms.LIMITS}

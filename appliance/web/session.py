@@ -86,7 +86,7 @@ def finish_response(response: Response) -> Response:
     if g.get("set_session_cookie"):
         response.set_cookie(SESSION_COOKIE, g.set_session_cookie, httponly=True,
                             samesite="Lax", secure=_secure(),
-                            max_age=current_app.config["APPLIANCE"]["SESSION_MAX_HOURS"] * 3600)
+                            max_age=sessions.max_hours() * 3600)
     elif g.get("clear_session_cookie"):
         response.delete_cookie(SESSION_COOKIE)
     return response

@@ -37,11 +37,14 @@ from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import MailOutbox
 from appliance.services import clock, pagination
+from appliance.services import settings as runtime  # `settings` names the dict passed on
 from appliance.services.ids import new_id
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "sent", "failed", "held")
+SMTP_SETTINGS = ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY", "SMTP_USER", "SMTP_PASSWORD",
+                 "SMTP_FROM")
 MAX_LIMIT = 100
 MAX_ERROR_CHARS = 300
 
@@ -57,7 +60,7 @@ def send(to: str, subject: str, body: str, *, background: bool = False) -> MailO
     if database.in_transaction():
         raise RuntimeError("mail.send() must be called after the caller's transaction "
                            "has committed, not inside it")
-    settings = config.active()
+    settings = current_settings()
     # Without a mail server the row is written "held" at once: nothing will move it on.
     status = "queued" if settings["SMTP_HOST"] else "held"
     with database.atomic():
@@ -91,7 +94,7 @@ def retry_failed(max_attempts: int = 5) -> int:
     When the server cannot be reached at all, the sweep stops after that attempt: the
     remaining rows keep their attempt count for the next sweep.
     """
-    settings = config.active()
+    settings = current_settings()
     if not settings["SMTP_HOST"]:
         return 0
     candidates = list(
@@ -117,6 +120,37 @@ def retry_failed(max_attempts: int = 5) -> int:
         elif _is_unreachable(error):
             break
     return sent
+
+
+def current_settings() -> dict[str, Any]:
+    """The configuration, with the SMTP settings as they are now: an administrator may
+    have changed them at run time (services/settings.py)."""
+    active = config.active()
+    return {**active, **{name: runtime.get(active, name) for name in SMTP_SETTINGS}}
+
+
+def send_test(to: str) -> tuple[MailOutbox, str]:
+    """Send a test mail now, through the outbox like any other, and return the row with
+    the SMTP server's answer: its reply to the message ("250 ...") or, when it refused,
+    why (the row's `error`). Raises InvalidRequest (field `smtp_host`) without SMTP."""
+    settings = current_settings()
+    if not settings["SMTP_HOST"]:
+        raise InvalidRequest("No SMTP server is set up: mail is kept in the outbox.",
+                             field="smtp_host")
+    _check_headers(to, TEST_SUBJECT)
+    with database.atomic():
+        row = MailOutbox.create(
+            id=new_id("mail"), to_addr=to, subject=TEST_SUBJECT, body=TEST_BODY,
+            status="queued", attempts=0, created_at=clock.now())
+    replies: list[str] = []
+    error = _attempt(row, settings, replies)
+    row = MailOutbox.get_by_id(row.id)
+    return row, row.error if error is not None else (replies[-1] if replies else "sent")
+
+
+TEST_SUBJECT = "Test mail from the appliance"
+TEST_BODY = ("This is a test mail, sent from the Settings page of the appliance to check "
+             "its SMTP settings. Nothing needs doing.\n")
 
 
 def list_outbox(limit: int = 50, cursor: str | None = None,
@@ -165,10 +199,14 @@ def _check_headers(to: str, subject: str) -> None:
         raise InvalidRequest("The subject is too long.", field="subject")
 
 
-def _attempt(mail: MailOutbox, settings: dict[str, Any]) -> Exception | None:
-    """Deliver one queued row and record the outcome; return the error, if any."""
+def _attempt(mail: MailOutbox, settings: dict[str, Any],
+             replies: list[str] | None = None) -> Exception | None:
+    """Deliver one queued row and record the outcome; return the error, if any. The
+    server's reply to the message is appended to `replies`."""
     try:
-        _deliver(_build_message(mail, settings), settings)
+        reply = _deliver(_build_message(mail, settings), settings)
+        if replies is not None:
+            replies.append(reply)
     except (OSError, smtplib.SMTPException) as exc:
         error = _describe(exc, settings)
         with database.atomic():
@@ -203,22 +241,41 @@ def _build_message(mail: MailOutbox, settings: dict[str, Any]) -> EmailMessage:
     return message
 
 
-def _deliver(message: EmailMessage, settings: dict[str, Any]) -> None:
+def _deliver(message: EmailMessage, settings: dict[str, Any]) -> str:
+    """Send one message; return the server's reply to it ("250 2.0.0 Ok: queued ...")."""
     host, port = settings["SMTP_HOST"], settings["SMTP_PORT"]
     timeout = settings["SMTP_TIMEOUT_SECONDS"]
     security = settings["SMTP_SECURITY"]
-    smtp: smtplib.SMTP
+    smtp: _KeepsDataReply
     if security == "tls":
-        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout,
-                                context=ssl.create_default_context())
+        smtp = _KeepsDataReplyOverTls(host, port, timeout=timeout,
+                                      context=ssl.create_default_context())
     else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
+        smtp = _KeepsDataReply(host, port, timeout=timeout)
     with smtp:
         if security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
         if settings["SMTP_USER"]:
             smtp.login(settings["SMTP_USER"], settings["SMTP_PASSWORD"])
-        smtp.send_message(message)
+        refused = smtp.send_message(message)
+        if refused:  # some recipients refused, the others took it: say who refused
+            raise smtplib.SMTPRecipientsRefused(refused)
+        return smtp.data_reply
+
+
+class _KeepsDataReply(smtplib.SMTP):
+    """smtplib's client, keeping the server's reply to the message (DATA) it sent."""
+
+    data_reply = ""
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        code, text = super().data(msg)
+        self.data_reply = f"{code} {_text(text)}"
+        return code, text
+
+
+class _KeepsDataReplyOverTls(_KeepsDataReply, smtplib.SMTP_SSL):
+    pass
 
 
 def _is_unreachable(exc: Exception) -> bool:

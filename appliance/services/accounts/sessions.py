@@ -31,6 +31,7 @@ from appliance.db import database
 from appliance.errors import Forbidden, NotFound, Unauthorized
 from appliance.models import AuthSession, RefreshToken, User
 from appliance.services import audit, clock, pagination
+from appliance.services import settings as runtime
 from appliance.services.accounts import authcache
 from appliance.services.ids import hash_token, new_id, new_token
 from appliance.services.principal import Principal
@@ -196,13 +197,18 @@ def refresh(refresh_token: str, ip: str = "") -> TokenPair:
                      User.get_by_id(session.user_id))
 
 
+def max_hours() -> int:
+    """SESSION_MAX_HOURS as it is now (changeable at run time: sessions started after a
+    change last the new time)."""
+    return int(runtime.get(config.active(), "SESSION_MAX_HOURS"))
+
+
 def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSession, str]:
     """Create a dashboard session; return it and the cookie value (shown only here)."""
-    settings = config.active()
     token = new_token()
     with database.atomic():
         session = _new_session(user, "browser", ip, user_agent,
-                               dt.timedelta(hours=settings["SESSION_MAX_HOURS"]),
+                               dt.timedelta(hours=max_hours()),
                                token_hash=hash_token(token), csrf_token=new_token(nbytes=24))
     return session, token
 
@@ -246,7 +252,7 @@ def principal_from_cookie(token: str) -> tuple[Principal, AuthSession] | None:
     if session is None or session.revoked_at is not None:
         return None
     now = clock.now()
-    idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=runtime.get(config.active(), "SESSION_IDLE_MINUTES"))
     if session.expires_at <= now or session.last_used_at + idle <= now:
         return None
     _touch(session)
@@ -313,7 +319,7 @@ def _live(user: User) -> ModelSelect[AuthSession]:
 def list_sessions(principal: Principal, limit: int = pagination.MAX_LIMIT,
                   cursor: str | None = None) -> pagination.Page[AuthSession]:
     """The user's live sessions, newest first (idle browser sessions are left out)."""
-    idle = dt.timedelta(minutes=config.active()["SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=runtime.get(config.active(), "SESSION_IDLE_MINUTES"))
     query = _live(principal.user).where((AuthSession.kind != "browser") |
                                         (AuthSession.last_used_at > clock.now() - idle))
     return pagination.page(query, AuthSession, limit, cursor)

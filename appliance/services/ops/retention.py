@@ -30,7 +30,7 @@ from peewee import fn
 from appliance import config
 from appliance.db import database
 from appliance.models import Event, Notification, WebhookAttempt, WebhookDelivery
-from appliance.services import clock
+from appliance.services import clock, settings
 
 BATCH = 5000
 PAUSE_SECONDS = 0.05  # between batches: lets waiting writers take the lock
@@ -40,7 +40,7 @@ log = logging.getLogger("appliance.retention")
 
 def cutoff() -> dt.datetime:
     """The time before which rows are purged (now minus EVENT_RETENTION_DAYS)."""
-    return clock.now() - dt.timedelta(days=config.active()["EVENT_RETENTION_DAYS"])
+    return clock.now() - dt.timedelta(days=settings.get(config.active(), "EVENT_RETENTION_DAYS"))
 
 
 def purge_old(batch: int = BATCH) -> dict[str, int]:
