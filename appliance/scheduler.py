@@ -144,10 +144,10 @@ def _guarded(app: Flask, name: str) -> None:
 def start(app: Flask) -> BackgroundScheduler:
     """Start the periodic tasks in background threads; `shutdown()` the result to stop.
 
-    On the very first start (no node yet) a reachable local engine is registered.
+    On the very first start (no node yet) every reachable local engine is registered.
     """
     with app.app_context(), database.connection_context():
-        nodes.register_local_engine()
+        nodes.register_local_engines()
         # Before the job runner: no backup job runs while the store is compared.
         backup_check.check()
     runner = app.extensions["job_runner"] = jobs.Runner(app)

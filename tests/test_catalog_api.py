@@ -118,11 +118,11 @@ def test_placement_picks_a_healthy_node_with_room(app, client, people):
             nodes.place(plan, image)
 
 
-def test_the_local_engine_is_registered_only_when_no_node_exists(app):
+def test_the_local_engines_are_registered_only_when_no_node_exists(app):
     with app.app_context():
-        nodes.register_local_engine()  # whatever this machine has
+        nodes.register_local_engines()  # whatever this machine has
         count = Node.select().count()
-        assert nodes.register_local_engine() is None
+        assert nodes.register_local_engines() == []
         assert Node.select().count() == count
         assert all(not node.simulated for node in Node.select())
 

@@ -9,14 +9,15 @@ from urllib.parse import urlencode
 from pydantic import Field
 
 from appliance.api.billing import CreditOut
-from appliance.api.catalog import Engine
+from appliance.api.catalog import Engine, NodeOut, PlanOut
 from appliance.api.instances import JobOut
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import API_PREFIX, ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.api.webhooks import WebhookOut
 from appliance.models import Job, LedgerEntry, Webhook
 from appliance.services.billing import billing_state, books
-from appliance.services.instances import operator
+from appliance.services.instances import nodes, operator
+from appliance.services.ops import checklist
 from appliance.services.ops import overview as figures
 from appliance.services.principal import Principal
 from appliance.services.webhooks import endpoints
@@ -88,6 +89,9 @@ class OverviewOut(Schema):
                                                     "could not be sent (retried).")
     mail_held: OverviewFigure = Field(description="Mail kept because no SMTP server is set "
                                                   "up.")
+    checklist: dict[str, bool] = Field(
+        description="The first-run checklist, each item ticked when done: plans, nodes, "
+                    "mail, site, billing, promo.")
 
 
 def _figure(count: int, path: str, **query: object) -> OverviewFigure:
@@ -141,7 +145,8 @@ def overview(principal: Principal):
         webhooks_disabled=_figure(found.webhooks_disabled, "/admin/webhooks",
                                   status="disabled"),
         mail_failed=_figure(found.mail_failed, "/admin/mail-outbox", status="failed"),
-        mail_held=_figure(found.mail_held, "/admin/mail-outbox", status="held"))
+        mail_held=_figure(found.mail_held, "/admin/mail-outbox", status="held"),
+        checklist=checklist.checklist(principal).done)
 
 
 # The lists behind the figures -------------------------------------------------------
@@ -248,3 +253,34 @@ def books_entries(principal: Principal, query: BooksQuery):
                         cursor),
             "month": period.name, "total": books.total(query.kind, period),
             "currency": currency}
+
+
+# The checklist's one-click actions ---------------------------------------------------
+
+
+class StarterPlans(Schema):
+    data: list[PlanOut]
+
+
+class LocalNodes(Schema):
+    data: list[NodeOut] = Field(description="The nodes registered now (none when every "
+                                            "local engine that answers has one).")
+
+
+@bp.operation("/admin/plans/starter", "POST", summary="Add three starter plans", tags=TAGS,
+              response=StarterPlans, status=201, auth=AUTH, errors=(403, 409),
+              description="small, medium and large (1, 2 and 4 vCPUs), priced per hour with "
+                          "a monthly cap; a slug already taken is skipped (409 when all "
+                          "are).")
+def starter_plans(principal: Principal):
+    return StarterPlans(data=[PlanOut.of(plan) for plan in
+                              checklist.add_starter_plans(principal)]), 201
+
+
+@bp.operation("/admin/nodes/local", "POST", summary="Register the local engines not yet "
+              "registered", tags=TAGS, response=LocalNodes, auth=AUTH, errors=(403, 409),
+              description="Each local engine (Incus, Docker) that answers on its socket and "
+                          "has no node there yet is registered and checked.")
+def local_nodes(principal: Principal):
+    return LocalNodes(data=[NodeOut.of(node) for node in
+                            nodes.register_missing_local_engines(principal)])

@@ -12,8 +12,8 @@ from flask import Blueprint, render_template, request
 
 from appliance.errors import InvalidRequest
 from appliance.services.billing import books
-from appliance.services.instances import operator
-from appliance.services.ops import overview
+from appliance.services.instances import nodes, operator
+from appliance.services.ops import checklist, overview
 from appliance.services.webhooks import endpoints
 from appliance.web import forms
 from appliance.web.session import admin_required, current_principal
@@ -33,12 +33,40 @@ def _hours() -> int | None:
                              field="within_hours") from None
 
 
+def _home(status: int = 200, fragment: str | None = None, **context):
+    principal = current_principal()
+    found = overview.overview(principal)
+    context.setdefault("notice", request.args.get("notice"))
+    return render_template("admin/home.html", o=found, failed_hours=overview.FAILED_JOBS_HOURS,
+                           checklist=checklist.checklist(principal),
+                           **forms.money_context(found.books.currency), **context), status
+
+
 @bp.get("/")
 @admin_required
 def home():
-    found = overview.overview(current_principal())
-    return render_template("admin/home.html", o=found, failed_hours=overview.FAILED_JOBS_HOURS,
-                           **forms.money_context(found.books.currency))
+    return _home()
+
+
+@bp.post("/checklist/starter-plans")
+@admin_required
+@forms.rerender_on_error(_home, "checklist")
+def starter_plans():
+    made = checklist.add_starter_plans(current_principal())
+    return forms.back("admin_catalog.plan_list",
+                      f"Added {', '.join(plan.name for plan in made)}: change their prices "
+                      "to yours.")
+
+
+@bp.post("/checklist/local-engines")
+@admin_required
+@forms.rerender_on_error(_home, "checklist")
+def local_engines():
+    found = nodes.register_missing_local_engines(current_principal())
+    if not found:
+        return forms.back("admin_overview.home", "No other local engine answered.")
+    return forms.back("admin_catalog.node_list",
+                      "Registered " + ", ".join(node.name for node in found) + ".")
 
 
 @bp.get("/jobs")

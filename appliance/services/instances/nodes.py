@@ -3,8 +3,8 @@
 Administrators register nodes (engine, endpoint, capacity). A health check asks the
 engine for its version through the driver and records healthy/unhealthy with the reason;
 a healthy node's images are discovered into the catalog. On first start, when no node
-exists, a reachable local engine is registered (Incus first, then Docker); the fake
-engine is only ever registered on purpose and is always marked simulated.
+exists, every reachable local engine is registered (Incus and Docker); the fake engine
+is only ever registered on purpose and is always marked simulated.
 
 Placement picks an enabled, healthy node of the image's engine with enough free
 capacity (capacity minus the plans of its live instances), the one with most free
@@ -341,25 +341,46 @@ def _host_capacity() -> Capacity:
     return Capacity(os.cpu_count() or 1, memory_mb, max(1, disk_gb))
 
 
-def register_local_engine() -> Node | None:
-    """First start: when no node exists, register the first reachable local engine
-    (Incus, then Docker). Returns the node, or None when there is none or nodes exist."""
+LOCAL_ENGINES = ("incus", "docker")
+
+
+def _answers_locally(engine: str) -> bool:
+    try:
+        drivers.connect(engine, "").info()
+    except (DriverError, ImportError, OSError) as exc:
+        log.info("no local %s engine: %s", engine, exc)
+        return False
+    return True
+
+
+def _register_local(engine: str, actor: Principal | None) -> Node:
+    node = _insert(f"local-{engine}", engine, "", capacity=_host_capacity(), options={},
+                   enabled=True)
+    with database.atomic():
+        audit.record("node.registered", actor=actor.user if actor else None,
+                     target_type="node", target_id=node.id, ip=actor.ip if actor else "",
+                     engine=engine, via="local" if actor else "first-start")
+    log.info("registered the local %s engine as node %s", engine, node.name)
+    return check_health(node)
+
+
+def register_local_engines() -> list[Node]:
+    """First start: when no node exists, register every local engine that answers
+    (Incus and Docker both, when both do). Returns the nodes; none when nodes exist."""
     if Node.select().exists():
-        return None
-    for engine in ("incus", "docker"):
-        try:
-            drivers.connect(engine, "").info()
-        except (DriverError, ImportError, OSError) as exc:
-            log.info("no local %s engine: %s", engine, exc)
-            continue
-        node = _insert(f"local-{engine}", engine, "", capacity=_host_capacity(), options={},
-                       enabled=True)
-        with database.atomic():
-            audit.record("node.registered", target_type="node", target_id=node.id,
-                         engine=engine, via="first-start")
-        log.info("registered the local %s engine as node %s", engine, node.name)
-        return check_health(node)
-    return None
+        return []
+    return [_register_local(engine, None) for engine in LOCAL_ENGINES
+            if _answers_locally(engine)]
+
+
+def register_missing_local_engines(principal: Principal) -> list[Node]:
+    """Register each local engine that answers and has no node on its local socket yet
+    (e.g. Docker installed after the first start); returns the new nodes. 409
+    `node_exists` when a node already has the name local-<engine>."""
+    require_admin(principal)
+    known = {node.engine for node in Node.select().where(Node.endpoint == "")}
+    return [_register_local(engine, principal) for engine in LOCAL_ENGINES
+            if engine not in known and _answers_locally(engine)]
 
 
 # Placement ---------------------------------------------------------------------------
