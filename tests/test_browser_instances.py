@@ -40,7 +40,7 @@ def server(tmp_path_factory):
 
 def register_a_fake_node(page, server) -> None:
     nav_link(page, "Admin").click()
-    page.get_by_role("link", name="Nodes", exact=True).click()
+    page.locator(".subnav").get_by_role("link", name="Nodes", exact=True).click()
     page.wait_for_url(server.url + "/admin/nodes")
     form = page.locator("#register")
     form.get_by_label("Name").fill("lab-1")
