@@ -494,3 +494,9 @@ def test_user_controlled_strings_are_escaped(app, ada, bob, root):
     for page in pages:
         assert EVIL not in page
     assert all(EVIL_ESCAPED in page for page in pages)
+
+
+def test_the_key_form_offers_no_scope_of_what_is_not_built(ada):
+    page = ada.page("/keys")
+    assert 'value="instances:read"' in page
+    assert 'value="networks:write"' not in page  # firewalls and networks: not built yet

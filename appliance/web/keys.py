@@ -20,6 +20,10 @@ from appliance.services.limits import quotas
 from appliance.web import forms, reveal
 from appliance.web.session import current_principal, login_required
 
+# Scopes of what is not built yet (firewalls and private networks): the API still accepts
+# them on a key, so keys keep working once it is, but the form does not offer them.
+NOT_OFFERED_YET = frozenset({"networks:write"})
+
 bp = Blueprint("keys", __name__)
 
 EXPIRY_CHOICES = (("30", "30 days"), ("90", "90 days"), ("365", "1 year"),
@@ -52,7 +56,8 @@ def _keys_page(status: int = 200, fragment: str | None = None, **context):
     mine = projects.all_projects(principal)
     context.setdefault("form", {})
     context.setdefault("section", None)
-    scopes = [s for s in SCOPES if s != "admin" or principal.is_admin]
+    scopes = [s for s in SCOPES if (s != "admin" or principal.is_admin)
+              and s not in NOT_OFFERED_YET]
     return forms.render_fragment_or_page(
         "keys/index.html", fragment, status, keys=rows, next_cursor=next_cursor,
         project_names={a.project.id: a.project.name for a in mine}, my_projects=mine,
