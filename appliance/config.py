@@ -68,6 +68,15 @@ def int_between(least: int, most: int) -> Callable[[str], int]:
     return parse
 
 
+def empty_or_int_between(least: int, most: int) -> Callable[[str], str]:
+    """A whole number from `least` to `most`, or empty (the caller's fallback); kept as
+    text so that empty stays empty."""
+    def parse(value: str) -> str:
+        return "" if not value.strip() else str(int_between(least, most)(value))
+
+    return parse
+
+
 def parse_currency(value: str) -> str:
     code = value.strip().upper()
     if len(code) != 3 or not code.isascii() or not code.isalpha():
@@ -287,6 +296,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BILLING_BACKUP_GB_MONTH", 5, int_between(0, 1_000_000),
             "Price of keeping one GB of backup for a month (minor units), charged by the "
             "hour pro rata."),
+    Setting("BILLING_TEMPLATE_GB_MONTH", "", empty_or_int_between(0, 1_000_000),
+            "Price of keeping one GB of template for a month (minor units), charged by the "
+            "hour pro rata; empty means BILLING_BACKUP_GB_MONTH."),
     Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
             "How often the metering tick records started hours (each hour is counted once "
             "however often it runs)."),

@@ -24,6 +24,7 @@ from appliance.api import (
     principal,
     projects,
     system,
+    templates,
     webhooks,
 )
 from appliance.api.schema import API_PREFIX, openapi_document
@@ -47,6 +48,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(instances.bp, url_prefix=API_PREFIX)
     app.register_blueprint(invoices.bp, url_prefix=API_PREFIX)
     app.register_blueprint(backups.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(templates.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(dashboard.bp, url_prefix=API_PREFIX)

@@ -138,6 +138,9 @@ class CreateIn(Schema):
     backup_id: str | None = Field(None, max_length=40, description="A backup of the "
                                   "project (also the final backup of a deleted instance): "
                                   "the new instance starts with its disk, on its engine.")
+    template_id: str | None = Field(None, max_length=40, description="A template of the "
+                                    "project (GET .../templates): the new instance starts "
+                                    "with its disk, on its engine.")
     ssh_key_ids: list[str] = Field(default_factory=list, max_length=20,
                                    description="SSH keys of your account.")
     password: str | None = Field(None, min_length=lifecycle.PASSWORD_MIN,
@@ -219,14 +222,16 @@ def _render_page(rows: list[Instance], running: dict[str, Job], limit: int,
 @bp.operation(BASE, "POST", summary="Create an instance (202 with its job)", tags=TAGS,
               body=CreateIn, response=InstanceAccepted, status=202, auth=AUTH, errors=(402, *ERRORS,
                                                                               503),
-              description="From an image, a one-click app or a backup (one of image_id, "
-                          "app_slug, backup_id). The plan must be active, the image's and "
-                          "app's minimums (a backup's disk) met and your limits not exceeded "
+              description="From an image, a one-click app, a backup or a template (one of "
+                          "image_id, app_slug, backup_id, template_id). The plan must be "
+                          "active, the image's and app's minimums (a backup's or "
+                          "template's disk) met and your limits not exceeded "
                           "(403 quota_exceeded). 503 no_capacity when no node has room.")
 def create_instance(principal: Principal, project_id: str, body: CreateIn):
     return _accepted(lifecycle.create_instance(
         principal, project_id, name=body.name, plan_id=body.plan_id, image_id=body.image_id,
-        app_slug=body.app_slug, backup_id=body.backup_id, ssh_key_ids=body.ssh_key_ids,
+        app_slug=body.app_slug, backup_id=body.backup_id,
+        template_id=body.template_id, ssh_key_ids=body.ssh_key_ids,
         password=body.password))
 
 

@@ -1,4 +1,5 @@
-"""Backups the appliance keeps of instances: archive files in its store (BACKUP_DIR)."""
+"""Backups the appliance keeps of instances, and the templates made of them: archive
+files in its store (BACKUP_DIR)."""
 
 from peewee import BigIntegerField, CharField, ForeignKeyField, IntegerField
 
@@ -33,4 +34,30 @@ class Backup(BaseModel):
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(null=True)  # scheduled backups: pruned then
+    deleted_at = UTCDateTimeField(null=True)
+
+
+class Template(BaseModel):
+    """A project's own image made from a backup: a copy of its archive, in the store's
+    templates/ folder, that outlives the backup and its instance."""
+
+    id = CharField(primary_key=True, max_length=40)  # tpl_...
+    project = ForeignKeyField(Project, on_delete="RESTRICT", backref="templates")
+    name = CharField(max_length=64)
+    # creating | available | failed | deleting | deleted
+    status = CharField(max_length=20, index=True)
+    source_instance = ForeignKeyField(Instance, null=True, on_delete="SET NULL", backref="+")
+    source_instance_name = CharField(max_length=64)
+    source_backup = ForeignKeyField(Backup, null=True, on_delete="SET NULL", backref="+")
+    node = ForeignKeyField(Node, on_delete="RESTRICT", backref="+")  # its engine's
+    archive = CharField(max_length=200, null=True)  # the file's name in the store
+    size_bytes = BigIntegerField(null=True)
+    sha256 = CharField(max_length=64, null=True)
+    size_gb = IntegerField()  # billed and counted: the archive's size in GiB rounded up
+    disk_gb = IntegerField(default=0)  # the least disk a plan making an instance needs
+    image = ForeignKeyField(Image, null=True, on_delete="SET NULL", backref="+")
+    error = CharField(max_length=500, null=True)
+    created_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    created_at = UTCDateTimeField(index=True)
+    updated_at = UTCDateTimeField()
     deleted_at = UTCDateTimeField(null=True)

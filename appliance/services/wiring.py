@@ -14,7 +14,7 @@ from appliance.services import projects
 from appliance.services.accounts import api_keys
 from appliance.services.billing import prepaid
 from appliance.services.events import live, notifications, outbox
-from appliance.services.instances import backups, engine_jobs, lifecycle
+from appliance.services.instances import backups, engine_jobs, lifecycle, templates
 from appliance.services.limits import quotas
 from appliance.services.ops import selfbackup
 from appliance.services.webhooks import endpoints
@@ -35,10 +35,18 @@ def connect() -> None:
     quotas.register_usage("memory_mb", lifecycle.memory_mb_in_use)
     quotas.register_usage("api_keys", api_keys.active_key_count)
     quotas.register_usage("backups", kept_backup_count)
+    quotas.register_usage("template_storage_gb", kept_template_gb)
     projects.register_holder(lifecycle.instances_in_project)
+    projects.register_holder(templates.templates_in_project)
 
 
 def kept_backup_count(user: User) -> int:
     """The backups counted against the `backups` limit: those of the user's projects that
     are kept or being taken (not failed, not deleted)."""
     return backups.kept_count(user.id)
+
+
+def kept_template_gb(user: User) -> int:
+    """The template storage counted against `template_storage_gb`: the archives' sizes
+    (GiB, rounded up) of the templates of the user's projects that are kept or being made."""
+    return templates.kept_gb(user.id)

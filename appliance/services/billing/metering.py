@@ -22,7 +22,9 @@ Other resources plug in with `register_meter(resource, collect)`: `collect(now)`
 `Subject`s. Backups are one (`backup`, SKU `backup-gb`): their size in GB is the quantity,
 priced per GB-month (BILLING_BACKUP_GB_MONTH) and charged pro rata by the hour - hour k
 of a month of H hours costs floor(P(k+1)/H) - floor(Pk/H) of the month's price P, so a
-whole month sums to P exactly and no hour rounds to a lasting zero.
+whole month sums to P exactly and no hour rounds to a lasting zero. Templates are metered
+the same way (`template`, SKU `template-gb`, BILLING_TEMPLATE_GB_MONTH, which defaults to
+the backup price).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from peewee import JOIN, fn
 
 from appliance import config
 from appliance.db import database, db_time, insert_statement
-from appliance.models import Backup, Instance, Plan, Project, UsageMeter, UsageRecord
+from appliance.models import (
+    Backup,
+    Instance,
+    Plan,
+    Project,
+    Template,
+    UsageMeter,
+    UsageRecord,
+)
 from appliance.services import clock, settings
 from appliance.services.billing import ledger
 
@@ -157,6 +167,42 @@ def backup_gb_month_price() -> int:
     return settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
 
 
+TEMPLATE, TEMPLATE_SKU = "template", "template-gb"
+TEMPLATE_METERED = ("creating", "available", "deleting", "deleted")
+
+
+def _templates(now: dt.datetime) -> list[Subject]:
+    """Templates kept in the store (available, or being made), until deleted, by their
+    archive's size in GiB rounded up; failed ones keep nothing (size_gb 0)."""
+    meter = UsageMeter.alias()
+    price = template_gb_month_price()
+    rows = (Template.select(Template.id, Template.project, Template.created_at,
+                            Template.deleted_at, Template.size_gb, Project.created_by,
+                            meter.last_hour, meter.sku, meter.month, meter.month_amount,
+                            Template.name)
+            .join(Project, on=(Template.project == Project.id))
+            .switch(Template).join(meter, JOIN.LEFT_OUTER,
+                                   on=((meter.subject_id == Template.id)
+                                       & (meter.resource == TEMPLATE)))
+            .where(Template.status.in_(TEMPLATE_METERED),
+                   meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
+    return [Subject(template_id, TEMPLATE, owner, project, TEMPLATE_SKU, price, None, size,
+                    _utc(created), _utc(deleted), _utc(last), meter_sku, meter_month,
+                    month_amount or 0, monthly_price=price, name=name or "")
+            for (template_id, project, created, deleted, size, owner, last, meter_sku,
+                 meter_month, month_amount, name) in database.execute(rows)]
+
+
+register_meter(TEMPLATE, _templates)
+
+
+def template_gb_month_price() -> int:
+    """What keeping one GB of template costs a month (BILLING_TEMPLATE_GB_MONTH, or the
+    backup price when it is empty)."""
+    value = settings.get(config.active(), "BILLING_TEMPLATE_GB_MONTH")
+    return int(value) if str(value).strip() else backup_gb_month_price()
+
+
 def usage_note(subject: Subject, hour: dt.datetime) -> str:
     """The ledger note of a usage debit: what was metered, by name, its SKU and hour
     ("instance web-1 (small) 2025-03-10T12:00:00Z"); the name is the one at the time."""
@@ -200,7 +246,12 @@ def hourly_rate(user_id: str, now: dt.datetime | None = None) -> float:
                .join(Project, on=(Backup.project == Project.id))
                .where(Project.created_by == user_id, Backup.deleted_at.is_null(),
                       Backup.status.in_(BACKUP_METERED)).scalar())
-    return rate + backup_gb_month_price() * kept_gb / hours_in_month(current)
+    template_gb = (Template.select(fn.COALESCE(fn.SUM(Template.size_gb), 0))
+                   .join(Project, on=(Template.project == Project.id))
+                   .where(Project.created_by == user_id, Template.deleted_at.is_null(),
+                          Template.status.in_(TEMPLATE_METERED)).scalar())
+    return rate + (backup_gb_month_price() * kept_gb + template_gb_month_price()
+                   * template_gb) / hours_in_month(current)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ _BACKUP = {"id": "bak_1a2b3c4d5e6f7a8b9c0d", "name": "before the upgrade", "kind
            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
            "created_at": "2025-01-31T12:00:00Z"}
 
+_TEMPLATE = {"id": "tpl_4d5e6f7a8b9c0d1e2f3a", "name": "web server, tuned",
+             "project_id": _INSTANCE["project_id"], "source_instance_id": _INSTANCE["id"],
+             "source_instance_name": _INSTANCE["name"], "source_backup_id": _BACKUP["id"],
+             "engine": "incus", "size_bytes": _BACKUP["size_bytes"],
+             "sha256": _BACKUP["sha256"], "created_at": "2025-01-31T12:05:00Z"}
+
 
 def _instance_example(message: str, status: str = "running",
                       power: str = "running") -> dict[str, Any]:
@@ -83,6 +89,19 @@ EVENT_TYPES: dict[str, EventType] = {
     "backup.deleted": EventType(
         "A backup was deleted: its archive is gone from the store.",
         {"backup": {**_BACKUP, "status": "deleted"}}),
+    "template.created": EventType(
+        "A template was made from a backup: its own archive is in the backup store, and "
+        "instances of the project can be created from it.",
+        {"template": {**_TEMPLATE, "status": "available"}, "job_id": _JOB["id"]}),
+    "template.failed": EventType(
+        "A template could not be made (nothing of it is kept), or its archive no longer "
+        "matches its checksum; `error` says why.",
+        {"template": {**_TEMPLATE, "status": "failed", "size_bytes": None, "sha256": None},
+         "error": "Writing to the backup store failed: No space left on device.",
+         "job_id": _JOB["id"]}),
+    "template.deleted": EventType(
+        "A template was deleted: its archive is gone from the store.",
+        {"template": {**_TEMPLATE, "status": "deleted"}}),
     "job.succeeded": EventType("An asynchronous operation finished.", {"job": _JOB}),
     "job.failed": EventType(
         "An asynchronous operation failed; `error` says why.",

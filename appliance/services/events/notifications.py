@@ -105,6 +105,9 @@ def _instance_notice(event: Event, data: dict[str, Any]) -> tuple[str, str, str]
 
 def _job_failed(event: Event, data: dict[str, Any]) -> tuple[str, str, str]:
     job = data.get("job") or {}
+    if job.get("type") == "template.create":
+        return ("Saving a template failed", job.get("error") or "",
+                f"/projects/{event.project_id}/templates" if event.project_id else "")
     operation = str(job.get("type") or "An operation").replace("instance.", "")
     return (f"{operation.capitalize()} failed", job.get("error") or "",
             _instance_link(event.project_id, job.get("instance_id")))

@@ -14,6 +14,12 @@ log) and, unless asked only to look, repairs:
   (BACKUP_DIR on a NAS): then nothing is marked, and the report says so;
 - a backup left `deleting` by a crash is deleted; one left `creating` or `restoring`
   with no job that will finish it is failed or available again.
+
+Templates (services/instances/templates.py, the store's templates/ folder) are checked
+the same way: a file no kept template names is removed (a template being made by a job
+that will run again keeps its part), an available template whose archive is missing is
+failed, one left `deleting` is deleted and one left `creating` by no job is failed.
+Their entries in the report are named `templates/<file>` and by `tpl_` id.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from dataclasses import dataclass, field
 
 from appliance.db import database
 from appliance.errors import Unsupported
-from appliance.models import Backup, Job, Node
+from appliance.models import Backup, Job, Node, Template
 from appliance.services import clock
-from appliance.services.instances import backups, jobs, nodes, store
+from appliance.services.events import outbox
+from appliance.services.instances import backups, jobs, nodes, store, templates
 
 log = logging.getLogger("appliance.backups")
 
@@ -61,14 +68,14 @@ class Report:
         return found + self.problems
 
 
-def _jobs_using() -> set[str]:
-    """Backup ids an unfinished job will still read or write."""
+def _jobs_using(key: str = "backup_id") -> set[str]:
+    """Backup (or template) ids an unfinished job will still read or write."""
     used = set()
     for job in Job.select(Job.params).where(Job.status.in_(jobs.UNFINISHED),
-                                            Job.params.contains('"backup_id"')):
-        backup_id = json.loads(job.params or "{}").get("backup_id")
-        if backup_id:
-            used.add(backup_id)
+                                            Job.params.contains(f'"{key}"')):
+        found = json.loads(job.params or "{}").get(key)
+        if found:
+            used.add(found)
     return used
 
 
@@ -80,6 +87,7 @@ def check(repair: bool = True) -> Report:
     busy = _jobs_using()
     _check_rows(report, busy, repair)
     _check_files(report, busy, repair)
+    _check_templates(report, _jobs_using("template_id"), repair)
     if repair:
         _engine_leftovers(report)
     for line in report.lines():
@@ -167,3 +175,59 @@ def _engine_leftovers(report: Report) -> None:
             report.problems.append(f"node {node.name}: leftovers not checked ({exc})")
             continue
         report.engine_leftovers += [f"{node.name}: {item}" for item in removed]
+
+
+def _check_templates(report: Report, busy: set[str], repair: bool) -> None:
+    rows = list(Template.select(Template, Node).join(Node, on=(Template.node == Node.id))
+                .where(Template.deleted_at.is_null()))
+    _settle_templates(report, rows, busy, repair)
+    try:
+        found = store.files(templates=True)
+    except OSError as exc:
+        report.problems.append(f"the template store cannot be listed: {exc}")
+        return
+    expected = [t for t in rows if t.archive and t.status == "available"]
+    missing = [t for t in expected if t.archive not in found]
+    if missing and len(missing) == len(expected) and not found:
+        report.store_unmounted = True
+    else:
+        for template in missing:
+            report.missing_archives.append(template.id)
+            if repair:
+                _template_missing(template)
+    kept = {t.archive for t in expected}
+    making = {t.id for t in rows if t.status == "creating"} & busy
+    for name in found:
+        if name in kept or name.removesuffix(store.PART).split(".", 1)[0] in making:
+            continue
+        report.orphan_files.append(f"{store.TEMPLATES}/{name}")
+        if repair:
+            try:
+                store.remove_file(name)
+            except OSError as exc:
+                report.problems.append(f"{name} cannot be removed: {exc}")
+
+
+def _template_missing(template: Template) -> None:
+    message = "The archive is missing from the backup store."
+    with database.atomic():
+        changed = Template.update(status="failed", error=message, size_gb=0,
+                                  updated_at=clock.now()).where(
+            Template.id == template.id, Template.status == "available").execute()
+        if changed:
+            outbox.emit("template.failed", project_id=template.project_id,
+                        data={"template": templates.snapshot(Template.get_by_id(template.id)),
+                              "error": message, "job_id": None})
+
+
+def _settle_templates(report: Report, rows: list[Template], busy: set[str],
+                      repair: bool) -> None:
+    for template in rows:
+        if template.status == "deleting" and template.id not in busy:
+            report.finished_deletes.append(template.id)
+            if repair:
+                templates.finish_delete(template)
+        elif template.status == "creating" and template.id not in busy:
+            report.settled.append(template.id)
+            if repair:
+                templates.mark_failed(template.id, "Its job ended without finishing it.")

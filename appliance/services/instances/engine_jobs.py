@@ -20,7 +20,7 @@ from appliance.models import Image, Instance, InstanceEvent, Job, Node, Plan
 from appliance.services import clock, sealing
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
-from appliance.services.instances import backups, jobs, nodes
+from appliance.services.instances import backups, jobs, nodes, templates
 from appliance.services.instances.lifecycle import engine_name
 
 log = logging.getLogger("appliance.instances")
@@ -90,7 +90,8 @@ def create(job: Job, progress: jobs.Progress) -> None:
                         password=_password(sealed) if sealed else None,
                         user=instance.image.default_user, env=params.get("env") or {})
     if found == MISSING:
-        ref = _create_on_engine(instance, driver, spec, params.get("backup_id"))
+        ref = _create_on_engine(instance, driver, spec, params.get("backup_id"),
+                                params.get("template_id"))
     elif spec.password is not None:
         # Running already: a crash came after the start, perhaps before the password.
         driver.set_password(ref, spec.user, spec.password)
@@ -106,8 +107,9 @@ def create(job: Job, progress: jobs.Progress) -> None:
 
 
 def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec,
-                      backup_id: str | None) -> str:
-    """driver.create (or create_from_archive, from the backup's archive); the row shows
+                      backup_id: str | None, template_id: str | None = None) -> str:
+    """driver.create (or create_from_archive, from the backup's or the template's
+    archive); the row shows
     the instance running as soon as the engine runs it, while the driver finishes
     (password, crash watch), and goes back to creating if the create fails after that
     (a transient failure is retried from nothing)."""
@@ -120,6 +122,9 @@ def _create_on_engine(instance: Instance, driver: Driver, spec: InstanceSpec,
         shown = True
 
     try:
+        if template_id is not None:
+            with templates.verified_archive(template_id) as archive:
+                return driver.create_from_archive(spec, archive, started=started)
         if backup_id is None:
             return driver.create(spec, started=started)
         with backups.verified_archive(backup_id) as archive:
@@ -339,6 +344,7 @@ def register_handlers() -> None:
     jobs.register("instance.ssh_key", add_ssh_key, _resync_after_failure)
     jobs.register("backup.create", back_up, _back_up_failed)
     jobs.register("backup.restore", restore, _restore_failed)
+    jobs.register(templates.JOB_TYPE, templates.copy_archive, templates.copy_failed)
 
 
 # Reconciling -------------------------------------------------------------------------

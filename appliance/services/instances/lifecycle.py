@@ -33,7 +33,7 @@ from appliance.services.accounts import ssh_keys
 from appliance.services.billing import prepaid
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
-from appliance.services.instances import backups, catalog, jobs, nodes
+from appliance.services.instances import backups, catalog, jobs, nodes, templates
 from appliance.services.limits import quotas
 from appliance.services.principal import Principal
 
@@ -150,22 +150,28 @@ def _who(principal: Principal) -> str:
 
 def create_instance(principal: Principal, project_id: str, *, name: str, plan_id: str,
                     image_id: str | None = None, app_slug: str | None = None,
-                    backup_id: str | None = None, ssh_key_ids: list[str] | None = None,
+                    backup_id: str | None = None, template_id: str | None = None,
+                    ssh_key_ids: list[str] | None = None,
                     password: str | None = None) -> Started:
     """Check everything, place it, and queue the creation (202). From an image, an app,
-    or a backup of the project (its archive is the new disk: on any node of its engine)."""
+    a backup of the project or one of its templates (their archive is the new disk: on
+    any node of its engine)."""
     principal.require_scope("instances:write")
     _check_name(name)
     password = _check_password(password)
-    if [image_id, app_slug, backup_id].count(None) != 2:
-        raise InvalidRequest("Give one of image_id, app_slug and backup_id.", field="image_id")
+    if [image_id, app_slug, backup_id, template_id].count(None) != 3:
+        raise InvalidRequest("Give one of image_id, app_slug, backup_id and template_id.",
+                             field="image_id")
     with database.atomic():
         found = projects.access(principal, project_id, projects.OPERATE)
         plan = _active_plan(plan_id)
-        backup = None
+        backup = template = None
         if backup_id is not None:
             backup = backups.usable(project_id, backup_id, field="backup_id")
             image, app = backups.source_image(backup), None
+        elif template_id is not None:
+            template = templates.usable(project_id, template_id)
+            image, app = templates.source_image(template), None
         else:
             image, app = _source(image_id, app_slug)
             _meets(plan, image, app)
@@ -176,10 +182,12 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
         quotas.check(owner, "vcpus", plan.vcpus)
         quotas.check(owner, "memory_mb", plan.memory_mb)
         prepaid.require_can_provision(owner.id)
-        node = nodes.place(plan, image, any_node=backup is not None)
+        node = nodes.place(plan, image, any_node=backup is not None or template is not None)
         if backup is not None:
             backups.check_target(backup, node, plan)
             backups.mark_in_use(backup)
+        if template is not None:
+            templates.check_target(template, node, plan)
         generated: str | None = None
         if password is None:
             password = generated = _generate_password()
@@ -193,9 +201,11 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
                            user_id=principal.user.id, total_steps=3, message="Queued",
                            params={"password": sealing.seal(password),
                                    "env": json.loads(app.env) if app else {},
-                                   "backup_id": backup.id if backup else None})
+                                   "backup_id": backup.id if backup else None,
+                                   "template_id": template.id if template else None})
         _event(instance, "instance.created", f"Created by {_who(principal)}"
-               + (f" from the backup {backup.name}" if backup else ""), job)
+               + (f" from the backup {backup.name}" if backup else "")
+               + (f" from the template {template.name}" if template else ""), job)
         _audit(principal, "instance.created", instance, project_id=project_id,
                plan=plan.slug, node=node.name)
     jobs.wake()

@@ -6,6 +6,11 @@ writes `<name>.part` first and renames it when complete (after an fsync), so a f
 its final name is always whole. The store holds no other state: the `backup` rows say
 which files should exist, and `files()` lets the start-up check compare the two.
 
+A template's archive (services/instances/templates.py) is `<template id>.<engine>.archive`
+in the store's `templates/` folder: a hard link to the backup's archive where the
+filesystem allows (archives are never changed in place: a new one replaces the file),
+else a copy, made by `copy` the same way `write` makes a file.
+
 The directory is made (0700) on first use, not at start-up, so BACKUP_DIR may be a mount
 that comes up after the appliance. An error of the filesystem (full, gone, read-only) is
 a `StoreError`, 503 `backup_store_unavailable`, which a job reports as its failure.
@@ -30,6 +35,8 @@ SUFFIX = ".archive"
 PART = ".part"
 CHUNK = 1 << 20
 _NAME = re.compile(r"^bak_[0-9a-z]+\.[a-z]+\.archive$")
+_TEMPLATE_NAME = re.compile(r"^tpl_[0-9a-z]+\.[a-z]+\.archive$")
+TEMPLATES = "templates"
 
 
 class StoreError(ServiceUnavailable):
@@ -49,11 +56,14 @@ def directory() -> Path:
 
 
 def name_for(backup_id: str, engine: str) -> str:
+    """The archive's name of a backup (`bak_`) or a template (`tpl_`)."""
     return f"{backup_id}.{engine}{SUFFIX}"
 
 
 def path_of(name: str) -> Path:
     """The file of an archive name the store made (never a path from elsewhere)."""
+    if _TEMPLATE_NAME.match(name):
+        return directory() / TEMPLATES / name
     if not _NAME.match(name):
         raise ValueError(f"not an archive name of the store: {name!r}")
     return directory() / name
@@ -151,14 +161,58 @@ def remove(name: str) -> None:
                          details={"reason": "remove"}) from exc
 
 
-def files() -> list[str]:
-    """Every archive and partial archive in the store, by name (`.part` kept on)."""
+def files(templates: bool = False) -> list[str]:
+    """Every backup archive and partial archive in the store, by name (`.part` kept on);
+    with `templates`, those of the templates/ folder instead."""
+    folder, pattern = ((directory() / TEMPLATES, _TEMPLATE_NAME) if templates
+                       else (directory(), _NAME))
     try:
-        entries = list(directory().iterdir())
+        entries = list(folder.iterdir())
     except FileNotFoundError:
         return []
     return sorted(entry.name for entry in entries if entry.is_file() and (
-        _NAME.match(entry.name) or _NAME.match(entry.name.removesuffix(PART))))
+        pattern.match(entry.name) or pattern.match(entry.name.removesuffix(PART))))
+
+
+def copy(source: str, name: str) -> Written:
+    """Make the archive `name` a copy of the archive `source`: a hard link when the
+    filesystem allows, else a copy of its bytes; either way under `name` only once whole
+    (the part is linked or written, synced, then renamed), with its size and sha256."""
+    origin, target = path_of(source), path_of(name)
+    part = target.with_name(target.name + PART)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
+        os.link(origin, part)
+    except FileNotFoundError as exc:
+        raise StoreError(f"The archive {source} is missing from the backup store.",
+                         details={"reason": "missing"}) from exc
+    except OSError:
+        def produce(sink: Sink) -> None:
+            with opened(source) as handle:
+                while chunk := handle.read(CHUNK):
+                    sink.write(chunk)
+        return write(name, produce)
+    try:
+        found = checksum_path(part)
+        os.replace(part, target)
+        _fsync_directory(target.parent)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Written(name, target.stat().st_size, found)
+
+
+def checksum_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise StoreError(f"{path.name} cannot be read: {exc.strerror or exc}.",
+                         details={"reason": "read"}) from exc
+    return digest.hexdigest()
 
 
 def remove_file(name: str) -> None:
