@@ -297,6 +297,43 @@ class DriverContract:
         assert self.leftovers(driver) - before == set()
         assert self.images_made_for(driver, spec.name) == set()
 
+    def test_a_template_makes_several_instances_after_its_source_is_gone(self, driver,
+                                                                          image, made,
+                                                                          tmp_path):
+        """A template is a copy of an archive (the appliance links or copies the file):
+        made from again and again, each instance its own, once the instance and the
+        archive it came from are gone."""
+        if not driver.capabilities().backups:
+            with pytest.raises(Unsupported):
+                driver.create_from_archive(self.spec(image), io.BytesIO())
+            return
+        ref = driver.create(self.spec(image))
+        made.append(ref)
+        before = self.leftovers(driver)
+        self.write(driver, ref, "/root/golden", "from the template")
+        self.export(driver, ref, tmp_path / "a.archive")
+        os.link(tmp_path / "a.archive", tmp_path / "template.archive")
+        (tmp_path / "a.archive").unlink()
+        driver.delete(ref)
+        specs = [self.spec(image), self.spec(image, password=TRICKY_PASSWORD)]
+        for spec in specs:
+            with open(tmp_path / "template.archive", "rb") as archive:
+                made.append(driver.create_from_archive(spec, archive))
+        for spec in specs:
+            assert driver.state(spec.name).power == RUNNING
+            assert self.read(driver, spec.name, "/root/golden") == (0, "from the template")
+            assert driver.exec(spec.name, ["hostname"]) == (0, spec.name + "\n")
+        self.write(driver, specs[0].name, "/root/golden", "changed in the first")
+        assert self.read(driver, specs[1].name, "/root/golden") == (0, "from the template")
+        assert self.password_is(driver, specs[1].name, TRICKY_PASSWORD)
+        driver.delete(specs[0].name)
+        assert driver.state(specs[1].name).power == RUNNING
+        assert self.read(driver, specs[1].name, "/root/golden") == (0, "from the template")
+        driver.delete(specs[1].name)
+        assert self.leftovers(driver) - before == set()
+        for spec in specs:
+            assert self.images_made_for(driver, spec.name) == set()
+
     def images_made_for(self, driver: Driver, ref: str) -> set[str]:
         """Images on the engine that belong to the instance `ref` (none once deleted)."""
         return set()

@@ -33,6 +33,7 @@ from appliance.web import (
     pages,
     projects,
     session,
+    templates,
     webhooks,
 )
 
@@ -84,6 +85,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)
     app.register_blueprint(backups.bp)
+    app.register_blueprint(templates.bp)
     app.register_blueprint(invoices.bp)
     app.register_blueprint(billing.bp)
     app.register_blueprint(billing_admin.bp)

@@ -28,7 +28,7 @@ from appliance.services import money as money_rules
 from appliance.services import pagination, projects
 from appliance.services.accounts import api_keys, ssh_keys
 from appliance.services.billing import ledger, prepaid
-from appliance.services.instances import backups, catalog, lifecycle, nodes
+from appliance.services.instances import backups, catalog, lifecycle, nodes, templates
 from appliance.services.webhooks import endpoints
 
 T = TypeVar("T")
@@ -49,6 +49,7 @@ LIMITS: dict[str, dict[str, int]] = {
                 "number": catalog.NUMBER_MAX, "image_disk": catalog.IMAGE_DISK_MAX},
     "node": {"name": nodes.NAME_MAX},
     "backup": {"name": backups.NAME_MAX},
+    "template": {"name": templates.NAME_MAX},
 }
 Page = Callable[..., Any]  # page(status=, fragment=, **context) -> the rendered page
 

@@ -25,7 +25,14 @@ from appliance.errors import ApplianceError, InvalidRequest, NotFound, Unsupport
 from appliance.services import money, projects
 from appliance.services.accounts import ssh_keys
 from appliance.services.billing import billing_state
-from appliance.services.instances import backup_requests, backups, catalog, jobs, lifecycle
+from appliance.services.instances import (
+    backup_requests,
+    backups,
+    catalog,
+    jobs,
+    lifecycle,
+    templates,
+)
 from appliance.services.limits import quotas
 from appliance.web import forms
 from appliance.web.session import current_principal, login_required
@@ -143,10 +150,13 @@ def _new_page(project_id: str, status: int = 200, fragment: str | None = None, *
                    key=lambda plan: (plan.price_hourly, plan.vcpus, plan.memory_mb, plan.id))
     account_keys = forms.every_page(ssh_keys.list_keys, principal)
     kept, _ = backups.list_backups(principal, project_id, BACKUPS_SHOWN)
+    saved, _ = templates.list_templates(principal, project_id, BACKUPS_SHOWN)
     return render_template(
         "instances/new.html", access=found, project=found.project, owner=owner,
         backups=[row for row in kept if row.status in backups.USABLE and row.archive],
         chosen_backup=request.args.get("backup_id", ""),
+        templates=[row for row in saved if row.status == "available"],
+        chosen_template=request.args.get("template_id", ""),
         plans=plans, default_plan=plans[0] if plans else None,
         images_by_engine=[(engine, list(group)) for engine, group
                           in groupby(images, key=lambda image: image.engine)],
@@ -176,6 +186,7 @@ def create(project_id: str):
         image_id=source if kind == "image" and source else None,
         app_slug=source if kind == "app" and source else None,
         backup_id=source if kind == "backup" and source else None,
+        template_id=source if kind == "template" and source else None,
         ssh_key_ids=form.getlist("ssh_key_ids"), password=password)
     instance = started.instance
     if started.password is None:
@@ -398,6 +409,16 @@ def restore(project_id: str, instance_id: str, backup_id: str):
                              field="confirm_name")
     backup_requests.restore_backup(principal, project_id, instance_id, backup_id)
     return _backups_done(project_id, instance_id, f"Restoring {instance.name}\u2026")
+
+
+@bp.post("/<instance_id>/backups/<backup_id>/template")
+@login_required
+@forms.rerender_on_error(_instance_page, "template-{backup_id}", "backups")
+def save_template(project_id: str, instance_id: str, backup_id: str):
+    accepted = templates.create_template(current_principal(), project_id, instance_id,
+                                         backup_id, request.form.get("name", ""))
+    return forms.back("templates.index", f"Saving the template {accepted.template.name}\u2026",
+                      project_id=project_id)
 
 
 @bp.post("/<instance_id>/backups/<backup_id>/delete")
