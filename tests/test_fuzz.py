@@ -143,6 +143,13 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
     instance = create_instance(app, client, admin_auth, admin_project["id"], catalog)
     job = client.get(f"/api/v1/projects/{admin_project['id']}/jobs",
                      headers=admin_auth).get_json()["data"][0]
+    backup = client.post(f"/api/v1/projects/{admin_project['id']}/instances/"
+                         f"{instance['id']}/backups", headers=admin_auth, json={}).get_json()
+    run_jobs(app)
+    template = client.post(f"/api/v1/projects/{admin_project['id']}/instances/"
+                           f"{instance['id']}/backups/{backup['backup']['id']}/template",
+                           headers=admin_auth, json={"name": "fuzzed"}).get_json()
+    run_jobs(app)
     app_row = client.post("/api/v1/admin/apps", headers=admin_auth,
                           json={"slug": "whoami", "name": "Who am I",
                                 "image_id": catalog["image"]}).get_json()
@@ -166,6 +173,8 @@ def _known_ids(app) -> dict[str, st.SearchStrategy[str]]:
         "ssh_key_id": st.just(ssh_key["id"]),
         "instance_id": st.just(instance["id"]),
         "job_id": st.just(job["id"]),
+        "backup_id": st.just(backup["backup"]["id"]),
+        "template_id": st.just(template["template"]["id"]),
         "plan_id": st.sampled_from(["pln_small", "pln_large"]),
         "image_id": st.just(catalog["image"]),
         "node_id": st.just(catalog["node"]),
