@@ -69,12 +69,16 @@ def test_save_a_backup_as_a_template_and_make_an_instance_from_it(page, server):
     create_an_instance(page, "web-1", "Debian 12 (simulated)")
     page.get_by_role("link", name="web-1").first.click()
     page.locator("#instance-state .status-badge", has_text="running").wait_for(
-        timeout=ENGINE_SECONDS * 20000)
+        timeout=ENGINE_SECONDS * 60000)
     card = page.locator("#backups")
     card.get_by_label("Name (optional)").fill("nightly")
     card.get_by_role("button", name="Back up now").click()
     row = card.locator("tr", has_text="nightly")
-    row.locator(".badge", has_text="available").wait_for(timeout=ENGINE_SECONDS * 20000)
+    row.locator(".badge", has_text="available").wait_for(timeout=ENGINE_SECONDS * 60000)
+    # The card is swapped in again once the job has settled: open the form after that.
+    page.locator("#instance-state .job-last", has_text="backup").wait_for()
+    page.wait_for_timeout(1000)
+    row = card.locator("tr", has_text="nightly")
 
     row.get_by_text("Save as template\u2026").click()
     row.get_by_label("Template name").fill(LONG_NAME)
@@ -107,9 +111,13 @@ def test_save_a_backup_as_a_template_and_make_an_instance_from_it(page, server):
     create_an_instance(page, "web-2", renamed)
     page.get_by_role("link", name="web-2").first.click()
     page.locator("#instance-state .status-badge", has_text="running").wait_for(
-        timeout=ENGINE_SECONDS * 20000)
+        timeout=ENGINE_SECONDS * 60000)
     page.locator("#events").get_by_text("from the template").wait_for()
 
+    delete_it(page, server, renamed)
+
+
+def delete_it(page, server, renamed: str) -> None:
     page.goto(server.url + page.url.split(server.url, 1)[1].split("/instances")[0]
               + "/templates")
     template_row = page.locator("tr", has_text=renamed)
