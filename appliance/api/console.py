@@ -1,4 +1,4 @@
-"""Web consoles and the live console log (`/projects/{p}/instances/{i}/console...`, `.../logs/stream`).
+"""Web consoles and the live console log of an instance (`.../console`, `.../logs/stream`).
 
 Callers: an access token or an API key (`instances:write` to open and use a console,
 `instances:read` for the log), or the dashboard's session cookie - then every POST and
@@ -87,12 +87,12 @@ class ConsoleBody(Schema):
     console: ConsoleOut
 
 
-class InputIn(Schema):
+class ConsoleInputIn(Schema):
     data: str = Field(min_length=1, max_length=(console.INPUT_MAX * 4) // 3 + 4,
                       description="The bytes to type, in base64 (at most 64 KiB).")
 
 
-class ResizeIn(Schema):
+class TerminalSizeIn(Schema):
     cols: int = Field(ge=10, le=500)
     rows: int = Field(ge=4, le=200)
 
@@ -147,18 +147,18 @@ def console_stream(principal: Principal, project_id: str, instance_id: str, cons
 
 
 @bp.operation(CONSOLE + "/input", "POST", summary="Type into a web console", tags=TAGS,
-              body=InputIn, status=204, auth=AUTH, errors=(403, 404, 410),
+              body=ConsoleInputIn, status=204, auth=AUTH, errors=(403, 404, 410),
               description="410 `console_closed` once the session has ended.")
 def console_input(principal: Principal, project_id: str, instance_id: str, console_id: str,
-                  body: InputIn):
+                  body: ConsoleInputIn):
     console.send_input(principal, project_id, instance_id, console_id, data=body.data)
     return None, 204
 
 
 @bp.operation(CONSOLE + "/resize", "POST", summary="Resize a web console's TTY", tags=TAGS,
-              body=ResizeIn, status=204, auth=AUTH, errors=(403, 404, 410))
+              body=TerminalSizeIn, status=204, auth=AUTH, errors=(403, 404, 410))
 def console_resize(principal: Principal, project_id: str, instance_id: str, console_id: str,
-                   body: ResizeIn):
+                   body: TerminalSizeIn):
     console.resize(principal, project_id, instance_id, console_id, cols=body.cols,
                    rows=body.rows)
     return None, 204

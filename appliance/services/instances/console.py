@@ -132,6 +132,14 @@ def open_count() -> int:
         return len(_registry.sessions)
 
 
+def supported(instance: Instance) -> bool:
+    """Whether the instance's engine can open consoles (what the dashboard offers)."""
+    try:
+        return nodes.driver_for(instance.node).capabilities().terminal
+    except DriverError:
+        return False
+
+
 def _reserve(user_id: str) -> None:
     settings = config.active()
     per_user, total = settings["CONSOLE_SESSIONS_PER_USER"], settings["CONSOLE_SESSIONS_MAX"]
