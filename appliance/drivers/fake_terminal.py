@@ -1,9 +1,10 @@
 """The simulated engine's terminal: a tiny echoing shell, for demos and the contract tests.
 
 It behaves as a shell on a TTY does for the few things a test types: each key is echoed
-(backspace rubs out), Enter runs the line - `echo WORDS` prints them (`$RANDOM` becomes
-a number, as in bash), `exit` ends the shell, `hostname` prints the instance's name,
-anything else is "not found" - then a new prompt. Ctrl-D on an empty line ends it too.
+(backspace rubs out), Enter runs the line - `echo WORDS` prints them (`$RANDOM` becomes a
+number, as in bash; `$(stty size)` the TTY's rows and columns), `exit` ends the shell,
+`hostname` prints the instance's name, anything else is "not found" - then a new prompt.
+Ctrl-D on an empty line ends it too.
 A stopped instance ends its shell (`FakeDriver.stop` calls `hang_up`).
 """
 
@@ -71,6 +72,7 @@ class FakeTerminal(Terminal):
         if command == "echo":
             while "$RANDOM" in rest:
                 rest = rest.replace("$RANDOM", str(next(_random)), 1)
+            rest = rest.replace("$(stty size)", f"{self.size[1]} {self.size[0]}")
             self._output += rest.encode() + b"\r\n"
         elif command == "hostname":
             self._output += self.hostname.encode() + b"\r\n"
