@@ -81,7 +81,7 @@ class Output(threading.Thread):
         self.conn.close()
 
 
-def _call(port: int, method: str, path: str, token: str, body: dict | None = None,
+def _call(port: int, method: str, path: str, token: str, body: dict | None = None, *,
           expect: int = 200) -> Any:
     status, answer = common.call_json(port, method, path, body, token)
     if status != expect:
@@ -96,10 +96,10 @@ def _prepare(server: common.Server, token: str) -> tuple[str, str, str]:
     if not any(node["engine"] == "incus" for node in nodes):
         _call(port, "POST", "/api/v1/admin/nodes", token, {
             "name": "incus", "engine": "incus", "endpoint": "", "capacity_vcpus": 8,
-            "capacity_memory_mb": 8192, "capacity_disk_gb": 100}, 201)
+            "capacity_memory_mb": 8192, "capacity_disk_gb": 100}, expect=201)
     _call(port, "POST", "/api/v1/admin/plans", token, {
         "slug": "bench-console", "name": "Bench console", **common.PLAN, "price_hourly": 0,
-        "price_monthly_cap": 0}, 201)
+        "price_monthly_cap": 0}, expect=201)
     images = _call(port, "GET", "/api/v1/images", token)["data"]
     image = next((i for i in images if i["engine"] == "incus"
                   and common.TEST_IMAGE in i["ref"]), None)
@@ -109,7 +109,7 @@ def _prepare(server: common.Server, token: str) -> tuple[str, str, str]:
                    if p["is_default"])["id"]
     created = _call(port, "POST", f"/api/v1/projects/{project}/instances", token, {
         "name": f"bench-console-{secrets.token_hex(3)}", "plan_id": "bench-console",
-        "image_id": image["id"]}, 202)
+        "image_id": image["id"]}, expect=202)
     path = f"/api/v1/projects/{project}/instances/{created['instance']['id']}"
     deadline = time.perf_counter() + 120
     while True:
@@ -143,7 +143,7 @@ def _create_admin(server: common.Server, password: str) -> None:
         raise common.BenchError(f"appliance create-admin failed:\n{done.stdout}{done.stderr}")
 
 
-def _delete(server: common.Server, token: str, base: str, name: str) -> None:
+def _delete(server: common.Server, token: str, base: str, remove: list[str]) -> None:
     """Delete the instance through the API and wait for its job; on the engine if left."""
     common.call_json(server.port, "DELETE", base, None, token)
     deadline = time.perf_counter() + 60
@@ -151,8 +151,7 @@ def _delete(server: common.Server, token: str, base: str, name: str) -> None:
         if common.call_json(server.port, "GET", base, None, token)[0] == 404:
             return
         time.sleep(0.1)
-    subprocess.run(["incus", "delete", "--force", name], capture_output=True, check=False,
-                   timeout=60)
+    subprocess.run(remove, capture_output=True, check=False, timeout=60)
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -161,10 +160,11 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def measure(work: Path) -> dict[str, Any]:
-    if not shutil.which("incus"):
+    incus = shutil.which("incus")
+    if not incus:
         return {"console_skipped": "skipped: the incus command is missing"}
     try:
-        subprocess.run(["incus", "info"], capture_output=True, check=True, timeout=30)
+        subprocess.run([incus, "info"], capture_output=True, check=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"console_skipped": f"skipped: Incus does not answer ({exc})"[:120]}
     print("keystroke-to-echo through the web console on Incus vs incus exec:", flush=True)
@@ -176,14 +176,15 @@ def measure(work: Path) -> dict[str, Any]:
         project, instance_id, name = _prepare(server, token)
         base = f"/api/v1/projects/{project}/instances/{instance_id}"
         try:
-            return _rounds(server, token, base, name)
+            return _rounds(server, token, base, [incus, "exec", name])
         finally:
-            _delete(server, token, base, name)
+            _delete(server, token, base, [incus, "delete", "--force", name])
 
 
-def _rounds(server: common.Server, token: str, base: str, name: str) -> dict[str, Any]:
+def _rounds(server: common.Server, token: str, base: str, incus_exec: list[str],
+            ) -> dict[str, Any]:
     opened = _call(server.port, "POST", base + "/console", token,
-                   {"cols": 80, "rows": 24}, 201)["console"]
+                   {"cols": 80, "rows": 24}, expect=201)["console"]
     output = Output(server.port, opened["stream_url"], token)
     typing = http.client.HTTPConnection(common.HOST, server.port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -205,7 +206,7 @@ def _rounds(server: common.Server, token: str, base: str, name: str) -> dict[str
 
     def through_exec(n: int) -> float:
         began = time.perf_counter()
-        done = subprocess.run(["incus", "exec", name, "--", "sh", "-c",
+        done = subprocess.run([*incus_exec, "--", "sh", "-c",
                                f"echo bench-{n}-$((1+1))"], capture_output=True,
                               timeout=ECHO_TIMEOUT_S, check=False)
         took = time.perf_counter() - began
