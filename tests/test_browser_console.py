@@ -6,8 +6,8 @@ Content-Security-Policy (a violation fails the test): the administrator opens th
 console on the instance page, types `echo hello-$RANDOM` and sees the shell's answer
 within a second; a paste (Ctrl+Shift+V) is typed too; the terminal follows the window's
 size down to a phone (the shell's `stty size` says so); `exit` ends the session with a
-message. A viewer of the project sees no console button and the API refuses them (403).
-Screenshots at 1366 px and 375 px land in the test output folder.
+message; stopping the instance ends a session with a message saying so. A viewer of
+the project sees no console button and the API refuses them (403). Screenshots at 1366 px and 375 px land in the test output folder.
 
 Under CI=true a missing engine or Chromium is a failure, never a skip.
 """
@@ -197,6 +197,29 @@ def test_a_member_types_into_the_console_and_exit_ends_it(server, instances, chr
         raise
     finally:
         context.close()
+
+
+def test_stopping_the_instance_ends_the_console_with_a_message(server, instances, page):
+    project_id, instance_id = instances["docker"]
+    problems = PageProblems(page)
+    sign_in(page, server)
+    page.goto(f"{server.url}/projects/{project_id}/instances/{instance_id}")
+    card = page.locator("#terminal")
+    card.get_by_role("button", name="Open console").click()
+    wait_for(lambda: card.get_attribute("data-console-state") == "open", "the console opens")
+    wait_for_text(page, r"[#$] ", 10_000)
+    api = Api(server)
+    path = f"/projects/{project_id}/instances/{instance_id}"
+    api.call("POST", path + "/stop", 202)
+    wait_for(lambda: card.get_attribute("data-console-state") == "ended",
+             "the session ends", timeout=60)
+    status = card.locator("[data-console-status]").inner_text()
+    assert status == "The instance stopped; the console session has ended.", status
+    Screenshots("console-stopped").take(page, "stopped")
+    wait_for(lambda: api.call("GET", path, 200)["job"] is None, "the stop", timeout=60)
+    api.call("POST", path + "/start", 202)  # as the other tests found it
+    wait_for(lambda: api.call("GET", path, 200)["job"] is None, "the start", timeout=60)
+    assert problems.errors == [], problems.errors
 
 
 def test_a_viewer_gets_no_console_button_and_a_403(server, instances, page):

@@ -289,13 +289,24 @@ def close(principal: Principal, project_id: str, instance_id: str, console_id: s
     _finish(session, "closed")
 
 
+# Jobs that take the shell's instance down: a shell ending while one runs ended with it.
+_STOPPING_JOBS = ("instance.stop", "instance.shutdown", "instance.reboot", "instance.reset",
+                  "instance.rebuild", "instance.delete", "backup.restore")
+
+
 def _ending_reason(session: ConsoleSession) -> str:
-    """Why a shell ended by itself: the instance stopped, or the shell exited."""
+    """Why a shell ended by itself: the instance stopped (or is being stopped, rebooted,
+    rebuilt or deleted: the shell can end a moment before the engine says so), or the
+    shell exited."""
     try:
         with database.connection_context():
             instance = Instance.get_or_none(Instance.id == session.instance_id)
             node = instance.node if instance is not None else None
-        if instance is None or node is None:
+            job = (lifecycle.current_jobs([instance.id]).get(instance.id)
+                   if instance is not None else None)
+        if instance is None or node is None or instance.status != "running":
+            return "instance_stopped"
+        if job is not None and job.type in _STOPPING_JOBS:
             return "instance_stopped"
         power = nodes.driver_for(node).state(session.ref).power
     except Exception:  # the engine is gone too: the shell certainly is
