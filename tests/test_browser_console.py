@@ -7,7 +7,8 @@ console on the instance page, types `echo hello-$RANDOM` and sees the shell's an
 within a second; a paste (Ctrl+Shift+V) is typed too; the terminal follows the window's
 size down to a phone (the shell's `stty size` says so); `exit` ends the session with a
 message; stopping the instance ends a session with a message saying so. A viewer of
-the project sees no console button and the API refuses them (403). Screenshots at 1366 px and 375 px land in the test output folder.
+the project sees no console button and the API refuses them (403). Screenshots at
+1366 px and 375 px land in the test output folder.
 
 Under CI=true a missing engine or Chromium is a failure, never a skip.
 """
