@@ -128,12 +128,19 @@ def wait_for_text(page, pattern: str, timeout_ms: int) -> str:
 
 
 def a_paste_is_typed(page) -> None:
-    """A paste from the clipboard (Ctrl+Shift+V) is typed as it is."""
-    page.evaluate("navigator.clipboard.writeText('echo pasted-$((6*7))')")
-    page.keyboard.press("Control+Shift+V")
-    wait_for_text(page, r"# echo pasted-\$\(\(6\*7\)\)", 3000)  # read, then typed
-    page.keyboard.press("Enter")
-    wait_for_text(page, r"\npasted-42", 3000)
+    """A paste from the clipboard (Ctrl+Shift+V, then Ctrl+V) is typed as it is; a
+    selection is copied with Ctrl+Shift+C."""
+    for keys, number in (("Control+Shift+V", 42), ("Control+V", 43)):
+        page.evaluate(f"navigator.clipboard.writeText('echo pasted-$((6*7+{number - 42}))')")
+        page.keyboard.press(keys)
+        wait_for_text(page, rf"# echo pasted-\$\(\(6\*7\+{number - 42}\)\)", 3000)
+        page.keyboard.press("Enter")
+        wait_for_text(page, rf"\npasted-{number}", 3000)
+    banner = page.locator("#terminal .xterm-rows > div", has_text="BusyBox").first
+    box = banner.bounding_box()  # xterm's screen layer above the rows takes the clicks
+    page.mouse.dblclick(box["x"] + 12, box["y"] + box["height"] / 2)  # selects that word
+    page.keyboard.press("Control+Shift+C")
+    assert page.evaluate("navigator.clipboard.readText()") == "BusyBox"
 
 
 def the_tty_follows_the_window(page, shots: Screenshots) -> None:

@@ -10,8 +10,9 @@
 //     few requests, not one per key;
 //   - fits the terminal to its box on window resize and POSTs the new size (debounced);
 //   - closes the session when the page goes away (a keepalive DELETE).
-// Copy and paste: Ctrl+Shift+C copies the selection, Ctrl+Shift+V (or the browser's own
-// paste) pastes; Ctrl+C with a selection copies too instead of interrupting.
+// Copy and paste: Ctrl+Shift+C copies the selection, Ctrl+Shift+V or Ctrl+V (left to the
+// browser's own paste, which xterm types) pastes; Ctrl+C with a selection copies too
+// instead of interrupting.
 //
 // xterm.js adds <style> elements for its theme and cell sizes and sets some style
 // attributes, which the page's Content-Security-Policy (style-src 'self') refuses. The
@@ -201,6 +202,9 @@
           navigator.clipboard.writeText(term.getSelection());
           event.preventDefault();
           return false;
+        }
+        if (event.ctrlKey && !event.shiftKey && !event.altKey && key === "v") {
+          return false;  // not ^V: the browser's own paste, which xterm types
         }
         if (event.ctrlKey && event.shiftKey && key === "v" && navigator.clipboard) {
           navigator.clipboard.readText().then(function (text) { term.paste(text); });
