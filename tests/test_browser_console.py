@@ -7,7 +7,8 @@ console on the instance page, types `echo hello-$RANDOM` and sees the shell's an
 within a second; a paste (Ctrl+Shift+V) is typed too; the terminal follows the window's
 size down to a phone (the shell's `stty size` says so); `exit` ends the session with a
 message; stopping the instance ends a session with a message saying so. A viewer of
-the project sees no console button and the API refuses them (403). Screenshots at
+the project sees no console button and the API refuses them (403), and their console
+log card follows the log live. Screenshots at
 1366 px and 375 px land in the test output folder.
 
 Under CI=true a missing engine or Chromium is a failure, never a skip.
@@ -238,6 +239,10 @@ def test_a_viewer_gets_no_console_button_and_a_403(server, instances, page):
     assert page.get_by_role("heading", name="console-incus").is_visible()
     assert page.locator("#terminal").count() == 0
     assert page.get_by_role("button", name="Open console").count() == 0
+    # The console log card follows the live stream (GET .../logs/stream), viewers too.
+    log = page.locator("pre[data-log-stream]")
+    wait_for(lambda: log.get_attribute("data-log-live") == "true", "the live console log")
+    assert "appliance-test-init" in log.inner_text()
     viewer = Api(server, VIEWER)
     refused = viewer.call("POST", f"/projects/{project_id}/instances/{instance_id}/console",
                           403, json={})
