@@ -101,11 +101,13 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
 
     def stop(signum: int, frame: Any) -> None:
         from appliance.services.events import live  # lazy, like every command's imports
+        from appliance.services.instances import console
 
         if stopping:  # a second signal (the single binary's bootloader forwards the one a
             return    # terminal or systemd also sent) must not cut the shutdown short
         stopping.append(signum)
         live.end_all()  # live streams hold worker threads waitress waits for
+        console.end_all()  # ... and so do web consoles' output streams
         raise SystemExit(0)  # waitress closes its sockets on SystemExit
 
     signal.signal(signal.SIGTERM, stop)

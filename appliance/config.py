@@ -240,6 +240,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EVENT_STREAM_SECONDS", 300, int_between(5, 86_400),
             "How long a live event stream stays open before it ends (the browser "
             "reconnects with Last-Event-ID)."),
+    Setting("CONSOLE_IDLE_TIMEOUT_SECONDS", 900, int_between(30, 86_400),
+            "A web console with no input for this long is closed (its session ends)."),
+    Setting("CONSOLE_SESSIONS_PER_USER", 2, int_between(1, 100),
+            "Web consoles one user may have open at once; past it opening one is 429 "
+            "`too_many_consoles` with Retry-After."),
+    Setting("CONSOLE_SESSIONS_MAX", 4, int_between(1, 1000),
+            "Web consoles open at once, in total. Each attached console holds a server "
+            "thread, so `appliance serve` runs this many worker threads on top of THREADS; "
+            "past it opening one is 429 `too_many_consoles` with Retry-After."),
     Setting("EVENT_RETENTION_DAYS", 90, int_between(1, 36_500),
             "Days events, finished webhook deliveries (with their attempts) and read "
             "notifications are kept before the daily purge deletes them."),

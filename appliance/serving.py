@@ -105,7 +105,10 @@ def server_adjustments(settings: dict[str, Any], connection_limit: int) -> Adjus
                  "trusted_proxy_count": settings["TRUSTED_PROXY_COUNT"],
                  "trusted_proxy_headers": set(settings["TRUSTED_PROXY_HEADERS"].split(","))}
     return Adjustments(
-        host=settings["HOST"], port=settings["PORT"], threads=settings["THREADS"],
+        # Each attached web console holds a worker thread for its output stream: they
+        # get threads of their own, so ordinary requests keep THREADS.
+        host=settings["HOST"], port=settings["PORT"],
+        threads=settings["THREADS"] + settings["CONSOLE_SESSIONS_MAX"],
         ident="appliance",
         # waitress keeps reading a connection while its request runs, so a live event
         # stream notices a client that left (and frees its thread) within a second

@@ -29,7 +29,7 @@ from appliance.drivers import fake
 from appliance.services import clock
 from appliance.services.accounts import api_keys, authcache, sessions
 from appliance.services.events import live
-from appliance.services.instances import lifecycle
+from appliance.services.instances import console, lifecycle
 from appliance.services.limits import throttle
 from appliance.services.ops import dashboard_metrics
 from appliance.services.webhooks import endpoints
@@ -67,6 +67,7 @@ def reset_module_state() -> None:
     endpoints.forget_cached_setting()  # keyed by id(database): ids are reused
     lifecycle.forget_rendered_lists()  # kept under their listing version
     live.reset()  # slots of streams a test left open, and a past end_all()
+    console.reset()  # web console sessions a test left open
     reveal.forget_all()  # one-time secrets kept for the page after a redirect
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -221,6 +222,66 @@ class DriverContract:
                 driver.logs(instance)
             return
         assert isinstance(driver.logs(instance), str)
+
+    # -- the terminal ------------------------------------------------------------------
+
+    def read_until(self, terminal, pattern: bytes, timeout: float = 10.0) -> bytes:
+        """What the terminal wrote until `pattern` (a regex) showed up in it."""
+        seen, deadline = b"", time.monotonic() + timeout
+        while not re.search(pattern, seen):
+            assert time.monotonic() < deadline, f"{pattern!r} not in {seen!r}"
+            chunk = terminal.read(0.2)
+            assert chunk != b"", f"the shell ended before {pattern!r}: {seen!r}"
+            seen += chunk or b""
+        return seen
+
+    def read_to_the_end(self, terminal, timeout: float = 10.0) -> bytes:
+        seen, deadline = b"", time.monotonic() + timeout
+        while (chunk := terminal.read(0.2)) != b"":
+            assert time.monotonic() < deadline, f"the shell did not end: {seen!r}"
+            seen += chunk or b""
+        return seen
+
+    def test_a_terminal_echoes_runs_resizes_and_ends_on_exit(self, driver, instance):
+        if not driver.capabilities().terminal:
+            with pytest.raises(Unsupported):
+                driver.open_terminal(instance)
+            return
+        self.running_address(driver, instance)
+        terminal = driver.open_terminal(instance, 100, 30)
+        try:
+            self.read_until(terminal, rb"[#$] ")
+            terminal.write(b"echo size $(stty size) hello-$RANDOM\r")
+            seen = self.read_until(terminal, rb"\r\nsize \d+ \d+ hello-\d+\r\n")
+            assert b"echo size $(stty size) hello-$RANDOM" in seen  # the TTY echoes
+            assert b"size 30 100 hello-" in seen
+            terminal.resize(120, 40)
+            terminal.write(b"echo now $(stty size)\r")
+            self.read_until(terminal, rb"now 40 120")
+            terminal.write(b"exit\r")
+            self.read_to_the_end(terminal)
+            assert terminal.read(0) == b""
+            with pytest.raises(DriverError):
+                terminal.write(b"x")
+        finally:
+            terminal.close()
+        terminal.close()  # again: harmless
+
+    def test_a_terminal_ends_when_the_instance_stops_and_needs_it_running(self, driver,
+                                                                          instance):
+        if not driver.capabilities().terminal:
+            return
+        self.running_address(driver, instance)
+        terminal = driver.open_terminal(instance)
+        try:
+            self.read_until(terminal, rb"[#$] ")
+            driver.stop(instance, graceful=False)
+            self.read_to_the_end(terminal, timeout=30)
+        finally:
+            terminal.close()
+        with pytest.raises(DriverError) as caught:
+            driver.open_terminal(instance)
+        assert caught.value.permanent
 
     # -- backups -----------------------------------------------------------------------
 

@@ -415,7 +415,8 @@ def test_events_are_paged_and_the_console_log_is_shown(app, ada, project, catalo
     more = re.search(r'href="([^"]*events_cursor=[^"#]+)#events"', page).group(1)
     older = ada.page(more.replace("&amp;", "&"))
     assert "instance.created" in older and "Newest" in older
-    console = re.search(r'<pre class="console">([^<]*)</pre>', page).group(1)
+    console = re.search(r'<pre class="console" data-log-stream="[^"]+/logs/stream">([^<]*)'
+                        r'</pre>', page).group(1)  # followed live by console.js
     assert "created from fake/debian-12" in console and "rebooted" in console
     fragment = ada.get(base(project, instance_id) + "?part=console", headers=HTMX)
     assert fragment.get_data(as_text=True).lstrip().startswith('<section class="card" id="console"')

@@ -15,6 +15,7 @@ from appliance.api import (
     billing,
     billing_admin,
     catalog,
+    console,
     dashboard,
     event_stream,
     events,
@@ -53,6 +54,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(dashboard.bp, url_prefix=API_PREFIX)
     app.register_blueprint(event_stream.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(console.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(notifications.bp, url_prefix=API_PREFIX)
     app.register_blueprint(webhooks.bp, url_prefix=API_PREFIX)

@@ -27,7 +27,7 @@ from appliance.errors import DriverError, Unsupported
 
 __all__ = [
     "Capabilities", "Driver", "DriverError", "EngineInfo", "FirewallRule", "ImageInfo",
-    "InstanceSpec", "InstanceState", "Limits", "Sink", "Unsupported",
+    "InstanceSpec", "InstanceState", "Limits", "Sink", "Terminal", "Unsupported",
 ]
 
 # Power states a driver reports.
@@ -75,7 +75,8 @@ class Capabilities:
     firewall: bool = False
     networks: bool = False
     resize_live: bool = False
-    console: bool = False
+    console: bool = False  # logs(): the console / log output
+    terminal: bool = False  # open_terminal(): an interactive shell with a TTY
     exec: bool = False
     vm: bool = False
 
@@ -112,6 +113,33 @@ class FirewallRule:
     ports: str = ""  # "22", "8000-8100", "" for all
     source: str = ""  # CIDR for "in" ("" = anywhere)
     action: str = "allow"  # allow | deny
+
+
+class Terminal(ABC):
+    """An interactive login shell with a TTY inside a running instance (`open_terminal`).
+
+    Bytes in, bytes out: nothing is decoded or interpreted. One thread reads while others
+    write and resize, so `write` and `resize` are safe to call during a `read`. Once the
+    shell has ended (it exited, the instance stopped, `close` was called) `read` returns
+    b"" and `write` raises a permanent DriverError.
+    """
+
+    @abstractmethod
+    def read(self, timeout: float) -> bytes | None:
+        """Output that has arrived, waiting at most `timeout` s for some: None when none
+        came in time, b"" when the shell has ended (for good)."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send input (keystrokes, a paste) to the shell."""
+
+    @abstractmethod
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the TTY's size (the shell gets SIGWINCH)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Hang up: end the shell and release the engine connection; idempotent."""
 
 
 class Driver(ABC):
@@ -200,6 +228,12 @@ class Driver(ABC):
         """Run a command inside; return (exit code, stdout and stderr; lines of the two
         may interleave in any order)."""
         raise Unsupported("exec")
+
+    def open_terminal(self, ref: str, cols: int = 80, rows: int = 24) -> Terminal:
+        """Start a login shell (bash where the image has it, else sh) with a `cols` x
+        `rows` TTY in the running instance, as its root user. Permanent error when the
+        instance is not running or has no shell."""
+        raise Unsupported("terminal")
 
     def set_password(self, ref: str, user: str, password: str) -> None:
         """Set `user`'s password inside the running instance; the password appears in no

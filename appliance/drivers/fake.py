@@ -32,7 +32,9 @@ from appliance.drivers.base import (
     InstanceState,
     Limits,
     Sink,
+    Terminal,
 )
+from appliance.drivers.fake_terminal import FakeTerminal
 
 IMAGES = (
     ImageInfo("fake/debian-12", "Debian 12 (simulated)", "debian", "12", 300_000_000),
@@ -91,7 +93,7 @@ class FakeDriver(Driver):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(snapshots=True, backups=True, firewall=True, networks=True,
-                            resize_live=True, console=True, exec=True)
+                            resize_live=True, console=True, terminal=True, exec=True)
 
     def info(self) -> EngineInfo:
         if self.options.get("down") == "true":
@@ -133,10 +135,12 @@ class FakeDriver(Driver):
         instance = self._get(ref)
         if instance["power"] != STOPPED:
             instance["power"] = STOPPED
+            self._hang_up(instance)
             self._log(instance, "shut down" if graceful else "powered off")
 
     def reboot(self, ref: str) -> None:
         instance = self._get(ref)
+        self._hang_up(instance)
         instance["power"] = RUNNING
         instance["boots"] += 1
         self._log(instance, "rebooted")
@@ -155,7 +159,9 @@ class FakeDriver(Driver):
                              if running else None)
 
     def delete(self, ref: str) -> None:
-        self._node["instances"].pop(ref, None)
+        instance = self._node["instances"].pop(ref, None)
+        if instance is not None:
+            self._hang_up(instance)
 
     def resize(self, ref: str, limits: Limits) -> None:
         instance = self._get(ref)
@@ -179,6 +185,18 @@ class FakeDriver(Driver):
 
     def logs(self, ref: str, lines: int = 200) -> str:
         return "\n".join(self._get(ref)["log"][-lines:])
+
+    def open_terminal(self, ref: str, cols: int = 80, rows: int = 24) -> Terminal:
+        instance = self._get(ref)
+        if instance["power"] != RUNNING:
+            raise DriverError(f"{ref} is not running", permanent=True)
+        terminal = FakeTerminal(instance["name"], cols, rows)
+        instance.setdefault("terminals", []).append(terminal)
+        return terminal
+
+    def _hang_up(self, instance: dict) -> None:
+        for terminal in instance.pop("terminals", []):
+            terminal.hang_up()
 
     def exec(self, ref: str, argv: list[str], timeout: int = 30) -> tuple[int, str]:
         instance = self._get(ref)

@@ -29,6 +29,7 @@ from appliance.services.instances import (
     backup_requests,
     backups,
     catalog,
+    console,
     jobs,
     lifecycle,
     templates,
@@ -281,6 +282,8 @@ def _instance_page(project_id: str, instance_id: str, status: int = 200,
         context.update(_backups_context(project_id, instance_id))
     if part is None and context["can_operate"]:
         node = context["instance"].node
+        context["console_supported"] = console.supported(context["instance"])
+        context["console_idle_minutes"] = max(1, round(console.idle_timeout() / 60))
         context.update(
             plans=forms.every_page(catalog.list_plans, principal, False),
             images=[image for image in forms.every_page(catalog.list_images, principal, False)

@@ -66,6 +66,7 @@ from appliance.drivers.base import (
     InstanceSpec,
     InstanceState,
     Limits,
+    Terminal,
 )
 from appliance.drivers.docker.copies import DockerCopies
 from appliance.drivers.docker.files import DockerFiles
@@ -78,6 +79,7 @@ from appliance.drivers.docker.names import (
     networks_of,
 )
 from appliance.drivers.docker.networks import DockerNetworks
+from appliance.drivers.docker.terminal import DockerTerminal, login_shell
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 DISK, USER, KEYS, ENV = "appliance.disk_gb", "appliance.user", "appliance.ssh_keys", "appliance.env"
@@ -187,7 +189,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(snapshots=True, backups=True, networks=True, resize_live=True,
-                            console=True, exec=True)
+                            console=True, terminal=True, exec=True)
 
     def info(self) -> EngineInfo:
         with self._errors("asking Docker for its version"):
@@ -479,6 +481,26 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
         if not argv:
             raise DriverError("nothing to run", permanent=True)
         return self._run(self._get(ref), list(argv), timeout)
+
+    def open_terminal(self, ref: str, cols: int = 80, rows: int = 24) -> Terminal:
+        container = self._get(ref)
+        if not self._is_on(container):
+            raise DriverError(f"{ref} is not running", permanent=True)
+        api = self._client.api
+        with self._errors(f"opening a console on {ref}"):
+            token = uuid.uuid4().hex
+            exec_id = api.exec_create(container.id, login_shell(token), stdin=True, tty=True,
+                                      stdout=True, stderr=True,
+                                      environment={"TERM": "xterm-256color",
+                                                   "LANG": "C.UTF-8"})["Id"]
+            stream = api.exec_start(exec_id, socket=True, tty=True)
+            terminal = DockerTerminal(api, container.id, exec_id, token, stream=stream,
+                                      errors=self._errors)
+        try:
+            terminal.resize(cols, rows)
+        except DriverError:
+            pass  # the shell may take a moment to start; the next resize sets it
+        return terminal
 
     def _run(self, container: Any, argv: list[str], timeout: float,
              user: str = "") -> tuple[int, str]:

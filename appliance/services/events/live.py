@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, Protocol
 
 from appliance import config
 from appliance.db import database
@@ -139,6 +139,39 @@ class _Slots:
 
 
 _slots = _Slots()
+
+
+class SharedStream(Protocol):
+    """Another kind of live stream that shares these slots (the instance log's)."""
+
+    principal: Principal
+    replaced: bool
+
+
+def take_slot(stream: SharedStream) -> None:
+    """Hold a slot for `stream` under the same caps (429 `too_many_streams` past the
+    total; past the user's own cap their oldest stream is ended)."""
+    per_user, total, _ = limits()
+    _slots.take(stream, per_user, total)  # type: ignore[arg-type]
+
+
+def give_back_slot(stream: SharedStream) -> None:
+    _slots.give_back(stream)  # type: ignore[arg-type]
+
+
+def pause(stream: SharedStream, seconds: float) -> str | None:
+    """Wait up to `seconds`; "ending" when the server stops, "replaced" when the user
+    opened a newer stream past their cap, else None."""
+    deadline = time.monotonic() + seconds
+    with _wake.changed:
+        while not (stream.replaced or _wake.ending):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            _wake.changed.wait(left)
+    if _wake.ending:
+        return "ending"
+    return "replaced" if stream.replaced else None
 
 
 def open_streams() -> int:
