@@ -159,7 +159,8 @@ def node_series(principal: Principal, node_id: str, *, window: str = "24h",
 
 
 # Names are the store's constants; the node's id is bound.
-LATEST_SQL = (f'SELECT "at", "n", {", ".join(f'"{f}"' for f in store.NODES.fields)} '  # noqa: S608
+_NODE_COLUMNS = ", ".join(f'"{name}"' for name in store.NODES.fields)
+LATEST_SQL = (f'SELECT "at", "n", {_NODE_COLUMNS} '  # noqa: S608
               'FROM "node_metric" WHERE "node_id" = ? AND "step" = 60 '
               'ORDER BY "at" DESC LIMIT 1')
 
