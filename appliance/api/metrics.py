@@ -62,8 +62,18 @@ class InstanceLimits(Schema):
     disk_bytes: int
 
 
+class LatestOut(Schema):
+    at: dt.datetime = Field(description="When the engine was read.")
+    values: dict[str, int | float | None] = Field(
+        description="The figures of that one sample by series name (CPU over the interval "
+                    "before it); null: not reported.")
+
+
 class InstanceMetricsOut(MetricsBase):
     instance_id: str
+    latest: LatestOut | None = Field(description="The newest sample, not averaged (null "
+                                                 "while the instance is not running or "
+                                                 "before its first sample).")
     limits: InstanceLimits = Field(description="The plan's limits, the scale of the "
                                                "graphs (CPU percent is of `vcpus`).")
 
@@ -108,6 +118,8 @@ def instance_metrics(principal: Principal, project_id: str, instance_id: str,
     plan = instance.plan
     return InstanceMetricsOut(
         instance_id=instance.id, **_base(found),
+        latest=LatestOut(at=found.latest_at, values=found.latest)
+        if found.latest_at and found.latest is not None else None,
         limits=InstanceLimits(vcpus=plan.vcpus, memory_bytes=plan.memory_mb * 2**20,
                               disk_bytes=plan.disk_gb * 2**30))
 

@@ -2,14 +2,16 @@
 
 `instance_metric` and `node_metric` hold one row per subject, resolution (`step`: 60, 300
 or 3600 seconds) and bucket start (`at`, Unix seconds): the sums of the samples taken in
-the bucket and their count (`n`), so a coarser bucket is the sum of finer ones and an
+the bucket and their count (`n`; `nr` counts those with rates, which a first sample
+after a start lacks), so a coarser bucket is the sum of finer ones and an
 average is sum / n. Every sample is added to its minute, 5-minute and hour row at once; a
 purge deletes each resolution past its retention. On SQLite the tables are WITHOUT ROWID
 (the key is the clustered index: a window is one range read, and so is a purge,
 subject by subject; no second index).
 
-`metric_counter` keeps the engines' last cumulative counters per instance (CPU time,
-bytes received and sent), from which the next sample's rates are computed.
+`metric_counter` keeps each instance's last reading: the engine's cumulative counters
+(CPU time, bytes received and sent), from which the next sample's rates are computed,
+and the figures of that sample (what the API shows as the latest).
 """
 
 from peewee import (
@@ -43,6 +45,7 @@ def up(migrator, db):
         step = IntegerField()
         at = BigIntegerField()
         n = IntegerField(default=0)
+        nr = IntegerField(default=0)  # samples with rates (cpu, rx, tx)
         cpu = BigIntegerField(null=True)  # hundredths of a percent of the plan's vCPUs
         memory = BigIntegerField(null=True)  # bytes used
         rx = BigIntegerField(null=True)  # bytes received per second
@@ -75,5 +78,10 @@ def up(migrator, db):
         cpu_seconds = FloatField(null=True)
         rx_bytes = BigIntegerField(null=True)
         tx_bytes = BigIntegerField(null=True)
+        cpu = BigIntegerField(null=True)
+        memory = BigIntegerField(null=True)
+        rx = BigIntegerField(null=True)
+        tx = BigIntegerField(null=True)
+        disk = BigIntegerField(null=True)
 
     db.create_tables([InstanceMetric, NodeMetric, MetricCounter])

@@ -29,6 +29,7 @@ class InstanceMetric(BaseModel):
     step = IntegerField()  # seconds: 60, 300 or 3600
     at = BigIntegerField()  # bucket start, Unix seconds
     n = IntegerField(default=0)  # samples added
+    nr = IntegerField(default=0)  # of which with rates (cpu, rx, tx: not a first sample)
     cpu = BigIntegerField(null=True)  # hundredths of a percent of the plan's vCPUs
     memory = BigIntegerField(null=True)  # bytes used
     rx = BigIntegerField(null=True)  # bytes received per second
@@ -58,10 +59,16 @@ class NodeMetric(BaseModel):
 
 
 class MetricCounter(BaseModel):
-    """The engine's last cumulative counters of an instance (the next rates' base)."""
+    """An instance's last reading: the engine's cumulative counters (the next rates'
+    base) and the figures computed from it (as in InstanceMetric: the latest sample)."""
 
     instance = ForeignKeyField(Instance, primary_key=True, on_delete="CASCADE", backref="+")
     read_at = FloatField()
     cpu_seconds = FloatField(null=True)
     rx_bytes = BigIntegerField(null=True)
     tx_bytes = BigIntegerField(null=True)
+    cpu = BigIntegerField(null=True)
+    memory = BigIntegerField(null=True)
+    rx = BigIntegerField(null=True)
+    tx = BigIntegerField(null=True)
+    disk = BigIntegerField(null=True)

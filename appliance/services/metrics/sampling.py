@@ -35,6 +35,7 @@ from appliance.services.instances import nodes
 from appliance.services.metrics import store
 
 NODE_POOL = 8
+LATEST_COLUMNS = ("read_at", "cpu_seconds", "rx_bytes", "tx_bytes", *store.INSTANCES.fields)
 GAP_INTERVALS = 3
 log = logging.getLogger("appliance.metrics")
 
@@ -137,19 +138,18 @@ def write(readings: list[NodeReading], vcpus: dict[str, int], now: dt.datetime) 
             bases = {row.instance_id: row for row in stored}
         rows = [(iid, figures(s, bases.get(iid), vcpus[iid], gap))
                 for iid, s in samples.items()]
+        latest = dict(rows)
         written = store.add(store.INSTANCES, rows, now)
         hosts = [(r.node_id, host_figures(r.host)) for r in readings if r.host is not None]
         written += store.add(store.NODES, hosts, now)
         if samples:
             (MetricCounter.insert_many([
                 {"instance": iid, "read_at": s.read_at, "cpu_seconds": s.cpu_seconds,
-                 "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes}
+                 "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes, **latest[iid]}
                 for iid, s in samples.items()])
              .on_conflict(conflict_target=[MetricCounter.instance], update={
-                 MetricCounter.read_at: EXCLUDED.read_at,
-                 MetricCounter.cpu_seconds: EXCLUDED.cpu_seconds,
-                 MetricCounter.rx_bytes: EXCLUDED.rx_bytes,
-                 MetricCounter.tx_bytes: EXCLUDED.tx_bytes}).execute())
+                 getattr(MetricCounter, name): getattr(EXCLUDED, name)
+                 for name in LATEST_COLUMNS}).execute())
     return {"instances": len(rows), "nodes": len(hosts), "rows": written,
             "failed_nodes": sum(1 for r in readings if r.error)}
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from appliance.db import raw_sql
 from appliance.errors import InvalidRequest
-from appliance.models import Instance, Node
+from appliance.models import Instance, MetricCounter, Node
 from appliance.services import clock
 from appliance.services.instances import lifecycle, nodes
 from appliance.services.metrics import sampling, store
@@ -49,6 +49,8 @@ class Series:
     times: list[dt.datetime]
     lines: list[Line]
     interval_seconds: int
+    latest_at: dt.datetime | None = None  # the newest sample, shown as "now"
+    latest: dict[str, float | None] | None = None  # its figures by line name
 
     def line(self, name: str) -> Line:
         return next(line for line in self.lines if line.name == name)
@@ -88,8 +90,8 @@ def _read(table: store.Table, subject: str, window: str, bucket: str | None,
     start = end - length
     count = length // size
     # Per figure: its sum and the samples of the rows that have it.
-    sums = ", ".join(f'SUM("{f}"), SUM(CASE WHEN "{f}" IS NOT NULL THEN "n" END)'
-                     for f in table.fields)
+    sums = ", ".join(f'SUM("{f}"), SUM(CASE WHEN "{f}" IS NOT NULL THEN '
+                     f'"{"nr" if f in table.rates else "n"}" END)' for f in table.fields)
     # Names are the store's constants; values are bound.
     sql = (f'SELECT ("at" - ?) / ?, SUM("n"), {sums} FROM "{table.name}" '  # noqa: S608
            f'WHERE "{table.subject}" = ? AND "step" = ? AND "at" >= ? AND "at" < ? '
@@ -134,7 +136,19 @@ def instance_series(principal: Principal, project_id: str, instance_id: str, *,
         Line("disk", "bytes", _rounded(values["disk"]),
              "Disk used (missing where the engine's storage does not report it)."),
     ]
-    return instance, Series(**{**series.__dict__, "lines": lines})
+    latest_at, latest = _latest_of(instance)
+    return instance, Series(**{**series.__dict__, "lines": lines, "latest_at": latest_at,
+                               "latest": latest})
+
+
+def _latest_of(instance: Instance) -> tuple[dt.datetime | None, dict | None]:
+    """The instance's newest sample, while it runs (a stopped one's would be stale)."""
+    row = MetricCounter.get_or_none(MetricCounter.instance == instance.id)
+    if row is None or instance.status != "running":
+        return None, None
+    return dt.datetime.fromtimestamp(row.read_at, dt.UTC), {
+        "cpu": None if row.cpu is None else round(row.cpu / 100, 2), "memory": row.memory,
+        "network_rx": row.rx, "network_tx": row.tx, "disk": row.disk}
 
 
 def node_series(principal: Principal, node_id: str, *, window: str = "24h",

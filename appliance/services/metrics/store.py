@@ -2,15 +2,17 @@
 samples arrive.
 
 Every sample is added at once to the row of its minute, its 5 minutes and its hour
-(`STEPS`): the row holds the sum of each figure and the count of samples `n`, so the
-average of a bucket is sum / n and a coarser bucket is the sum of finer rows. Writing
+(`STEPS`): the row holds the sum of each figure and the count of samples `n` (and
+`nr`, those with rates: a first sample after a start has none), so the average of a
+bucket is sum / n and a coarser bucket is the sum of finer rows. Writing
 three rows per sample costs three upserts in one `executemany` per tick; in exchange no
 rollup job exists that could fall behind, and a re-run tick adds its sample again
 (twice in one minute weighs that minute's average, nothing more).
 
 A figure missing from a sample (None: the engine does not report it, or a rate with no
 earlier counters) adds nothing to its sum; a bucket whose every sample missed it keeps
-NULL and is shown as missing. Resolutions are kept as the settings say (minute 24 h,
+NULL and is shown as missing. (Were a level figure reported by some samples of a bucket
+and not others, its average would be low; an engine reports one or never.) Resolutions are kept as the settings say (minute 24 h,
 5 minutes 7 days, hour 90 days by default) and `purge` deletes what is older, subject by
 subject along the table's key (a range delete each, no scan).
 
@@ -39,12 +41,15 @@ RETENTION_SETTINGS = {60: ("INSTANCE_METRICS_MINUTE_HOURS", 3600),
 class Table:
     """One metrics table: its name, the subject's column and the figures."""
 
-    def __init__(self, name: str, subject: str, fields: Sequence[str]) -> None:
+    def __init__(self, name: str, subject: str, fields: Sequence[str],
+                 rates: Sequence[str] = ()) -> None:
         self.name, self.subject, self.fields = name, subject, tuple(fields)
-        columns = (subject, "step", "at", "n", *self.fields)
+        self.rates = tuple(rates)  # figures counted by `nr` (the others by `n`)
+        counts = ("n", "nr") if self.rates else ("n",)
+        columns = (subject, "step", "at", *counts, *self.fields)
         names = ", ".join(f'"{c}"' for c in columns)
         updates = ", ".join(
-            [f'"n" = "{name}"."n" + 1']
+            [f'"{c}" = "{name}"."{c}" + excluded."{c}"' for c in counts]
             + [f'"{f}" = CASE WHEN excluded."{f}" IS NULL THEN "{name}"."{f}" '
                f'ELSE COALESCE("{name}"."{f}", 0) + excluded."{f}" END' for f in self.fields])
         marks = ", ".join(["?"] * len(columns))
@@ -55,7 +60,8 @@ class Table:
                           'AND "step" = ? AND "at" < ?')
 
 
-INSTANCES = Table("instance_metric", "instance_id", ("cpu", "memory", "rx", "tx", "disk"))
+INSTANCES = Table("instance_metric", "instance_id", ("cpu", "memory", "rx", "tx", "disk"),
+                  rates=("cpu", "rx", "tx"))
 NODES = Table("node_metric", "node_id", ("load", "memory_used", "memory_total",
                                          "storage_used", "storage_total", "running"))
 
@@ -79,8 +85,10 @@ def add(table: Table, rows: Sequence[tuple[str, dict[str, int | None]]],
     params = []
     for subject, values in rows:
         figures = [values.get(field) for field in table.fields]
+        counts = (1, int(any(values.get(f) is not None for f in table.rates))) \
+            if table.rates else (1,)
         for step in STEPS:
-            params.append((subject, step, when - when % step, 1, *figures))
+            params.append((subject, step, when - when % step, *counts, *figures))
     if params:
         sql = table.upsert if database.param == "?" else table.upsert.replace("?", "%s")
         database.cursor().executemany(sql, params)
