@@ -12,8 +12,10 @@ rollup job exists that could fall behind, and a re-run tick adds its sample agai
 A figure missing from a sample (None: the engine does not report it, or a rate with no
 earlier counters) adds nothing to its sum; a bucket whose every sample missed it keeps
 NULL and is shown as missing. (Were a level figure reported by some samples of a bucket
-and not others, its average would be low; an engine reports one or never.) Resolutions are kept as the settings say (minute 24 h,
-5 minutes 7 days, hour 90 days by default) and `purge` deletes what is older, subject by
+and not others, its average would be low; an engine reports one or never.)
+
+Resolutions are kept as the settings say (minute 24 h, 5 minutes 7 days, hour 90 days
+by default) and `purge` deletes what is older, subject by
 subject along the table's key (a range delete each, no scan).
 
 Size: a row is about 60 bytes on SQLite (WITHOUT ROWID); 500 instances sampled each
