@@ -21,7 +21,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 

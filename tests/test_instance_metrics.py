@@ -15,7 +15,7 @@ from appliance.drivers.base import Sample
 from appliance.models import InstanceMetric, MetricCounter
 from appliance.services import clock
 from appliance.services.metrics import sampling, store
-from tests.factories import api, create_instance
+from tests.factories import api, create_instance, run_jobs
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -63,7 +63,7 @@ def test_no_rate_across_a_restart_a_long_gap_or_without_a_base():
 # The tick on the fake engine ----------------------------------------------------------
 
 
-def test_the_tick_samples_running_instances_and_skips_stopped_ones(
+def test_the_tick_samples_running_instances_and_skips_stopped_ones(  # noqa: PLR0917
         app, client, owner, owner_project, instance, catalog):
     first = scheduler.run_task(app, "sample_resources")
     assert (first["instances"], first["nodes"], first["failed_nodes"]) == (1, 1, 0)
@@ -88,7 +88,6 @@ def test_the_tick_samples_running_instances_and_skips_stopped_ones(
     stopped = api(client, "POST", f"/projects/{owner_project}/instances/{instance['id']}/stop",
                   owner)
     assert stopped.status_code == 202
-    from tests.factories import run_jobs
     run_jobs(app)
     assert scheduler.run_task(app, "sample_resources")["instances"] == 0
     after = metrics_of(client, owner, owner_project, instance["id"], window="1h").get_json()
@@ -214,7 +213,7 @@ def test_a_window_needs_buckets_the_retention_keeps(make_app, data_dir):
     ({"window": "1h", "bucket": "1h"}, "bucket"), ({"window": "24h", "bucket": "1d"}, "bucket"),
     ({"window": "7d", "bucket": "1m"}, "bucket"), ({"window": "30d", "bucket": "5m"}, "bucket"),
 ])
-def test_impossible_combinations_are_400_naming_the_field(
+def test_impossible_combinations_are_400_naming_the_field(  # noqa: PLR0917
         client, owner, owner_project, instance, query, field):
     response = metrics_of(client, owner, owner_project, instance["id"], **query)
     assert response.status_code == 400
@@ -222,14 +221,15 @@ def test_impossible_combinations_are_400_naming_the_field(
     assert error["code"] == "invalid_request" and error["details"]["field"] == field
 
 
-def test_a_viewer_reads_metrics_and_another_tenant_gets_404(
+def test_a_viewer_reads_metrics_and_another_tenant_gets_404(  # noqa: PLR0917
         client, owner, viewer, outsider, owner_project, instance):
     assert metrics_of(client, viewer, owner_project, instance["id"]).status_code == 200
     assert metrics_of(client, outsider, owner_project, instance["id"]).status_code == 404
     assert metrics_of(client, owner, owner_project, "ins_nope").status_code == 404
 
 
-def test_node_metrics_are_for_administrators(app, client, admin, owner, catalog, instance):
+def test_node_metrics_are_for_administrators(  # noqa: PLR0917
+        app, client, admin, owner, catalog, instance):
     scheduler.run_task(app, "sample_resources")
     path = f"/admin/nodes/{catalog['node']}/metrics?window=1h"
     assert api(client, "GET", path, owner).status_code == 403

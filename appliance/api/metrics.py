@@ -30,12 +30,12 @@ MISSING = ("Every bucket of the window is present, oldest first, the current (pa
            "or samples purged) is `null`: explicitly missing, never zero-filled.")
 
 
-class MetricsQuery(Schema):
+class ResourceMetricsQuery(Schema):
     window: Window = Field("24h", description="How far back.")
     bucket: Bucket | None = Field(None, description="One point per bucket. " + COMBINATIONS)
 
 
-class LineOut(Schema):
+class MetricLineOut(Schema):
     name: str
     unit: Literal["percent", "bytes", "bytes_per_second", "load", "count"]
     description: str
@@ -43,7 +43,7 @@ class LineOut(Schema):
                                                    "sample in that bucket.")
 
 
-class MetricsBase(Schema):
+class ResourceMetricsBase(Schema):
     window: str
     bucket: str
     resolution: str = Field(description="The stored resolution the buckets were "
@@ -53,7 +53,7 @@ class MetricsBase(Schema):
     missing: Literal["null"] = Field("null", description=MISSING)
     times: list[dt.datetime] = Field(description="Start of each bucket (UTC, aligned to "
                                                  "its length).")
-    series: list[LineOut]
+    series: list[MetricLineOut]
 
 
 class InstanceLimits(Schema):
@@ -62,37 +62,37 @@ class InstanceLimits(Schema):
     disk_bytes: int
 
 
-class LatestOut(Schema):
+class LatestSampleOut(Schema):
     at: dt.datetime = Field(description="When the engine was read.")
     values: dict[str, int | float | None] = Field(
         description="The figures of that one sample by series name (CPU over the interval "
                     "before it); null: not reported.")
 
 
-class InstanceMetricsOut(MetricsBase):
+class InstanceMetricsOut(ResourceMetricsBase):
     instance_id: str
-    latest: LatestOut | None = Field(description="The newest sample, not averaged (null "
+    latest: LatestSampleOut | None = Field(description="The newest sample, not averaged (null "
                                                  "while the instance is not running or "
                                                  "before its first sample).")
     limits: InstanceLimits = Field(description="The plan's limits, the scale of the "
                                                "graphs (CPU percent is of `vcpus`).")
 
 
-class NodeAmounts(Schema):
+class NodeResourceAmounts(Schema):
     vcpus: int
     memory_bytes: int
     disk_bytes: int
 
 
-class NodeMetricsOut(MetricsBase):
+class NodeMetricsOut(ResourceMetricsBase):
     node_id: str
-    capacity: NodeAmounts = Field(description="The capacity set for the node.")
-    allocated: NodeAmounts = Field(description="What the plans of its instances take "
+    capacity: NodeResourceAmounts = Field(description="The capacity set for the node.")
+    allocated: NodeResourceAmounts = Field(description="What the plans of its instances take "
                                                "(stopped ones too).")
 
 
-def _lines(found: series.Series) -> list[LineOut]:
-    return [LineOut(name=line.name, unit=line.unit,  # type: ignore[arg-type]
+def _lines(found: series.Series) -> list[MetricLineOut]:
+    return [MetricLineOut(name=line.name, unit=line.unit,  # type: ignore[arg-type]
                     description=line.description, values=line.values)
             for line in found.lines]
 
@@ -105,20 +105,20 @@ def _base(found: series.Series) -> dict:
 
 @bp.operation("/projects/<project_id>/instances/<instance_id>/metrics",
               summary="An instance's CPU, memory, network and disk over a window",
-              tags=("instances",), query=MetricsQuery, response=InstanceMetricsOut,
+              tags=("instances",), query=ResourceMetricsQuery, response=InstanceMetricsOut,
               auth=USER_OR_KEY, errors=(400, 403, 404),
               description="Averages per bucket of the samples taken every "
                           "INSTANCE_METRICS_INTERVAL_SECONDS while the instance runs. "
                           + MISSING + " " + COMBINATIONS + " Any member may read it "
                           "(viewers too); a key needs `instances:read`.")
 def instance_metrics(principal: Principal, project_id: str, instance_id: str,
-                     query: MetricsQuery):
+                     query: ResourceMetricsQuery):
     instance, found = series.instance_series(principal, project_id, instance_id,
                                              window=query.window, bucket=query.bucket)
     plan = instance.plan
     return InstanceMetricsOut(
         instance_id=instance.id, **_base(found),
-        latest=LatestOut(at=found.latest_at, values=found.latest)
+        latest=LatestSampleOut(at=found.latest_at, values=found.latest)
         if found.latest_at and found.latest is not None else None,
         limits=InstanceLimits(vcpus=plan.vcpus, memory_bytes=plan.memory_mb * 2**20,
                               disk_bytes=plan.disk_gb * 2**30))
@@ -126,20 +126,20 @@ def instance_metrics(principal: Principal, project_id: str, instance_id: str,
 
 @bp.operation("/admin/nodes/<node_id>/metrics",
               summary="A node's host load, memory, storage and running instances",
-              tags=("admin",), query=MetricsQuery, response=NodeMetricsOut,
+              tags=("admin",), query=ResourceMetricsQuery, response=NodeMetricsOut,
               auth=USER_OR_KEY, errors=(400, 403, 404),
               description="Measured by the engine's resource API (Incus /1.0/resources and "
                           "the storage pool's resources; Docker's info and, for a local "
                           "engine, /proc), beside the capacity and what is allocated. "
                           + MISSING + " " + COMBINATIONS + " Administrators only.")
-def node_metrics(principal: Principal, node_id: str, query: MetricsQuery):
+def node_metrics(principal: Principal, node_id: str, query: ResourceMetricsQuery):
     node, found = series.node_series(principal, node_id, window=query.window,
                                       bucket=query.bucket)
     used = nodes.used_capacity(node)
     return NodeMetricsOut(
         node_id=node.id, **_base(found),
-        capacity=NodeAmounts(vcpus=node.capacity_vcpus,
+        capacity=NodeResourceAmounts(vcpus=node.capacity_vcpus,
                              memory_bytes=node.capacity_memory_mb * 2**20,
                              disk_bytes=node.capacity_disk_gb * 2**30),
-        allocated=NodeAmounts(vcpus=used.vcpus, memory_bytes=used.memory_mb * 2**20,
+        allocated=NodeResourceAmounts(vcpus=used.vcpus, memory_bytes=used.memory_mb * 2**20,
                               disk_bytes=used.disk_gb * 2**30))
