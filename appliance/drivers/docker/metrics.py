@@ -97,6 +97,7 @@ class DockerMetrics:
                     sizes[name.lstrip("/")] = _number(container.get("SizeRw", 0))
 
         def one(name: str) -> tuple[str, Sample | None]:
+            asked = time.time()
             try:
                 with self._errors(f"reading the stats of {name}"):
                     stats = self._client.api.stats(name, stream=False, one_shot=True)
@@ -104,7 +105,8 @@ class DockerMetrics:
                 if exc.permanent:  # gone or stopped since the list: left out
                     return name, None
                 raise
-            return name, reading(stats, sizes[name], time.time())
+            # The engine read the counters meanwhile: the middle is the best guess.
+            return name, reading(stats, sizes[name], (asked + time.time()) / 2)
 
         with ThreadPoolExecutor(max_workers=min(POOL, max(len(sizes), 1))) as pool:
             results = list(pool.map(one, sorted(sizes)))

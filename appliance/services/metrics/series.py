@@ -186,18 +186,20 @@ class Latest:
     figures: dict[str, int | None]
 
 
+def latest_of(node: Node) -> Latest:
+    """The node's newest minute row, averaged (what /metrics and the node page show as
+    "now"); figures None before its first sample."""
+    row = raw_sql(LATEST_SQL, (node.id,)).fetchone()
+    if row is None:
+        return Latest(node, None, dict.fromkeys(store.NODES.fields))
+    samples = row[1] or 1
+    figures = {name: None if value is None else int(value / samples)
+               for name, value in zip(store.NODES.fields, row[2:], strict=True)}
+    return Latest(node, dt.datetime.fromtimestamp(row[0], dt.UTC), figures)
+
+
 def latest_by_node() -> list[Latest]:
-    """Each node's newest minute row (what /metrics and the node page show as "now")."""
-    found = []
-    for node in list(Node.select().order_by(Node.name)):
-        row = raw_sql(LATEST_SQL, (node.id,)).fetchone()
-        if row is None:
-            found.append(Latest(node, None, dict.fromkeys(store.NODES.fields)))
-            continue
-        samples = row[1] or 1
-        figures = {name: None if value is None else int(value / samples)
-                   for name, value in zip(store.NODES.fields, row[2:], strict=True)}
-        found.append(Latest(node, dt.datetime.fromtimestamp(row[0], dt.UTC), figures))
-    return found
+    """Every node's latest_of, by name."""
+    return [latest_of(node) for node in list(Node.select().order_by(Node.name))]
 
 
