@@ -177,22 +177,24 @@ class LineChart:
 
 
 def line_chart(times: Sequence[dt.datetime], lines: Sequence[tuple[str, Sequence[float | None]]],
-               size: Size, *, axis_label: Callable[[int], str],
-               x_label: Callable[[dt.datetime], str], top: float | None = None) -> LineChart:
+               size: Size, *, axis_label: Callable[[float], str],
+               x_label: Callable[[dt.datetime], str], top: float | None = None,
+               binary: bool = False) -> LineChart:
     """The geometry of one or two series over the same times (oldest first). The value
     axis runs from 0 to `top` (the plan's limit, 100 %) or else to a round step above the
-    highest value."""
+    highest value (round in powers of 1024 when `binary`: bytes)."""
     present = [v for _, values in lines for v in values if v is not None]
     highest = max([*present, 0.0])
     if top is None or top <= 0:
-        step = nice_step(math.ceil(highest)) if highest > 0 else 1
+        unit = 1  # bytes step in 1, 2, 5 x a power of 1024 (2 KiB, not 2,000 B)
+        while binary and highest / unit >= 1024:
+            unit *= 1024
+        step = nice_step(math.ceil(highest / unit)) * unit if highest > 0 else 1
         top_value = step * max(1, math.ceil(highest / step))
-    else:
-        step = nice_step(int(top))
-        top_value = int(top)
-    ticks = [step * i for i in range(int(top_value // step) + 1)]
-    if ticks[-1] < top_value:
-        ticks.append(int(top_value))
+        ticks = [step * i for i in range(int(top_value // step) + 1)]
+    else:  # a limit: its half and itself (1 GiB, not 1,000,000,000 bytes, is round here)
+        top_value = top
+        ticks = [0, top / 2, top]
     labels = [axis_label(t) for t in ticks]
     char = size.font * 0.62
     left = max(len(label) for label in labels) * char + 10

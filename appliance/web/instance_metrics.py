@@ -76,11 +76,12 @@ def _graph(found: series.Series, graph_id: str, title: str, names: list[tuple[st
         (lambda v: size_text(v).replace(".0 ", " ")) if text in (size_text, rate_text)
         else (lambda v: f"{v:g}"))
     chart = charts.line_chart(found.times, lines, CHART, axis_label=axis,
-                              x_label=_x_label(found.window), top=top)
+                              x_label=_x_label(found.window), top=top,
+                              binary=text in (size_text, rate_text))
     rows = [(at, [values[index] for _, values in lines])
             for index, at in enumerate(found.times)][-TABLE_ROWS:]
     return {"id": graph_id, "title": title, "chart": chart, "text": text,
-            "labels": [label for _, label in lines], "note": note,
+            "labels": [label for label, _ in lines], "note": note,
             "now": [text(_last(values)) for _, values in lines],
             "rows": [row for row in reversed(rows) if any(v is not None for v in row[1])]}
 
