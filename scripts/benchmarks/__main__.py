@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import billing, billing_chart, binary, webhooks
+from benchmarks import metrics as resource_metrics
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
 from benchmarks.engines import CREATE_ENGINES, JOB_POLL_S
@@ -28,12 +29,13 @@ AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run near
 BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged as noisy
 # Parts of a run (--only / --skip): core is benchmarks/core.py with benchmarks/engines.py;
 # metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
-# (the single binary's start-up) in benchmarks/binary.py.
-PARTS = ("core", "metering", "chart", "webhooks", "binary")
+# (the single binary's start-up) in benchmarks/binary.py; metrics (the resource sampling
+# tick and the metrics endpoint) in benchmarks/metrics.py.
+PARTS = ("core", "metering", "chart", "webhooks", "binary", "metrics")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """The parts in `args.parts`: core, metering, chart, webhooks."""
+    """The parts in `args.parts`: core, metering, chart, webhooks, binary, metrics."""
     report = core_benchmark(args, work) if "core" in args.parts else {
         "run": run_info(args), "metrics": {}, "targets": {}}
     metrics = report["metrics"]
@@ -53,8 +55,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         metrics.update(webhooks.measure(work))
     if "binary" in args.parts:
         metrics.update(binary.measure(work, args.binary_rounds))
+    if "metrics" in args.parts:
+        print("resource metrics: the sampling tick and GET .../metrics?window=7d:", flush=True)
+        metrics.update(resource_metrics.measure(work, args.warmup))
     report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
-                          | binary.TARGETS)
+                          | binary.TARGETS | resource_metrics.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -65,7 +70,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
     return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
-            + webhooks.rows(metrics, strict) + binary.rows(metrics, strict))
+            + webhooks.rows(metrics, strict) + binary.rows(metrics, strict)
+            + resource_metrics.rows(metrics))
 
 
 def format_table(rows: list[Row]) -> str:

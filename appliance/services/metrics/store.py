@@ -18,8 +18,10 @@ Resolutions are kept as the settings say (minute 24 h, 5 minutes 7 days, hour 90
 by default) and `purge` deletes what is older, subject by
 subject along the table's key (a range delete each, no scan).
 
-Size: a row is about 60 bytes on SQLite (WITHOUT ROWID); 500 instances sampled each
-minute for 30 days keep 500 x (1,440 + 2,016 + 720) rows, about 2.1 million, ~125 MB.
+Size: 500 instances sampled each minute for 30 days keep 500 x (1,440 + 2,016 + 720)
+rows, about 2.1 million: about 210 MiB on SQLite, some 100 bytes a row with the key
+(measured by scripts/bench, part `metrics`); the hourly rows of days 31 to 90 add 15 MiB
+per 100 instances.
 """
 
 from __future__ import annotations
