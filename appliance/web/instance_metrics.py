@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from appliance.errors import NotFound
 from appliance.services.metrics import series
 from appliance.web import charts
 from appliance.web.session import admin_required, current_principal, login_required
@@ -27,6 +28,7 @@ DEFAULT_WINDOW = "24h"
 BUCKET_OF_WINDOW = {"1h": "1m", "24h": "15m", "7d": "1h", "30d": "6h"}
 POLL_MIN_SECONDS = 2
 TABLE_ROWS = 48  # the newest buckets in the tables
+STOP_POLLING = 286  # htmx stops polling on this status
 
 
 def window_of(value: str | None) -> str:
@@ -181,7 +183,13 @@ def _card(context: dict, page_url: str):
 @bp.get("/projects/<project_id>/instances/<instance_id>/metrics")
 @login_required
 def instance_card(project_id: str, instance_id: str):
-    context = instance_context(project_id, instance_id, request.args.get("window"))
+    try:
+        context = instance_context(project_id, instance_id, request.args.get("window"))
+    except NotFound as exc:
+        if not request.headers.get("HX-Request"):
+            raise
+        # Gone meanwhile (deleted, access removed): say so once; htmx stops polling.
+        return render_template("instances/_gone.html", error=exc), STOP_POLLING
     return _card(context, context["metrics_page"](context["metrics_window"]))
 
 

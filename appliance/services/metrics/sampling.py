@@ -11,7 +11,8 @@ it) or a gap longer than GAP_INTERVALS intervals (the instance was stopped meanw
 that sample only sets the new base. Memory and disk are levels, stored as read.
 
 Nodes are read in parallel (at most NODE_POOL at a time), outside any transaction; a
-node that fails is logged and skipped, the others are written. Nodes whose engine has no
+node that fails is logged and skipped, the others are written; disabled and unhealthy
+nodes are not asked. Nodes whose engine has no
 metrics (`capabilities().metrics` false) are skipped.
 """
 
@@ -161,6 +162,9 @@ def tick(now: dt.datetime | None = None) -> dict:
     now = now or clock.now()
     running = _running()
     vcpus = {iid: cpus for node_rows in running.values() for iid, _, cpus in node_rows}
-    node_list = list(Node.select().where(Node.enabled == True))  # noqa: E712 - SQL
+    # An unhealthy node would make each tick wait for its engine's timeout; the health
+    # check (check_nodes) finds it healthy again.
+    node_list = list(Node.select().where(Node.enabled == True,  # noqa: E712 - SQL
+                                         Node.health != "unhealthy"))
     readings = read_all(node_list, running)
     return write(readings, vcpus, now)
