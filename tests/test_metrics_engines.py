@@ -12,6 +12,7 @@ Run wherever the engines answer (scripts/engines); under CI=true a missing engin
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -43,7 +44,9 @@ def latest_within(api: Client, path: str, seconds: float, condition) -> dict:
         seen = (body["latest"] or {}).get("values")
         if seen is not None and condition(seen):
             return body
-        assert time.monotonic() < deadline, f"not within {seconds} s; last sample {seen}"
+        assert time.monotonic() < deadline, (
+            f"not within {seconds} s; last sample {seen}; host load {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs (other processes take the instance's CPU time)")
         time.sleep(0.25)
 
 
