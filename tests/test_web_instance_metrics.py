@@ -44,7 +44,7 @@ def test_the_instance_page_has_four_graphs_that_poll_and_share_one_sync_scope(
     card = page[page.index('<section class="card metrics-card"'):]
     card = card[:card.index("</section>")]
     assert card.count('<svg class="chart chart-small metric-svg"') == 4
-    assert 'data-window="24h"' in card and 'hx-trigger="every 60s"' in card
+    assert 'data-window="24h"' in card and 'hx-trigger="every 60s, instance-changed' in card
     assert 'hx-sync="this:drop"' in card and card.count('hx-sync="closest section:replace"') == 4
     assert "<polyline" in card or "<circle" in card  # the samples are drawn
     assert "Show as a table" in card and "<table" in card

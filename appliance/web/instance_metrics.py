@@ -3,7 +3,8 @@ page) and a node's host load, memory, storage and instances (the admin node page
 by web/charts.py as server-side SVG from `services.metrics.series`.
 
 The card re-polls itself with htmx every sampling interval (at least POLL_MIN_SECONDS)
-while the page is open; the window links swap it for the chosen window. The card is one
+while the page is open, and when the live event stream says an instance changed (a
+start or stop shows at once); the window links swap it for the chosen window. The card is one
 htmx sync scope (`hx-sync="this:replace"` on the card, `closest section:replace` on its
 links): a request in flight is aborted when a newer one starts, so a slow answer for the
 old window never overwrites the new one. Without JavaScript the links are plain links
