@@ -255,3 +255,38 @@ def test_counters_are_kept_per_instance(app, instance):
     with app.app_context():
         row = MetricCounter.get(MetricCounter.instance == instance["id"])
         assert row.cpu_seconds is not None and row.memory > 0
+
+
+# The engines' answers, read -----------------------------------------------------------
+
+
+def test_incus_state_and_resources_are_read_as_incus_reports_them():
+    from appliance.drivers.incus import metrics as incus
+
+    sample = incus.reading({
+        "cpu": {"usage": 2_500_000_000}, "memory": {"usage": 1000, "total": 4096},
+        "network": {"lo": {"counters": {"bytes_received": 9, "bytes_sent": 9}},
+                    "eth0": {"counters": {"bytes_received": 100, "bytes_sent": 50}},
+                    "eth1": {"counters": {"bytes_received": 1, "bytes_sent": 2}}},
+        "disk": {}}, 12.0)
+    assert (sample.cpu_seconds, sample.memory_bytes, sample.memory_limit_bytes) == (2.5, 1000,
+                                                                                    4096)
+    assert (sample.rx_bytes, sample.tx_bytes, sample.disk_bytes) == (101, 52, None)
+    assert incus._load1({"Average1Min": 0.5, "Average5Min": 1}) == 0.5
+    assert incus._load1({"average1min": 0.25}) == 0.25 and incus._load1({}) is None
+
+
+@pytest.mark.parametrize("cache_key", ["inactive_file", "total_inactive_file"])  # v2, v1
+def test_docker_stats_are_read_as_docker_stats_shows_them(cache_key):
+    from appliance.drivers.docker import metrics as docker_metrics
+
+    sample = docker_metrics.reading({
+        "cpu_stats": {"cpu_usage": {"total_usage": 3_000_000_000}},
+        "memory_stats": {"usage": 10_000, "limit": 20_000, "stats": {cache_key: 4_000}},
+        "networks": {"eth0": {"rx_bytes": 7, "tx_bytes": 8},
+                     "eth1": {"rx_bytes": 1, "tx_bytes": 1}}}, 42, 5.0)
+    assert (sample.cpu_seconds, sample.memory_bytes, sample.memory_limit_bytes) == (
+        3.0, 6_000, 20_000)
+    assert (sample.rx_bytes, sample.tx_bytes, sample.disk_bytes) == (8, 9, 42)
+    empty = docker_metrics.reading({}, None, 5.0)
+    assert (empty.cpu_seconds, empty.memory_bytes, empty.rx_bytes) == (None, None, None)
