@@ -185,6 +185,8 @@ def line_chart(times: Sequence[dt.datetime], lines: Sequence[tuple[str, Sequence
     highest value (round in powers of 1024 when `binary`: bytes)."""
     present = [v for _, values in lines for v in values if v is not None]
     highest = max([*present, 0.0])
+    top_value: float
+    ticks: list[float]
     if top is None or top <= 0:
         unit = 1  # bytes step in 1, 2, 5 x a power of 1024 (2 KiB, not 2,000 B)
         while binary and highest / unit >= 1024:

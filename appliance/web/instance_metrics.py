@@ -17,6 +17,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.errors import NotFound
 from appliance.services.metrics import series
+from appliance.services.principal import Principal
 from appliance.web import charts
 from appliance.web.session import admin_required, current_principal, login_required
 
@@ -30,6 +31,14 @@ BUCKET_OF_WINDOW = {"1h": "1m", "24h": "15m", "7d": "1h", "30d": "6h"}
 POLL_MIN_SECONDS = 2
 TABLE_ROWS = 48  # the newest buckets in the tables
 STOP_POLLING = 286  # htmx stops polling on this status
+
+
+def _signed_in() -> Principal:
+    """The caller (the views are login_required / admin_required)."""
+    principal = current_principal()
+    if principal is None:  # pragma: no cover - the decorators sign the caller in first
+        raise NotFound("Sign in first.")
+    return principal
 
 
 def window_of(value: str | None) -> str:
@@ -100,7 +109,7 @@ def _common(found: series.Series, window: str) -> dict:
 def instance_context(project_id: str, instance_id: str, window: str | None) -> dict:
     """The template context of an instance's metrics card."""
     window = window_of(window)
-    instance, found = series.instance_series(current_principal(), project_id, instance_id,
+    instance, found = series.instance_series(_signed_in(), project_id, instance_id,
                                              window=window, bucket=BUCKET_OF_WINDOW[window])
     plan = instance.plan
     memory, disk = plan.memory_mb * 2**20, plan.disk_gb * 2**30
@@ -131,7 +140,7 @@ def instance_context(project_id: str, instance_id: str, window: str | None) -> d
 def node_context(node_id: str, window: str | None) -> dict:
     """The template context of a node's metrics card (administrators)."""
     window = window_of(window)
-    node, found = series.node_series(current_principal(), node_id, window=window,
+    node, found = series.node_series(_signed_in(), node_id, window=window,
                                      bucket=BUCKET_OF_WINDOW[window])
     memory_total = _last(found.line("memory_total").values)
     storage_total = _last(found.line("storage_total").values)
