@@ -314,6 +314,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ENGINE_CHECK_INTERVAL_SECONDS", 60, int_between(1, 86_400),
             "How often every node's engine is health-checked (and its images discovered) "
             "and instance rows are reconciled with what the engines report."),
+    Setting("INSTANCE_METRICS_INTERVAL_SECONDS", 60, int_between(1, 3600),
+            "How often the running instances' CPU, memory, network and disk (and every "
+            "node's host figures) are read from the engines, one request per node."),
+    Setting("INSTANCE_METRICS_MINUTE_HOURS", 24, int_between(1, 24 * 30),
+            "Hours resource metrics are kept at minute resolution."),
+    Setting("INSTANCE_METRICS_FIVE_MINUTE_DAYS", 7, int_between(1, 365),
+            "Days resource metrics are kept at 5-minute resolution."),
+    Setting("INSTANCE_METRICS_HOURLY_DAYS", 90, int_between(1, 3650),
+            "Days resource metrics are kept at hourly resolution (then purged)."),
     Setting("STRIPE_SECRET_KEY", "", parse_str,
             "Stripe secret API key (sk_...); empty turns Stripe top-ups off.", secret=True),
     Setting("STRIPE_WEBHOOK_SECRET", "", parse_str,

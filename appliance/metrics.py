@@ -1,4 +1,7 @@
-"""Prometheus metrics: request counts and latencies by route, method and status.
+"""Prometheus metrics: request counts and latencies by route, method and status, and
+per-node gauges (host load, memory, storage, instances running; capacity and allocated)
+read at scrape time from the newest node sample (services/metrics). No per-instance
+series: the number of series grows with the nodes only.
 
 Each app has its own registry (tests build many apps in one process). `GET /metrics`
 serves it in the Prometheus text format; when `METRICS_TOKEN` is set it needs
@@ -18,9 +21,26 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from appliance import http
 from appliance.errors import Unauthorized
+from appliance.services.instances import nodes
+from appliance.services.metrics import series
+
+# Gauge name, help, and the figure of the newest node sample it shows (scale).
+NODE_GAUGES = (
+    ("appliance_node_load1", "1-minute load average of the node's host.", "load", 0.01),
+    ("appliance_node_memory_used_bytes", "Host memory in use.", "memory_used", 1),
+    ("appliance_node_memory_total_bytes", "Host memory.", "memory_total", 1),
+    ("appliance_node_storage_used_bytes", "Used space of the node's storage pool.",
+     "storage_used", 1),
+    ("appliance_node_storage_total_bytes", "Size of the node's storage pool.",
+     "storage_total", 1),
+    ("appliance_node_instances_running", "Instances running on the node's engine.",
+     "running", 1),
+)
 
 UNMATCHED = "<unmatched>"
 
@@ -61,6 +81,36 @@ class RequestMetrics:
         return response
 
 
+class NodeCollector(Collector):
+    """The node gauges, from the database at each scrape (one small query per node)."""
+
+    def collect(self):
+        latest = series.latest_by_node()
+        families = {name: GaugeMetricFamily(name, text, labels=["node"])
+                    for name, text, _, _ in NODE_GAUGES}
+        sized = [GaugeMetricFamily(f"appliance_node_{kind}_{what}",
+                                   f"{kind.title()} {what.replace('_', ' ')} of the node.",
+                                   labels=["node"])
+                 for kind in ("capacity", "allocated")
+                 for what in ("vcpus", "memory_bytes", "disk_bytes")]
+        for found in latest:
+            for name, _, figure, scale in NODE_GAUGES:
+                value = found.figures.get(figure)
+                if value is not None:
+                    families[name].add_metric([found.node.name], value * scale)
+            used = nodes.used_capacity(found.node)
+            values = (found.node.capacity_vcpus, found.node.capacity_memory_mb * 2**20,
+                      found.node.capacity_disk_gb * 2**30,
+                      used.vcpus, used.memory_mb * 2**20, used.disk_gb * 2**30)
+            for family, value in zip(sized, values, strict=True):
+                family.add_metric([found.node.name], value)
+        yield from families.values()
+        yield from sized
+
+    def describe(self):
+        return []  # collected at scrape time only (the registry must not call collect())
+
+
 def serve_metrics() -> Response:
     token = current_app.config["APPLIANCE"]["METRICS_TOKEN"]
     if token:
@@ -74,6 +124,7 @@ def serve_metrics() -> Response:
 
 def init_app(app: Flask) -> None:
     metrics = RequestMetrics()
+    metrics.registry.register(NodeCollector())
     app.extensions["appliance_metrics"] = metrics
     http.add_hooks(app, metrics.start, metrics.finish, outermost=True)  # the timer wraps all
     app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])

@@ -26,6 +26,7 @@ from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
 from appliance.services.instances import backup_check, engine_jobs, jobs, nodes
 from appliance.services.limits import idempotency
+from appliance.services.metrics import sampling
 from appliance.services.ops import dashboard_metrics, retention, selfbackup
 from appliance.services.webhooks import dispatcher
 
@@ -48,6 +49,12 @@ def _tasks() -> list[Task]:
         Task("sample_metrics", 60, _sample_metrics,
              "Write counted API requests and running instances per account for the "
              "dashboard charts; delete samples older than 8 days."),
+        Task("sample_resources", _setting("INSTANCE_METRICS_INTERVAL_SECONDS"),
+             sampling.tick,
+             "Read running instances' CPU, memory, network and disk and every node's host "
+             "figures from the engines (one request per node) and store them."),
+        Task("purge_old_metrics", 3600, retention.purge_metrics,
+             "Delete resource metric rows past their resolution's retention."),
         Task("retry_mail", 300, mail.retry_failed, "Re-send mail that failed."),
         Task("purge_idempotency", 3600, idempotency.purge_expired,
              "Delete Idempotency-Key records older than 24 hours."),

@@ -445,6 +445,35 @@ class DriverContract:
             driver.delete_network(network)
         driver.delete_network(network)  # again: nothing to do
 
+    # -- metrics -----------------------------------------------------------------------
+
+    def test_metrics_read_running_instances_and_leave_out_the_others(self, driver, image,
+                                                                      instance, made):
+        if not driver.capabilities().metrics:
+            with pytest.raises(Unsupported):
+                driver.metrics([instance])
+            return
+        stopped = driver.create(self.spec(image))
+        made.append(stopped)
+        driver.stop(stopped, graceful=False)
+        first = driver.metrics([instance, stopped, "contract-no-such-ref"])
+        assert list(first) == [instance]
+        driver.exec(instance, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+        second = driver.metrics([instance])[instance]
+        assert second.read_at > first[instance].read_at
+        assert second.cpu_seconds is not None and second.cpu_seconds > 0
+        assert second.cpu_seconds >= first[instance].cpu_seconds  # a cumulative counter
+        assert second.memory_bytes and second.memory_bytes > 0
+        assert second.rx_bytes is not None and second.tx_bytes is not None
+        assert driver.metrics([]) == {}
+
+    def test_host_metrics_describe_the_engines_host(self, driver):
+        if not driver.capabilities().metrics:
+            return
+        host = driver.host_metrics()
+        assert host.cpus and host.memory_total_bytes
+        assert host.instances_running is not None and host.instances_running >= 0
+
     def test_the_inventory_lists_what_was_made_here(self, driver, instance):
         try:
             refs = driver.inventory("contract-")

@@ -21,6 +21,7 @@ from appliance.api import (
     events,
     instances,
     invoices,
+    metrics,
     notifications,
     principal,
     projects,
@@ -53,6 +54,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(billing.bp, url_prefix=API_PREFIX)
     app.register_blueprint(billing_admin.bp, url_prefix=API_PREFIX)
     app.register_blueprint(dashboard.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(metrics.bp, url_prefix=API_PREFIX)
     app.register_blueprint(event_stream.bp, url_prefix=API_PREFIX)
     app.register_blueprint(console.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)

@@ -26,8 +26,9 @@ from typing import BinaryIO, Protocol
 from appliance.errors import DriverError, Unsupported
 
 __all__ = [
-    "Capabilities", "Driver", "DriverError", "EngineInfo", "FirewallRule", "ImageInfo",
-    "InstanceSpec", "InstanceState", "Limits", "Sink", "Terminal", "Unsupported",
+    "Capabilities", "Driver", "DriverError", "EngineInfo", "FirewallRule", "HostSample",
+    "ImageInfo", "InstanceSpec", "InstanceState", "Limits", "Sample", "Sink", "Terminal",
+    "Unsupported",
 ]
 
 # Power states a driver reports.
@@ -79,10 +80,40 @@ class Capabilities:
     terminal: bool = False  # open_terminal(): an interactive shell with a TTY
     exec: bool = False
     vm: bool = False
+    metrics: bool = False  # metrics() and host_metrics()
 
     def require(self, name: str) -> None:
         if not getattr(self, name):
             raise Unsupported(name)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a running instance's resources. CPU time and network bytes are the
+    engine's cumulative counters (the caller computes rates between two readings; a
+    counter that went down was reset by a restart); memory and disk are levels. None:
+    the engine does not report that figure (e.g. disk use on a pool without quotas)."""
+
+    read_at: float  # Unix seconds when the engine answered
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    disk_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class HostSample:
+    """What the engine's host has and uses (None: not reported)."""
+
+    cpus: int | None = None
+    load1: float | None = None  # 1-minute load average
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    storage_used_bytes: int | None = None
+    storage_total_bytes: int | None = None
+    instances_running: int | None = None  # every running instance the engine has
 
 
 @dataclass(frozen=True)
@@ -216,6 +247,19 @@ class Driver(ABC):
         """Refs of the engine's instances whose names start with `prefix` (the
         reconciler reports the ones the appliance does not know; it never touches them)."""
         raise Unsupported("inventory")
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def metrics(self, refs: list[str]) -> dict[str, Sample]:
+        """A reading of each running instance among `refs`, in one engine round trip or a
+        small bounded pool of them (never one call per instance in a row); refs that are
+        stopped or gone are left out. Raises DriverError when the engine does not answer."""
+        raise Unsupported("metrics")
+
+    def host_metrics(self) -> HostSample:
+        """The host's CPU load, memory, storage pool and running instances, from the
+        engine's resource API (and /proc where the engine is on this host)."""
+        raise Unsupported("metrics")
 
     # -- console -----------------------------------------------------------------------
 

@@ -6,12 +6,18 @@ are dicts in memory (shared by every FakeDriver of one endpoint, so a "node" sur
 the driver being rebuilt), addresses come from 10.99.0.0/16 in creation order. Used by
 unit tests and by the demo mode, and always reported as simulated - never the silent
 default when a real engine is configured.
+
+Metrics are simulated too: each running instance's CPU time and network bytes grow with
+the real time between two readings at a rate that drifts slowly (its own phase, so the
+graphs of two instances differ), memory wanders between a fifth and a half of the
+limit and the disk holds the image plus what was written; the host reports the sum.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +33,12 @@ from appliance.drivers.base import (
     DriverError,
     EngineInfo,
     FirewallRule,
+    HostSample,
     ImageInfo,
     InstanceSpec,
     InstanceState,
     Limits,
+    Sample,
     Sink,
     Terminal,
 )
@@ -93,7 +101,8 @@ class FakeDriver(Driver):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(snapshots=True, backups=True, firewall=True, networks=True,
-                            resize_live=True, console=True, terminal=True, exec=True)
+                            resize_live=True, console=True, terminal=True, exec=True,
+                            metrics=True)
 
     def info(self) -> EngineInfo:
         if self.options.get("down") == "true":
@@ -162,6 +171,49 @@ class FakeDriver(Driver):
         instance = self._node["instances"].pop(ref, None)
         if instance is not None:
             self._hang_up(instance)
+
+    def metrics(self, refs: list[str]) -> dict[str, Sample]:
+        if self.options.get("down") == "true":
+            raise DriverError("the simulated engine is down")
+        now = time.time()
+        found = {}
+        for ref in refs:
+            instance = self._node["instances"].get(ref)
+            if instance is None or instance["power"] != RUNNING:
+                continue
+            found[ref] = self._reading(instance, now)
+        return found
+
+    def _reading(self, instance: dict, now: float) -> Sample:
+        limits: Limits = instance["limits"]
+        counters = instance.setdefault("counters", {"at": now, "cpu": 0.0, "rx": 0, "tx": 0})
+        phase = (sum(map(ord, instance["name"])) % 360) / 57.3
+        wave = 0.5 + 0.5 * math.sin(now / 900 + phase)  # one cycle in about 90 minutes
+        elapsed = max(now - counters["at"], 0.0)
+        counters["cpu"] += elapsed * limits.vcpus * (0.05 + 0.4 * wave)
+        counters["rx"] += int(elapsed * (2000 + 30000 * wave))
+        counters["tx"] += int(elapsed * (1000 + 12000 * (1 - wave)))
+        counters["at"] = now
+        memory = limits.memory_mb * 2**20
+        written = sum(len(content) for content in instance["files"].values())
+        return Sample(now, cpu_seconds=counters["cpu"],
+                      memory_bytes=int(memory * (0.2 + 0.3 * wave)), memory_limit_bytes=memory,
+                      rx_bytes=counters["rx"],
+                      tx_bytes=counters["tx"], disk_bytes=150 * 2**20 + written)
+
+    def host_metrics(self) -> HostSample:
+        if self.options.get("down") == "true":
+            raise DriverError("the simulated engine is down")
+        now = time.time()
+        running = [i for i in self._node["instances"].values() if i["power"] == RUNNING]
+        readings = [self._reading(i, now) for i in running]
+        return HostSample(
+            cpus=16, load1=round(sum(0.05 + 0.4 * (0.5 + 0.5 * math.sin(now / 900))
+                                     for _ in running), 2),
+            memory_used_bytes=2**30 + sum(r.memory_bytes or 0 for r in readings),
+            memory_total_bytes=64 * 2**30,
+            storage_used_bytes=20 * 2**30 + sum(r.disk_bytes or 0 for r in readings),
+            storage_total_bytes=1000 * 2**30, instances_running=len(running))
 
     def resize(self, ref: str, limits: Limits) -> None:
         instance = self._get(ref)

@@ -29,7 +29,7 @@ from appliance.models.instances import Instance, InstanceEvent, Job
 from appliance.models.invoices import Invoice, InvoiceCounter, InvoiceLine, InvoiceRun, StripeTopup
 from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
-from appliance.models.metrics import MetricSample
+from appliance.models.metrics import InstanceMetric, MetricCounter, MetricSample, NodeMetric
 from appliance.models.notifications import Notification
 from appliance.models.ops import SelfBackupRun
 from appliance.models.projects import Membership, Project
@@ -46,6 +46,6 @@ __all__ = [
 __all__ += ["Invoice", "InvoiceCounter", "InvoiceLine", "InvoiceRun", "StripeTopup"]
 __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 __all__ += ["Notification"]
-__all__ += ["MetricSample"]
+__all__ += ["InstanceMetric", "MetricCounter", "MetricSample", "NodeMetric"]
 __all__ += ["SelfBackupRun"]
 __all__ += ["Template"]

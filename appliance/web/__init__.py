@@ -26,6 +26,7 @@ from appliance.web import (
     billing,
     billing_admin,
     catalog,
+    instance_metrics,
     instances,
     invoices,
     keys,
@@ -81,6 +82,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin_instances.bp)
     app.register_blueprint(admin_overview.bp)
     app.register_blueprint(admin_settings.bp)
+    app.register_blueprint(instance_metrics.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(instances.bp)

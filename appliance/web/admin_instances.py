@@ -13,7 +13,7 @@ from flask import Blueprint, request, url_for
 
 from appliance.errors import InvalidRequest
 from appliance.services.instances import lifecycle, nodes, operator
-from appliance.web import forms
+from appliance.web import forms, instance_metrics
 from appliance.web.session import admin_required, current_principal
 
 bp = Blueprint("admin_instances", __name__, url_prefix="/admin")
@@ -74,6 +74,7 @@ def _node_page(node_id: str, status: int = 200, fragment: str | None = None, **c
         "admin/node.html", "admin/_instances_table.html", status, node=found,
         used=nodes.used_capacity(found), free=nodes.free_capacity(found),
         live=nodes.live_instances(found), args=args,
+        **instance_metrics.node_context(found.id, request.args.get("metrics_window")),
         **_rows(_filters(args, node_id=found.id), "admin_instances.node", node_id=found.id,
                 **args), **context)
 

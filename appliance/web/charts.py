@@ -1,5 +1,6 @@
 """Server-side SVG charts for the dashboard: the geometry of bar charts (money per day;
-any whole-number series over time with `series_chart`).
+any whole-number series over time with `series_chart`) and of line charts (resource
+metrics with `line_chart`: one or two series, broken where a point is missing).
 
 `bar_chart` turns points (a day and an amount in integer minor units) into a `BarChart`:
 bar rectangles, value-axis ticks on round amounts and a few day labels, all in the
@@ -15,6 +16,7 @@ CSS shows the one that fits (`.chart-narrow`, `.chart-wide`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,3 +148,88 @@ def both_sizes(points: Sequence[tuple[dt.date, int]], currency: str) -> dict[str
     """The desktop and the phone geometry of the same points."""
     return {"wide": bar_chart(points, currency, WIDE),
             "narrow": bar_chart(points, currency, NARROW)}
+
+
+# Line charts (resource metrics) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One series drawn as polylines; a missing point breaks the line (no zero drawn)."""
+
+    css: str  # the class that colours it: line-1, line-2
+    label: str
+    segments: tuple[str, ...]  # SVG `points` of each unbroken run
+    dots: tuple[tuple[float, float], ...]  # single points between two gaps
+
+
+@dataclass(frozen=True)
+class LineChart:
+    size: Size
+    left: float
+    top: float
+    right: float
+    bottom: float
+    traces: tuple[Trace, ...]
+    value_ticks: tuple[Tick, ...]
+    time_ticks: tuple[Tick, ...]
+    empty: bool  # no point at all
+
+
+def line_chart(times: Sequence[dt.datetime], lines: Sequence[tuple[str, Sequence[float | None]]],
+               size: Size, *, axis_label: Callable[[float], str],
+               x_label: Callable[[dt.datetime], str], top: float | None = None,
+               binary: bool = False) -> LineChart:
+    """The geometry of one or two series over the same times (oldest first). The value
+    axis runs from 0 to `top` (the plan's limit, 100 %) or else to a round step above the
+    highest value (round in powers of 1024 when `binary`: bytes)."""
+    present = [v for _, values in lines for v in values if v is not None]
+    highest = max([*present, 0.0])
+    top_value: float
+    ticks: list[float]
+    if top is None or top <= 0:
+        unit = 1  # bytes step in 1, 2, 5 x a power of 1024 (2 KiB, not 2,000 B)
+        while binary and highest / unit >= 1024:
+            unit *= 1024
+        step = nice_step(math.ceil(highest / unit)) * unit if highest > 0 else 1
+        top_value = step * max(1, math.ceil(highest / step))
+        ticks = [step * i for i in range(int(top_value // step) + 1)]
+    else:  # a limit: its half and itself (1 GiB, not 1,000,000,000 bytes, is round here)
+        top_value = top
+        ticks = [0, top / 2, top]
+    labels = [axis_label(t) for t in ticks]
+    char = size.font * 0.62
+    left = max(len(label) for label in labels) * char + 10
+    top_edge, right, bottom = size.font, size.width - 6, size.height - size.font * 2.2
+    height = bottom - top_edge
+    value_ticks = tuple(Tick(round(bottom - height * t / top_value, 2), label)
+                        for t, label in zip(ticks, labels, strict=True))
+    count = max(len(times), 1)
+    slot = (right - left) / max(count - 1, 1)
+
+    def point(index: int, value: float) -> tuple[float, float]:
+        return (round(left + index * slot, 2),
+                round(bottom - height * min(max(value, 0.0), top_value) / top_value, 2))
+
+    traces = []
+    for number, (label, values) in enumerate(lines, start=1):
+        runs: list[list[tuple[float, float]]] = [[]]
+        for index, value in enumerate(values):
+            if value is None:
+                if runs[-1]:
+                    runs.append([])
+                continue
+            runs[-1].append(point(index, value))
+        segments = tuple(" ".join(f"{x},{y}" for x, y in run) for run in runs if len(run) > 1)
+        dots = tuple(run[0] for run in runs if len(run) == 1)
+        traces.append(Trace(f"line-{number}", label, segments, dots))
+    time_ticks = []
+    if times:
+        every = max(1, -(-len(times) // size.max_day_labels))
+        half_label = char * 3
+        for index in sorted(range(len(times) - 1, -1, -every)):
+            centre = min(max(left + index * slot, left + half_label), right - half_label)
+            time_ticks.append(Tick(round(centre, 2), x_label(times[index])))
+    return LineChart(size=size, left=round(left, 2), top=top_edge, right=right,
+                     bottom=round(bottom, 2), traces=tuple(traces), value_ticks=value_ticks,
+                     time_ticks=tuple(time_ticks), empty=not present)

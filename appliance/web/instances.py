@@ -35,7 +35,7 @@ from appliance.services.instances import (
     templates,
 )
 from appliance.services.limits import quotas
-from appliance.web import forms
+from appliance.web import forms, instance_metrics
 from appliance.web.session import current_principal, login_required
 
 bp = Blueprint("instances", __name__, url_prefix="/projects/<project_id>/instances")
@@ -280,6 +280,9 @@ def _instance_page(project_id: str, instance_id: str, status: int = 200,
         context.update(_console_context(project_id, instance_id))
     if part in (None, "backups"):
         context.update(_backups_context(project_id, instance_id))
+    if part is None:
+        context.update(instance_metrics.instance_context(
+            project_id, instance_id, request.args.get("metrics_window")))
     if part is None and context["can_operate"]:
         node = context["instance"].node
         context["console_supported"] = console.supported(context["instance"])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import billing, billing_chart, binary, console, webhooks
+from benchmarks import metrics as resource_metrics
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
 from benchmarks.engines import CREATE_ENGINES, JOB_POLL_S
@@ -29,12 +30,14 @@ BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged 
 # Parts of a run (--only / --skip): core is benchmarks/core.py with benchmarks/engines.py;
 # metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
 # (the single binary's start-up) in benchmarks/binary.py; console (keystroke-to-echo on
-# Incus) in benchmarks/console.py.
-PARTS = ("core", "metering", "chart", "webhooks", "binary", "console")
+# Incus) in benchmarks/console.py; metrics (the resource sampling tick and the metrics
+# endpoint) in benchmarks/metrics.py.
+PARTS = ("core", "metering", "chart", "webhooks", "binary", "console", "metrics")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """The parts in `args.parts`: core, metering, chart, webhooks, binary, console."""
+    """The parts in `args.parts`: core, metering, chart, webhooks, binary, console,
+    metrics."""
     report = core_benchmark(args, work) if "core" in args.parts else {
         "run": run_info(args), "metrics": {}, "targets": {}}
     metrics = report["metrics"]
@@ -56,8 +59,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         metrics.update(binary.measure(work, args.binary_rounds))
     if "console" in args.parts:
         metrics.update(console.measure(work))
+    if "metrics" in args.parts:
+        print("resource metrics: the sampling tick and GET .../metrics?window=7d:", flush=True)
+        metrics.update(resource_metrics.measure(work, args.warmup))
     report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
-                          | binary.TARGETS | console.TARGETS)
+                          | binary.TARGETS | console.TARGETS | resource_metrics.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -69,7 +75,7 @@ def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
     return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
             + webhooks.rows(metrics, strict) + binary.rows(metrics, strict)
-            + console.rows(metrics, strict))
+            + console.rows(metrics, strict) + resource_metrics.rows(metrics))
 
 
 def format_table(rows: list[Row]) -> str:

@@ -33,7 +33,8 @@ Errors: the engine's 4xx answers are permanent (unknown image or ref, invalid se
 a name in use); connection failures, timeouts and 5xx are transient. No SDK exception
 escapes. Firewalls are not supported yet.
 
-Costs: `state` is one inspect (no usage figures: a stats sample takes up to a second).
+Costs: `state` is one inspect (no usage figures: a stats sample takes up to a second;
+`metrics` reads many at once, see metrics.py).
 `exec` output is stdout and stderr
 as they arrive on two pipes, so lines of the two are not kept in order.
 """
@@ -70,6 +71,7 @@ from appliance.drivers.base import (
 )
 from appliance.drivers.docker.copies import DockerCopies
 from appliance.drivers.docker.files import DockerFiles
+from appliance.drivers.docker.metrics import DockerMetrics
 from appliance.drivers.docker.names import (
     ARCHIVES,
     BACKUPS,
@@ -91,7 +93,7 @@ _PERMANENT_SDK_ERRORS = (docker.errors.InvalidArgument, docker.errors.InvalidRep
                          docker.errors.NullResource)
 
 
-class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
+class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, DockerMetrics, Driver):
     engine = "docker"
 
     def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
@@ -189,7 +191,7 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, Driver):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(snapshots=True, backups=True, networks=True, resize_live=True,
-                            console=True, terminal=True, exec=True)
+                            console=True, terminal=True, exec=True, metrics=True)
 
     def info(self) -> EngineInfo:
         with self._errors("asking Docker for its version"):

@@ -58,6 +58,7 @@ from appliance.drivers.incus.api import (
     quote_name,
 )
 from appliance.drivers.incus.copies import IncusCopies
+from appliance.drivers.incus.metrics import IncusMetrics
 from appliance.drivers.incus.terminal import IncusTerminals
 from appliance.drivers.incus.transport import unix_session
 
@@ -94,7 +95,7 @@ def _operation_failure(operation: dict, what: str) -> DriverError:
     return DriverError(f"{what}: {message}", permanent=not transient)
 
 
-class IncusDriver(IncusTerminals, IncusCopies, Driver):
+class IncusDriver(IncusTerminals, IncusCopies, IncusMetrics, Driver):
     engine = "incus"
 
     def __init__(self, endpoint: str = "", options: dict[str, str] | None = None) -> None:
@@ -256,7 +257,7 @@ class IncusDriver(IncusTerminals, IncusCopies, Driver):
         except DriverError:
             rebuild = False
         return Capabilities(snapshots=True, backups=rebuild, resize_live=True, console=True,
-                            terminal=True, exec=True, vm=vm)
+                            terminal=True, exec=True, vm=vm, metrics=True)
 
     def info(self) -> EngineInfo:
         server = self._server(refresh=True)

@@ -11,6 +11,10 @@ What goes, once older than the retention period:
   redelivery of an old event) keeps its event. Notifications of a deleted event keep
   their text; their link to the event is cleared (the foreign key's SET NULL).
 
+Resource metrics (services/metrics) have their own retention per resolution (minute,
+5-minute and hourly rows: the INSTANCE_METRICS_* settings), purged by the hourly
+`purge_old_metrics` task through `purge_metrics`.
+
 Deletes run in batches of BATCH rows, each its own short write transaction with a pause
 between them, so a first purge of years of history never holds SQLite's write lock for
 long: requests and the job runner write in between. Each batch is found before its
@@ -31,6 +35,7 @@ from appliance import config
 from appliance.db import database
 from appliance.models import Event, Notification, WebhookAttempt, WebhookDelivery
 from appliance.services import clock, settings
+from appliance.services.metrics import store as metrics_store
 
 BATCH = 5000
 PAUSE_SECONDS = 0.05  # between batches: lets waiting writers take the lock
@@ -66,6 +71,14 @@ def purge_old(batch: int = BATCH) -> dict[str, int]:
                                            ~fn.EXISTS(still_needed)), batch)
     if any(counts.values()):
         log.info("retention: purged %s (older than %s)", counts, clock.isoformat(before))
+    return counts
+
+
+def purge_metrics() -> dict[str, int]:
+    """Delete resource metric rows past their resolution's retention."""
+    counts = metrics_store.purge(clock.now())
+    if any(counts.values()):
+        log.info("retention: purged metric rows %s", counts)
     return counts
 
 
