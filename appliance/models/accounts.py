@@ -20,6 +20,7 @@ class User(BaseModel):
     status = CharField(max_length=20, default="active")  # active | suspended
     suspended_reason = TextField(null=True)
     suspended_at = UTCDateTimeField(null=True)
+    suspended_until = UTCDateTimeField(null=True)  # lifts by itself then (None: by hand)
     email_verified_at = UTCDateTimeField(null=True)
     password_changed_at = UTCDateTimeField()
     last_login_at = UTCDateTimeField(null=True)
