@@ -58,7 +58,8 @@ class OverviewNode(Schema):
     enabled: bool
     health: Literal["unknown", "healthy", "unhealthy"]
     health_message: str
-    capacity: OverviewCapacity
+    capacity: OverviewCapacity = Field(description="What placement may allot: the capacity "
+                                                   "set for the node times its overcommit.")
     allocated: OverviewCapacity = Field(description="What the plans of its instances take "
                                                     "(stopped ones too).")
     instances: OverviewFigure
@@ -116,8 +117,8 @@ def overview(principal: Principal):
             id=row.node.id, name=row.node.name, engine=row.node.engine,
             simulated=row.node.simulated, enabled=row.node.enabled, health=row.node.health,
             health_message=row.node.health_message,
-            capacity=_capacity(row.node.capacity_vcpus, row.node.capacity_memory_mb,
-                               row.node.capacity_disk_gb),
+            capacity=_capacity(row.allotted.vcpus, row.allotted.memory_mb,
+                               row.allotted.disk_gb),
             allocated=_capacity(row.allocated.vcpus, row.allocated.memory_mb,
                                 row.allocated.disk_gb),
             instances=_figure(row.instances, "/admin/instances", node=row.node.id),

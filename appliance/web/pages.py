@@ -11,6 +11,7 @@ from peewee import PeeweeException
 
 from appliance import __version__
 from appliance.services import branding, projects
+from appliance.services.accounts import users
 from appliance.web import forms
 from appliance.web.session import csrf_token, current_principal
 
@@ -26,7 +27,13 @@ def site_context() -> dict:
                 "signup": config["SIGNUP"], "signup_open": config["SIGNUP"] == "open",
                 "logo_url": None, "favicon_url": None, "theme_url": None, "footer_text": "",
                 "support_url": ""}
-    return {"site": site, "version": __version__, "principal": current_principal(),
+    principal = current_principal()
+    try:
+        unconfirmed = principal is not None and users.verification_required(principal.user)
+    except Exception:  # as above: the error page renders without the database
+        unconfirmed = False
+    return {"site": site, "version": __version__, "principal": principal,
+            "email_unconfirmed": unconfirmed,
             "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
             "project_switcher": project_switcher, "field_limits": forms.LIMITS}
 

@@ -267,7 +267,19 @@ class IncusDriver(IncusCopies, Driver):
                    ("server_name", "driver", "driver_version", "kernel_version", "storage")
                    if environment.get(key)}
         return EngineInfo("incus", str(environment.get("server_version") or "unknown"),
-                          details=details)
+                          details=details, **self._resources())
+
+    def _resources(self) -> dict[str, int | None]:
+        """The host's CPUs and memory (GET /1.0/resources); nothing when it will not say."""
+        try:
+            found = self._call("GET", "/1.0/resources") or {}
+        except DriverError:
+            return {}
+        cpus = (found.get("cpu") or {}).get("total")
+        memory = (found.get("memory") or {}).get("total")
+        return {"vcpus": cpus if isinstance(cpus, int) and cpus > 0 else None,
+                "memory_mb": memory // 2**20 if isinstance(memory, int) and memory > 0
+                else None}
 
     def images(self) -> list[ImageInfo]:
         """The local images' aliases (the driver creates containers: no VM images)."""

@@ -201,18 +201,59 @@ def resend_verification(user: User) -> None:
 def mail_suspension(user: User) -> None:
     """Tell a just-suspended user why (the reason the administrator gave); call after the
     suspension committed. Delivery failures are the outbox's to retry."""
-    site = config.active()["SITE_NAME"]
+    site = settings.get(config.active(), "SITE_NAME")
+    until = (f"It ends by itself on {user.suspended_until:%Y-%m-%d at %H:%M} UTC; until then "
+             "you cannot sign in." if user.suspended_until else
+             "You cannot sign in until the suspension is lifted.")
     mail.send(user.email, f"Your account on {site} is suspended",
               f"Hello {user.display_name or user.email},\n\nan administrator suspended your "
-              f"account on {site}. You cannot sign in until the suspension is lifted.\n\n"
+              f"account on {site}. {until}\n\n"
               f"Reason: {user.suspended_reason or '(none given)'}\n\nIf you think this "
               f"is a mistake, contact the administrators of {site}.\n")
 
 
+@authcache.invalidates
+def lift_ended_suspensions() -> int:
+    """The scheduler's task: lift every suspension whose `suspended_until` has passed
+    (each with a conditional UPDATE, so two schedulers lift it once, and audited as
+    `account.suspension_ended`). Returns how many were lifted."""
+    now = clock.now()
+    due = [row.id for row in User.select(User.id).where(
+        User.status == "suspended", User.suspended_until.is_null(False),
+        User.suspended_until <= now)]
+    lifted = 0
+    for user_id in due:
+        with database.atomic():
+            changed = (User.update(status="active", suspended_reason=None, suspended_at=None,
+                                   suspended_until=None, updated_at=now)
+                       .where(User.id == user_id, User.status == "suspended",
+                              User.suspended_until <= now).execute())
+            if changed == 1:
+                audit.record("account.suspension_ended", target_type="user",
+                             target_id=user_id)
+                lifted += 1
+    return lifted
+
+
+RESEND_LINKS = {"resend_url": "/api/v1/auth/resend-verification",
+                "dashboard_resend_url": "/account/resend-verification"}
+
+
+def verification_required(user: User) -> bool:
+    """Whether REQUIRE_VERIFIED_EMAIL holds `user` back (on, and not confirmed yet)."""
+    return (user.email_verified_at is None
+            and bool(settings.get(config.active(), "REQUIRE_VERIFIED_EMAIL")))
+
+
 def require_verified(user: User) -> None:
-    """Billable resources need a confirmed email address (403 email_unverified)."""
-    if user.email_verified_at is None:
-        raise Forbidden("Confirm your email address first.", code="email_unverified")
+    """While REQUIRE_VERIFIED_EMAIL is on, creating instances, API keys and webhooks needs
+    a confirmed email address: 403 `email_not_verified`, with where to ask for a new
+    link in `details` (`resend_url`, POST)."""
+    if verification_required(user):
+        raise Forbidden(f"Confirm your email address first: follow the link mailed to "
+                        f"{user.email}, or ask for a new one (POST "
+                        f"{RESEND_LINKS['resend_url']}).", code="email_not_verified",
+                        details=dict(RESEND_LINKS))
 
 
 def _throttle_keys(email: str, ip: str) -> list[tuple[str, int]]:
