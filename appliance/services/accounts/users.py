@@ -169,6 +169,7 @@ def _take_email_token(token: str, purpose: str) -> EmailToken:
     return row
 
 
+@authcache.invalidates  # a cached principal's user row must see the confirmation at once
 def verify_email(token: str, ip: str = "") -> User:
     """Mark the address a verification link was sent to as confirmed (also email changes)."""
     with database.atomic():
@@ -354,6 +355,7 @@ def forgot_password(email: str, ip: str = "") -> None:
               f"password stays as it is.\n")
 
 
+@authcache.invalidates  # it may confirm the address too
 def reset_password(token: str, new_password: str, ip: str = "") -> User:
     """Set a new password from a reset link; every session of the account ends."""
     with database.atomic():
