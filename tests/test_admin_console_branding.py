@@ -16,7 +16,7 @@ from appliance.models import AuditLog
 from appliance.services.accounts import mail
 from tests.factories import api, bearer, login
 from tests.smtp import SmtpServers
-from tests.test_invoices import issued, people, pdftotext  # noqa: F401 - fixtures
+from tests.test_invoices import issued, pdftotext, people  # noqa: F401 - fixtures
 
 SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" '
        b'height="10"><script>alert(document.cookie)</script><rect width="10" '

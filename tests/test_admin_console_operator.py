@@ -19,7 +19,6 @@ from appliance.services.events import live
 from appliance.services.instances import nodes
 from appliance.services.principal import Principal
 from tests.driver_contract import require_engine
-from tests.receivers import allow_loopback
 from tests.factories import (
     HTML,
     PASSWORD,
@@ -36,6 +35,7 @@ from tests.factories import (
     signed_in,
     token_from_mail,
 )
+from tests.receivers import allow_loopback
 
 MAY_1 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -267,7 +267,7 @@ def _promo(client, admin, code: str, **fields):
     return made.get_json()
 
 
-def test_checking_a_promo_code_says_what_it_gives_or_why_not_without_redeeming(
+def test_checking_a_promo_code_says_what_it_gives_or_why_not_without_redeeming(  # noqa: PLR0917
         frozen, app, client, owner, owner_user, admin, root):
     _promo(client, admin, "WELCOME")
     _promo(client, admin, "OLD", expires_at="2026-05-01T12:10:00Z")
@@ -316,7 +316,7 @@ def test_the_promo_form_checks_the_code_before_it_is_redeemed(app, client, admin
 # The administrators' live stream ------------------------------------------------------
 
 
-def test_an_administrators_stream_is_woken_by_a_failed_job_of_another_account(
+def test_an_administrators_stream_is_woken_by_a_failed_job_of_another_account(  # noqa: PLR0917
         app, client, owner, owner_project, admin_user, catalog, monkeypatch):
     made = create_instance(app, client, owner, owner_project, catalog)
     monkeypatch.setattr(live, "limits", lambda: (3, 10, 6.0))
