@@ -175,7 +175,8 @@ def get_branding(principal: Principal):
 
 
 @bp.operation("/admin/settings/branding", "PUT", summary="Change the branding's texts",
-              tags=TAGS, body=BrandingIn, response=BrandingOut, auth=AUTH, errors=(403, 409),
+              tags=TAGS, body=BrandingIn, response=BrandingOut, auth=AUTH,
+              errors=(400, 403, 409),
               description="In effect at once and audited (settings.changed).")
 def put_branding(principal: Principal, body: BrandingIn):
     brand_admin.change(principal, {BRANDING_FIELDS[name]: getattr(body, name)
@@ -192,7 +193,7 @@ def _decoded(body: BrandingImageIn, kind: str) -> bytes:
 
 @bp.operation("/admin/settings/branding/<kind>", "PUT",
               summary="Upload the logo or the favicon", tags=TAGS, body=BrandingImageIn,
-              response=BrandingOut, auth=AUTH, errors=(403,),
+              response=BrandingOut, auth=AUTH, errors=(400, 403),
               description="PNG or JPEG, at most 512 KB and 4096 pixels a side; SVG is "
                           "refused (400 svg_refused: an SVG can carry scripts).")
 def put_branding_image(principal: Principal, kind: str, body: BrandingImageIn):
@@ -202,7 +203,8 @@ def put_branding_image(principal: Principal, kind: str, body: BrandingImageIn):
 
 @bp.operation("/admin/settings/branding/<kind>", "DELETE",
               summary="Remove the logo or the favicon (back to the built-in one)",
-              tags=TAGS, response=BrandingOut, auth=AUTH, errors=(403,))
+              tags=TAGS, response=BrandingOut, auth=AUTH, errors=(400, 403),
+              description="400 (field kind) for anything but logo or favicon.")
 def delete_branding_image(principal: Principal, kind: str):
     brand_admin.remove_image(principal, kind)
     return _branding_out(principal)

@@ -224,7 +224,7 @@ def redeem_promo(principal: Principal, body: PromoIn):
 
 
 @bp.operation("/billing/promo/<code>", summary="Check a promo code without redeeming it",
-              tags=TAGS, response=PromoCheckOut, auth=AUTH,
+              tags=TAGS, response=PromoCheckOut, auth=AUTH, errors=(400, 403),
               description="Whether you could redeem it now and what it gives, or why not "
                           "(`refusal.code`: the same codes as redeeming). Always 200 for a "
                           "code of 1-60 characters; 400 otherwise.")

@@ -9,6 +9,7 @@ from appliance.models.accounts import (
     MfaFactor,
     RecoveryCode,
     RefreshToken,
+    SuspensionEnd,
     User,
 )
 from appliance.models.backups import Backup
@@ -48,3 +49,4 @@ __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 __all__ += ["Notification"]
 __all__ += ["MetricSample"]
 __all__ += ["SelfBackupRun"]
+__all__ += ["SuspensionEnd"]

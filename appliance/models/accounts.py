@@ -20,7 +20,6 @@ class User(BaseModel):
     status = CharField(max_length=20, default="active")  # active | suspended
     suspended_reason = TextField(null=True)
     suspended_at = UTCDateTimeField(null=True)
-    suspended_until = UTCDateTimeField(null=True)  # lifts by itself then (None: by hand)
     email_verified_at = UTCDateTimeField(null=True)
     password_changed_at = UTCDateTimeField()
     last_login_at = UTCDateTimeField(null=True)
@@ -30,6 +29,27 @@ class User(BaseModel):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def suspended_until(self):
+        """When a suspension lifts by itself (its SuspensionEnd), None: lifted by hand.
+        A query, made only for a suspended user."""
+        if self.status != "suspended":
+            return None
+        end = SuspensionEnd.get_or_none(SuspensionEnd.user == self.id)
+        return end.until if end is not None else None
+
+
+class SuspensionEnd(BaseModel):
+    """When an administrator's suspension of a user lifts by itself (the scheduler's
+    lift_ended_suspensions). A table of its own rather than a column of `user`, which
+    every request reads."""
+
+    user = ForeignKeyField(User, primary_key=True, on_delete="CASCADE", backref="+")
+    until = UTCDateTimeField(index=True)
+
+    class Meta:
+        table_name = "suspension_end"
 
 
 class AuthSession(BaseModel):

@@ -12,7 +12,7 @@ from peewee import JOIN
 
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
-from appliance.models import AuditLog, Invite, MailOutbox, User
+from appliance.models import AuditLog, Invite, MailOutbox, SuspensionEnd, User
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts import authcache, mail, sessions, users
 from appliance.services.ids import hash_token, new_id, new_token
@@ -70,8 +70,10 @@ def suspend_user(principal: Principal, user_id: str, reason: str,
             raise Conflict("The account is already suspended.", code="already_suspended")
         user.status, user.suspended_reason = "suspended", reason.strip()
         user.suspended_at = user.updated_at = clock.now()
-        user.suspended_until = until
         user.save()
+        SuspensionEnd.delete().where(SuspensionEnd.user == user.id).execute()
+        if until is not None:
+            SuspensionEnd.create(user=user.id, until=until)
         sessions.revoke_all_sessions(user, "suspended")
         audit.record("admin.user_suspended", actor=principal.user, target_type="user",
                      target_id=user.id, ip=principal.ip, reason=reason.strip(),
@@ -88,8 +90,9 @@ def unsuspend_user(principal: Principal, user_id: str) -> User:
         if user.status != "suspended":
             raise Conflict("The account is not suspended.", code="not_suspended")
         user.status, user.suspended_reason, user.suspended_at = "active", None, None
-        user.suspended_until, user.updated_at = None, clock.now()
+        user.updated_at = clock.now()
         user.save()
+        SuspensionEnd.delete().where(SuspensionEnd.user == user.id).execute()
         audit.record("admin.user_unsuspended", actor=principal.user, target_type="user",
                      target_id=user.id, ip=principal.ip)
     return user

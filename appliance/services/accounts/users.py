@@ -24,7 +24,7 @@ from appliance.errors import (
     NotFound,
     Unauthorized,
 )
-from appliance.models import EmailToken, Invite, User
+from appliance.models import EmailToken, Invite, SuspensionEnd, User
 from appliance.services import audit, clock, projects, settings
 from appliance.services.accounts import authcache, mail, mfa, passwords, sessions
 from appliance.services.events import outbox
@@ -203,9 +203,9 @@ def mail_suspension(user: User) -> None:
     """Tell a just-suspended user why (the reason the administrator gave); call after the
     suspension committed. Delivery failures are the outbox's to retry."""
     site = settings.get(config.active(), "SITE_NAME")
-    until = (f"It ends by itself on {user.suspended_until:%Y-%m-%d at %H:%M} UTC; until then "
-             "you cannot sign in." if user.suspended_until else
-             "You cannot sign in until the suspension is lifted.")
+    end = user.suspended_until
+    until = (f"It ends by itself on {end:%Y-%m-%d at %H:%M} UTC; until then you cannot "
+             "sign in." if end else "You cannot sign in until the suspension is lifted.")
     mail.send(user.email, f"Your account on {site} is suspended",
               f"Hello {user.display_name or user.email},\n\nan administrator suspended your "
               f"account on {site}. {until}\n\n"
@@ -215,20 +215,21 @@ def mail_suspension(user: User) -> None:
 
 @authcache.invalidates
 def lift_ended_suspensions() -> int:
-    """The scheduler's task: lift every suspension whose `suspended_until` has passed
-    (each with a conditional UPDATE, so two schedulers lift it once, and audited as
-    `account.suspension_ended`). Returns how many were lifted."""
+    """The scheduler's task: lift every suspension whose end (`SuspensionEnd.until`) has
+    passed - each by deleting its end row first, a conditional DELETE, so two schedulers
+    lift it once - audited as `account.suspension_ended`. Returns how many were lifted."""
     now = clock.now()
-    due = [row.id for row in User.select(User.id).where(
-        User.status == "suspended", User.suspended_until.is_null(False),
-        User.suspended_until <= now)]
+    due = [row.user_id for row in SuspensionEnd.select(SuspensionEnd.user)
+           .where(SuspensionEnd.until <= now)]
     lifted = 0
     for user_id in due:
         with database.atomic():
-            changed = (User.update(status="active", suspended_reason=None, suspended_at=None,
-                                   suspended_until=None, updated_at=now)
-                       .where(User.id == user_id, User.status == "suspended",
-                              User.suspended_until <= now).execute())
+            claimed = SuspensionEnd.delete().where(SuspensionEnd.user == user_id,
+                                                   SuspensionEnd.until <= now).execute()
+            changed = claimed and (User.update(status="active", suspended_reason=None,
+                                               suspended_at=None, updated_at=now)
+                                   .where(User.id == user_id, User.status == "suspended")
+                                   .execute())
             if changed == 1:
                 audit.record("account.suspension_ended", target_type="user",
                              target_id=user_id)
