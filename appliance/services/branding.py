@@ -5,8 +5,9 @@ The texts and the colour are run-time settings (services/settings.py: SITE_NAME,
 BRANDING_ACCENT_COLOR, BRANDING_FOOTER_TEXT, BRANDING_SUPPORT_URL). The logo and the
 favicon are images an administrator uploaded (services/ops/branding.py checks them: PNG or
 JPEG, at most IMAGE_MAX_BYTES; SVG is refused), kept in the database (the `setting` row
-`branding.logo` / `branding.favicon`: content type, sha256 and the bytes in base64), so
-an appliance backup holds them and every process serves the same ones. Their URLs carry
+`branding.logo` / `branding.favicon`: content type and sha256, read for every page; the
+bytes in base64 in `branding.logo.data`, read only to serve the image), so an appliance
+backup holds them and every process serves the same ones. Their URLs carry
 the first characters of the sha256 (`/branding/logo?v=...`): a new image is a new URL,
 so the old one can be cached for good.
 """
@@ -32,7 +33,12 @@ class StoredImage:
     kind: str  # logo | favicon
     content_type: str  # image/png | image/jpeg
     sha256: str
-    data: bytes
+
+    @property
+    def data(self) -> bytes:
+        """The image's bytes (read from the database when asked for)."""
+        row = Setting.get_or_none(Setting.key == data_key(self.kind))
+        return base64.b64decode(json.loads(row.value)) if row is not None else b""
 
     @property
     def version(self) -> str:
@@ -74,14 +80,17 @@ def image_key(kind: str) -> str:
     return f"branding.{kind}"
 
 
+def data_key(kind: str) -> str:
+    return f"branding.{kind}.data"
+
+
 def image(kind: str) -> StoredImage | None:
     """The uploaded logo or favicon, None when there is none."""
     row = Setting.get_or_none(Setting.key == image_key(kind))
     if row is None:
         return None
     stored = json.loads(row.value)
-    return StoredImage(kind, stored["content_type"], stored["sha256"],
-                       base64.b64decode(stored["data"]))
+    return StoredImage(kind, stored["content_type"], stored["sha256"])
 
 
 def current(config_values: dict[str, Any] | None = None) -> Branding:

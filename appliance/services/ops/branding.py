@@ -91,14 +91,16 @@ def set_image(principal: Principal, kind: str, data: bytes) -> branding.Branding
     require_admin(principal)
     content_type = check_image(kind, data)
     digest = hashlib.sha256(data).hexdigest()
-    value = json.dumps({"content_type": content_type, "sha256": digest,
-                        "data": base64.b64encode(data).decode()})
+    rows = {branding.image_key(kind): json.dumps({"content_type": content_type,
+                                                   "sha256": digest}),
+            branding.data_key(kind): json.dumps(base64.b64encode(data).decode())}
     now = clock.now()
     with database.atomic():
-        (Setting.insert(key=branding.image_key(kind), value=value, updated_at=now)
-         .on_conflict(conflict_target=[Setting.key],
-                      update={Setting.value: value, Setting.updated_at: now})
-         .execute())
+        for key, value in rows.items():
+            (Setting.insert(key=key, value=value, updated_at=now)
+             .on_conflict(conflict_target=[Setting.key],
+                          update={Setting.value: value, Setting.updated_at: now})
+             .execute())
         audit.record("branding.image_set", actor=principal.user, ip=principal.ip,
                      kind=kind, content_type=content_type, size=len(data), sha256=digest)
     return branding.current()
@@ -110,7 +112,8 @@ def remove_image(principal: Principal, kind: str) -> branding.Branding:
     if kind not in branding.IMAGES:
         raise InvalidRequest("The image is a logo or a favicon.", field="kind")
     with database.atomic():
-        removed = Setting.delete().where(Setting.key == branding.image_key(kind)).execute()
+        removed = Setting.delete().where(Setting.key.in_(
+            [branding.image_key(kind), branding.data_key(kind)])).execute()
         if removed:
             audit.record("branding.image_removed", actor=principal.user, ip=principal.ip,
                          kind=kind)
