@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
@@ -99,6 +100,14 @@ def parse_http_url(value: str) -> str:
     if url and not (url.startswith(("http://", "https://")) and len(url.split("/")[2]) > 0):
         raise ValueError("expected an http:// or https:// URL")
     return url
+
+
+def parse_hex_color(value: str) -> str:
+    """A colour as #rrggbb (lower-cased); empty stays empty."""
+    text = value.strip().lower()
+    if text and not re.fullmatch(r"#[0-9a-f]{6}", text):
+        raise ValueError("expected a colour as #rrggbb")
+    return text
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
@@ -206,6 +215,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUPPORT_EMAIL", "", parse_email_or_empty,
             "Where users write for help: shown at the foot of every page and in "
             "/api/v1/config. Empty: not shown.", public=True),
+    Setting("REQUIRE_VERIFIED_EMAIL", True, parse_bool,
+            "An account must confirm its email address before it creates instances, API "
+            "keys or webhooks (403 email_not_verified); it can sign in and look around "
+            "before. Changeable at run time."),
+    Setting("BRANDING_ACCENT_COLOR", "", parse_hex_color,
+            "The accent colour of the dashboard (#rrggbb, e.g. #0b7285); empty: the "
+            "built-in blue. Changeable at run time (Settings > Branding).", public=True),
+    Setting("BRANDING_FOOTER_TEXT", "", parse_str,
+            "A line shown at the foot of every page and of mails. Changeable at run time.",
+            public=True),
+    Setting("BRANDING_SUPPORT_URL", "", parse_http_url,
+            "A help or support page linked at the foot of every page and of mails; empty: "
+            "not shown. Changeable at run time.", public=True),
     Setting("NOTIFY_ADMINS_OF_SIGNUPS", False, parse_bool,
             "Tell the administrators of every new signup (their bell, and the "
             "user.signed_up event to their webhooks). Changeable at run time."),

@@ -21,7 +21,7 @@ from flask import Flask, current_app
 
 from appliance import config
 from appliance.db import database
-from appliance.services.accounts import api_keys, mail, setup_link
+from appliance.services.accounts import api_keys, mail, setup_link, users
 from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
 from appliance.services.instances import backup_check, engine_jobs, jobs, nodes
@@ -44,6 +44,9 @@ class Task:
 
 def _tasks() -> list[Task]:
     return [
+        Task("lift_ended_suspensions", 60, users.lift_ended_suspensions,
+             "Lift the suspensions an administrator gave an end (until) once it passed.",
+             at_start=True),
         Task("flush_key_usage", 30, api_keys.flush_usage,
              "Write API keys' counted uses (last_used_at, usage_count)."),
         Task("sample_metrics", 60, _sample_metrics,

@@ -171,6 +171,7 @@ def test_the_overview_shows_each_node_with_health_and_allocation(client, admin, 
     assert down["health_message"] == "Cannot reach it."
     assert main["allocated"] == {"vcpus": 5, "memory_mb": 5 * 512, "disk_gb": 50}
     assert main["capacity"] == {"vcpus": 64, "memory_mb": 65536, "disk_gb": 1000}
+    assert main["allotted"] == {"vcpus": 256, "memory_mb": 65536, "disk_gb": 1000}  # 4x vCPU
     assert down["allocated"]["vcpus"] == 2
     assert main["instances"]["count"] == 5
     assert len(_all(client, admin, main["instances"]["href"])) == 5
@@ -213,7 +214,7 @@ def test_each_list_behind_a_figure_shows_what_it_counts(root, seeded):
     webhooks = root.page("/admin/webhooks?status=disabled")
     assert webhooks.count('<tr id="webhook-') == 1 and "410 Gone" in webhooks
     node_page = root.page(f"/admin/nodes/{seeded['node']}")
-    assert re.search(r'data-testid="allocated-vcpus">5 of 64<', node_page)
+    assert re.search(r'data-testid="allocated-vcpus">5 of 256 \(64 &times; 4\)<', node_page)
 
 
 def test_non_admins_get_403_on_the_overview_and_its_lists(client, owner, root, ada):

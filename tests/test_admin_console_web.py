@@ -93,9 +93,12 @@ def test_a_node_page_lists_its_instances_and_what_is_allocated(root, ada_instanc
     page = root.page(f"/admin/nodes/{catalog['node']}")
     assert "ada-web" in page and "ada@example.test" in page
     # One "small" plan (1 vCPU, 512 MB, 10 GB) on a node of 64 vCPUs, 64 GB, 1000 GB.
-    assert re.search(r'data-testid="allocated-vcpus">1 of 64<', page)
-    assert re.search(r'data-testid="allocated-memory">512 MB of 64 GB<', page)
-    assert re.search(r'data-testid="allocated-disk">10 GB of 1000 GB<', page)
+    # Placement allots 4x the vCPUs by default (overcommit), memory and disk 1x.
+    assert re.search(r'data-testid="allocated-vcpus">1 of 256 \(64 &times; 4\)<', page)
+    assert re.search(r'data-testid="allocated-memory">512 MB of 64 GB \(64 GB &times; 1\)<',
+                     page)
+    assert re.search(r'data-testid="allocated-disk">10 GB of 1000 GB \(1000 GB &times; 1\)<',
+                     page)
     assert f'href="/admin/nodes/{catalog["node"]}"' in root.page("/admin/nodes")
     stopped = root.post(f"/admin/instances/{ada_instance['id']}/power/stop"
                         f"?from_node={catalog['node']}")

@@ -417,5 +417,5 @@ def test_an_unverified_account_cannot_create_billable_resources(app):
     with app.app_context():
         with pytest.raises(Forbidden) as refused:
             users.require_verified(unverified)
-        assert refused.value.code == "email_unverified" and refused.value.status == 403
+        assert refused.value.code == "email_not_verified" and refused.value.status == 403
         users.require_verified(verified)

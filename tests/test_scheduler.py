@@ -13,8 +13,9 @@ from tests.factories import bearer, create_key, login, make_user
 
 
 def test_every_task_runs_on_its_own(app):
-    assert set(scheduler.tasks()) == {"flush_key_usage", "retry_mail", "purge_idempotency",
-                                      "check_nodes", "reconcile_instances", "issue_invoices",
+    assert set(scheduler.tasks()) == {"lift_ended_suspensions", "flush_key_usage",
+                                      "retry_mail", "purge_idempotency", "check_nodes",
+                                      "reconcile_instances", "issue_invoices",
                                       "meter_usage", "enforce_billing", "webhook_sweep",
                                       "mail_notifications", "notify_expiring_keys",
                                       "sample_metrics", "purge_old_events", "remind_setup_link",

@@ -44,7 +44,8 @@ def test_public_config_follows_the_settings(make_app):
     client = make_app(SITE_NAME="Club VPS", SIGNUP="closed").test_client()
     assert client.get("/api/v1/config").get_json() == {
         "site_name": "Club VPS", "support_email": "", "signup": "closed",
-        "signup_open": False}
+        "signup_open": False, "accent_color": "", "footer_text": "", "support_url": "",
+        "logo_url": None, "favicon_url": None, "theme_url": None}
 
 
 def test_public_config_prefers_a_value_changed_at_run_time(app):

@@ -491,7 +491,8 @@ def test_the_nodes_page_shows_free_capacity_and_unknown_instances(app, ada, root
         Node.update(unknown_instances='["ins-stranger"]').where(
             Node.id == catalog["node"]).execute()
     page = root.page("/admin/nodes")
-    assert "63 vCPUs &middot; 63.5 GB &middot; 990 GB disk" in page  # free
+    # free: 64 vCPUs x 4 (the default overcommit) less 1; memory and disk 1x
+    assert "255 vCPUs &middot; 63.5 GB &middot; 990 GB disk" in page
     assert "<code>ins-stranger</code>" in page and "left untouched" in page
     refused = root.post(f"/admin/nodes/{catalog['node']}/delete")
     assert refused.status_code == 409

@@ -35,23 +35,28 @@ class UserQuery(ListQuery):
     status: str | None = Field(None, pattern="^(active|suspended)$")
 
 
-class UserList(Schema):
-    data: list[UserOut]
-    page: PageInfo
-
-
 class AdminUserOut(UserOut):
     suspended_reason: str | None
     suspended_at: dt.datetime | None
+    suspended_until: dt.datetime | None = Field(
+        description="When the suspension lifts by itself; null: when lifted by hand.")
 
     @classmethod
     def of(cls, user) -> AdminUserOut:
         return cls(**UserOut.of(user).model_dump(), suspended_reason=user.suspended_reason,
-                   suspended_at=user.suspended_at)
+                   suspended_at=user.suspended_at, suspended_until=user.suspended_until)
+
+
+class UserList(Schema):
+    data: list[AdminUserOut]
+    page: PageInfo
 
 
 class SuspendIn(Schema):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500,
+                        description="Shown to the user at sign-in and mailed to them.")
+    until: dt.datetime | None = Field(None, description="When the suspension lifts by "
+                                      "itself (within a minute); omitted: until lifted.")
 
 
 class UserRoleIn(Schema):
@@ -118,7 +123,7 @@ class AuditList(Schema):
 def list_users(principal: Principal, query: UserQuery):
     rows, cursor = admin.search_users(principal, query.q, query.status, query.limit,
                                       query.cursor)
-    return page_body([UserOut.of(u) for u in rows], query.limit, cursor)
+    return page_body([AdminUserOut.of(u) for u in rows], query.limit, cursor)
 
 
 @bp.operation("/admin/users/<user_id>", summary="One user", tags=TAGS,
@@ -130,7 +135,7 @@ def get_user(principal: Principal, user_id: str):
 @bp.operation("/admin/users/<user_id>/suspend", "POST", summary="Suspend a user",
               tags=TAGS, body=SuspendIn, response=AdminUserOut, auth=AUTH, errors=ERRORS)
 def suspend_user(principal: Principal, user_id: str, body: SuspendIn):
-    return AdminUserOut.of(admin.suspend_user(principal, user_id, body.reason))
+    return AdminUserOut.of(admin.suspend_user(principal, user_id, body.reason, body.until))
 
 
 @bp.operation("/admin/users/<user_id>/unsuspend", "POST", summary="Lift a suspension",

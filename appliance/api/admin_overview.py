@@ -58,7 +58,9 @@ class OverviewNode(Schema):
     enabled: bool
     health: Literal["unknown", "healthy", "unhealthy"]
     health_message: str
-    capacity: OverviewCapacity
+    capacity: OverviewCapacity = Field(description="The capacity set for the node.")
+    allotted: OverviewCapacity = Field(description="What placement may allot: the capacity "
+                                                   "times the node's overcommit ratios.")
     allocated: OverviewCapacity = Field(description="What the plans of its instances take "
                                                     "(stopped ones too).")
     instances: OverviewFigure
@@ -118,6 +120,8 @@ def overview(principal: Principal):
             health_message=row.node.health_message,
             capacity=_capacity(row.node.capacity_vcpus, row.node.capacity_memory_mb,
                                row.node.capacity_disk_gb),
+            allotted=_capacity(row.allotted.vcpus, row.allotted.memory_mb,
+                               row.allotted.disk_gb),
             allocated=_capacity(row.allocated.vcpus, row.allocated.memory_mb,
                                 row.allocated.disk_gb),
             instances=_figure(row.instances, "/admin/instances", node=row.node.id),

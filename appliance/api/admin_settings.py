@@ -1,14 +1,20 @@
 """The operator's run-time settings (`/admin/settings`): read them with where each comes
-from, change them, and send a test mail (services/ops/site_settings.py)."""
+from, change them, and send a test mail (services/ops/site_settings.py); the branding
+(`/admin/settings/branding`: texts, colour, logo and favicon; services/ops/branding.py)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal
 
 from pydantic import Field
 
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, Schema
+from appliance.errors import InvalidRequest
+from appliance.services import branding
+from appliance.services.ops import branding as brand_admin
 from appliance.services.ops import site_settings
 from appliance.services.principal import Principal
 
@@ -48,6 +54,7 @@ class SiteSettingsIn(Schema):
     site_name: str | None = Field(None, min_length=1, max_length=200)
     support_email: str | None = Field(None, max_length=254)
     signup: Literal["open", "closed", "invite"] | None = None
+    require_verified_email: bool | None = None
     notify_admins_of_signups: bool | None = None
     smtp_host: str | None = Field(None, max_length=253, description="Empty: no SMTP "
                                   "server; mail is kept in the outbox.")
@@ -112,3 +119,92 @@ def test_mail(principal: Principal, body: TestMailIn):
     row, answer = site_settings.send_test_mail(principal, body.to)
     return TestMailOut(sent=row.status == "sent", to=row.to_addr, answer=answer,
                        mail_id=row.id)
+
+
+# Branding ------------------------------------------------------------------------------
+
+
+class BrandingOut(Schema):
+    site_name: str
+    accent_color: str = Field(description="#rrggbb; empty: the built-in colour.")
+    footer_text: str
+    support_url: str
+    logo_url: str | None = Field(description="Changes with the image (cache-busting).")
+    favicon_url: str | None
+    theme_url: str | None
+    pinned: list[str] = Field(description="Fields set in the environment, the config file "
+                                          "or the overrides: read-only here.")
+
+
+class BrandingIn(Schema):
+    """The fields to change; an omitted one is unchanged, null puts the default back."""
+
+    site_name: str | None = Field(None, min_length=1, max_length=200)
+    accent_color: str | None = Field(None, max_length=7, description="#rrggbb or empty.")
+    footer_text: str | None = Field(None, max_length=300)
+    support_url: str | None = Field(None, max_length=500)
+
+
+class BrandingImageIn(Schema):
+    content_base64: str = Field(max_length=branding.IMAGE_MAX_BYTES * 4 // 3 + 8,
+                                description="The PNG or JPEG file, base64-encoded (at most "
+                                            f"{branding.IMAGE_MAX_BYTES // 1024} KB "
+                                            "decoded). SVG is refused (svg_refused).")
+
+
+def _branding_out(principal: Principal) -> BrandingOut:
+    found = brand_admin.get(principal)
+    pinned = [state.name.lower().removeprefix("branding_")
+              for state in brand_admin.texts(principal) if state.pinned]
+    return BrandingOut(site_name=found.site_name, accent_color=found.accent_color,
+                       footer_text=found.footer_text, support_url=found.support_url,
+                       logo_url=found.logo_url, favicon_url=found.favicon_url,
+                       theme_url=found.theme_url, pinned=pinned)
+
+
+BRANDING_FIELDS = {"site_name": "SITE_NAME", "accent_color": "BRANDING_ACCENT_COLOR",
+                   "footer_text": "BRANDING_FOOTER_TEXT", "support_url": "BRANDING_SUPPORT_URL"}
+
+
+@bp.operation("/admin/settings/branding", summary="The branding", tags=TAGS,
+              response=BrandingOut, auth=AUTH, errors=(403,),
+              description="Site name, accent colour, footer text, support URL, logo and "
+                          "favicon, as pages, mails and invoices show them.")
+def get_branding(principal: Principal):
+    return _branding_out(principal)
+
+
+@bp.operation("/admin/settings/branding", "PUT", summary="Change the branding's texts",
+              tags=TAGS, body=BrandingIn, response=BrandingOut, auth=AUTH,
+              errors=(400, 403, 409),
+              description="In effect at once and audited (settings.changed).")
+def put_branding(principal: Principal, body: BrandingIn):
+    brand_admin.change(principal, {BRANDING_FIELDS[name]: getattr(body, name)
+                                   for name in body.model_fields_set})
+    return _branding_out(principal)
+
+
+def _decoded(body: BrandingImageIn, kind: str) -> bytes:
+    try:
+        return base64.b64decode(body.content_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("content_base64 is not base64.", field="content_base64") from None
+
+
+@bp.operation("/admin/settings/branding/<kind>", "PUT",
+              summary="Upload the logo or the favicon", tags=TAGS, body=BrandingImageIn,
+              response=BrandingOut, auth=AUTH, errors=(400, 403),
+              description="PNG or JPEG, at most 512 KB and 4096 pixels a side; SVG is "
+                          "refused (400 svg_refused: an SVG can carry scripts).")
+def put_branding_image(principal: Principal, kind: str, body: BrandingImageIn):
+    brand_admin.set_image(principal, kind, _decoded(body, kind))
+    return _branding_out(principal)
+
+
+@bp.operation("/admin/settings/branding/<kind>", "DELETE",
+              summary="Remove the logo or the favicon (back to the built-in one)",
+              tags=TAGS, response=BrandingOut, auth=AUTH, errors=(400, 403),
+              description="400 (field kind) for anything but logo or favicon.")
+def delete_branding_image(principal: Principal, kind: str):
+    brand_admin.remove_image(principal, kind)
+    return _branding_out(principal)

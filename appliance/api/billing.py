@@ -109,6 +109,23 @@ class PromoOut(Schema):
     currency: str
 
 
+class PromoRefusal(Schema):
+    code: Literal["promo_not_found", "promo_inactive", "promo_expired",
+                  "promo_already_redeemed", "promo_used_up"]
+    message: str
+
+
+class PromoCheckOut(Schema):
+    code: str = Field(description="As typed, trimmed and case-folded.")
+    valid: bool = Field(description="Whether redeeming it now would credit you.")
+    amount: int | None = Field(description="What it credits, in minor units; null for a "
+                                           "code that does not exist.")
+    currency: str
+    expires_at: dt.datetime | None
+    refusal: PromoRefusal | None = Field(description="Why not: the error redeeming it "
+                                                     "would answer.")
+
+
 class AlertOut(Schema):
     id: str
     threshold: int
@@ -204,6 +221,20 @@ def redeem_promo(principal: Principal, body: PromoIn):
     currency = billing_state.currency()
     return PromoOut(credit=CreditOut.of(entry, currency), balance=entry.balance_after,
                     currency=currency)
+
+
+@bp.operation("/billing/promo/<code>", summary="Check a promo code without redeeming it",
+              tags=TAGS, response=PromoCheckOut, auth=AUTH, errors=(400, 403),
+              description="Whether you could redeem it now and what it gives, or why not "
+                          "(`refusal.code`: the same codes as redeeming). Always 200 for a "
+                          "code of 1-60 characters; 400 otherwise.")
+def check_promo(principal: Principal, code: str):
+    found = promo.check(principal, code)
+    refusal = (PromoRefusal(code=found.refusal.code, message=found.refusal.message)
+               if found.refusal is not None else None)
+    return PromoCheckOut(code=found.code, valid=found.valid, amount=found.amount,
+                         currency=billing_state.currency(), expires_at=found.expires_at,
+                         refusal=refusal)
 
 
 @bp.operation("/billing/alerts", summary="Your low-balance alerts", tags=TAGS,

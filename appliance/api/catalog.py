@@ -11,6 +11,7 @@ from pydantic import Field
 
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
+from appliance.errors import InvalidRequest
 from appliance.models import App, Image, Node, Plan
 from appliance.services.instances import catalog, nodes
 from appliance.services.principal import Principal
@@ -177,12 +178,23 @@ class NodeOut(Schema):
     engine: Engine
     endpoint: str
     simulated: bool = Field(description="The fake engine: nothing really runs.")
-    capacity_vcpus: int
+    capacity_vcpus: int = Field(description="The capacity set for the node (by hand, or "
+                                            "the engine's figures at registration).")
     capacity_memory_mb: int
     capacity_disk_gb: int
-    free_vcpus: int
+    vcpu_ratio: float = Field(description="Overcommit: placement allots capacity x ratio.")
+    memory_ratio: float
+    disk_ratio: float
+    allotted_vcpus: int = Field(description="capacity_vcpus x vcpu_ratio, rounded down.")
+    allotted_memory_mb: int
+    allotted_disk_gb: int
+    free_vcpus: int = Field(description="Allotted minus what its instances' plans take.")
     free_memory_mb: int
     free_disk_gb: int
+    engine_vcpus: int | None = Field(description="What the engine reported at the last "
+                                                 "check; null: it reports none.")
+    engine_memory_mb: int | None
+    engine_disk_gb: int | None
     enabled: bool
     health: Literal["unknown", "healthy", "unhealthy"]
     health_message: str
@@ -194,11 +206,17 @@ class NodeOut(Schema):
 
     @classmethod
     def of(cls, node: Node) -> NodeOut:
-        free = nodes.free_capacity(node)
+        free, allotted, ratios = (nodes.free_capacity(node), nodes.allotted_capacity(node),
+                                  nodes.ratios_of(node))
         return cls(id=node.id, name=node.name, engine=node.engine, endpoint=node.endpoint,
                    simulated=node.simulated, capacity_vcpus=node.capacity_vcpus,
                    capacity_memory_mb=node.capacity_memory_mb,
-                   capacity_disk_gb=node.capacity_disk_gb, free_vcpus=free.vcpus,
+                   capacity_disk_gb=node.capacity_disk_gb, vcpu_ratio=ratios.vcpu,
+                   memory_ratio=ratios.memory, disk_ratio=ratios.disk,
+                   allotted_vcpus=allotted.vcpus, allotted_memory_mb=allotted.memory_mb,
+                   allotted_disk_gb=allotted.disk_gb, engine_vcpus=node.engine_vcpus,
+                   engine_memory_mb=node.engine_memory_mb, engine_disk_gb=node.engine_disk_gb,
+                   free_vcpus=free.vcpus,
                    free_memory_mb=free.memory_mb, free_disk_gb=free.disk_gb,
                    enabled=node.enabled, health=node.health,
                    health_message=node.health_message, engine_version=node.engine_version,
@@ -220,9 +238,14 @@ class NodeIn(Schema):
     options: dict[str, str] = Field(default_factory=dict, max_length=nodes.OPTIONS_MAX,
                                     description="TLS files: client_cert, client_key, "
                                                 "server_cert / ca_cert.")
-    capacity_vcpus: int = Small
-    capacity_memory_mb: int = Small
-    capacity_disk_gb: int = Small
+    capacity_vcpus: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX,
+                                       description="Omit the three to take the engine's "
+                                                   "own figures (400 when it reports none).")
+    capacity_memory_mb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    capacity_disk_gb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    vcpu_ratio: float = Field(4.0, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
+    memory_ratio: float = Field(1.0, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
+    disk_ratio: float = Field(1.0, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
     enabled: bool = True
 
 
@@ -232,6 +255,9 @@ class NodePatch(Schema):
     capacity_vcpus: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
     capacity_memory_mb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
     capacity_disk_gb: int | None = Field(None, ge=1, le=catalog.NUMBER_MAX)
+    vcpu_ratio: float | None = Field(None, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
+    memory_ratio: float | None = Field(None, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
+    disk_ratio: float | None = Field(None, ge=nodes.RATIO_MIN, le=nodes.RATIO_MAX)
 
 
 def _set(body: Schema) -> dict:
@@ -346,10 +372,16 @@ def list_nodes(principal: Principal, query: ListQuery):
               tags=ADMIN_TAGS, body=NodeIn, response=NodeOut, status=201, auth=AUTH,
               errors=ERRORS)
 def register_node(principal: Principal, body: NodeIn):
-    capacity = nodes.Capacity(body.capacity_vcpus, body.capacity_memory_mb,
-                              body.capacity_disk_gb)
+    given = (body.capacity_vcpus, body.capacity_memory_mb, body.capacity_disk_gb)
+    if given.count(None) not in (0, 3):
+        raise InvalidRequest("Give all three capacity figures, or none (the engine's own).",
+                             field=("capacity_vcpus", "capacity_memory_mb",
+                                    "capacity_disk_gb")[given.index(None)])
+    capacity = nodes.Capacity(*given) if None not in given else None  # type: ignore[arg-type]
+    ratios = nodes.Ratios(body.vcpu_ratio, body.memory_ratio, body.disk_ratio)
     return NodeOut.of(nodes.register_node(principal, body.name, body.engine, body.endpoint,
-                                          capacity=capacity, options=body.options,
+                                          capacity=capacity, ratios=ratios,
+                                          options=body.options,
                                           enabled=body.enabled))
 
 
@@ -369,8 +401,13 @@ def update_node(principal: Principal, node_id: str, body: NodePatch):
         capacity = nodes.Capacity(body.capacity_vcpus or node.capacity_vcpus,
                                   body.capacity_memory_mb or node.capacity_memory_mb,
                                   body.capacity_disk_gb or node.capacity_disk_gb)
+    ratios = None
+    if {body.vcpu_ratio, body.memory_ratio, body.disk_ratio} != {None}:
+        now = nodes.ratios_of(node)
+        ratios = nodes.Ratios(body.vcpu_ratio or now.vcpu, body.memory_ratio or now.memory,
+                              body.disk_ratio or now.disk)
     return NodeOut.of(nodes.update_node(principal, node_id, enabled=body.enabled,
-                                        capacity=capacity, name=body.name))
+                                        capacity=capacity, name=body.name, ratios=ratios))
 
 
 @bp.operation("/admin/nodes/<node_id>", "DELETE", summary="Remove a node without instances",

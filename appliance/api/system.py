@@ -12,7 +12,7 @@ from appliance import __version__
 from appliance.api.schema import API_VERSION, ApiBlueprint, Schema, openapi_document
 from appliance.db import database, retry_after, unavailable_reason, write_probe
 from appliance.errors import DatabaseUnavailable
-from appliance.services import settings
+from appliance.services import branding
 
 ENGINE_NAMES = ((SqliteDatabase, "sqlite"), (PostgresqlDatabase, "postgresql"),
                 (MySQLDatabase, "mysql"))
@@ -58,6 +58,13 @@ class PublicConfig(Schema):
     support_email: str = Field(description="Where users write for help; empty: none.")
     signup: str
     signup_open: bool
+    accent_color: str = Field(description="#rrggbb; empty: the built-in colour.")
+    footer_text: str
+    support_url: str = Field(description="The operator's help page; empty: none.")
+    logo_url: str | None = Field(description="The logo (PNG or JPEG), its URL changing "
+                                             "with the image; null: none uploaded.")
+    favicon_url: str | None
+    theme_url: str | None = Field(description="The stylesheet setting the accent colour.")
 
 
 @bp.operation("/health", summary="Is the appliance up?", tags=("system",), response=Health)
@@ -112,7 +119,7 @@ def meta():
 @bp.operation("/config", summary="Public settings of this appliance", tags=("system",),
               response=PublicConfig)
 def public_config():
-    return settings.public_config(current_app.config["APPLIANCE"])
+    return branding.public_config(current_app.config["APPLIANCE"])
 
 
 @bp.route("/openapi.json")

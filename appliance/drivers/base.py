@@ -124,6 +124,10 @@ class EngineInfo:
     version: str
     simulated: bool = False
     details: dict[str, str] = field(default_factory=dict)
+    # The host's resources as the engine reports them (None: it does not say).
+    vcpus: int | None = None
+    memory_mb: int | None = None
+    disk_gb: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from appliance.models.accounts import (
     MfaFactor,
     RecoveryCode,
     RefreshToken,
+    SuspensionEnd,
     User,
 )
 from appliance.models.backups import Backup, Template
@@ -49,3 +50,4 @@ __all__ += ["Notification"]
 __all__ += ["InstanceMetric", "MetricCounter", "MetricSample", "NodeMetric"]
 __all__ += ["SelfBackupRun"]
 __all__ += ["Template"]
+__all__ += ["SuspensionEnd"]

@@ -30,6 +30,27 @@ class User(BaseModel):
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def suspended_until(self):
+        """When a suspension lifts by itself (its SuspensionEnd), None: lifted by hand.
+        A query, made only for a suspended user."""
+        if self.status != "suspended":
+            return None
+        end = SuspensionEnd.get_or_none(SuspensionEnd.user == self.id)
+        return end.until if end is not None else None
+
+
+class SuspensionEnd(BaseModel):
+    """When an administrator's suspension of a user lifts by itself (the scheduler's
+    lift_ended_suspensions). A table of its own rather than a column of `user`, which
+    every request reads."""
+
+    user = ForeignKeyField(User, primary_key=True, on_delete="CASCADE", backref="+")
+    until = UTCDateTimeField(index=True)
+
+    class Meta:
+        table_name = "suspension_end"
+
 
 class AuthSession(BaseModel):
     """One sign-in: a browser session (cookie) or an API refresh-token family."""

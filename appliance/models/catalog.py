@@ -28,6 +28,14 @@ class Node(BaseModel):
     capacity_vcpus = IntegerField()
     capacity_memory_mb = IntegerField()
     capacity_disk_gb = IntegerField()
+    # Overcommit in hundredths: placement allots capacity x ratio (400 = 4x).
+    vcpu_ratio_pct = IntegerField(default=400)
+    memory_ratio_pct = IntegerField(default=100)
+    disk_ratio_pct = IntegerField(default=100)
+    # The engine's own figures at the last health check (None: it reports none).
+    engine_vcpus = IntegerField(null=True)
+    engine_memory_mb = IntegerField(null=True)
+    engine_disk_gb = IntegerField(null=True)
     enabled = BooleanField(default=True)
     health = CharField(max_length=20, default="unknown")  # unknown | healthy | unhealthy
     health_message = TextField(default="")

@@ -28,6 +28,8 @@ from appliance.services import clock, sealing
 
 # Settings an admin may change from the dashboard; the rest need a restart.
 RUNTIME_SETTINGS = ("SITE_NAME", "SUPPORT_EMAIL", "SIGNUP", "NOTIFY_ADMINS_OF_SIGNUPS",
+                    "REQUIRE_VERIFIED_EMAIL", "BRANDING_ACCENT_COLOR", "BRANDING_FOOTER_TEXT",
+                    "BRANDING_SUPPORT_URL",
                     "SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY", "SMTP_USER", "SMTP_PASSWORD",
                     "SMTP_FROM", "WEBHOOKS_ALLOW_PRIVATE", "SESSION_IDLE_MINUTES",
                     "SESSION_MAX_HOURS", "EVENT_RETENTION_DAYS",

@@ -66,8 +66,10 @@ def _user_done(user_id: str, notice: str):
 @admin_required
 @forms.rerender_on_error(_user_page, keep_form=False)
 def suspend(user_id: str):
-    admin.suspend_user(current_principal(), user_id, request.form.get("reason", ""))
-    return _user_done(user_id, "Account suspended.")
+    until = forms.utc_datetime("until")
+    admin.suspend_user(current_principal(), user_id, request.form.get("reason", ""), until)
+    return _user_done(user_id, f"Account suspended until {until:%Y-%m-%d %H:%M} UTC."
+                      if until else "Account suspended.")
 
 
 @bp.post("/users/<user_id>/unsuspend")

@@ -73,6 +73,7 @@ def _node_page(node_id: str, status: int = 200, fragment: str | None = None, **c
     return forms.render_fragment_or_page(
         "admin/node.html", "admin/_instances_table.html", status, node=found,
         used=nodes.used_capacity(found), free=nodes.free_capacity(found),
+        allotted=nodes.allotted_capacity(found),
         live=nodes.live_instances(found), args=args,
         **instance_metrics.node_context(found.id, request.args.get("metrics_window")),
         **_rows(_filters(args, node_id=found.id), "admin_instances.node", node_id=found.id,

@@ -1,5 +1,6 @@
 """The Settings page for administrators: the run-time settings by group, each form saving
-its group (services/ops/site_settings.py decides), and a test mail.
+its group (services/ops/site_settings.py decides), and a test mail; the Branding page
+(texts, colour, logo and favicon uploads: services/ops/branding.py).
 
 A pinned setting (given in the environment, the config file or the overrides) is shown
 read-only with where it comes from. A secret is never put into the page: its field is
@@ -12,6 +13,8 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.errors import InvalidRequest
+from appliance.services import branding
+from appliance.services.ops import branding as brand_admin
 from appliance.services.ops import site_settings
 from appliance.web import forms
 from appliance.web.session import admin_required, current_principal
@@ -20,7 +23,9 @@ bp = Blueprint("admin_settings", __name__, url_prefix="/admin")
 GROUPS = {key: names for key, _, names in site_settings.GROUPS}
 LABELS = {
     "SITE_NAME": "Site name", "SUPPORT_EMAIL": "Support email",
-    "SIGNUP": "Who may sign up", "NOTIFY_ADMINS_OF_SIGNUPS": "Tell the administrators of "
+    "SIGNUP": "Who may sign up", "REQUIRE_VERIFIED_EMAIL": "A confirmed email address is "
+    "needed to create instances, API keys and webhooks",
+    "NOTIFY_ADMINS_OF_SIGNUPS": "Tell the administrators of "
     "every signup", "SMTP_HOST": "SMTP server", "SMTP_PORT": "Port",
     "SMTP_SECURITY": "Security", "SMTP_USER": "User name", "SMTP_PASSWORD": "Password",
     "SMTP_FROM": "Sender (From)", "WEBHOOKS_ALLOW_PRIVATE": "Webhooks may reach private LAN "
@@ -103,3 +108,59 @@ def test_mail():
                                        f"answered: {answer}"))
     return redirect(url_for("admin_settings.page", _anchor="settings-mail",
                             warning=f"The test mail to {row.to_addr} was not sent: {answer}"))
+
+
+# Branding ------------------------------------------------------------------------------
+
+BRANDING_LABELS = {"SITE_NAME": "Site name", "BRANDING_ACCENT_COLOR": "Accent colour",
+                   "BRANDING_FOOTER_TEXT": "Footer text",
+                   "BRANDING_SUPPORT_URL": "Support page (URL)"}
+
+
+def _branding_page(status: int = 200, fragment: str | None = None, **context):
+    principal = current_principal()
+    context.setdefault("form", {})
+    context.setdefault("section", None)
+    context.setdefault("notice", request.args.get("notice"))
+    return render_template(
+        "admin/branding.html", brand=brand_admin.get(principal),
+        states={state.name: state for state in brand_admin.texts(principal)},
+        labels=BRANDING_LABELS, max_kb=branding.IMAGE_MAX_BYTES // 1024, **context), status
+
+
+@bp.get("/settings/branding")
+@admin_required
+def branding_page():
+    return _branding_page()
+
+
+@bp.post("/settings/branding")
+@admin_required
+@forms.rerender_on_error(_branding_page, "texts")
+def save_branding():
+    values = {name: request.form.get(name.lower(), "").strip()
+              for name in site_settings.BRANDING_NAMES
+              if not site_settings.state(name).pinned}
+    brand_admin.change(current_principal(), values)
+    return redirect(url_for("admin_settings.branding_page", notice="Branding: saved."))
+
+
+@bp.post("/settings/branding/<kind>")
+@admin_required
+@forms.rerender_on_error(_branding_page, "{kind}")
+def upload_branding_image(kind: str):
+    upload = request.files.get(kind)
+    brand_admin.set_image(current_principal(), kind,
+                          upload.read(branding.IMAGE_MAX_BYTES + 1) if upload else b"")
+    return redirect(url_for("admin_settings.branding_page",
+                            notice=f"The {kind} is uploaded.", _anchor=f"branding-{kind}"))
+
+
+@bp.post("/settings/branding/<kind>/remove")
+@admin_required
+@forms.rerender_on_error(_branding_page, "{kind}")
+def remove_branding_image(kind: str):
+    brand_admin.remove_image(current_principal(), kind)
+    return redirect(url_for("admin_settings.branding_page",
+                            notice=f"The {kind} is back to the built-in one.",
+                            _anchor=f"branding-{kind}"))

@@ -14,8 +14,17 @@ without JavaScript; htmx only swaps the chart, the ledger page and the alert lis
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
+from appliance.errors import ApplianceError
 from appliance.services import clock, money
 from appliance.services.billing import billing_state, invoices, prepaid, promo, stripe_topup, usage
 from appliance.web import charts, forms, overview_metrics
@@ -68,6 +77,23 @@ def index():
 @login_required
 def statement():
     return _csv(prepaid.statement_csv(current_principal()), "statement.csv")
+
+
+@bp.get("/billing/promo/check")
+@login_required
+def check_promo():
+    """The promo form's check before redeeming (htmx fragment; the whole page without)."""
+    if request.headers.get("HX-Request") != "true":
+        return redirect(url_for("billing.index", _anchor="promo"))
+    code = request.args.get("code", "").strip()
+    found, error = None, None
+    if code:
+        try:
+            found = promo.check(current_principal(), code)
+        except ApplianceError as exc:
+            error = exc
+    return render_template("billing/_promo_check.html", found=found, error=error,
+                           **forms.money_context(billing_state.currency()))
 
 
 @bp.post("/billing/promo")

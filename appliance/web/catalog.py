@@ -15,6 +15,7 @@ import json
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from appliance.errors import InvalidRequest
 from appliance.services import money
 from appliance.services.billing import billing_state
 from appliance.services.instances import catalog, nodes
@@ -72,6 +73,29 @@ def _capacity() -> nodes.Capacity:
                           _number("capacity_disk_gb"))
 
 
+def _capacity_or_engine() -> nodes.Capacity | None:
+    """The capacity typed, or None (the engine's own figures) when all three are empty."""
+    names = ("capacity_vcpus", "capacity_memory_mb", "capacity_disk_gb")
+    if not any(request.form.get(name, "").strip() for name in names):
+        return None
+    return _capacity()
+
+
+def _ratio(name: str, default: float) -> float:
+    raw = request.form.get(name, "").strip().replace(",", ".")
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} is a number such as 4 or 1.5.", field=name) from None
+
+
+def _ratios(now: nodes.Ratios = nodes.Ratios()) -> nodes.Ratios:  # noqa: B008 - frozen
+    return nodes.Ratios(_ratio("vcpu_ratio", now.vcpu), _ratio("memory_ratio", now.memory),
+                        _ratio("disk_ratio", now.disk))
+
+
 NODES = "admin_catalog.node_list"
 
 
@@ -82,10 +106,11 @@ def register_node():
     node = nodes.register_node(
         current_principal(), forms.text("name", max_length=nodes.NAME_MAX),
         request.form.get("engine", ""), request.form.get("endpoint", "").strip(),
-        capacity=_capacity(), options=forms.pairs("options", max_lines=nodes.OPTIONS_MAX),
+        capacity=_capacity_or_engine(), ratios=_ratios(),
+        options=forms.pairs("options", max_lines=nodes.OPTIONS_MAX),
         enabled=forms.checked("enabled"))
     if node.health != "healthy":
-        return _warn(f"{node.name} is registered but unreachable: {node.health_message}")
+        return _warn(f"{node.name} is registered, but unreachable: {node.health_message}")
     return forms.back(NODES, "Node registered and checked.")
 
 
@@ -98,8 +123,10 @@ def _warn(message: str):
 @admin_required
 @forms.rerender_on_error(_nodes_page, "node-{node_id}")
 def edit_node(node_id: str):
-    nodes.update_node(current_principal(), node_id,
-                      name=forms.text("name", max_length=nodes.NAME_MAX), capacity=_capacity())
+    principal = current_principal()
+    now = nodes.ratios_of(nodes.get_node(principal, node_id))
+    nodes.update_node(principal, node_id, name=forms.text("name", max_length=nodes.NAME_MAX),
+                      capacity=_capacity(), ratios=_ratios(now))
     return forms.back(NODES, "Node saved.")
 
 

@@ -146,6 +146,18 @@ def date(name: str, *, required: bool = False, message: str = "Enter a date as Y
         raise InvalidRequest(message, field=field or name) from None
 
 
+def utc_datetime(name: str) -> dt.datetime | None:
+    """A UTC time from an `<input type=datetime-local>` (YYYY-MM-DDTHH:MM); None when
+    left empty."""
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise InvalidRequest("Enter a time as YYYY-MM-DD HH:MM (UTC).", field=name) from None
+
+
 def midnight_after(day: dt.date | None) -> dt.datetime | None:
     """The UTC midnight that ends `day`: something valid "through" a day stops then."""
     if day is None:

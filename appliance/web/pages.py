@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 from peewee import PeeweeException
 
 from appliance import __version__
-from appliance.services import projects, settings
+from appliance.services import branding, projects
+from appliance.services.accounts import users
 from appliance.web import forms
 from appliance.web.session import csrf_token, current_principal
 
@@ -20,11 +21,19 @@ bp = Blueprint("pages", __name__)
 def site_context() -> dict:
     config = current_app.config["APPLIANCE"]
     try:
-        site = settings.public_config(config)
+        site = branding.public_config(config)
     except Exception:  # the error page must render even when the database is down
         site = {"site_name": config["SITE_NAME"], "support_email": config["SUPPORT_EMAIL"],
-                "signup": config["SIGNUP"], "signup_open": config["SIGNUP"] == "open"}
-    return {"site": site, "version": __version__, "principal": current_principal(),
+                "signup": config["SIGNUP"], "signup_open": config["SIGNUP"] == "open",
+                "logo_url": None, "favicon_url": None, "theme_url": None, "footer_text": "",
+                "support_url": ""}
+    principal = current_principal()
+    try:
+        unconfirmed = principal is not None and users.verification_required(principal.user)
+    except Exception:  # as above: the error page renders without the database
+        unconfirmed = False
+    return {"site": site, "version": __version__, "principal": principal,
+            "email_unconfirmed": unconfirmed,
             "csrf_token": csrf_token, "url_endpoints": current_app.view_functions.keys(),
             "project_switcher": project_switcher, "field_limits": forms.LIMITS}
 
@@ -81,3 +90,31 @@ def linkify(text: str | None) -> Markup:
     return Markup(_URL.sub(  # noqa: S704 - escaped first
         lambda m: f'<a href="{m.group(0)}" rel="noopener noreferrer">{m.group(0)}</a>',
         escaped))
+
+
+# Branding: the uploaded images and the accent colour's stylesheet --------------------
+
+_FOREVER = "public, max-age=31536000, immutable"
+
+
+def _cached(response: Response, versioned: bool) -> Response:
+    # The URL changes with the content (?v=): a versioned one can be kept for good.
+    response.headers["Cache-Control"] = _FOREVER if versioned else "no-cache"
+    return response
+
+
+@bp.get("/branding/<any(logo, favicon):kind>")
+def branding_image(kind: str):
+    found = branding.image(kind)
+    if found is None:
+        abort(404)
+    response = Response(found.data, mimetype=found.content_type)
+    response.headers["Content-Disposition"] = f"inline; filename={kind}.{found.extension}"
+    return _cached(response, request.args.get("v") == found.version)
+
+
+@bp.get("/branding/theme.css")
+def branding_theme():
+    color = branding.current().accent_color or branding.DEFAULT_ACCENT
+    response = Response(branding.theme_css(color), mimetype="text/css")
+    return _cached(response, request.args.get("v") == color[1:])

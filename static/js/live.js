@@ -1,7 +1,9 @@
 // Live updates for the dashboard, without polling: one EventSource on
 // /api/v1/events/stream (the signed-in user's events, by the session cookie) turns each
 // event into htmx triggers on <body>:
-//   notifications-changed  every event (the bell and the notifications list refresh)
+//   notifications-changed  every event (the bell and the notifications list refresh), and
+//                          notification.created (an administrator's notice of another
+//                          account's failed job)
 //   instance-changed       instance.*, job.*, backup.* (instance list and state card)
 //   instance-settled       job.* and instance.ready/failed (events and console cards)
 // The server ends a stream after a few minutes; EventSource reconnects by itself with
@@ -38,6 +40,10 @@
   function connect() {
     var source = new EventSource(body.dataset.liveUrl || "/api/v1/events/stream");
     types.forEach(function (type) { source.addEventListener(type, onEvent); });
+    source.addEventListener("notification.created", function (message) {
+      body.dataset.liveLastEvent = message.type;
+      fire("notifications-changed", {type: message.type});
+    });
     source.addEventListener("open", function () { body.dataset.live = "on"; });
     source.addEventListener("error", function () {
       if (source.readyState === EventSource.CLOSED) {  // refused, not a normal reconnect

@@ -202,8 +202,12 @@ class DockerDriver(DockerFiles, DockerCopies, DockerNetworks, DockerMetrics, Dri
                    "kernel_version": str(system.get("KernelVersion", "")),
                    "storage_driver": str(system.get("Driver", "")),
                    "disk_limits": "storage-opt" if self._quota_possible() else "recorded only"}
+        cpus, memory = system.get("NCPU"), system.get("MemTotal")
         return EngineInfo("docker", str(version.get("Version") or "unknown"),
-                          details={key: value for key, value in details.items() if value})
+                          details={key: value for key, value in details.items() if value},
+                          vcpus=int(cpus) if isinstance(cpus, int) and cpus > 0 else None,
+                          memory_mb=(int(memory) // 2**20 if isinstance(memory, int)
+                                     and memory > 0 else None))
 
     def images(self) -> list[ImageInfo]:
         with self._errors("listing images"):

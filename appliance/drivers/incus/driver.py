@@ -268,8 +268,21 @@ class IncusDriver(IncusTerminals, IncusCopies, IncusMetrics, Driver):
         details = {key: str(environment[key]) for key in
                    ("server_name", "driver", "driver_version", "kernel_version", "storage")
                    if environment.get(key)}
+        cpus, memory_mb = self._resources()
         return EngineInfo("incus", str(environment.get("server_version") or "unknown"),
-                          details=details)
+                          details=details, vcpus=cpus, memory_mb=memory_mb)
+
+    def _resources(self) -> tuple[int | None, int | None]:
+        """The host's CPUs and memory in MB (GET /1.0/resources); None for what it will
+        not say."""
+        try:
+            found = self._call("GET", "/1.0/resources") or {}
+        except DriverError:
+            return None, None
+        cpus = (found.get("cpu") or {}).get("total")
+        memory = (found.get("memory") or {}).get("total")
+        return (cpus if isinstance(cpus, int) and cpus > 0 else None,
+                memory // 2**20 if isinstance(memory, int) and memory > 0 else None)
 
     def images(self) -> list[ImageInfo]:
         """The local images' aliases (the driver creates containers: no VM images)."""

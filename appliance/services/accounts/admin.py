@@ -12,7 +12,7 @@ from peewee import JOIN
 
 from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest
-from appliance.models import AuditLog, Invite, MailOutbox, User
+from appliance.models import AuditLog, Invite, MailOutbox, SuspensionEnd, User
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts import authcache, mail, sessions, users
 from appliance.services.ids import hash_token, new_id, new_token
@@ -47,12 +47,21 @@ def get_user(principal: Principal, user_id: str) -> User:
 
 
 @authcache.invalidates
-def suspend_user(principal: Principal, user_id: str, reason: str) -> User:
-    """Suspend an account: its sessions end, it cannot sign in until unsuspended, and
-    it is mailed the reason (after the commit)."""
+def suspend_user(principal: Principal, user_id: str, reason: str,
+                 until: dt.datetime | None = None) -> User:
+    """Suspend an account: its sessions end, it cannot sign in until unsuspended - by an
+    administrator, or by itself at `until` when given (the `lift_ended_suspensions`
+    task) - and it is mailed the reason and the end (after the commit). 400 (field
+    `until`) for an end that is not in the future."""
     require_admin(principal)
     if not reason.strip():
         raise InvalidRequest("Give a reason; the user is shown it.", field="reason")
+    if until is not None:
+        until = until.replace(tzinfo=dt.UTC) if until.tzinfo is None else until.astimezone(
+            dt.UTC)
+        if until <= clock.now():
+            raise InvalidRequest("The end of the suspension must be in the future.",
+                                 field="until")
     with database.atomic():
         user = users.get_user(user_id)
         if user.id == principal.user.id:
@@ -62,9 +71,13 @@ def suspend_user(principal: Principal, user_id: str, reason: str) -> User:
         user.status, user.suspended_reason = "suspended", reason.strip()
         user.suspended_at = user.updated_at = clock.now()
         user.save()
+        SuspensionEnd.delete().where(SuspensionEnd.user == user.id).execute()
+        if until is not None:
+            SuspensionEnd.create(user=user.id, until=until)
         sessions.revoke_all_sessions(user, "suspended")
         audit.record("admin.user_suspended", actor=principal.user, target_type="user",
-                     target_id=user.id, ip=principal.ip, reason=reason.strip())
+                     target_id=user.id, ip=principal.ip, reason=reason.strip(),
+                     until=clock.isoformat(until) if until else None)
     users.mail_suspension(user)
     return user
 
@@ -79,6 +92,7 @@ def unsuspend_user(principal: Principal, user_id: str) -> User:
         user.status, user.suspended_reason, user.suspended_at = "active", None, None
         user.updated_at = clock.now()
         user.save()
+        SuspensionEnd.delete().where(SuspensionEnd.user == user.id).execute()
         audit.record("admin.user_unsuspended", actor=principal.user, target_type="user",
                      target_id=user.id, ip=principal.ip)
     return user

@@ -24,7 +24,7 @@ from appliance.db import database
 from appliance.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from appliance.models import ApiKey, Membership, Project, User
 from appliance.services import audit, clock, pagination, projects
-from appliance.services.accounts import authcache
+from appliance.services.accounts import authcache, users
 from appliance.services.accounts.sessions import SCOPES, require_active
 from appliance.services.events import outbox
 from appliance.services.ids import hash_token, new_id
@@ -142,6 +142,7 @@ def create_key(principal: Principal, name: str, scopes: list[str], *,
                allowed_ips: list[str] | None = None,
                rate_limit_rpm: int | None = None) -> NewSecret:
     principal.require_scope("keys:write")
+    users.require_verified(principal.user)
     name = _clean_name(name)
     clean_scopes = _clean_scopes(principal, scopes)
     networks = _clean_networks(allowed_ips)

@@ -30,13 +30,14 @@ import ssl
 import threading
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any
+from html import escape
+from typing import Any, cast
 
 from appliance import config
 from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import MailOutbox
-from appliance.services import clock, pagination
+from appliance.services import branding, clock, pagination
 from appliance.services import settings as runtime  # `settings` names the dict passed on
 from appliance.services.ids import new_id
 
@@ -237,7 +238,21 @@ def _build_message(mail: MailOutbox, settings: dict[str, Any]) -> EmailMessage:
     # that saw the first attempt can tell it is the same message.
     domain = parseaddr(settings["SMTP_FROM"])[1].rpartition("@")[2] or "localhost"
     message["Message-ID"] = f"<{mail.id}@{domain}>"
-    message.set_content(mail.body)
+    brand = branding.current(settings)
+    foot = [part for part in (brand.footer_text, brand.support_url) if part]
+    text = mail.body + (f"\n-- \n{brand.site_name}\n" + "\n".join(foot) + "\n"
+                        if foot else "")
+    message.set_content(text)
+    if brand.logo is not None:
+        # An HTML alternative shows the logo above the same text (the image travels
+        # with the mail, cid:logo: a mail client fetches nothing from the appliance).
+        message.add_alternative(
+            f'<!doctype html><html><body><p><img src="cid:logo" alt="{escape(brand.site_name)}"'
+            f' height="40"></p><pre style="font-family: inherit; white-space: pre-wrap">'
+            f"{escape(text)}</pre></body></html>", subtype="html")
+        html = cast(EmailMessage, message.get_payload()[1])  # type: ignore[index]
+        html.add_related(brand.logo.data, *brand.logo.content_type.split("/"), cid="<logo>",
+                         filename=f"logo.{brand.logo.extension}", disposition="inline")
     return message
 
 

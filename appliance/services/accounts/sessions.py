@@ -213,19 +213,26 @@ def start_browser_session(user: User, ip: str, user_agent: str) -> tuple[AuthSes
     return session, token
 
 
-def suspension_message(reason: str | None) -> str:
-    """What a suspended user is told, with the administrator's reason when there is one."""
+def suspension_message(reason: str | None, until: dt.datetime | None = None) -> str:
+    """What a suspended user is told, with the administrator's reason when there is one
+    and when the suspension ends, when it does by itself."""
     reason = (reason or "").strip()
-    return f"This account is suspended. Reason: {reason}" if reason else \
+    text = f"This account is suspended. Reason: {reason}" if reason else \
         "This account is suspended."
+    if until is not None:
+        text += f" It ends on {until:%Y-%m-%d at %H:%M} UTC."
+    return text
 
 
 def require_active(user: User) -> User:
     """The user, or 403 account_suspended when suspended: the message and `details.reason`
     carry the reason the administrator gave (it is meant for the user)."""
     if user.status == "suspended":
-        raise Forbidden(suspension_message(user.suspended_reason), code="account_suspended",
-                        details={"reason": user.suspended_reason or ""})
+        until = user.suspended_until
+        raise Forbidden(suspension_message(user.suspended_reason, until),
+                        code="account_suspended",
+                        details={"reason": user.suspended_reason or "",
+                                 "until": clock.isoformat(until) if until else None})
     return user
 
 

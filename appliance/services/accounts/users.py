@@ -24,7 +24,7 @@ from appliance.errors import (
     NotFound,
     Unauthorized,
 )
-from appliance.models import EmailToken, Invite, User
+from appliance.models import EmailToken, Invite, SuspensionEnd, User
 from appliance.services import audit, clock, projects, settings
 from appliance.services.accounts import authcache, mail, mfa, passwords, sessions
 from appliance.services.events import outbox
@@ -169,6 +169,7 @@ def _take_email_token(token: str, purpose: str) -> EmailToken:
     return row
 
 
+@authcache.invalidates  # a cached principal's user row must see the confirmation at once
 def verify_email(token: str, ip: str = "") -> User:
     """Mark the address a verification link was sent to as confirmed (also email changes)."""
     with database.atomic():
@@ -201,18 +202,60 @@ def resend_verification(user: User) -> None:
 def mail_suspension(user: User) -> None:
     """Tell a just-suspended user why (the reason the administrator gave); call after the
     suspension committed. Delivery failures are the outbox's to retry."""
-    site = config.active()["SITE_NAME"]
+    site = settings.get(config.active(), "SITE_NAME")
+    end = user.suspended_until
+    until = (f"It ends by itself on {end:%Y-%m-%d at %H:%M} UTC; until then you cannot "
+             "sign in." if end else "You cannot sign in until the suspension is lifted.")
     mail.send(user.email, f"Your account on {site} is suspended",
               f"Hello {user.display_name or user.email},\n\nan administrator suspended your "
-              f"account on {site}. You cannot sign in until the suspension is lifted.\n\n"
+              f"account on {site}. {until}\n\n"
               f"Reason: {user.suspended_reason or '(none given)'}\n\nIf you think this "
               f"is a mistake, contact the administrators of {site}.\n")
 
 
+@authcache.invalidates
+def lift_ended_suspensions() -> int:
+    """The scheduler's task: lift every suspension whose end (`SuspensionEnd.until`) has
+    passed - each by deleting its end row first, a conditional DELETE, so two schedulers
+    lift it once - audited as `account.suspension_ended`. Returns how many were lifted."""
+    now = clock.now()
+    due = [row.user_id for row in SuspensionEnd.select(SuspensionEnd.user)
+           .where(SuspensionEnd.until <= now)]
+    lifted = 0
+    for user_id in due:
+        with database.atomic():
+            claimed = SuspensionEnd.delete().where(SuspensionEnd.user == user_id,
+                                                   SuspensionEnd.until <= now).execute()
+            changed = claimed and (User.update(status="active", suspended_reason=None,
+                                               suspended_at=None, updated_at=now)
+                                   .where(User.id == user_id, User.status == "suspended")
+                                   .execute())
+            if changed == 1:
+                audit.record("account.suspension_ended", target_type="user",
+                             target_id=user_id)
+                lifted += 1
+    return lifted
+
+
+RESEND_LINKS = {"resend_url": "/api/v1/auth/resend-verification",
+                "dashboard_resend_url": "/account/resend-verification"}
+
+
+def verification_required(user: User) -> bool:
+    """Whether REQUIRE_VERIFIED_EMAIL holds `user` back (on, and not confirmed yet)."""
+    return (user.email_verified_at is None
+            and bool(settings.get(config.active(), "REQUIRE_VERIFIED_EMAIL")))
+
+
 def require_verified(user: User) -> None:
-    """Billable resources need a confirmed email address (403 email_unverified)."""
-    if user.email_verified_at is None:
-        raise Forbidden("Confirm your email address first.", code="email_unverified")
+    """While REQUIRE_VERIFIED_EMAIL is on, creating instances, API keys and webhooks needs
+    a confirmed email address: 403 `email_not_verified`, with where to ask for a new
+    link in `details` (`resend_url`, POST)."""
+    if verification_required(user):
+        raise Forbidden(f"Confirm your email address first: follow the link mailed to "
+                        f"{user.email}, or ask for a new one (POST "
+                        f"{RESEND_LINKS['resend_url']}).", code="email_not_verified",
+                        details=dict(RESEND_LINKS))
 
 
 def _throttle_keys(email: str, ip: str) -> list[tuple[str, int]]:
@@ -313,6 +356,7 @@ def forgot_password(email: str, ip: str = "") -> None:
               f"password stays as it is.\n")
 
 
+@authcache.invalidates  # it may confirm the address too
 def reset_password(token: str, new_password: str, ip: str = "") -> User:
     """Set a new password from a reset link; every session of the account ends."""
     with database.atomic():

@@ -1,7 +1,9 @@
 """An invoice as a PDF (fpdf2): seller and buyer, number and period, lines, VAT, totals.
 
 Everything on it comes from the stored, immutable invoice, so the same invoice always
-renders the same document. Names and addresses typed by users are only ever text in the
+renders the same figures and parties; only the operator's branding (the logo, top right,
+and the site's name, footer text and support URL at the foot) is the current one.
+Names and addresses typed by users are only ever text in the
 PDF (fpdf2 writes strings, it interprets no markup here). Text is set in DejaVu Sans
 when the system has it (any script it covers); otherwise in the PDF core font Helvetica,
 where a character outside Latin-1 is shown as "?".
@@ -10,12 +12,14 @@ where a character outside Latin-1 is shown as "?".
 from __future__ import annotations
 
 import datetime as dt
+import io
 from pathlib import Path
 
 from fpdf import FPDF, FontFace
 
 from appliance.models import Invoice, InvoiceLine
 from appliance.services import clock, money
+from appliance.services.branding import Branding
 
 _FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu",
               "/usr/share/fonts/TTF", "/usr/local/share/fonts")
@@ -56,18 +60,31 @@ class _Document(FPDF):
         self.multi_cell(0, height, self.text_of(value), new_x="LMARGIN", new_y="NEXT")
 
 
-def render(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
-    """The invoice's PDF document."""
+LOGO_BOX = (50.0, 18.0)  # mm: the most the logo takes, top right
+
+
+def render(invoice: Invoice, lines: list[InvoiceLine],  # noqa: PLR0915 - one page, top down
+           brand: Branding | None = None) -> bytes:
+    """The invoice's PDF document, with the operator's branding when given."""
     pdf = _Document()
     pdf.set_title(f"Invoice {invoice.number}")
     pdf.set_author(pdf.text_of(invoice.seller_name))
     pdf.set_creation_date(invoice.issued_at)
     pdf.add_page()
     currency = invoice.currency
+    if brand is not None and brand.logo is not None:
+        width, height = LOGO_BOX
+        pdf.image(io.BytesIO(brand.logo.data), x=pdf.w - pdf.r_margin - width, y=pdf.t_margin,
+                  w=width, h=height, keep_aspect_ratio=True)
+        margin = pdf.r_margin
+        pdf.set_right_margin(margin + width + 4)  # the seller's lines wrap beside the logo
 
     pdf.line_of_text(invoice.seller_name, 16, bold=True, height=8)
     for part in invoice.seller_address.splitlines():
         pdf.line_of_text(part, 9, height=4.5)
+    if brand is not None and brand.logo is not None:
+        pdf.set_right_margin(margin)
+        pdf.set_y(max(pdf.get_y(), pdf.t_margin + LOGO_BOX[1]))
     pdf.ln(6)
     pdf.line_of_text(f"Invoice {invoice.number}", 14, bold=True, height=7)
     last_day = invoice.period_end - dt.timedelta(days=1)
@@ -118,4 +135,9 @@ def render(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
     pdf.ln(8)
     pdf.line_of_text("Usage was charged hour by hour to the prepaid credit balance; prices "
                      "include VAT. Amounts are in " + currency + ".", 8, height=4)
+    if brand is not None:
+        foot = " - ".join(part for part in (brand.site_name, brand.footer_text,
+                                            brand.support_url) if part)
+        pdf.ln(2)
+        pdf.line_of_text(foot, 8, height=4)
     return bytes(pdf.output())

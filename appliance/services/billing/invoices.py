@@ -55,7 +55,7 @@ from appliance.models import (
     UsageRecord,
     User,
 )
-from appliance.services import clock, pagination
+from appliance.services import branding, clock, pagination
 from appliance.services.accounts.admin import require_admin
 from appliance.services.billing import billing_state, ledger, metering
 from appliance.services.events import outbox
@@ -336,4 +336,4 @@ def pdf(invoice: Invoice) -> bytes:
     quarter of a second and megabytes at start-up, so it is loaded by the first PDF."""
     from appliance.services.billing import invoice_pdf  # lazy: fpdf2 loads only for a PDF
 
-    return invoice_pdf.render(invoice, lines_of(invoice))
+    return invoice_pdf.render(invoice, lines_of(invoice), branding.current())

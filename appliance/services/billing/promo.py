@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from peewee import fn
 
-from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.errors import ApplianceError, Conflict, InvalidRequest, NotFound
 from appliance.models import LedgerEntry, PromoCode, PromoRedemption
 from appliance.services import audit, clock, pagination
 from appliance.services.accounts.admin import require_admin
@@ -38,33 +39,76 @@ def _check_code(code: str) -> str:
     return code
 
 
+def _refusal(promo: PromoCode | None, user_id: str) -> ApplianceError | None:
+    """Why `user_id` cannot redeem `promo` now (the error redeeming raises), or None.
+    `promo_used_up` is also checked again by redeeming's conditional UPDATE."""
+    if promo is None:
+        return NotFound("No such promo code.", code="promo_not_found", details={"field": "code"})
+    if not promo.active:
+        return Conflict("This promo code is no longer active.", code="promo_inactive",
+                        details={"field": "code"})
+    if promo.expires_at is not None and promo.expires_at <= clock.now():
+        return Conflict("This promo code has expired.", code="promo_expired",
+                        details={"field": "code", "expired_at": promo.expires_at.isoformat()})
+    if promo.once_per_user and _redeemed_by(promo, user_id):
+        return Conflict("You have already redeemed this promo code.",
+                        code="promo_already_redeemed", details={"field": "code"})
+    if promo.max_uses is not None and promo.uses >= promo.max_uses:
+        return Conflict("This promo code has been used up.", code="promo_used_up",
+                        details={"field": "code"})
+    return None
+
+
+def _redeemed_by(promo: PromoCode, user_id: str) -> int:
+    return (PromoRedemption.select(fn.COUNT(PromoRedemption.id))
+            .where(PromoRedemption.promo == promo, PromoRedemption.user == user_id).scalar())
+
+
+def _typed(code: str) -> str:
+    code = normalise(code)
+    if not code or len(code) > 60:
+        raise InvalidRequest("Enter a promo code.", field="code")
+    return code
+
+
+@dataclass(frozen=True)
+class PromoCheck:
+    """What redeeming `code` would do for the caller now, without doing it."""
+
+    code: str
+    valid: bool
+    amount: int | None  # what it credits (None for a code that does not exist)
+    expires_at: dt.datetime | None
+    refusal: ApplianceError | None  # what redeeming would answer (its code and message)
+
+
+def check(principal: Principal, code: str) -> PromoCheck:
+    """Whether the caller could redeem `code` now and what it gives, or why not (the
+    refusal redeeming would give: promo_not_found, promo_inactive, promo_expired,
+    promo_already_redeemed, promo_used_up). Redeems nothing; needs billing:read."""
+    principal.require_scope("billing:read")
+    code = _typed(code)
+    promo = PromoCode.get_or_none(PromoCode.code == code)
+    refusal = _refusal(promo, principal.user.id)
+    return PromoCheck(code, refusal is None, promo.amount if promo is not None else None,
+                      promo.expires_at if promo is not None else None, refusal)
+
+
 def redeem(principal: Principal, code: str) -> LedgerEntry:
     """Credit the caller's account with the code's amount; returns the ledger entry.
-
     404 `promo_not_found`; 409 `promo_inactive`, `promo_expired`,
     `promo_already_redeemed` (once per user) or `promo_used_up` (max uses reached).
     """
     principal.require_scope("billing:write")
-    code = normalise(code)
-    if not code or len(code) > 60:
-        raise InvalidRequest("Enter a promo code.", field="code")
+    code = _typed(code)
     user_id = principal.user.id
     with ledger.durable():
         promo = PromoCode.get_or_none(PromoCode.code == code)
-        if promo is None:
-            raise NotFound("No such promo code.", code="promo_not_found",
-                           details={"field": "code"})
-        if not promo.active:
-            raise Conflict("This promo code is no longer active.", code="promo_inactive",
-                           details={"field": "code"})
-        if promo.expires_at is not None and promo.expires_at <= clock.now():
-            raise Conflict("This promo code has expired.", code="promo_expired",
-                           details={"field": "code", "expired_at": promo.expires_at.isoformat()})
-        mine = (PromoRedemption.select(fn.COUNT(PromoRedemption.id))
-                .where(PromoRedemption.promo == promo, PromoRedemption.user == user_id).scalar())
-        if promo.once_per_user and mine:
-            raise Conflict("You have already redeemed this promo code.",
-                           code="promo_already_redeemed", details={"field": "code"})
+        refusal = _refusal(promo, user_id)
+        if refusal is not None:
+            raise refusal
+        assert promo is not None  # _refusal says promo_not_found otherwise
+        mine = _redeemed_by(promo, user_id)
         used = (PromoCode.update(uses=PromoCode.uses + 1, updated_at=clock.now())
                 .where(PromoCode.id == promo.id,
                        PromoCode.max_uses.is_null() | (PromoCode.uses < PromoCode.max_uses))

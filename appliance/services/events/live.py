@@ -19,6 +19,11 @@ Contract:
   before reconnecting) and EVENT_STREAMS_MAX in total (default half of THREADS), beyond
   which opening a stream is 429 `too_many_streams` with Retry-After, leaving threads for
   ordinary requests.
+- An administrator's stream also carries `event: notification.created` (no `id:` line,
+  data `{"notification_id", "type", "event_id"}`) for the notifications made for them
+  from events of projects they are not a member of - job.failed
+  (notifications.ALSO_ADMINISTRATORS) - so the bell refreshes without the stream
+  showing another account's event.
 - Waking: `events.emit` pokes this module (a listener) and every waiting stream reads at
   once. The poke comes inside the event's transaction, before its commit, so a poked
   stream keeps reading every 0.1 s for 2 s; otherwise it reads every second, which also
@@ -37,9 +42,10 @@ from typing import Any, Protocol
 from appliance import config
 from appliance.db import database
 from appliance.errors import InvalidRequest, RateLimited
-from appliance.models import Event
+from appliance.models import Event, Notification
 from appliance.services import clock
 from appliance.services.events import outbox, queries
+from appliance.services.events.notifications import ALSO_ADMINISTRATORS
 from appliance.services.principal import Principal
 
 HEARTBEAT_SECONDS = 15.0
@@ -198,6 +204,12 @@ def format_event(event: Event) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+def format_notice(notice: Notification) -> str:
+    data = json.dumps({"notification_id": notice.id, "type": notice.type,
+                       "event_id": notice.event_id}, separators=(",", ":"))
+    return f"event: notification.created\ndata: {data}\n\n"
+
+
 class EventStream:
     """An iterator of SSE text chunks holding one stream slot until it ends or is closed.
 
@@ -210,6 +222,7 @@ class EventStream:
         self.principal = principal
         self.client_gone = client_gone
         self.after = after
+        self.after_notice = after  # the event of the last notification.created sent
         self.deadline = time.monotonic() + lifetime
         self._closed = False
         self.replaced = False  # set when the user opened a stream past their cap
@@ -236,12 +249,27 @@ class EventStream:
     def _read(self) -> list[Event]:
         query = (Event.select().where(queries.visible_to(self.principal), Event.id > self.after)
                  .order_by(Event.id).limit(BATCH))
+        return self._run(query)
+
+    def _run(self, query: Any) -> list[Any]:
         if not database.is_closed():  # iterated where a connection is open (tests)
             return list(query)
         # The usual case: after the request's teardown, so the connection goes back to
         # the pool between reads instead of being held for the stream's life.
         with database.connection_context():
             return list(query)
+
+    def _read_notices(self) -> list[Notification]:
+        """An administrator's notifications of others' events (see the module's contract)."""
+        user = self.principal.user
+        if user.role != "admin" or self.principal.project_id is not None:
+            return []
+        return self._run(Notification.select(Notification.id, Notification.type,
+                                             Notification.event)
+                         .where(Notification.user == user.id,
+                                Notification.type.in_(list(ALSO_ADMINISTRATORS)),
+                                Notification.event > self.after_notice)
+                         .order_by(Notification.event).limit(BATCH))
 
     def _generate(self) -> Generator[str, None, None]:
         yield f"retry: {RETRY_MS}\n: connected\n\n"
@@ -253,6 +281,9 @@ class EventStream:
             for row in rows:
                 self.after = row.id
                 yield format_event(row)
+            for notice in self._read_notices():
+                self.after_notice = notice.event_id
+                yield format_notice(notice)
             if len(rows) == BATCH:
                 continue  # more are waiting: no pause
             now = time.monotonic()

@@ -29,7 +29,7 @@ from appliance.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
 from appliance.models import App, Image, Instance, InstanceEvent, Job, Node, Plan, Project, User
 from appliance.models import SshKey as AccountSshKey
 from appliance.services import audit, clock, pagination, projects, sealing
-from appliance.services.accounts import ssh_keys
+from appliance.services.accounts import ssh_keys, users
 from appliance.services.billing import prepaid
 from appliance.services.events import outbox
 from appliance.services.ids import new_id
@@ -157,6 +157,7 @@ def create_instance(principal: Principal, project_id: str, *, name: str, plan_id
     a backup of the project or one of its templates (their archive is the new disk: on
     any node of its engine)."""
     principal.require_scope("instances:write")
+    users.require_verified(principal.user)
     _check_name(name)
     password = _check_password(password)
     if [image_id, app_slug, backup_id, template_id].count(None) != 3:

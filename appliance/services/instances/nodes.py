@@ -6,9 +6,15 @@ a healthy node's images are discovered into the catalog. On first start, when no
 exists, every reachable local engine is registered (Incus and Docker); the fake engine
 is only ever registered on purpose and is always marked simulated.
 
+Capacity: what the operator set for the node (filled from the engine's own figures when
+it reports them and none are given: Incus /1.0/resources, Docker's NCPU and MemTotal),
+times the node's overcommit ratio per resource (defaults: vCPU 4x - containers share
+cores well -, memory and disk 1x) is what placement allots. The engine's figures from the
+last health check are kept beside it (`engine_*`) for the node page.
+
 Placement picks an enabled, healthy node of the image's engine with enough free
-capacity (capacity minus the plans of its live instances), the one with most free
-memory first.
+capacity (allotted capacity minus the plans of its live instances), the one with most
+free memory first.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from peewee import IntegrityError, fn
 
 from appliance import config, drivers
 from appliance.db import database
-from appliance.drivers.base import Driver, DriverError, ImageInfo
+from appliance.drivers.base import Driver, DriverError, EngineInfo, ImageInfo
 from appliance.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from appliance.models import App, Backup, Image, Instance, Node, Plan
 from appliance.services import audit, clock, pagination
@@ -53,6 +59,49 @@ class Capacity:
     vcpus: int
     memory_mb: int
     disk_gb: int
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Overcommit per resource: 4.0 allots four times the capacity."""
+
+    vcpu: float = 4.0
+    memory: float = 1.0
+    disk: float = 1.0
+
+
+RATIO_MIN, RATIO_MAX = 0.1, 100.0
+
+
+def ratios_of(node: Node) -> Ratios:
+    return Ratios(node.vcpu_ratio_pct / 100, node.memory_ratio_pct / 100,
+                  node.disk_ratio_pct / 100)
+
+
+def _ratio_columns(ratios: Ratios) -> dict[str, int]:
+    found = {}
+    for field, value in (("vcpu_ratio", ratios.vcpu), ("memory_ratio", ratios.memory),
+                         ("disk_ratio", ratios.disk)):
+        if not RATIO_MIN <= value <= RATIO_MAX:
+            raise InvalidRequest(f"{field} must be between {RATIO_MIN:g} and {RATIO_MAX:g}.",
+                                 field=field)
+        found[f"{field}_pct"] = round(value * 100)
+    return found
+
+
+def allotted_capacity(node: Node) -> Capacity:
+    """What placement may hand out on the node: its capacity times its ratios."""
+    return Capacity(node.capacity_vcpus * node.vcpu_ratio_pct // 100,
+                    node.capacity_memory_mb * node.memory_ratio_pct // 100,
+                    node.capacity_disk_gb * node.disk_ratio_pct // 100)
+
+
+def engine_capacity(info: EngineInfo) -> Capacity | None:
+    """The engine's own figures as a capacity, None unless it reports CPUs and memory
+    (the disk, when it reports none, is the data directory's file system)."""
+    if not info.vcpus or not info.memory_mb:
+        return None
+    return Capacity(info.vcpus, info.memory_mb, info.disk_gb or _host_capacity().disk_gb)
 
 
 def driver_for(node: Node) -> Driver:
@@ -83,14 +132,33 @@ def _check_fields(engine: str, endpoint: str, capacity: Capacity, name: str) -> 
             raise InvalidRequest(f"{field} must be at least 1.", field=field)
 
 
+def _reported_capacity(engine: str, endpoint: str, options: dict[str, str]) -> Capacity:
+    """The engine's own figures, for a node registered without a capacity; 400 (field
+    capacity_vcpus) when it cannot be asked or reports none."""
+    try:
+        info = drivers.connect(engine, endpoint, options).info()
+    except DriverError as exc:
+        raise InvalidRequest("Give the node's capacity: its engine could not be asked for "
+                             f"it ({exc.message.rstrip('.')}).", field="capacity_vcpus") from None
+    found = engine_capacity(info)
+    if found is None:
+        raise InvalidRequest("Give the node's capacity: its engine reports none.",
+                             field="capacity_vcpus")
+    return found
+
+
 def register_node(principal: Principal, name: str, engine: str, endpoint: str, *,
-                  capacity: Capacity, options: dict[str, str] | None = None,
-                  enabled: bool = True) -> Node:
-    """Register a node and check its health at once (an unreachable one is kept, unhealthy)."""
+                  capacity: Capacity | None = None, options: dict[str, str] | None = None,
+                  enabled: bool = True, ratios: Ratios | None = None) -> Node:
+    """Register a node and check its health at once (an unreachable one is kept, unhealthy).
+    Without `capacity`, the engine's own figures (400 when it reports none)."""
     require_admin(principal)
-    _check_fields(engine, endpoint, capacity, name)
+    _check_fields(engine, endpoint, capacity or Capacity(1, 1, 1), name)
+    ratio_columns = _ratio_columns(ratios or Ratios())
+    if capacity is None:
+        capacity = _reported_capacity(engine, endpoint, options or {})
     node = _insert(name.strip(), engine, endpoint, capacity=capacity, options=options or {},
-                   enabled=enabled)
+                   enabled=enabled, **ratio_columns)
     with database.atomic():
         audit.record("node.registered", actor=principal.user, target_type="node",
                      target_id=node.id, ip=principal.ip, engine=engine, endpoint=endpoint)
@@ -98,7 +166,7 @@ def register_node(principal: Principal, name: str, engine: str, endpoint: str, *
 
 
 def _insert(name: str, engine: str, endpoint: str, *, capacity: Capacity,
-            options: dict[str, str], enabled: bool) -> Node:
+            options: dict[str, str], enabled: bool, **ratio_columns: int) -> Node:
     now = clock.now()
     try:
         with database.atomic():
@@ -106,7 +174,8 @@ def _insert(name: str, engine: str, endpoint: str, *, capacity: Capacity,
                 id=new_id("node"), name=name, engine=engine, endpoint=endpoint,
                 options=json.dumps(options), capacity_vcpus=capacity.vcpus,
                 capacity_memory_mb=capacity.memory_mb, capacity_disk_gb=capacity.disk_gb,
-                enabled=enabled, simulated=engine == "fake", created_at=now, updated_at=now)
+                enabled=enabled, simulated=engine == "fake", created_at=now, updated_at=now,
+                **ratio_columns)
     except IntegrityError:
         raise Conflict("A node with this name exists.", code="node_exists",
                        details={"field": "name"}) from None
@@ -127,9 +196,14 @@ def get_node(principal: Principal, node_id: str) -> Node:
 
 
 def update_node(principal: Principal, node_id: str, *, enabled: bool | None = None,
-                capacity: Capacity | None = None, name: str | None = None) -> Node:
+                capacity: Capacity | None = None, name: str | None = None,
+                ratios: Ratios | None = None) -> Node:
+    """Enable, disable, rename, set the capacity (a manual figure, whatever the engine
+    reports) or the overcommit ratios (400 naming the field outside 0.1-100)."""
     node = get_node(principal, node_id)
     changes: dict = {}
+    if ratios is not None:
+        changes.update(_ratio_columns(ratios))
     if enabled is not None:
         changes["enabled"] = enabled
     if name is not None:
@@ -236,7 +310,8 @@ def check_health(node: Node) -> Node:
                         node.endpoint or "the local socket", exc.message)
     else:
         changes = {"health": "healthy", "health_message": "", "engine_version": info.version,
-                   "simulated": info.simulated}
+                   "simulated": info.simulated, "engine_vcpus": info.vcpus,
+                   "engine_memory_mb": info.memory_mb, "engine_disk_gb": info.disk_gb}
     with database.atomic():
         before = Node.get_by_id(node.id).health  # read under the write lock: told once
         Node.update(last_checked_at=now, **changes).where(Node.id == node.id).execute()
@@ -354,8 +429,12 @@ def _answers_locally(engine: str) -> bool:
 
 
 def _register_local(engine: str, actor: Principal | None) -> Node:
-    node = _insert(f"local-{engine}", engine, "", capacity=_host_capacity(), options={},
-                   enabled=True)
+    try:
+        reported = engine_capacity(drivers.connect(engine, "").info())
+    except DriverError:
+        reported = None
+    node = _insert(f"local-{engine}", engine, "", capacity=reported or _host_capacity(),
+                   options={}, enabled=True)
     with database.atomic():
         audit.record("node.registered", actor=actor.user if actor else None,
                      target_type="node", target_id=node.id, ip=actor.ip if actor else "",
@@ -397,9 +476,9 @@ def used_capacity(node: Node) -> Capacity:
 
 
 def free_capacity(node: Node) -> Capacity:
-    used = used_capacity(node)
-    return Capacity(node.capacity_vcpus - used.vcpus, node.capacity_memory_mb - used.memory_mb,
-                    node.capacity_disk_gb - used.disk_gb)
+    used, allotted = used_capacity(node), allotted_capacity(node)
+    return Capacity(allotted.vcpus - used.vcpus, allotted.memory_mb - used.memory_mb,
+                    allotted.disk_gb - used.disk_gb)
 
 
 def place(plan: Plan, image: Image, any_node: bool = False) -> Node:

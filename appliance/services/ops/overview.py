@@ -37,6 +37,7 @@ class NodeFigures:
     node: Node
     allocated: nodes.Capacity
     instances: int
+    allotted: nodes.Capacity  # what placement may hand out: capacity x overcommit
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def _mail(status: str) -> int:
 def overview(principal: Principal) -> Overview:
     require_admin(principal)
     return Overview(
-        nodes=[NodeFigures(node, nodes.used_capacity(node), nodes.live_instances(node))
+        nodes=[NodeFigures(node, nodes.used_capacity(node), nodes.live_instances(node),
+                           nodes.allotted_capacity(node))
                for node in Node.select().order_by(Node.name)],
         instances_by_state=_by_state(),
         accounts_in_grace=prepaid.count_accounts("grace"),

@@ -30,13 +30,17 @@ from appliance.services.webhooks import endpoints
 
 # (key, title, settings) in the order of the page.
 GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("site", "Site", ("SITE_NAME", "SUPPORT_EMAIL", "SIGNUP", "NOTIFY_ADMINS_OF_SIGNUPS")),
+    ("site", "Site", ("SITE_NAME", "SUPPORT_EMAIL", "SIGNUP", "REQUIRE_VERIFIED_EMAIL",
+                      "NOTIFY_ADMINS_OF_SIGNUPS")),
     ("mail", "Mail (SMTP)", mail.SMTP_SETTINGS),
     ("webhooks", "Webhooks", ("WEBHOOKS_ALLOW_PRIVATE",)),
     ("sessions", "Sessions", ("SESSION_IDLE_MINUTES", "SESSION_MAX_HOURS")),
     ("retention", "Retention", ("EVENT_RETENTION_DAYS",)),
 )
 NAMES = tuple(name for _, _, names in GROUPS for name in names)
+# The Branding page's texts (its images are services/ops/branding.py's).
+BRANDING_NAMES = ("SITE_NAME", "BRANDING_ACCENT_COLOR", "BRANDING_FOOTER_TEXT",
+                  "BRANDING_SUPPORT_URL")
 
 
 @dataclass(frozen=True)
@@ -108,15 +112,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def change(principal: Principal, values: dict[str, Any]) -> list[State]:
+def change(principal: Principal, values: dict[str, Any],
+           page: tuple[str, ...] = NAMES) -> list[State]:
     """Store new values (name -> value; None puts the configured value or the default
     back); a value equal to the current one is left as it is. 400 naming the setting for
-    a value that does not parse, or one that is not on the page; 409 `setting_pinned`
-    for a change to a pinned setting. Nothing is stored unless every value is good."""
+    a value that does not parse, or one that is not on the `page` (the Settings page's
+    NAMES, or BRANDING_NAMES); 409 `setting_pinned` for a change to a pinned setting.
+    Nothing is stored unless every value is good. Returns the page's settings."""
     require_admin(principal)
     parsed: dict[str, Any] = {}
     for name, value in values.items():
-        if name not in NAMES:
+        if name not in page:
             raise InvalidRequest(f"{name} is not a setting of this page.", field=name.lower())
         if value is None:
             parsed[name] = None
@@ -148,7 +154,7 @@ def change(principal: Principal, values: dict[str, Any]) -> list[State]:
             audit.record("settings.changed", actor=principal.user, ip=principal.ip,
                          settings=changed)
     endpoints.forget_cached_setting()  # WEBHOOKS_ALLOW_PRIVATE is read through a cache
-    return [state(name) for name in NAMES]
+    return [state(name) for name in page]
 
 
 def send_test_mail(principal: Principal, to: str | None = None) -> tuple[MailOutbox, str]:

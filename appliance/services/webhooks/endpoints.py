@@ -34,6 +34,7 @@ from appliance.db import database
 from appliance.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from appliance.models import Event, Membership, Project, User, Webhook, WebhookDelivery
 from appliance.services import audit, clock, pagination, projects, sealing, settings
+from appliance.services.accounts import users
 from appliance.services.accounts.admin import require_admin
 from appliance.services.events.event_types import EVENT_TYPES
 from appliance.services.ids import new_id
@@ -178,6 +179,7 @@ def create_webhook(principal: Principal, url: str, *, event_types: list[str] | N
     """A new active webhook and its secret (shown once). 400 naming the field for a bad
     URL (`webhook_invalid_url`), unknown event type or long description."""
     principal.require_scope("webhooks:write")
+    users.require_verified(principal.user)
     url = check_url(url)
     types = _clean_types(event_types)
     description = _clean_description(description)
