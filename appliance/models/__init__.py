@@ -11,7 +11,7 @@ from appliance.models.accounts import (
     RefreshToken,
     User,
 )
-from appliance.models.backups import Backup
+from appliance.models.backups import Backup, BackupTierPeriod
 from appliance.models.billing import (
     BillingAccount,
     BillingAlert,
@@ -48,3 +48,4 @@ __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 __all__ += ["Notification"]
 __all__ += ["MetricSample"]
 __all__ += ["SelfBackupRun"]
+__all__ += ["BackupTierPeriod"]
