@@ -4,7 +4,7 @@ the `extended` tier), and `backup_tier_period`, one row per stretch of time an i
 had a paid tier (what the metering tick charges by the hour). Adds columns with defaults
 and a table; changes no row."""
 
-from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, Model
+from peewee import CharField, DateTimeField, ForeignKeyField, Model
 
 
 def up(migrator, db):
@@ -35,9 +35,9 @@ def up(migrator, db):
             table_name = "backup_tier_period"
             indexes = ((("instance", "ended_at"), False),)
 
-    migrator.migrate(
-        migrator.add_column("instance", "backup_tier", CharField(max_length=20,
-                                                                 default="none")),
-        migrator.add_column("backup", "weekly", BooleanField(default=False)),
-    )
+    # Plain ALTER TABLE: SQLite adds a NOT NULL column with a default in place (peewee's
+    # migrator would rebuild the table, which the triggers on `instance` forbid).
+    db.execute_sql('ALTER TABLE "instance" ADD COLUMN "backup_tier" VARCHAR(20) NOT NULL '
+                   "DEFAULT 'none'")
+    db.execute_sql('ALTER TABLE "backup" ADD COLUMN "weekly" INTEGER NOT NULL DEFAULT 0')
     db.create_tables([BackupTierPeriod])

@@ -245,7 +245,7 @@ def _make_room(owner: User, instance_id: str) -> bool:
         return True
     oldest = list(Backup.select().where(
         Backup.instance == instance_id, Backup.kind == backups.SCHEDULED,
-        Backup.status.in_(("available", "failed")), Backup.deleted_at.is_null())
+        Backup.status == "available", Backup.deleted_at.is_null())  # counted ones only
         .order_by(Backup.weekly, Backup.created_at).limit(over))
     oldest = [row for row in oldest if not backups.users(row.id)]
     if len(oldest) < over:
