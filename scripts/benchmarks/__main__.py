@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import billing, billing_chart, binary, webhooks
+from benchmarks import backups, billing, billing_chart, binary, webhooks
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
 from benchmarks.engines import CREATE_ENGINES, JOB_POLL_S
@@ -28,8 +28,9 @@ AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run near
 BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged as noisy
 # Parts of a run (--only / --skip): core is benchmarks/core.py with benchmarks/engines.py;
 # metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
-# (the single binary's start-up) in benchmarks/binary.py.
-PARTS = ("core", "metering", "chart", "webhooks", "binary")
+# (the single binary's start-up) in benchmarks/binary.py; backups (backup and restore on
+# Incus against the engine's own commands) in benchmarks/backups.py.
+PARTS = ("core", "metering", "chart", "webhooks", "binary", "backups")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -53,8 +54,12 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         metrics.update(webhooks.measure(work))
     if "binary" in args.parts:
         metrics.update(binary.measure(work, args.binary_rounds))
+    if "backups" in args.parts:
+        print(f"backup and restore of a small Incus instance, {args.backup_rounds} rounds"
+              f"{' after a warm-up round' if args.warmup > 0 else ''}:", flush=True)
+        metrics.update(backups.measure(work, args))
     report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
-                          | binary.TARGETS)
+                          | binary.TARGETS | backups.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -65,7 +70,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
     return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
-            + webhooks.rows(metrics, strict) + binary.rows(metrics, strict))
+            + webhooks.rows(metrics, strict) + binary.rows(metrics, strict)
+            + backups.rows(metrics, strict))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -110,6 +116,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--engines", default=",".join(CREATE_ENGINES),
                         help="engines to create on, comma-separated (default "
                              f"{','.join(CREATE_ENGINES)})")
+    parser.add_argument("--backup-rounds", type=int, default=3,
+                        help="alternating engine/appliance backup+restore rounds on Incus "
+                             "after a warm-up one (default 3)")
     parser.add_argument("--job-poll", type=float, default=JOB_POLL_S,
                         help="seconds between polls of a create job and of Incus's state "
                              f"(default {JOB_POLL_S})")
