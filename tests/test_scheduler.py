@@ -18,7 +18,7 @@ def test_every_task_runs_on_its_own(app):
                                       "meter_usage", "enforce_billing", "webhook_sweep",
                                       "mail_notifications", "notify_expiring_keys",
                                       "sample_metrics", "purge_old_events", "remind_setup_link",
-                                      "self_backup"}
+                                      "self_backup", "scheduled_backups"}
     for name in scheduler.tasks():
         scheduler.run_task(app, name)
 
