@@ -330,6 +330,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BILLING_TEMPLATE_GB_MONTH", "", empty_or_int_between(0, 1_000_000),
             "Price of keeping one GB of template for a month (minor units), charged by the "
             "hour pro rata; empty means BILLING_BACKUP_GB_MONTH."),
+    Setting("BILLING_BACKUP_TIER_BASIC_HOURLY", 1, int_between(0, 1_000_000),
+            "Hourly price (minor units) of the `basic` backup tier of an instance, charged "
+            "by the metering tick like its plan."),
+    Setting("BILLING_BACKUP_TIER_EXTENDED_HOURLY", 2, int_between(0, 1_000_000),
+            "Hourly price (minor units) of the `extended` backup tier of an instance."),
+    Setting("BACKUP_TIER_BASIC_DAYS", 7, int_between(1, 366),
+            "Days the `basic` backup tier keeps each daily backup."),
+    Setting("BACKUP_TIER_EXTENDED_DAYS", 14, int_between(1, 366),
+            "Days the `extended` backup tier keeps each daily backup."),
+    Setting("BACKUP_TIER_EXTENDED_WEEKS", 8, int_between(0, 520),
+            "Weeks the `extended` backup tier keeps the first backup of each ISO week "
+            "(0: no weeklies)."),
+    Setting("BACKUP_TIER_HOUR", 3, int_between(0, 23),
+            "UTC hour in which the daily backups of the backup tiers are taken, each "
+            "instance at its own minute of it."),
     Setting("METERING_INTERVAL_SECONDS", 300, parse_positive_int,
             "How often the metering tick records started hours (each hour is counted once "
             "however often it runs)."),

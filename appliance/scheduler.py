@@ -24,7 +24,7 @@ from appliance.db import database
 from appliance.services.accounts import api_keys, mail, setup_link, users
 from appliance.services.billing import invoices, metering, prepaid
 from appliance.services.events import notifications
-from appliance.services.instances import backup_check, engine_jobs, jobs, nodes
+from appliance.services.instances import backup_check, backup_tiers, engine_jobs, jobs, nodes
 from appliance.services.limits import idempotency
 from appliance.services.metrics import sampling
 from appliance.services.ops import dashboard_metrics, retention, selfbackup
@@ -86,7 +86,14 @@ def _tasks() -> list[Task]:
         Task("self_backup", 900, _self_backup,
              "Back up the appliance once a UTC day into SELF_BACKUP_DIR and keep the newest "
              "SELF_BACKUP_KEEP archives (unless SELF_BACKUP_SCHEDULE is off)."),
+        Task("scheduled_backups", 60, _scheduled_backups,
+             "Queue the backup tiers' due daily backups (each instance at its slot of "
+             "BACKUP_TIER_HOUR, never beside another job of it) and prune expired ones."),
     ]
+
+
+def _scheduled_backups() -> object:
+    return backup_tiers.run()
 
 
 def _remind_setup_link() -> object:

@@ -19,7 +19,8 @@ def test_every_task_runs_on_its_own(app):
                                       "meter_usage", "enforce_billing", "webhook_sweep",
                                       "mail_notifications", "notify_expiring_keys",
                                       "sample_metrics", "purge_old_events", "remind_setup_link",
-                                      "self_backup", "sample_resources", "purge_old_metrics"}
+                                      "self_backup", "sample_resources", "purge_old_metrics",
+                                      "scheduled_backups"}
     for name in scheduler.tasks():
         scheduler.run_task(app, name)
 

@@ -13,7 +13,7 @@ from appliance.api.instances import InstanceOut, JobOut
 from appliance.api.principal import USER_OR_KEY
 from appliance.api.schema import ApiBlueprint, ListQuery, PageInfo, Schema, page_body
 from appliance.models import Backup
-from appliance.services.instances import backup_requests, backups
+from appliance.services.instances import backup_requests, backup_tiers, backups
 from appliance.services.principal import Principal
 
 bp = ApiBlueprint("backups_api", __name__)
@@ -46,6 +46,8 @@ class BackupOut(Schema):
     created_at: dt.datetime
     updated_at: dt.datetime
     expires_at: dt.datetime | None = Field(description="Scheduled backups: when pruned.")
+    weekly: bool = Field(description="A scheduled backup kept as its ISO week's (the "
+                                     "extended tier), until `expires_at`.")
 
     @classmethod
     def of(cls, backup: Backup) -> BackupOut:
@@ -55,7 +57,7 @@ class BackupOut(Schema):
                    node_id=backup.node_id, size_bytes=backup.size_bytes, sha256=backup.sha256,
                    size_gb=backup.size_gb, disk_gb=backup.disk_gb, error=backup.error,
                    created_at=backup.created_at, updated_at=backup.updated_at,
-                   expires_at=backup.expires_at)
+                   expires_at=backup.expires_at, weekly=bool(backup.weekly))
 
 
 class BackupList(Schema):
@@ -164,3 +166,25 @@ def restore_backup(principal: Principal, project_id: str, instance_id: str, back
     return {"backup": BackupOut.of(accepted.backup),
             "instance": InstanceOut.of(accepted.instance, accepted.job),
             "job": JobOut.of(accepted.job)}, 202
+
+
+class BackupTierIn(Schema):
+    tier: Literal["none", "basic", "extended"] = Field(
+        description="basic: a daily backup kept 7 days; extended: a daily backup kept 14 "
+                    "days, the first of each ISO week kept 8 weeks (the operator's settings "
+                    "may differ); none: no scheduled backups (those taken stay until they "
+                    "expire).")
+
+
+@bp.operation("/projects/<project_id>/instances/<instance_id>/backup-tier", "PUT",
+              summary="Choose the instance's scheduled backup tier", tags=TAGS,
+              body=BackupTierIn, status=204, auth=USER_OR_KEY, errors=(402, *ERRORS, 503),
+              description="Scheduled backups are taken daily in the hour BACKUP_TIER_HOUR "
+                          "(UTC), each instance at its own minute, and count against the "
+                          "account's backups limit. A paid tier is charged by the hour "
+                          "(its own invoice line); 409 unsupported when the engine cannot "
+                          "take backups.")
+def put_backup_tier(principal: Principal, project_id: str, instance_id: str,
+                    body: BackupTierIn):
+    backup_tiers.set_tier(principal, project_id, instance_id, body.tier)
+    return None, 204

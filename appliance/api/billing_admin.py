@@ -107,13 +107,27 @@ class BillingSettingsOut(Schema):
     low_balance_thresholds: list[int] = Field(description="Alerts a new account starts with.")
     operator_name: str
     operator_address: str
+    backup_tier_basic_hourly: int = Field(description="Hourly price of the basic backup "
+                                                      "tier, minor units.")
+    backup_tier_extended_hourly: int = Field(description="Hourly price of the extended "
+                                                         "backup tier, minor units.")
+    backup_tier_basic_days: int = Field(description="Days basic keeps each daily backup.")
+    backup_tier_extended_days: int = Field(description="Days extended keeps each daily "
+                                                       "backup.")
+    backup_tier_extended_weeks: int = Field(description="Weeks extended keeps each week's "
+                                                        "first backup (0: none).")
 
     @classmethod
     def of(cls, found: OperatorSettings) -> BillingSettingsOut:
         return cls(currency=found.currency, vat_rate_bp=found.vat_rate_bp,
                    min_balance=found.min_balance, grace_hours=found.grace_hours,
                    low_balance_thresholds=list(found.low_balance_thresholds),
-                   operator_name=found.operator_name, operator_address=found.operator_address)
+                   operator_name=found.operator_name, operator_address=found.operator_address,
+                   backup_tier_basic_hourly=found.backup_tier_basic_hourly,
+                   backup_tier_extended_hourly=found.backup_tier_extended_hourly,
+                   backup_tier_basic_days=found.backup_tier_basic_days,
+                   backup_tier_extended_days=found.backup_tier_extended_days,
+                   backup_tier_extended_weeks=found.backup_tier_extended_weeks)
 
 
 class BillingSettingsIn(Schema):
@@ -126,6 +140,11 @@ class BillingSettingsIn(Schema):
     low_balance_thresholds: list[int] | None = Field(None, max_length=10)
     operator_name: str | None = Field(None, max_length=200)
     operator_address: str | None = Field(None, max_length=1000)
+    backup_tier_basic_hourly: int | None = Field(None, ge=0, le=1_000_000)
+    backup_tier_extended_hourly: int | None = Field(None, ge=0, le=1_000_000)
+    backup_tier_basic_days: int | None = Field(None, ge=1, le=366)
+    backup_tier_extended_days: int | None = Field(None, ge=1, le=366)
+    backup_tier_extended_weeks: int | None = Field(None, ge=0, le=520)
 
 
 @bp.operation("/admin/billing/credits", "POST", summary="Grant, adjust or refund credit",

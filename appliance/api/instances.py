@@ -95,6 +95,10 @@ class InstanceOut(Schema):
     image: ImageRef
     node: NodeRef
     suspended: bool
+    backup_tier: Literal["none", "basic", "extended"] = Field(
+        description="Its scheduled backups (PUT .../backup-tier): none, basic (daily, kept "
+                    "7 days) or extended (daily kept 14 days, weekly kept 8 weeks); the "
+                    "numbers are the operator's settings.")
     job: JobOut | None = Field(description="The operation in progress, if any.")
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -112,6 +116,7 @@ class InstanceOut(Schema):
             node=NodeRef(id=node.id, name=node.name, engine=node.engine,
                          simulated=node.simulated),
             suspended=instance.suspended_at is not None,
+            backup_tier=instance.backup_tier,
             job=JobOut.of(job) if job is not None else None,
             created_at=instance.created_at, updated_at=instance.updated_at)
 

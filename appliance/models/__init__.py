@@ -12,7 +12,7 @@ from appliance.models.accounts import (
     SuspensionEnd,
     User,
 )
-from appliance.models.backups import Backup, Template
+from appliance.models.backups import Backup, BackupTierPeriod, Template
 from appliance.models.billing import (
     BillingAccount,
     BillingAlert,
@@ -51,3 +51,4 @@ __all__ += ["InstanceMetric", "MetricCounter", "MetricSample", "NodeMetric"]
 __all__ += ["SelfBackupRun"]
 __all__ += ["Template"]
 __all__ += ["SuspensionEnd"]
+__all__ += ["BackupTierPeriod"]

@@ -1,7 +1,7 @@
 """Backups the appliance keeps of instances, and the templates made of them: archive
 files in its store (BACKUP_DIR)."""
 
-from peewee import BigIntegerField, CharField, ForeignKeyField, IntegerField
+from peewee import BigIntegerField, BooleanField, CharField, ForeignKeyField, IntegerField
 
 from appliance.db import BaseModel, UTCDateTimeField
 from appliance.models.accounts import User
@@ -34,6 +34,7 @@ class Backup(BaseModel):
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(null=True)  # scheduled backups: pruned then
+    weekly = BooleanField(default=False)  # a scheduled backup kept as its ISO week's
     deleted_at = UTCDateTimeField(null=True)
 
 
@@ -61,3 +62,17 @@ class Template(BaseModel):
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()
     deleted_at = UTCDateTimeField(null=True)
+
+
+class BackupTierPeriod(BaseModel):
+    """A stretch of time an instance had a paid backup tier: metered by the hour."""
+
+    id = CharField(primary_key=True, max_length=40)  # btp_...
+    instance = ForeignKeyField(Instance, on_delete="CASCADE", backref="+")
+    project = ForeignKeyField(Project, on_delete="RESTRICT", backref="+")
+    tier = CharField(max_length=20)  # basic | extended
+    started_at = UTCDateTimeField()
+    ended_at = UTCDateTimeField(null=True)  # another tier chosen (or the instance deleted)
+
+    class Meta:
+        table_name = "backup_tier_period"

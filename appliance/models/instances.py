@@ -25,6 +25,7 @@ class Instance(BaseModel):
     password_sealed = TextField(null=True)
     ssh_keys = TextField(default="[]")  # JSON list of OpenSSH public key lines
     suspended_at = UTCDateTimeField(null=True)  # billing suspension (stopped, kept)
+    backup_tier = CharField(max_length=20, default="none")  # none | basic | extended
     created_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
     created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()

@@ -169,7 +169,14 @@ def _settings_page(status: int = 200, fragment: str | None = None, **context):
               "low_balance_thresholds": ", ".join(
                   money.major(t, found.currency) for t in found.low_balance_thresholds),
               "operator_name": found.operator_name,
-              "operator_address": found.operator_address}
+              "operator_address": found.operator_address,
+              "backup_tier_basic_hourly": money.major(found.backup_tier_basic_hourly,
+                                                      found.currency),
+              "backup_tier_extended_hourly": money.major(found.backup_tier_extended_hourly,
+                                                         found.currency),
+              "backup_tier_basic_days": found.backup_tier_basic_days,
+              "backup_tier_extended_days": found.backup_tier_extended_days,
+              "backup_tier_extended_weeks": found.backup_tier_extended_weeks}
     return render_template("admin/billing_settings.html", values=values,
                            **forms.money_context(found.currency), **context), status
 
@@ -232,5 +239,13 @@ def save_settings():
               "low_balance_thresholds": _thresholds(currency),
               "operator_name": form.get("operator_name", "").strip(),
               "operator_address": form.get("operator_address", "").strip()}
+    # The backup tiers' fields (a form without them leaves them as they are).
+    for name in ("backup_tier_basic_hourly", "backup_tier_extended_hourly"):
+        if name in form:
+            values[name] = forms.required_money(name, currency)
+    for name in ("backup_tier_basic_days", "backup_tier_extended_days",
+                 "backup_tier_extended_weeks"):
+        if name in form:
+            values[name] = forms.required_integer(name)
     prepaid.set_operator_settings(current_principal(), values)
     return forms.back("admin_billing.settings", "Billing settings saved.")

@@ -27,11 +27,13 @@ from appliance.services.accounts import ssh_keys
 from appliance.services.billing import billing_state
 from appliance.services.instances import (
     backup_requests,
+    backup_tiers,
     backups,
     catalog,
     console,
     jobs,
     lifecycle,
+    nodes,
     templates,
 )
 from appliance.services.limits import quotas
@@ -259,7 +261,16 @@ def _console_context(project_id: str, instance_id: str) -> dict:
 def _backups_context(project_id: str, instance_id: str) -> dict:
     rows, more = backups.list_instance_backups(current_principal(), project_id, instance_id,
                                                BACKUPS_SHOWN)
-    return {"backups": rows, "more_backups": more is not None}
+    instance = lifecycle.get_instance(current_principal(), project_id, instance_id)
+    try:
+        driver = nodes.driver_for(instance.node)
+        tiers_offered = bool(driver.capabilities().backups)
+    except ApplianceError:
+        tiers_offered = False
+    return {"backups": rows, "more_backups": more is not None,
+            "tiers": backup_tiers.offered() if tiers_offered else [],
+            "tier_hours": backup_tiers.HOURS_PER_MONTH,
+            "config_tier_hour": backup_tiers.tier_hour()}
 
 
 PARTS = {"state": "instances/_state.html", "events": "instances/_events.html",
@@ -401,6 +412,17 @@ def back_up(project_id: str, instance_id: str):
     backup_requests.create_backup(current_principal(), project_id, instance_id,
                                   request.form.get("name", "").strip() or None)
     return _backups_done(project_id, instance_id, "Backing up\u2026")
+
+
+@bp.post("/<instance_id>/backup-tier")
+@login_required
+@forms.rerender_on_error(_instance_page, "tier", "backups")
+def backup_tier(project_id: str, instance_id: str):
+    tier = request.form.get("tier", "")
+    if tier not in backup_tiers.TIERS:
+        raise InvalidRequest("Choose none, basic or extended.", field="tier")
+    backup_tiers.set_tier(current_principal(), project_id, instance_id, tier)
+    return _backups_done(project_id, instance_id, f"Backup tier: {tier}.", job_started=False)
 
 
 @bp.post("/<instance_id>/backups/<backup_id>/restore")

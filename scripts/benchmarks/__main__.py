@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import billing, billing_chart, binary, console, webhooks
+from benchmarks import backups, billing, billing_chart, binary, console, webhooks
 from benchmarks import metrics as resource_metrics
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
@@ -31,8 +31,9 @@ BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged 
 # metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
 # (the single binary's start-up) in benchmarks/binary.py; console (keystroke-to-echo on
 # Incus) in benchmarks/console.py; metrics (the resource sampling tick and the metrics
-# endpoint) in benchmarks/metrics.py.
-PARTS = ("core", "metering", "chart", "webhooks", "binary", "console", "metrics")
+# endpoint) in benchmarks/metrics.py; backups (backup and restore on Incus against the
+# engine's own commands) in benchmarks/backups.py.
+PARTS = ("core", "metering", "chart", "webhooks", "binary", "console", "metrics", "backups")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -62,8 +63,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if "metrics" in args.parts:
         print("resource metrics: the sampling tick and GET .../metrics?window=7d:", flush=True)
         metrics.update(resource_metrics.measure(work, args.warmup))
+    if "backups" in args.parts:
+        print(f"backup and restore of a small Incus instance, {args.backup_rounds} rounds"
+              f"{' after a warm-up round' if args.warmup > 0 else ''}:", flush=True)
+        metrics.update(backups.measure(work, args))
     report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
-                          | binary.TARGETS | console.TARGETS | resource_metrics.TARGETS)
+                          | binary.TARGETS | console.TARGETS | resource_metrics.TARGETS
+                          | backups.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -75,7 +81,8 @@ def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
     return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
             + webhooks.rows(metrics, strict) + binary.rows(metrics, strict)
-            + console.rows(metrics, strict) + resource_metrics.rows(metrics))
+            + console.rows(metrics, strict) + resource_metrics.rows(metrics)
+            + backups.rows(metrics, strict))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -120,6 +127,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--engines", default=",".join(CREATE_ENGINES),
                         help="engines to create on, comma-separated (default "
                              f"{','.join(CREATE_ENGINES)})")
+    parser.add_argument("--backup-rounds", type=int, default=3,
+                        help="alternating engine/appliance backup+restore rounds on Incus "
+                             "after a warm-up one (default 3)")
     parser.add_argument("--job-poll", type=float, default=JOB_POLL_S,
                         help="seconds between polls of a create job and of Incus's state "
                              f"(default {JOB_POLL_S})")

@@ -43,6 +43,11 @@ class OperatorSettings:
     low_balance_thresholds: tuple[int, ...]
     operator_name: str
     operator_address: str
+    backup_tier_basic_hourly: int
+    backup_tier_extended_hourly: int
+    backup_tier_basic_days: int
+    backup_tier_extended_days: int
+    backup_tier_extended_weeks: int
 
 
 SETTING_NAMES = {
@@ -53,6 +58,11 @@ SETTING_NAMES = {
     "low_balance_thresholds": "BILLING_LOW_BALANCE_THRESHOLDS",
     "operator_name": "BILLING_OPERATOR_NAME",
     "operator_address": "BILLING_OPERATOR_ADDRESS",
+    "backup_tier_basic_hourly": "BILLING_BACKUP_TIER_BASIC_HOURLY",
+    "backup_tier_extended_hourly": "BILLING_BACKUP_TIER_EXTENDED_HOURLY",
+    "backup_tier_basic_days": "BACKUP_TIER_BASIC_DAYS",
+    "backup_tier_extended_days": "BACKUP_TIER_EXTENDED_DAYS",
+    "backup_tier_extended_weeks": "BACKUP_TIER_EXTENDED_WEEKS",
 }
 
 

@@ -247,6 +247,8 @@ def _describe(resource: str, sku: str, plan_name: str | None) -> str:
         return f"Instance hours, plan {plan_name or sku} ({sku})"
     if resource == "backup":
         return "Backup storage, GB-hours (unit price per GB-month)"
+    if resource == "backup_tier":
+        return f"Scheduled backups, {sku.removeprefix('backup-tier-')} tier, instance hours"
     return f"{resource.replace('_', ' ').capitalize()} {sku}"
 
 

@@ -25,6 +25,9 @@ of a month of H hours costs floor(P(k+1)/H) - floor(Pk/H) of the month's price P
 whole month sums to P exactly and no hour rounds to a lasting zero. Templates are metered
 the same way (`template`, SKU `template-gb`, BILLING_TEMPLATE_GB_MONTH, which defaults to
 the backup price).
+Backup tiers are
+another (`backup_tier`, SKU `backup-tier-basic` / `-extended`): each stretch of time an
+instance had a paid tier, an hour at the tier's hourly price.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from appliance import config
 from appliance.db import database, db_time, insert_statement
 from appliance.models import (
     Backup,
+    BackupTierPeriod,
     Instance,
     Plan,
     Project,
@@ -162,6 +166,45 @@ def _backups(now: dt.datetime) -> list[Subject]:
 register_meter(BACKUP, _backups)
 
 
+BACKUP_TIER = "backup_tier"
+TIER_PRICES = {"basic": "BILLING_BACKUP_TIER_BASIC_HOURLY",
+               "extended": "BILLING_BACKUP_TIER_EXTENDED_HOURLY"}
+
+
+def tier_hourly_price(tier: str) -> int:
+    """A backup tier's hourly price (minor units), as the billing settings have it."""
+    name = TIER_PRICES.get(tier)
+    return settings.get(config.active(), name) if name is not None else 0
+
+
+def _backup_tiers(now: dt.datetime) -> list[Subject]:
+    """Each stretch of time an instance had a paid backup tier (services/instances/
+    backup_tiers.py), until another tier was chosen or the instance deleted: an hour at
+    the tier's hourly price, SKU `backup-tier-<tier>`."""
+    meter = UsageMeter.alias()
+    prices = {tier: tier_hourly_price(tier) for tier in TIER_PRICES}
+    rows = (BackupTierPeriod.select(
+                BackupTierPeriod.id, BackupTierPeriod.project, BackupTierPeriod.tier,
+                BackupTierPeriod.started_at,
+                fn.COALESCE(BackupTierPeriod.ended_at, Instance.deleted_at),
+                Project.created_by, meter.last_hour, meter.sku, meter.month,
+                meter.month_amount, Instance.name)
+            .join(Instance, on=(BackupTierPeriod.instance == Instance.id))
+            .switch(BackupTierPeriod).join(Project, on=(BackupTierPeriod.project == Project.id))
+            .switch(BackupTierPeriod).join(meter, JOIN.LEFT_OUTER,
+                                           on=((meter.subject_id == BackupTierPeriod.id)
+                                               & (meter.resource == BACKUP_TIER)))
+            .where(meter.closed.is_null() | (meter.closed == False)))  # noqa: E712
+    return [Subject(period_id, BACKUP_TIER, owner, project, f"backup-tier-{tier}",
+                    prices.get(tier, 0), None, 1, _utc(started), _utc(ended), _utc(last),
+                    meter_sku, meter_month, month_amount or 0, name=name or "")
+            for (period_id, project, tier, started, ended, owner, last, meter_sku,
+                 meter_month, month_amount, name) in database.execute(rows)]
+
+
+register_meter(BACKUP_TIER, _backup_tiers)
+
+
 def backup_gb_month_price() -> int:
     """What keeping one GB of backup costs a month (BILLING_BACKUP_GB_MONTH, minor units)."""
     return settings.get(config.active(), "BILLING_BACKUP_GB_MONTH")
@@ -250,6 +293,11 @@ def hourly_rate(user_id: str, now: dt.datetime | None = None) -> float:
                    .join(Project, on=(Template.project == Project.id))
                    .where(Project.created_by == user_id, Template.deleted_at.is_null(),
                           Template.status.in_(TEMPLATE_METERED)).scalar())
+    tiers = (Instance.select(Instance.backup_tier)
+             .join(Project, on=(Instance.project == Project.id))
+             .where(Project.created_by == user_id, Instance.deleted_at.is_null(),
+                    Instance.backup_tier.in_(tuple(TIER_PRICES))).tuples())
+    rate += sum(tier_hourly_price(tier) for (tier,) in tiers)
     return rate + (backup_gb_month_price() * kept_gb + template_gb_month_price()
                    * template_gb) / hours_in_month(current)
 

@@ -135,6 +135,11 @@ def _users(backup_id: str, except_job: str | None = None) -> int:
     return query.count()
 
 
+def users(backup_id: str) -> int:
+    """Unfinished jobs that read the backup's archive."""
+    return _users(backup_id)
+
+
 # Taking one (inside the request's transaction, then as a job step) ---------------------
 
 
