@@ -82,8 +82,10 @@ def main() -> None:
 def serve(host: str | None, port: int | None, threads: int | None, data_dir: str | None) -> None:
     """Apply migrations and serve the dashboard and the API with waitress."""
     # lazy, like every command's imports
+    from appliance.memory import tune_malloc
     from appliance.serving import create_server
 
+    tune_malloc()  # before the app allocates: large blocks go back to the system
     extra = {name: value for name, value in
              (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
     app = _build_app(data_dir, extra)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import backups, billing, billing_chart, binary, console, webhooks
+from benchmarks import backups, billing, billing_chart, binary, console, footprint, webhooks
 from benchmarks import metrics as resource_metrics
 from benchmarks.common import REPO_ROOT, BenchError, Row
 from benchmarks.core import core_benchmark, rows_for, run_info
@@ -29,11 +29,13 @@ AUTH_DURATION_MAX = 5  # default seconds per authenticated run: keeps a run near
 BUSY_LOADAVG = 1.0  # 1-minute load average above which the numbers are flagged as noisy
 # Parts of a run (--only / --skip): core is benchmarks/core.py with benchmarks/engines.py;
 # metering and chart are in benchmarks/billing.py and benchmarks/billing_chart.py; binary
-# (the single binary's start-up) in benchmarks/binary.py; console (keystroke-to-echo on
-# Incus) in benchmarks/console.py; metrics (the resource sampling tick and the metrics
+# (the single binary's start-up) in benchmarks/binary.py; footprint (RSS after a standard
+# workload, the dashboard's pages) in benchmarks/footprint.py; console (keystroke-to-echo
+# on Incus) in benchmarks/console.py; metrics (the resource sampling tick and the metrics
 # endpoint) in benchmarks/metrics.py; backups (backup and restore on Incus against the
 # engine's own commands) in benchmarks/backups.py.
-PARTS = ("core", "metering", "chart", "webhooks", "binary", "console", "metrics", "backups")
+PARTS = ("core", "footprint", "metering", "chart", "webhooks", "binary", "console",
+         "metrics", "backups")
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -42,6 +44,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     report = core_benchmark(args, work) if "core" in args.parts else {
         "run": run_info(args), "metrics": {}, "targets": {}}
     metrics = report["metrics"]
+    if "footprint" in args.parts:
+        metrics.update(footprint.measure(work, args.auth_duration, args.dashboard_rounds,
+                                         args.warmup))
     if {"metering", "chart"} & set(args.parts):
         metrics["billing_insert_rows_per_s"] = billing.insert_rate(work)
         print(f"baseline: SQLite batched insert {metrics['billing_insert_rows_per_s']:,.0f} "
@@ -67,9 +72,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print(f"backup and restore of a small Incus instance, {args.backup_rounds} rounds"
               f"{' after a warm-up round' if args.warmup > 0 else ''}:", flush=True)
         metrics.update(backups.measure(work, args))
-    report["targets"] |= (billing.TARGETS | billing_chart.TARGETS | webhooks.TARGETS
-                          | binary.TARGETS | console.TARGETS | resource_metrics.TARGETS
-                          | backups.TARGETS)
+    report["targets"] |= (footprint.TARGETS | billing.TARGETS | billing_chart.TARGETS
+                          | webhooks.TARGETS | binary.TARGETS | console.TARGETS
+                          | resource_metrics.TARGETS | backups.TARGETS)
     rows = all_rows(metrics, args.strict)
     report["checks"] = {row.metric: row.ok for row in rows if row.ok is not None}
     report["all_ok"] = all(row.ok for row in rows if row.ok is not None)
@@ -79,7 +84,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def all_rows(metrics: dict[str, Any], strict: bool = False) -> list[Row]:
     rows = rows_for(metrics, strict) if "ratio" in metrics else []
-    return (rows + billing.rows(metrics) + billing_chart.rows(metrics)
+    return (rows + footprint.rows(metrics, strict) + billing.rows(metrics)
+            + billing_chart.rows(metrics)
             + webhooks.rows(metrics, strict) + binary.rows(metrics, strict)
             + console.rows(metrics, strict) + resource_metrics.rows(metrics)
             + backups.rows(metrics, strict))
@@ -115,6 +121,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--auth-rounds", type=int, default=3,
                         help="alternating login, /auth/me and GET project rounds "
                              "(default 3)")
+    parser.add_argument("--dashboard-rounds", type=int, default=2,
+                        help="rounds over the dashboard's pages (default 2), each page "
+                             "--auth-duration seconds on one and on 8 connections")
     parser.add_argument("--startup-runs", type=int, default=2,
                         help="extra start-ups timed besides the load server's (default 2)")
     parser.add_argument("--binary-rounds", type=int, default=3,
@@ -157,7 +166,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.auth_duration is None:
         args.auth_duration = min(args.duration, AUTH_DURATION_MAX)
     if (min(args.duration, args.rounds, args.auth_duration, args.auth_rounds) < 1
-            or args.warmup < 0 or args.startup_runs < 0 or args.binary_rounds < 1):
+            or args.warmup < 0 or args.startup_runs < 0 or args.binary_rounds < 1
+            or args.dashboard_rounds < 1):
         parser.error("--duration, --rounds, --auth-duration, --auth-rounds and --binary-rounds "
                      "must be >= 1, --warmup and --startup-runs >= 0")
     return args

@@ -11,7 +11,10 @@ common passwords, not the account's email address. A broken rule raises
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib.util
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,16 +27,34 @@ COMMON_COUNT = 10_000
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1,
                          hash_len=32, salt_len=16)
-# Verified against when the account does not exist, so both paths cost the same.
-_DUMMY_HASH = _hasher.hash("the appliance dummy password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so both paths cost the same
+    (made on first use: hashing costs about 40 ms that start-up need not pay)."""
+    return _hasher.hash("the appliance dummy password")
 
 
 @functools.cache
 def _common_passwords() -> frozenset[str]:
-    # Loaded on first use: the list costs memory that an idle appliance need not pay.
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+    """The COMMON_COUNT most common passwords, read on first use from zxcvbn's list.
 
-    return frozenset(FREQUENCY_LISTS["passwords"][:COMMON_COUNT])
+    The line is read from zxcvbn's data file without importing the package: importing
+    it loads every list and builds its ranked dictionaries (about 14 MB, kept for the
+    process's life) for ten thousand strings (about 1 MB).
+    """
+    spec = importlib.util.find_spec("zxcvbn")
+    assert spec is not None and spec.origin is not None, "zxcvbn is not installed"
+    source = Path(spec.origin).with_name("frequency_lists.py")
+    with source.open(encoding="utf-8") as lines:
+        for line in lines:
+            name, _, value = line.strip().partition(": ")
+            if name == '"passwords"':
+                # the line is `"passwords": "123456,password,...".split(","),`
+                words = ast.literal_eval(value.removesuffix(".split(\",\"),"))
+                return frozenset(words.split(",")[:COMMON_COUNT])
+    raise RuntimeError(f"no password list in {source}")
 
 
 def check_rules(password: str, email: str = "", field: str = "password") -> None:
@@ -61,7 +82,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when `password` matches; a missing hash still costs one verification."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
