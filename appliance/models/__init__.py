@@ -31,7 +31,7 @@ from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
 from appliance.models.metrics import MetricSample
 from appliance.models.notifications import Notification
-from appliance.models.ops import SelfBackupRun
+from appliance.models.ops import SchedulerLease, SelfBackupRun
 from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 from appliance.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery
@@ -47,4 +47,4 @@ __all__ += ["Invoice", "InvoiceCounter", "InvoiceLine", "InvoiceRun", "StripeTop
 __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 __all__ += ["Notification"]
 __all__ += ["MetricSample"]
-__all__ += ["SelfBackupRun"]
+__all__ += ["SchedulerLease", "SelfBackupRun"]
