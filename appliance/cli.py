@@ -90,9 +90,17 @@ def serve(host: str | None, port: int | None, threads: int | None, data_dir: str
              (("HOST", host), ("PORT", port), ("THREADS", threads)) if value is not None}
     app = _build_app(data_dir, extra)
     settings = app.config["APPLIANCE"]
+    from appliance import db  # lazy, like every command's imports
     from appliance.services.ops import server_lock  # lazy, like every command's imports
 
-    server_lock.hold(Path(settings["DATA_DIR"]))  # `appliance restore` checks it
+    # `appliance restore` checks the lock; on SQLite it also keeps a second server (and
+    # a second scheduler) off the same database.
+    if not server_lock.hold(Path(settings["DATA_DIR"])) and db.is_sqlite():
+        other = server_lock.holder(Path(settings["DATA_DIR"]))
+        raise click.ClickException(
+            f"another appliance serve (pid {other or '?'}) is serving the data directory "
+            f"{settings['DATA_DIR']}. On SQLite one process serves a database: stop that "
+            "one first, or move to PostgreSQL to run several (README, 'Scaling out').")
     try:
         server = create_server(app, settings)
     except OSError as exc:

@@ -184,8 +184,16 @@ SETTINGS: tuple[Setting, ...] = (
             "means DATA_DIR/backups."),
     Setting("DATABASE_URL", "", parse_str,
             "Database URL; empty means SQLite at DATA_DIR/appliance.db. "
-            "postgresql://... is accepted (PostgreSQL support is being completed).",
+            "postgresql://user:password@host:5432/name uses PostgreSQL (15 or newer; the "
+            "`postgres` extra), for several processes on one database.",
             secret=True),
+    Setting("DATABASE_STATEMENT_TIMEOUT_SECONDS", 30, int_between(1, 3600),
+            "PostgreSQL: a statement running longer is cancelled (the request answers "
+            "503)."),
+    Setting("LEADER_LEASE_SECONDS", 30, int_between(3, 3600),
+            "Several processes on one PostgreSQL database: the one running the periodic "
+            "tasks holds a lease this long, renewed every third of it; when it dies, "
+            "another takes over within this time plus a third."),
     Setting("HOST", "127.0.0.1", parse_str, "Address `appliance serve` listens on."),
     Setting("PORT", 8080, parse_port, "Port `appliance serve` listens on."),
     Setting("THREADS", 8, parse_positive_int, "Worker threads of the waitress server."),

@@ -241,8 +241,57 @@ def open_database(settings: dict[str, Any], data_dir: Path):
             synchronous=settings["SQLITE_SYNCHRONOUS"],
             busy_timeout_ms=settings["SQLITE_BUSY_TIMEOUT_MS"],
         )
-    # PostgreSQL and others through peewee's db_url; autoconnect as with SQLite.
+    if url.startswith(("postgresql://", "postgres://")):
+        return postgres_database(url, max_connections=settings["THREADS"] * 2 + 8,
+                                 statement_timeout_s=settings["DATABASE_STATEMENT_TIMEOUT_SECONDS"])
     return connect_url(url)
+
+
+def postgres_database(url: str, *, max_connections: int = POOL_MAX_CONNECTIONS,
+                      statement_timeout_s: int = 30) -> Any:
+    """A pooled PostgreSQL database (psycopg2, the `postgres` extra) for `url`.
+
+    The pool holds at most `max_connections` (twice the server's threads and some for
+    the scheduler, the job and delivery workers); each connection has a statement timeout
+    (a query running longer is cancelled: a 503, not a thread held for ever) and its
+    time zone set to UTC (the columns hold naive UTC). A connection the server dropped (a
+    restart, a failover) is discarded on its next use, so the appliance recovers by
+    itself when the database is back."""
+    from playhouse.db_url import parse as parse_url
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    params = parse_url(url)
+    timeout_ms = int(statement_timeout_s * 1000)
+    params["options"] = (f"{params.get('options', '')} -c statement_timeout={timeout_ms} "
+                         "-c TimeZone=UTC").strip()
+    params.setdefault("connect_timeout", 5)
+    db = PooledPostgresqlDatabase(max_connections=max_connections,
+                                  stale_timeout=POOL_STALE_SECONDS, timeout=10, **params)
+    return db
+
+
+def is_sqlite(db: Any = None) -> bool:
+    """Whether `db` (the bound database when None) is SQLite."""
+    return isinstance(database.obj if db is None else db, SqliteDatabase)
+
+
+def kind(db: Any = None) -> str:
+    """"sqlite" or "postgresql" (or the class name of another engine)."""
+    db = database.obj if db is None else db
+    if isinstance(db, SqliteDatabase):
+        return "sqlite"
+    from peewee import PostgresqlDatabase
+
+    return "postgresql" if isinstance(db, PostgresqlDatabase) else type(db).__name__
+
+
+def epoch_seconds(expression: Any) -> Any:
+    """SQL for the whole seconds since 1970 of a UTC datetime column, on either database."""
+    from peewee import fn
+
+    if is_sqlite():
+        return fn.strftime("%s", expression).cast("INTEGER")
+    return fn.date_part("epoch", expression).cast("BIGINT")
 
 
 def sqlite_path(db: Any) -> Path | None:

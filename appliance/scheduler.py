@@ -4,7 +4,9 @@ BackgroundScheduler) and the job runner's worker threads.
 Each task is a plain service function run in the app's context with its own database
 connection; a failing run is logged and the next run comes as scheduled. Tasks are
 idempotent (they claim rows with conditional UPDATEs or delete what is due), so a task
-that runs late, twice, or in two processes does no harm.
+that runs late or twice does no harm. With several processes on one PostgreSQL database,
+only the holder of the scheduler's lease (services/ops/leader.py) runs the periodic
+tasks; every process runs jobs and webhook deliveries, each claimed once.
 
 `appliance serve` starts the scheduler; tests call `run_task(app, name)` instead.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, current_app
 
-from appliance import config
+from appliance import config, db
 from appliance.db import database
 from appliance.services.accounts import api_keys, mail, setup_link, users
 from appliance.services.billing import invoices, metering, prepaid
@@ -27,7 +29,7 @@ from appliance.services.events import notifications
 from appliance.services.instances import backup_check, backup_tiers, engine_jobs, jobs, nodes
 from appliance.services.limits import idempotency
 from appliance.services.metrics import sampling
-from appliance.services.ops import dashboard_metrics, retention, selfbackup
+from appliance.services.ops import dashboard_metrics, leader, retention, selfbackup
 from appliance.services.webhooks import dispatcher
 
 log = logging.getLogger("appliance.scheduler")
@@ -40,6 +42,9 @@ class Task:
     run: Callable[[], object]
     help: str
     at_start: bool = False  # also run once right after start-up (catching up a downtime)
+    # Runs in every process (it writes what this process counted in memory, or wakes this
+    # process's own workers); the others only in the process holding the lease.
+    every_process: bool = False
 
 
 def _tasks() -> list[Task]:
@@ -48,10 +53,11 @@ def _tasks() -> list[Task]:
              "Lift the suspensions an administrator gave an end (until) once it passed.",
              at_start=True),
         Task("flush_key_usage", 30, api_keys.flush_usage,
-             "Write API keys' counted uses (last_used_at, usage_count)."),
+             "Write API keys' counted uses (last_used_at, usage_count).",
+             every_process=True),
         Task("sample_metrics", 60, _sample_metrics,
              "Write counted API requests and running instances per account for the "
-             "dashboard charts; delete samples older than 8 days."),
+             "dashboard charts; delete samples older than 8 days.", every_process=True),
         Task("sample_resources", _setting("INSTANCE_METRICS_INTERVAL_SECONDS"),
              sampling.tick,
              "Read running instances' CPU, memory, network and disk and every node's host "
@@ -73,7 +79,8 @@ def _tasks() -> list[Task]:
         Task("enforce_billing", 300, _enforce_billing,
              "Grace periods, suspensions for unpaid balances or spend caps, and lifting them."),
         Task("webhook_sweep", 30, dispatcher.sweep,
-             "Wake the webhook dispatcher; forget rotated-out webhook secrets."),
+             "Wake the webhook dispatcher; forget rotated-out webhook secrets.",
+             every_process=True),
         Task("mail_notifications", 60, _mail_notifications,
              "Email the notifications that call for it (low balance, suspension, invoice)."),
         Task("notify_expiring_keys", 86400, _notify_expiring_keys,
@@ -82,7 +89,8 @@ def _tasks() -> list[Task]:
              "Delete events, finished webhook deliveries and read notifications older "
              "than EVENT_RETENTION_DAYS (in batches)."),
         Task("remind_setup_link", setup_link.REMIND_SECONDS, _remind_setup_link,
-             "While no account exists, log the first-run set-up link again."),
+             "While no account exists, log the first-run set-up link again.",
+             every_process=True),
         Task("self_backup", 900, _self_backup,
              "Back up the appliance once a UTC day into SELF_BACKUP_DIR and keep the newest "
              "SELF_BACKUP_KEEP archives (unless SELF_BACKUP_SCHEDULE is off)."),
@@ -152,10 +160,27 @@ def run_task(app: Flask, name: str) -> object:
 
 
 def _guarded(app: Flask, name: str) -> None:
+    if not tasks()[name].every_process and not leader.is_leader():
+        return  # another process holds the lease and runs it
     try:
         run_task(app, name)
     except Exception:  # a failing run must not stop the schedule
         log.exception("scheduled task %s failed", name)
+
+
+def _renew_lease(app: Flask) -> None:
+    """Take or keep the lease of the periodic tasks (services/ops/leader.py)."""
+    was = leader.is_leader()
+    try:
+        with app.app_context(), database.connection_context():
+            now = leader.renew(_setting("LEADER_LEASE_SECONDS"))
+    except Exception:  # the database is away: lead nothing until it is back
+        leader.reset()
+        log.exception("could not renew the scheduler's lease")
+        now = False
+    if now != was:
+        log.info("this process %s the periodic tasks (%s)",
+                 "now runs" if now else "no longer runs", leader.IDENTITY)
 
 
 def start(app: Flask) -> BackgroundScheduler:
@@ -163,10 +188,14 @@ def start(app: Flask) -> BackgroundScheduler:
 
     On the very first start (no node yet) every reachable local engine is registered.
     """
+    _renew_lease(app)
     with app.app_context(), database.connection_context():
-        nodes.register_local_engines()
-        # Before the job runner: no backup job runs while the store is compared.
-        backup_check.check()
+        if db.is_sqlite() or leader.is_leader():
+            nodes.register_local_engines()
+        # Before the job runner: no backup job runs while the store is compared. With
+        # several processes (PostgreSQL), only while no job runs in any of them.
+        if db.is_sqlite() or not jobs.any_running():
+            backup_check.check()
     runner = app.extensions["job_runner"] = jobs.Runner(app)
     runner.start()
     app.extensions["webhook_dispatcher"] = dispatcher.Dispatcher(app)
@@ -180,6 +209,9 @@ def start(app: Flask) -> BackgroundScheduler:
     # Enqueueing wakes the runner at once; this sweep catches retries that came due.
     scheduler.add_job(runner.wake, "interval", seconds=5, id="run_due_jobs",
                       name="Run jobs whose retry delay has passed.")
+    scheduler.add_job(_renew_lease, "interval", args=(app,),
+                      seconds=max(1, _setting("LEADER_LEASE_SECONDS") // 3),
+                      id="scheduler_lease", name="Take or keep the periodic tasks' lease.")
     scheduler.start()
     app.extensions["scheduler"] = scheduler
     log.info("scheduler started: %s", ", ".join(t.name for t in _tasks()))
@@ -200,3 +232,9 @@ def stop(app: Flask) -> None:
         webhook_dispatcher.stop()
     _guarded(app, "flush_key_usage")
     _guarded(app, "sample_metrics")
+    if leader.is_leader():
+        try:
+            with app.app_context(), database.connection_context():
+                leader.release()
+        except Exception:  # the lease then runs out by itself
+            log.exception("could not release the scheduler's lease")

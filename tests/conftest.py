@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from appliance import create_app
+from appliance import create_app, db
 from appliance.drivers import fake
 from appliance.services import clock
 from appliance.services.accounts import api_keys, authcache, sessions
@@ -34,6 +34,7 @@ from appliance.services.limits import throttle
 from appliance.services.ops import dashboard_metrics
 from appliance.services.webhooks import endpoints
 from appliance.web import reveal
+from tests import pgsupport
 from tests.factories import (
     Browser,
     add_member,
@@ -78,9 +79,30 @@ def clean_environment(monkeypatch):
     for name in list(os.environ):
         if name.startswith("APPLIANCE_"):
             monkeypatch.delenv(name)
+    url = None
+    if pgsupport.ENABLED:  # a database of its own for the test (tests/pgsupport.py)
+        url = pgsupport.new_database()
+        monkeypatch.setenv("APPLIANCE_DATABASE_URL", url)
     reset_module_state()
     yield
     reset_module_state()
+    if url is not None:
+        if db.database.obj is not None:
+            db.release(db.database.obj)
+        pgsupport.drop(url)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests for one database say so with a marker and are not run on the other, saying
+    why: `sqlite_only` (about the SQLite file itself) in the PostgreSQL pass,
+    `postgres_only` (several processes on one database) in the SQLite pass."""
+    other, label = (("sqlite_only", "SQLite only") if pgsupport.ENABLED
+                    else ("postgres_only", "PostgreSQL only, run by the PostgreSQL pass"))
+    for item in items:
+        marker = item.get_closest_marker(other)
+        if marker is not None:
+            reason = marker.args[0] if marker.args else ""
+            item.add_marker(pytest.mark.skip(reason=f"{label}: {reason}"))
 
 
 @pytest.fixture
@@ -225,7 +247,9 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 20.0) ->
             raise AssertionError(f"server exited with {process.returncode}")
         try:
             return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Listening, but not answering yet: start-up (the scheduler's first steps)
+            # runs between binding the socket and serving it.
             time.sleep(0.05)
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
@@ -237,6 +261,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        if pgsupport.ENABLED and "APPLIANCE_DATABASE_URL" not in (env or {}):
+            # The test's own database, or (a module-scoped server) one of its own.
+            full_env["APPLIANCE_DATABASE_URL"] = (os.environ.get("APPLIANCE_DATABASE_URL")
+                                                  or pgsupport.new_database())
         full_env.update(env or {})
         self.process = subprocess.Popen(
             [*argv, "serve", "--port", str(self.port)], cwd=cwd, env=full_env,

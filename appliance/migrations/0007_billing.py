@@ -13,6 +13,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SqliteDatabase,
     TextField,
 )
 
@@ -135,8 +136,26 @@ def up(migrator, db):
 
     db.create_tables([LedgerEntry, UsageRecord, UsageDaily, UsageMeter, BillingAccount,
                       BillingAlert, PromoCode, PromoRedemption])
+    refuse_changes(db, "ledger_entry", "ledger entries are append-only")
+
+
+def refuse_changes(db, table, message):
+    """Triggers that abort every UPDATE and DELETE of `table`'s rows with `message`
+    (SQLite's RAISE(ABORT); on PostgreSQL a PL/pgSQL function raising a
+    restrict_violation, which drivers report as an integrity error like SQLite's)."""
+    if isinstance(db, SqliteDatabase):
+        for action in ("UPDATE", "DELETE"):
+            db.execute_sql(
+                f'CREATE TRIGGER "{table}_no_{action.lower()}" BEFORE {action} '
+                f'ON "{table}" BEGIN '
+                f"SELECT RAISE(ABORT, '{message}'); END")
+        return
+    db.execute_sql(
+        'CREATE OR REPLACE FUNCTION "appliance_refuse_change"() RETURNS trigger '
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING MESSAGE = TG_ARGV[0], "
+        "ERRCODE = 'restrict_violation'; END $$")
     for action in ("UPDATE", "DELETE"):
         db.execute_sql(
-            f'CREATE TRIGGER "ledger_entry_no_{action.lower()}" BEFORE {action} '
-            f'ON "ledger_entry" BEGIN '
-            f"SELECT RAISE(ABORT, 'ledger entries are append-only'); END")
+            f'CREATE TRIGGER "{table}_no_{action.lower()}" BEFORE {action} '
+            f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION '
+            f'"appliance_refuse_change"(\'{message}\')')

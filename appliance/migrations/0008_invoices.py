@@ -14,6 +14,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SqliteDatabase,
     TextField,
 )
 
@@ -89,8 +90,24 @@ def up(migrator, db):
 
     db.create_tables([InvoiceCounter, InvoiceRun, Invoice, InvoiceLine, StripeTopup])
     for table in ("invoice", "invoice_line"):
+        refuse_changes(db, table, "issued invoices are immutable")
+
+
+def refuse_changes(db, table, message):
+    """As in 0007: triggers aborting every UPDATE and DELETE of `table`'s rows."""
+    if isinstance(db, SqliteDatabase):
         for action in ("UPDATE", "DELETE"):
             db.execute_sql(
                 f'CREATE TRIGGER "{table}_no_{action.lower()}" BEFORE {action} '
                 f'ON "{table}" BEGIN '
-                f"SELECT RAISE(ABORT, 'issued invoices are immutable'); END")
+                f"SELECT RAISE(ABORT, '{message}'); END")
+        return
+    db.execute_sql(
+        'CREATE OR REPLACE FUNCTION "appliance_refuse_change"() RETURNS trigger '
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING MESSAGE = TG_ARGV[0], "
+        "ERRCODE = 'restrict_violation'; END $$")
+    for action in ("UPDATE", "DELETE"):
+        db.execute_sql(
+            f'CREATE TRIGGER "{table}_no_{action.lower()}" BEFORE {action} '
+            f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION '
+            f'"appliance_refuse_change"(\'{message}\')')

@@ -32,7 +32,7 @@ from appliance.models.keys import ApiKey, SshKey
 from appliance.models.limits import LimitOverride, LimitRequest
 from appliance.models.metrics import InstanceMetric, MetricCounter, MetricSample, NodeMetric
 from appliance.models.notifications import Notification
-from appliance.models.ops import SelfBackupRun
+from appliance.models.ops import SchedulerLease, SelfBackupRun
 from appliance.models.projects import Membership, Project
 from appliance.models.settings import Setting
 from appliance.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery
@@ -48,7 +48,7 @@ __all__ += ["Invoice", "InvoiceCounter", "InvoiceLine", "InvoiceRun", "StripeTop
 __all__ += ["Event", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 __all__ += ["Notification"]
 __all__ += ["InstanceMetric", "MetricCounter", "MetricSample", "NodeMetric"]
-__all__ += ["SelfBackupRun"]
+__all__ += ["SchedulerLease", "SelfBackupRun"]
 __all__ += ["Template"]
 __all__ += ["SuspensionEnd"]
 __all__ += ["BackupTierPeriod"]

@@ -23,3 +23,13 @@ class SelfBackupRun(BaseModel):
 
     class Meta:
         indexes = ((("trigger", "started_at"), False),)
+
+
+class SchedulerLease(BaseModel):
+    """Which process runs the periodic tasks (services/ops/leader.py): the one whose
+    `holder` is written here, until `expires_at` (renewed well before)."""
+
+    name = CharField(primary_key=True, max_length=40)
+    holder = CharField(max_length=80)
+    expires_at = UTCDateTimeField()
+    acquired_at = UTCDateTimeField()

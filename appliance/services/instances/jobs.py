@@ -25,6 +25,7 @@ from typing import Any
 
 from peewee import fn
 
+from appliance import db
 from appliance.db import database
 from appliance.drivers.base import DriverError
 from appliance.errors import ApplianceError
@@ -117,10 +118,19 @@ def _claim(job_id: str) -> bool:
     return claimed == 1
 
 
+def any_running() -> bool:
+    """Whether a job is running (in any process) now."""
+    return Job.select().where(Job.status == "running",
+                              Job.lease_until >= clock.now()).exists()
+
+
 def recover_interrupted() -> int:
     """Start-up: jobs left "running" by a previous process (a crash, `kill -9`) are due
-    again at once instead of when their lease would have run out. Only one process runs
-    jobs, so at start-up none of them is really running."""
+    again at once instead of when their lease would have run out. On SQLite one process
+    runs jobs, so at start-up none of them is really running; on PostgreSQL another
+    process may be running them, and their leases are left to run out."""
+    if not db.is_sqlite():
+        return 0
     with database.atomic():
         return Job.update(lease_until=clock.now() - dt.timedelta(seconds=1)).where(
             Job.status == "running").execute()

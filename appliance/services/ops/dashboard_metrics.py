@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from peewee import EXCLUDED, fn
 
+from appliance import db
 from appliance.db import database
 from appliance.errors import InvalidRequest
 from appliance.models import Instance, MetricSample, Project, UsageRecord, User
@@ -199,8 +200,9 @@ def series(principal: Principal, window: str = "24h", bucket: str = "5m",
     running, requests, spend = [0] * count, [0] * count, [0] * count
     user_id = principal.user.id
 
-    # Bucketed by SQLite itself: a week of minutes is 10,080 rows, too many to convert.
-    index = ((fn.strftime("%s", MetricSample.minute).cast("INTEGER")
+    # Bucketed by the database itself: a week of minutes is 10,080 rows, too many to
+    # convert.
+    index = ((db.epoch_seconds(MetricSample.minute)
               - int(start.timestamp())) / int(step.total_seconds()))
     buckets = (MetricSample
                .select(index, fn.MAX(MetricSample.instances_running),

@@ -1,10 +1,11 @@
 """Which process serves a data directory: `appliance serve` holds an exclusive lock on
 DATA_DIR/serve.lock (flock) for as long as it runs, with its pid written inside.
 
-The lock is what `appliance restore` checks before it replaces a data directory. It dies
-with the process however the process ends (kill -9, power cut), so a stale file never
-blocks anything. A second `serve` on the same directory is warned about, not stopped:
-nothing else refused it before, and the lock is advice for restore, not a guard.
+The lock is what `appliance restore` checks before it replaces a data directory, and on
+SQLite what refuses a second `serve` of the same directory (two schedulers on one file);
+on PostgreSQL several processes may share a data directory (its secrets), so a second one
+is only logged. It dies with the process however the process ends (kill -9, power cut),
+so a stale file never blocks anything.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def hold(data_dir: Path) -> bool:
     except BlockingIOError:
         other = _read_pid(fd)
         os.close(fd)
-        log.warning("another appliance serve (pid %s) is using the data directory %s: "
-                    "run one per database", other or "?", data_dir)
+        log.info("another appliance serve (pid %s) uses the data directory %s too",
+                 other or "?", data_dir)
         return False
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())

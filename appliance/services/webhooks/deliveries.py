@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from peewee import Expression
 
-from appliance import __version__
+from appliance import __version__, db
 from appliance.db import database, db_time, raw_sql
 from appliance.errors import Conflict, InvalidRequest, NotFound
 from appliance.models import Event, Webhook, WebhookAttempt, WebhookDelivery
@@ -172,7 +172,11 @@ def claim(delivery_id: str, *, test: bool = False) -> bool:
 
 def recover_interrupted() -> int:
     """Start-up: deliveries a previous process had claimed are due again at once, and
-    attempts it left unfinished are logged as interrupted. Only one process delivers."""
+    attempts it left unfinished are logged as interrupted. On SQLite one process
+    delivers; on PostgreSQL another process may be delivering them, and their leases are
+    left to run out (an attempt a dead process left stays without an answer)."""
+    if not db.is_sqlite():
+        return 0
     now = clock.now()
     with database.atomic():
         WebhookAttempt.update(error=INTERRUPTED).where(
