@@ -43,7 +43,7 @@ def frozen():
 
 
 @pytest.fixture
-def started(frozen, app, client, owner, owner_project, catalog):
+def started(frozen, app, client, owner, owner_project, catalog):  # noqa: PLR0917 - fixtures
     instance = create_instance(app, client, owner, owner_project, catalog)
     return instance
 
@@ -77,7 +77,7 @@ def store(app) -> Path:
     return Path(app.config["APPLIANCE"]["BACKUP_DIR"])
 
 
-def test_the_tier_is_put_shown_and_checked(frozen, app, client, owner, owner_project,
+def test_the_tier_is_put_shown_and_checked(frozen, app, client, owner, owner_project,  # noqa: PLR0917
                                            started, outsider):
     instance_id = started["id"]
     base = f"/projects/{owner_project}/instances/{instance_id}"
@@ -193,7 +193,7 @@ def test_a_due_backup_waits_while_the_instance_has_a_job(app, client, owner, own
         assert backup_tiers.run().queued == 0  # today's is queued: not twice
 
 
-def test_at_the_backups_limit_the_oldest_scheduled_is_pruned_else_the_day_is_skipped(
+def test_at_the_backups_limit_the_oldest_scheduled_is_pruned_else_the_day_is_skipped(  # noqa: PLR0917
         app, client, owner, owner_project, owner_user, started):
     instance_id = started["id"]
     assert put_tier(client, owner, owner_project, instance_id, "basic").status_code == 204

@@ -149,7 +149,7 @@ def appliance_job(api: ApiClient, project_id: str, path: str, poll_s: float,
     return seconds, accepted, _job_split(job)
 
 
-def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one measured sequence
     """The backups part's metrics (see the module docstring)."""
     samples: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
