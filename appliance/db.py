@@ -26,10 +26,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from peewee import DatabaseProxy, DateTimeField, Model, OperationalError, SqliteDatabase
+from peewee import (
+    DatabaseProxy,
+    DateTimeField,
+    Model,
+    OperationalError,
+    PostgresqlDatabase,
+    SqliteDatabase,
+    fn,
+)
 from playhouse.db_url import connect as connect_url
+from playhouse.db_url import parse as parse_url
 from playhouse.migrations import Runner
-from playhouse.pool import PooledDatabase, PooledSqliteDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 database = DatabaseProxy()
 
@@ -257,8 +266,6 @@ def postgres_database(url: str, *, max_connections: int = POOL_MAX_CONNECTIONS,
     time zone set to UTC (the columns hold naive UTC). A connection the server dropped (a
     restart, a failover) is discarded on its next use, so the appliance recovers by
     itself when the database is back."""
-    from playhouse.db_url import parse as parse_url
-    from playhouse.pool import PooledPostgresqlDatabase
 
     params = parse_url(url)
     timeout_ms = int(statement_timeout_s * 1000)
@@ -280,14 +287,12 @@ def kind(db: Any = None) -> str:
     db = database.obj if db is None else db
     if isinstance(db, SqliteDatabase):
         return "sqlite"
-    from peewee import PostgresqlDatabase
 
     return "postgresql" if isinstance(db, PostgresqlDatabase) else type(db).__name__
 
 
 def epoch_seconds(expression: Any) -> Any:
     """SQL for the whole seconds since 1970 of a UTC datetime column, on either database."""
-    from peewee import fn
 
     if is_sqlite():
         return fn.strftime("%s", expression).cast("INTEGER")

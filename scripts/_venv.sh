@@ -41,7 +41,7 @@ ensure_test_venv() {
   ensure_venv "$TEST_VENV"
   if [ ! -f "$TEST_VENV/.installed" ] || [ -n "$(find setup.cfg pyproject.toml -newer "$TEST_VENV/.installed" -print -quit)" ]; then
     echo "installing the appliance with its test extras into $TEST_VENV ..."
-    "$TEST_VENV/bin/python" -m pip install --quiet -e ".[test]"
+    "$TEST_VENV/bin/python" -m pip install --quiet -e ".[test,postgres]"
     touch "$TEST_VENV/.installed"
   fi
 }
