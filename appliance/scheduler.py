@@ -173,7 +173,7 @@ def _renew_lease(app: Flask) -> None:
     was = leader.is_leader()
     try:
         with app.app_context(), database.connection_context():
-            now = leader.renew(_setting("LEADER_LEASE_SECONDS"))
+            now = leader.renew(_setting("LEADER_LEASE_SECONDS"), sole=db.is_sqlite())
     except Exception:  # the database is away: lead nothing until it is back
         leader.reset()
         log.exception("could not renew the scheduler's lease")

@@ -37,6 +37,10 @@ from tests.factories import make_image, make_node, make_plan
 
 pytestmark = pytest.mark.slow
 DESKTOP = {"width": 1366, "height": 900}
+# What sticks out of a phone's screen, for the assertion's message.
+WIDEST = """() => [...document.querySelectorAll('main *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth)
+    .map(e => e.tagName + '.' + (e.className.baseVal ?? e.className)).slice(0, 8)"""
 
 
 def seed_catalog(data) -> None:
@@ -159,9 +163,7 @@ def test_the_instance_graphs_switch_windows_update_live_and_drop_stale_answers(
     page.set_viewport_size(SMALL_PHONE)
     page.goto(server.url + instance["path"] + "?metrics_window=7d")
     shots.take(page, "instance-phone-7d")
-    wide = page.evaluate("""() => [...document.querySelectorAll('#metrics *')]
-        .filter(e => e.getBoundingClientRect().right > window.innerWidth)
-        .map(e => e.tagName + '.' + e.className.baseVal + e.className).slice(0, 5)""")
+    wide = page.evaluate(WIDEST)
     assert fits_the_screen(page), wide
     assert page.locator("#metric-disk svg").is_visible()
     page.locator("#metrics").screenshot(path=str(shots.folder / "metrics-05-card-phone.png"))
@@ -177,5 +179,6 @@ def test_the_admin_node_page_shows_host_graphs_beside_the_allocation(page, serve
     shots.take(page, "node-desktop")
     page.set_viewport_size(SMALL_PHONE)
     page.reload()
-    assert fits_the_screen(page)
+    wide = page.evaluate(WIDEST)
     shots.take(page, "node-phone")
+    assert fits_the_screen(page), wide

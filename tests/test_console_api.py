@@ -110,11 +110,15 @@ def test_a_viewer_cannot_open_one_and_an_outsider_sees_nothing(  # noqa: PLR0917
     assert refused["error"]["code"] == "role_denied"
     _open(client, outsider, owner_project, instance, status=404)
     opened = _open(client, owner, owner_project, instance)["console"]
-    # Someone else's session id is 404 for the viewer, whatever they try.
+    # The role is checked before the session id: 403 for the viewer, 404 for the
+    # outsider, whatever they try (another operator gets 404: projects_api's table).
     for method, path in (("GET", opened["stream_url"]), ("POST", opened["input_url"])):
-        response = client.open(path, method=method, headers=viewer,
-                               json={"data": "eA=="} if method == "POST" else None)
-        assert response.status_code == 404, path
+        for who, status, code in ((viewer, 403, "role_denied"),
+                                  (outsider, 404, "project_not_found")):
+            response = client.open(path, method=method, headers=who,
+                                   json={"data": "eA=="} if method == "POST" else None)
+            assert response.status_code == status, path
+            assert response.get_json()["error"]["code"] == code
 
 
 def test_a_session_belongs_to_the_sign_in_that_opened_it(client, owner, owner_project,

@@ -102,7 +102,10 @@ def test_a_served_appliance_does_not_grow_under_steady_load(serve, make_app, dat
     assert last <= at_4000 * (1 + GROWTH_MAX), [round(s / 1024, 1) for s in samples]
 
 
-def test_steady_requests_leave_little_allocated(app, client):
+def test_steady_requests_leave_little_allocated(make_app):
+    # 1,800 signed-in requests in well under a minute: above the per-user rate limit
+    app = make_app(RATE_LIMIT_USER_PER_MINUTE=100_000)
+    client = app.test_client()
     make_user(app, "ada@example.test")
     token = bearer(login(client, "ada@example.test"))
     project = next(p["id"] for p in api(client, "GET", "/projects", token).get_json()["data"]

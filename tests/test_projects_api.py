@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from appliance.models import Backup, Instance
+from appliance.models import Backup, Instance, Template
 from appliance.services import clock, projects
 from appliance.services.ids import new_id
+from appliance.services.instances import console
 from tests import sshkeys
 from tests.factories import (
     add_member,
@@ -56,6 +57,7 @@ def _target_id(client, team) -> str:
 
 
 I = "/projects/{project_id}/instances/{instance_id}"  # noqa: E741 - short on purpose
+C = I + "/console/{console_id}"
 # Every project-scoped route, the least role it needs, a request that would succeed, the
 # status it gets, and the instance's power state it needs (None: any).
 # `test_the_role_table_covers_every_project_route` fails when a route is missing here.
@@ -100,6 +102,24 @@ ROUTES = [
     ("GET", "/projects/{project_id}/backups/{backup_id}", "viewer", None, 200, None),
     ("DELETE", "/projects/{project_id}/backups/{backup_id}", "member", None, 204, None),
     ("GET", "/projects/{project_id}/jobs/{job_id}", "viewer", None, 200, None),
+    ("PUT", I + "/backup-tier", "member", {"tier": "basic"}, 204, None),
+    ("POST", I + "/backups/{backup_id}/template", "member", {"name": "golden"}, 202, None),
+    ("GET", "/projects/{project_id}/templates", "viewer", None, 200, None),
+    ("GET", "/projects/{project_id}/templates/{template_id}", "viewer", None, 200, None),
+    ("PATCH", "/projects/{project_id}/templates/{template_id}", "member", {"name": "base"},
+     200, None),
+    ("DELETE", "/projects/{project_id}/templates/{template_id}", "member", None, 204, None),
+    ("GET", I + "/metrics", "viewer", None, 200, None),
+    ("GET", I + "/logs/stream", "viewer", None, 200, None),
+    ("POST", I + "/console", "member", {}, 201, None),
+    # A console session is its opener's alone: the target member's is 404
+    # console_not_found to the others who may operate, after the role was checked (a
+    # viewer still gets 403).
+    ("GET", C, "member", None, 404, None),
+    ("GET", C + "/stream", "member", None, 404, None),
+    ("POST", C + "/input", "member", {"data": "bHMK"}, 404, None),
+    ("POST", C + "/resize", "member", {"cols": 100, "rows": 30}, 404, None),
+    ("DELETE", C, "member", None, 404, None),
 ]
 
 
@@ -111,12 +131,14 @@ def _world(app, client, team, catalog, state=None) -> dict[str, str]:
                   json={"name": "web-1", "plan_id": "small", "image_id": catalog["image"]})
     run_jobs(app)
     instance = created.get_json()["instance"]["id"]
+    console_id = _console(client, team, project, instance)  # (ends with a stop)
     if state == "stopped":
         api(client, "POST", f"/projects/{project}/instances/{instance}/stop", team["owner"])
         run_jobs(app)
     return {"project_id": project, "user_id": _target_id(client, team),
             "key_id": target_key["id"], "instance_id": instance,
             "job_id": created.get_json()["job"]["id"], "backup_id": _backup(app, instance),
+            "template_id": _template(app, instance), "console_id": console_id,
             **catalog}
 
 
@@ -132,6 +154,30 @@ def _backup(app, instance_id: str) -> str:
                              status="available", archive=f"{backup_id}.fake.archive",
                              size_gb=1, image=instance.image_id, created_at=now,
                              updated_at=now).id
+
+
+def _template(app, instance_id: str) -> str:
+    """An available template row of the project (its archive is never read)."""
+    with app.app_context():
+        instance = Instance.get_by_id(instance_id)
+        now = clock.now()
+        template_id = new_id("tpl")
+        return Template.create(id=template_id, project=instance.project_id, name="golden-1",
+                               status="available", source_instance=instance,
+                               source_instance_name=instance.name, node=instance.node_id,
+                               archive=f"{template_id}.fake.archive", size_bytes=1,
+                               size_gb=1, image=instance.image_id, created_at=now,
+                               updated_at=now).id
+
+
+def _console(client, team, project: str, instance: str) -> str:
+    """A console session the target member opened; the previous world's are closed first
+    (the caps would refuse a fifth)."""
+    console.reset()
+    opened = api(client, "POST", f"/projects/{project}/instances/{instance}/console",
+                 team["target"], json={})
+    assert opened.status_code == 201, opened.get_json()
+    return opened.get_json()["console"]["id"]
 
 
 def _fill(value, names: dict[str, str]):

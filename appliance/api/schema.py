@@ -388,11 +388,22 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
     return parameters
 
 
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string", "contentMediaType": "application/json"},
+                   "event": {"type": "string"}, "id": {"type": "string"},
+                   "retry": {"type": "integer"}}}
+
+
 def _responses(op: Operation, ref: Callable[[type[BaseModel], str], dict[str, Any]],
                error_response: dict[str, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "Success")}
     if op.response is not None:
         success["content"] = {op.produces: {"schema": ref(op.response, "serialization")}}
+    elif op.produces == "text/event-stream":
+        # One event of the stream (the OpenAPI 3.2 reading of an SSE schema): its `data`
+        # is the JSON text the operation's description names.
+        success["content"] = {op.produces: {"schema": _SSE_EVENT}}
     elif op.produces != "application/json":
         success["content"] = {op.produces: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.status): success}

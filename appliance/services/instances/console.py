@@ -45,7 +45,7 @@ from appliance.db import database
 from appliance.drivers.base import Terminal
 from appliance.errors import Conflict, DriverError, Gone, InvalidRequest, NotFound, RateLimited
 from appliance.models import Instance
-from appliance.services import audit, clock
+from appliance.services import audit, clock, projects
 from appliance.services.instances import lifecycle, nodes
 from appliance.services.principal import Principal
 
@@ -231,7 +231,11 @@ def _audit_open(principal: Principal, instance: Instance, session: ConsoleSessio
 def get(principal: Principal, project_id: str, instance_id: str,
         console_id: str) -> ConsoleSession:
     """The caller's open session; 404 `console_not_found` for anyone else's or none;
-    410 `console_closed` for one of theirs that has ended (while it is remembered)."""
+    410 `console_closed` for one of theirs that has ended (while it is remembered).
+    Scope and role come first, like every project route: an outsider gets 404
+    `project_not_found`, a viewer 403, whatever the session id."""
+    principal.require_scope("instances:write")
+    projects.access(principal, project_id, projects.OPERATE)
     with _registry.lock:
         session = _registry.sessions.get(console_id) or _ended.get(console_id)
     if (session is None or session.user_id != principal.user.id

@@ -32,13 +32,21 @@ IDENTITY = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _state = {"leading": False}  # whether this process held the lease at its last renewal
 
 
-def renew(seconds: int, identity: str = IDENTITY) -> bool:
-    """Take or renew the lease for `seconds`; whether this process holds it now."""
+def renew(seconds: int, identity: str = IDENTITY, sole: bool = False) -> bool:
+    """Take or renew the lease for `seconds`; whether this process holds it now.
+
+    `sole`: this process is known to be the only one (SQLite, whose data directory lock
+    refuses a second `serve`), so a lease left by a killed predecessor is taken at once
+    instead of after it runs out.
+    """
     now = clock.now()
     until = now + dt.timedelta(seconds=seconds)
     with database.atomic():
+        mine = SchedulerLease.holder == identity
+        if sole:
+            mine = SchedulerLease.name == NAME
         taken = (SchedulerLease.update(holder=identity, expires_at=until)
-                 .where(SchedulerLease.name == NAME, SchedulerLease.holder == identity)
+                 .where(SchedulerLease.name == NAME, mine)
                  .execute())
         if not taken:
             taken = (SchedulerLease.update(holder=identity, expires_at=until, acquired_at=now)
