@@ -4,7 +4,7 @@ the `extended` tier), and `backup_tier_period`, one row per stretch of time an i
 had a paid tier (what the metering tick charges by the hour). Adds columns with defaults
 and a table; changes no row."""
 
-from peewee import CharField, DateTimeField, ForeignKeyField, Model
+from peewee import CharField, DateTimeField, ForeignKeyField, Model, SqliteDatabase
 
 
 def up(migrator, db):
@@ -39,5 +39,8 @@ def up(migrator, db):
     # migrator would rebuild the table, which the triggers on `instance` forbid).
     db.execute_sql('ALTER TABLE "instance" ADD COLUMN "backup_tier" VARCHAR(20) NOT NULL '
                    "DEFAULT 'none'")
-    db.execute_sql('ALTER TABLE "backup" ADD COLUMN "weekly" INTEGER NOT NULL DEFAULT 0')
+    # A boolean as each database keeps one (BooleanField: INTEGER on SQLite).
+    weekly = ("INTEGER NOT NULL DEFAULT 0" if isinstance(db, SqliteDatabase)
+              else "BOOLEAN NOT NULL DEFAULT FALSE")
+    db.execute_sql(f'ALTER TABLE "backup" ADD COLUMN "weekly" {weekly}')
     db.create_tables([BackupTierPeriod])
